@@ -1,0 +1,122 @@
+/// A request target reduced to the form routes are matched against.
+///
+/// Normalisation happens once, before matching, so `/public/../admin`, `/public/%2e%2e/admin` and
+/// `//admin` all reach the route for `/admin` and cannot slip past its policy. The normalised
+/// path is also what the backend receives.
+public struct RequestPath: Sendable, Equatable {
+    /// Normalised path: starts with `/`, no dot segments, no empty segments, unreserved characters
+    /// decoded, other percent escapes upper-cased and kept.
+    public var path: String
+    /// The query string without `?`, as received; `nil` when absent.
+    public var query: String?
+
+    public init(path: String, query: String?) {
+        self.path = path
+        self.query = query
+    }
+
+    /// The target to send upstream.
+    public var target: String { query.map { "\(path)?\($0)" } ?? path }
+
+    /// Why a request target cannot be routed.
+    public enum Problem: Error, Sendable, Equatable {
+        case notOriginForm
+        case badPercentEncoding
+    }
+
+    /// Parses and normalises an origin-form (`/a/b?q`) or absolute-form (`http://h/a`) target.
+    public static func parse(_ uri: String) throws(Problem) -> RequestPath {
+        var target = Substring(uri)
+        if let schemeEnd = target.range(of: "://"), !target.hasPrefix("/") {
+            let scheme = target[..<schemeEnd.lowerBound].lowercased()
+            guard scheme == "http" || scheme == "https" || scheme == "ws" || scheme == "wss" else { throw .notOriginForm }
+            let afterScheme = target[schemeEnd.upperBound...]
+            if let slash = afterScheme.firstIndex(where: { $0 == "/" || $0 == "?" }) {
+                target = afterScheme[slash...]
+                if target.hasPrefix("?") { target = "/" + target }
+            } else {
+                target = "/"
+            }
+        }
+        guard target.hasPrefix("/") else { throw .notOriginForm }
+        if let hash = target.firstIndex(of: "#") { target = target[..<hash] }
+        var query: String?
+        var rawPath = target
+        if let mark = target.firstIndex(of: "?") {
+            rawPath = target[..<mark]
+            query = String(target[target.index(after: mark)...])
+        }
+        let decoded = try decodeUnreserved(rawPath)
+        return RequestPath(path: removeDotSegments(decoded), query: query)
+    }
+
+    /// Decodes `%XX` escapes of unreserved characters (RFC 3986 §2.3) and upper-cases the rest.
+    static func decodeUnreserved(_ path: Substring) throws(Problem) -> String {
+        var bytes = Array(path.utf8)
+        guard bytes.contains(UInt8(ascii: "%")) else { return String(path) }
+        var output: [UInt8] = []
+        output.reserveCapacity(bytes.count)
+        var index = 0
+        while index < bytes.count {
+            let byte = bytes[index]
+            if byte == UInt8(ascii: "%") {
+                guard index + 2 < bytes.count, let high = hexValue(bytes[index + 1]), let low = hexValue(bytes[index + 2]) else {
+                    throw .badPercentEncoding
+                }
+                let value = high << 4 | low
+                if isUnreserved(value) {
+                    output.append(value)
+                } else {
+                    output.append(contentsOf: [UInt8(ascii: "%"), hexDigit(high), hexDigit(low)])
+                }
+                index += 3
+            } else {
+                output.append(byte)
+                index += 1
+            }
+        }
+        bytes = output
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// RFC 3986 §5.2.4, with empty segments merged (`//a` is `/a`), as nginx's `merge_slashes`.
+    static func removeDotSegments(_ path: String) -> String {
+        var segments: [Substring] = []
+        let parts = path.split(separator: "/", omittingEmptySubsequences: true)
+        for part in parts {
+            switch part {
+            case ".": continue
+            case "..": if !segments.isEmpty { segments.removeLast() }
+            default: segments.append(part)
+            }
+        }
+        var result = "/" + segments.joined(separator: "/")
+        let endsWithSlash = path.hasSuffix("/") || path.hasSuffix("/.") || path.hasSuffix("/..")
+        if endsWithSlash && !segments.isEmpty { result += "/" }
+        return result
+    }
+
+    private static func isUnreserved(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            return true
+        case UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
+            return true
+        default:
+            return false
+        }
+    }
+
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return byte - UInt8(ascii: "A") + 10
+        default: return nil
+        }
+    }
+
+    private static func hexDigit(_ value: UInt8) -> UInt8 {
+        value < 10 ? UInt8(ascii: "0") + value : UInt8(ascii: "A") + value - 10
+    }
+}

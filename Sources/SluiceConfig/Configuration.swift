@@ -1,0 +1,114 @@
+/// The whole Sluice configuration: plain values, validated once when loaded.
+///
+/// Nothing here touches the network; `SluiceConfig` has no NIO so that `sluice check`, tests and
+/// reload diffing can build and compare configurations cheaply.
+public struct Configuration: Sendable, Equatable {
+    /// Log level name (`trace` … `critical`); `--log-level` overrides it.
+    public var logLevel: LogLevelName = .info
+    public var listeners: [ListenerConfiguration] = []
+    public var routes: [RouteConfiguration] = []
+    /// The admin listener (metrics, connections); `nil` leaves it unbound.
+    public var admin: AdminConfiguration?
+    /// The file this configuration was read from, when it came from a file.
+    public var sourceFile: String?
+
+    public init(
+        logLevel: LogLevelName = .info,
+        listeners: [ListenerConfiguration] = [],
+        routes: [RouteConfiguration] = [],
+        admin: AdminConfiguration? = nil,
+        sourceFile: String? = nil
+    ) {
+        self.logLevel = logLevel
+        self.listeners = listeners
+        self.routes = routes
+        self.admin = admin
+        self.sourceFile = sourceFile
+    }
+}
+
+/// The log levels an operator can name, as swift-log spells them.
+public enum LogLevelName: String, Sendable, Equatable, CaseIterable {
+    case trace, debug, info, notice, warning, error, critical
+}
+
+/// The admin listener: plain HTTP on a loopback address by default.
+public struct AdminConfiguration: Sendable, Equatable {
+    public var address: SocketAddressSpec
+    public init(address: SocketAddressSpec) { self.address = address }
+}
+
+/// One listening socket: plain TCP, or TLS when `tls` is set.
+public struct ListenerConfiguration: Sendable, Equatable {
+    public var name: String
+    public var address: SocketAddressSpec
+    /// `listen(2)` backlog.
+    public var backlog: Int = 511
+    /// `nil` = plain TCP.
+    public var tls: TLSListenerConfiguration?
+    public var http: HTTPLimits = HTTPLimits()
+
+    public init(name: String, address: SocketAddressSpec, backlog: Int = 511, tls: TLSListenerConfiguration? = nil, http: HTTPLimits = HTTPLimits()) {
+        self.name = name
+        self.address = address
+        self.backlog = backlog
+        self.tls = tls
+        self.http = http
+    }
+}
+
+/// TLS termination settings for a listener.
+public struct TLSListenerConfiguration: Sendable, Equatable {
+    public enum MinimumVersion: String, Sendable, Equatable {
+        case tls12 = "1.2"
+        case tls13 = "1.3"
+    }
+
+    /// Certificate/key pairs; SNI picks among them by the names in each certificate.
+    public var certificates: [CertificateConfiguration]
+    /// Index in `certificates` of the one served to unknown or absent SNI names.
+    public var defaultCertificateIndex: Int = 0
+    public var minimumVersion: MinimumVersion = .tls12
+    /// A client that has not finished the TLS handshake by then is disconnected.
+    public var handshakeTimeout: Duration = .seconds(10)
+
+    public init(certificates: [CertificateConfiguration], defaultCertificateIndex: Int = 0, minimumVersion: MinimumVersion = .tls12, handshakeTimeout: Duration = .seconds(10)) {
+        self.certificates = certificates
+        self.defaultCertificateIndex = defaultCertificateIndex
+        self.minimumVersion = minimumVersion
+        self.handshakeTimeout = handshakeTimeout
+    }
+}
+
+/// One PEM certificate chain and its private key.
+public struct CertificateConfiguration: Sendable, Equatable {
+    /// Absolute path of the PEM chain (leaf first).
+    public var certificateFile: String
+    /// Absolute path of the PEM private key.
+    public var keyFile: String
+    /// Generate a self-signed development certificate for localhost when both files are missing.
+    public var generateIfMissing: Bool = false
+    /// The key path of this entry in the config, for errors found later (key mismatch).
+    public var configPath: String = ""
+
+    public init(certificateFile: String, keyFile: String, generateIfMissing: Bool = false, configPath: String = "") {
+        self.certificateFile = certificateFile
+        self.keyFile = keyFile
+        self.generateIfMissing = generateIfMissing
+        self.configPath = configPath
+    }
+}
+
+/// Limits on HTTP/1.1 request heads, enforced before routing.
+public struct HTTPLimits: Sendable, Equatable {
+    /// Time allowed for a full request head (and for the next one on a kept-alive connection).
+    public var headerTimeout: Duration = .seconds(10)
+    /// Total bytes of all header lines.
+    public var maxHeaderBytes: Int = 16 * 1024
+    /// Number of header fields.
+    public var maxHeaders: Int = 100
+    /// Length of the request line (method, target, version).
+    public var maxRequestLine: Int = 8 * 1024
+
+    public init() {}
+}

@@ -1,0 +1,429 @@
+import Foundation
+import Yams
+
+/// Reads, decodes and validates a configuration file.
+///
+/// Parse, validate, freeze: every problem found is reported with its key path and line, and a
+/// configuration that comes out of here is safe to bind. Relative file paths resolve against the
+/// directory of the config file, so `sluice` works from any working directory.
+public enum ConfigurationLoader {
+    /// Loads `path`; throws `ConfigErrors` listing every problem found.
+    public static func load(file path: String) throws(ConfigErrors) -> Configuration {
+        let absolute = absolutePath(path, base: FileManager.default.currentDirectoryPath)
+        let text: String
+        do {
+            text = try String(contentsOfFile: absolute, encoding: .utf8)
+        } catch {
+            throw ConfigErrors([ConfigError(path: "", message: "cannot read config file: \(describe(error))", file: absolute)])
+        }
+        let baseDirectory = (absolute as NSString).deletingLastPathComponent
+        do {
+            var configuration = try parse(yaml: text, baseDirectory: baseDirectory)
+            configuration.sourceFile = absolute
+            return configuration
+        } catch {
+            throw ConfigErrors(error.errors.map { var e = $0; e.file = absolute; return e })
+        }
+    }
+
+    /// Decodes and validates YAML text; relative paths resolve against `baseDirectory`.
+    public static func parse(yaml: String, baseDirectory: String) throws(ConfigErrors) -> Configuration {
+        let root: Node
+        do {
+            guard let node = try Yams.compose(yaml: yaml) else {
+                throw ConfigErrors([ConfigError(path: "", message: "the config file is empty")])
+            }
+            root = node
+        } catch let error as ConfigErrors {
+            throw error
+        } catch {
+            throw ConfigErrors([yamlError(error)])
+        }
+        let decoder = Decoder(baseDirectory: baseDirectory)
+        let configuration = decoder.decodeRoot(ConfigNode(node: root, path: ""))
+        decoder.validate(configuration)
+        if !decoder.errors.isEmpty { throw ConfigErrors(decoder.errors) }
+        return configuration
+    }
+
+    static func yamlError(_ error: any Error) -> ConfigError {
+        if let yaml = error as? YamlError {
+            switch yaml {
+            case .scanner(let context, let problem, let mark, _),
+                .parser(let context, let problem, let mark, _),
+                .composer(let context, let problem, let mark, _):
+                let text = [context?.text, problem].compactMap { $0 }.filter { !$0.isEmpty }.joined(separator: ": ")
+                return ConfigError(path: "", line: mark.line, message: "invalid YAML: \(text)")
+            case .duplicatedKeysInMapping(let duplicates, let context):
+                return ConfigError(path: "", line: context.mark.line, message: "duplicate keys: \(duplicates.joined(separator: ", "))")
+            default:
+                return ConfigError(path: "", message: "invalid YAML: \(yaml)")
+            }
+        }
+        return ConfigError(path: "", message: "invalid YAML: \(error)")
+    }
+
+    static func absolutePath(_ path: String, base: String) -> String {
+        let joined = path.hasPrefix("/") ? path : (base as NSString).appendingPathComponent(path)
+        return (joined as NSString).standardizingPath
+    }
+
+    static func describe(_ error: any Error) -> String {
+        let nsError = error as NSError
+        if let underlying = nsError.userInfo[NSUnderlyingErrorKey] as? NSError,
+            underlying.domain == NSPOSIXErrorDomain, let code = POSIXErrorCode(rawValue: Int32(underlying.code))
+        {
+            return String(cString: strerror(code.rawValue))
+        }
+        return nsError.localizedDescription
+    }
+}
+
+/// Walks the YAML tree into `Configuration`, collecting errors instead of stopping at the first.
+private final class Decoder {
+    let baseDirectory: String
+    var errors: [ConfigError] = []
+
+    init(baseDirectory: String) { self.baseDirectory = baseDirectory }
+
+    func record<T>(_ body: () throws(ConfigError) -> T) -> T? {
+        do { return try body() } catch {
+            errors.append(error)
+            return nil
+        }
+    }
+
+    func decodeRoot(_ node: ConfigNode) -> Configuration {
+        var configuration = Configuration()
+        guard var root = record({ () throws(ConfigError) in try node.mapping() }) else { return configuration }
+        if let level = root.optional("log_level") {
+            _ = record { () throws(ConfigError) in
+                let text = try level.string()
+                guard let value = LogLevelName(rawValue: text) else {
+                    throw level.error("unknown log level '\(text)'; one of \(LogLevelName.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+                configuration.logLevel = value
+            }
+        }
+        if let listeners = root.optional("listeners") {
+            if let items = record({ () throws(ConfigError) in try listeners.sequence() }) {
+                for item in items {
+                    if let listener = record({ () throws(ConfigError) in try decodeListener(item) }) {
+                        configuration.listeners.append(listener)
+                    }
+                }
+            }
+        } else {
+            errors.append(node.error("missing required key 'listeners'"))
+        }
+        if let routes = root.optional("routes"), let items = record({ () throws(ConfigError) in try routes.sequence() }) {
+            for item in items {
+                if let route = record({ () throws(ConfigError) in try decodeRoute(item) }) {
+                    configuration.routes.append(route)
+                }
+            }
+        }
+        if let admin = root.optional("admin") {
+            configuration.admin = record { () throws(ConfigError) in
+                var map = try admin.mapping()
+                let address = try address(try map.required("address"))
+                try map.finish()
+                return AdminConfiguration(address: address)
+            }
+        }
+        _ = record { () throws(ConfigError) in try root.finish() }
+        return configuration
+    }
+
+    func address(_ node: ConfigNode) throws(ConfigError) -> SocketAddressSpec {
+        let text = try node.string()
+        do {
+            return try ValueParsing.address(text)
+        } catch {
+            throw node.error(error.message)
+        }
+    }
+
+    func name(_ node: ConfigNode) throws(ConfigError) -> String {
+        let name = try node.string()
+        guard !name.isEmpty, name.count <= 64,
+            name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == ".") })
+        else {
+            throw node.error("names use letters, digits, '-', '_' and '.' (1 to 64 of them), got '\(name)'")
+        }
+        return name
+    }
+
+    func filePath(_ node: ConfigNode) throws(ConfigError) -> String {
+        let text = try node.string()
+        guard !text.isEmpty else { throw node.error("empty file path") }
+        return ConfigurationLoader.absolutePath(text, base: baseDirectory)
+    }
+
+    func decodeListener(_ node: ConfigNode) throws(ConfigError) -> ListenerConfiguration {
+        var map = try node.mapping()
+        var listener = ListenerConfiguration(
+            name: try name(try map.required("name")),
+            address: try address(try map.required("address"))
+        )
+        if let backlog = map.optional("backlog") { listener.backlog = try backlog.int(in: 1...65535) }
+        if let tls = map.optional("tls") { listener.tls = try decodeTLS(tls) }
+        if let http = map.optional("http") { listener.http = try decodeHTTPLimits(http) }
+        try map.finish()
+        return listener
+    }
+
+    func decodeTLS(_ node: ConfigNode) throws(ConfigError) -> TLSListenerConfiguration {
+        var map = try node.mapping()
+        let certificatesNode = try map.required("certificates")
+        let items = try certificatesNode.sequence()
+        guard !items.isEmpty else { throw certificatesNode.error("at least one certificate is needed") }
+        var certificates: [CertificateConfiguration] = []
+        var defaultIndex: Int?
+        for (index, item) in items.enumerated() {
+            var entry = try item.mapping()
+            var certificate = CertificateConfiguration(
+                certificateFile: try filePath(try entry.required("cert")),
+                keyFile: try filePath(try entry.required("key")),
+                configPath: item.path
+            )
+            if let generate = entry.optional("generate_if_missing") { certificate.generateIfMissing = try generate.bool() }
+            if let isDefault = entry.optional("default"), try isDefault.bool() {
+                if defaultIndex != nil { throw isDefault.error("only one certificate can be the default") }
+                defaultIndex = index
+            }
+            try entry.finish()
+            certificates.append(certificate)
+        }
+        var tls = TLSListenerConfiguration(certificates: certificates, defaultCertificateIndex: defaultIndex ?? 0)
+        if let version = map.optional("min_version") {
+            let text = try version.string()
+            guard let value = TLSListenerConfiguration.MinimumVersion(rawValue: text) else {
+                throw version.error("min_version must be \"1.2\" or \"1.3\", got '\(text)'")
+            }
+            tls.minimumVersion = value
+        }
+        if let timeout = map.optional("handshake_timeout") { tls.handshakeTimeout = try positive(timeout) }
+        try map.finish()
+        return tls
+    }
+
+    func positive(_ node: ConfigNode) throws(ConfigError) -> Duration {
+        let value = try node.duration()
+        guard value > .zero else { throw node.error("must be longer than 0") }
+        return value
+    }
+
+    func decodeHTTPLimits(_ node: ConfigNode) throws(ConfigError) -> HTTPLimits {
+        var map = try node.mapping()
+        var limits = HTTPLimits()
+        if let value = map.optional("header_timeout") { limits.headerTimeout = try positive(value) }
+        if let value = map.optional("max_header_bytes") { limits.maxHeaderBytes = try sizeIn(value, 256...(1 << 20)) }
+        if let value = map.optional("max_headers") { limits.maxHeaders = try value.int(in: 1...1000) }
+        if let value = map.optional("max_request_line") { limits.maxRequestLine = try sizeIn(value, 64...(1 << 20)) }
+        try map.finish()
+        return limits
+    }
+
+    func sizeIn(_ node: ConfigNode, _ range: ClosedRange<Int>) throws(ConfigError) -> Int {
+        let value = try node.size()
+        guard range.contains(value) else {
+            throw node.error("must be from \(range.lowerBound) to \(range.upperBound) bytes, got \(value)")
+        }
+        return value
+    }
+
+    func decodeRoute(_ node: ConfigNode) throws(ConfigError) -> RouteConfiguration {
+        var map = try node.mapping()
+        let routeName = try name(try map.required("name"))
+        let matchNode = try map.required("match")
+        var route = RouteConfiguration(name: routeName, match: try decodeMatch(matchNode))
+        if let listeners = map.optional("listeners") {
+            route.listeners = try listeners.sequence().map { (item) throws(ConfigError) in try name(item) }
+        }
+        if let backends = map.optional("backends") {
+            route.backends = try backends.sequence().map { (item) throws(ConfigError) in
+                let text = try item.string()
+                do throws(ValueError) {
+                    return try BackendURL.parse(text)
+                } catch {
+                    throw item.error(error.message)
+                }
+            }
+        }
+        if let builtin = map.optional("builtin") {
+            let text = try builtin.string()
+            guard let value = BuiltinHandler(rawValue: text) else {
+                throw builtin.error("unknown built-in handler '\(text)'; known: \(BuiltinHandler.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            route.builtin = value
+        }
+        if route.builtin == nil && route.backends.isEmpty {
+            throw node.error("a route needs 'backends' (at least one) or 'builtin'")
+        }
+        if route.builtin != nil && !route.backends.isEmpty {
+            throw node.error("a route has either 'backends' or 'builtin', not both")
+        }
+        if let tls = map.optional("backend_tls") { route.backendTLS = try decodeBackendTLS(tls) }
+        if let host = map.optional("host_header") {
+            let text = try host.string()
+            guard let value = HostHeaderPolicy(rawValue: text) else {
+                throw host.error("host_header must be 'client' or 'backend', got '\(text)'")
+            }
+            route.hostHeader = value
+        }
+        if let websocket = map.optional("websocket") { route.websocket = try decodeWebSocket(websocket) }
+        try map.finish()
+        return route
+    }
+
+    func decodeMatch(_ node: ConfigNode) throws(ConfigError) -> RouteMatch {
+        var map = try node.mapping()
+        var match = RouteMatch()
+        if let host = map.optional("host") {
+            let text = try host.string().lowercased()
+            let bare = text.hasPrefix("*.") ? String(text.dropFirst(2)) : text
+            guard text != "*" else { throw host.error("omit 'host' to match any host; '*' alone is not a pattern") }
+            guard IPAddressText.isHostName(bare) || IPAddressText.isIPv4(bare) || IPAddressText.isIPv6(bare) else {
+                throw host.error("'\(text)' is not a host name or '*.domain' pattern (no port)")
+            }
+            match.host = text
+        }
+        if let prefix = map.optional("path_prefix") {
+            let text = try prefix.string()
+            guard text.hasPrefix("/") else { throw prefix.error("path_prefix must start with '/', got '\(text)'") }
+            let segments = text.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+            if segments.contains(where: { $0 == "." || $0 == ".." }) || text.contains("%") || text.contains("?") || text.contains("#") {
+                throw prefix.error("path_prefix must be a plain normalised path (no '.', '..', '%', '?' or '#'), got '\(text)'")
+            }
+            var normalised = text
+            while normalised.count > 1 && normalised.hasSuffix("/") { normalised.removeLast() }
+            if normalised.contains("//") { throw prefix.error("path_prefix cannot contain '//'") }
+            match.pathPrefix = normalised
+        }
+        try map.finish()
+        return match
+    }
+
+    func decodeBackendTLS(_ node: ConfigNode) throws(ConfigError) -> BackendTLSConfiguration {
+        var map = try node.mapping()
+        var tls = BackendTLSConfiguration()
+        if let ca = map.optional("ca_file") { tls.caFile = try filePath(ca) }
+        if let skip = map.optional("insecure_skip_verify") { tls.insecureSkipVerify = try skip.bool() }
+        if let name = map.optional("server_name") { tls.serverName = try name.string() }
+        if tls.insecureSkipVerify && tls.caFile != nil {
+            throw node.error("set either ca_file or insecure_skip_verify, not both")
+        }
+        try map.finish()
+        return tls
+    }
+
+    func decodeWebSocket(_ node: ConfigNode) throws(ConfigError) -> WebSocketRouteSettings {
+        var map = try node.mapping()
+        var settings = WebSocketRouteSettings()
+        if let value = map.optional("subprotocols") {
+            let list = try value.stringList()
+            guard !list.isEmpty else { throw value.error("omit subprotocols to allow any; an empty list allows none") }
+            for (index, name) in list.enumerated() where !HTTPToken.isToken(name) {
+                throw ConfigError(path: "\(value.path)[\(index)]", line: value.line, message: "'\(name)' is not a valid subprotocol token")
+            }
+            settings.subprotocols = list
+        }
+        if let value = map.optional("max_frame_size") { settings.maxFrameSize = try sizeIn(value, 125...(1 << 40)) }
+        if let value = map.optional("max_message_size") { settings.maxMessageSize = try sizeIn(value, 125...(1 << 40)) }
+        if let value = map.optional("buffer_size") { settings.bufferSize = try sizeIn(value, 1024...(64 << 20)) }
+        if let value = map.optional("remask") { settings.remask = try value.bool() }
+        if let value = map.optional("connect_timeout") { settings.connectTimeout = try positive(value) }
+        if let value = map.optional("handshake_timeout") { settings.handshakeTimeout = try positive(value) }
+        if let value = map.optional("idle_timeout") { settings.idleTimeout = try value.optionalDuration() }
+        if let value = map.optional("close_timeout") { settings.closeTimeout = try positive(value) }
+        if let value = map.optional("ping_interval") { settings.pingInterval = try value.optionalDuration() }
+        if let value = map.optional("pong_timeout") { settings.pongTimeout = try positive(value) }
+        if let value = map.optional("max_lifetime") { settings.maxLifetime = try value.optionalDuration() }
+        if let value = map.optional("max_connect_attempts") { settings.maxConnectAttempts = try value.int(in: 1...16) }
+        if settings.maxMessageSize < settings.maxFrameSize {
+            throw node.error("max_message_size (\(settings.maxMessageSize)) is smaller than max_frame_size (\(settings.maxFrameSize))")
+        }
+        try map.finish()
+        return settings
+    }
+
+    /// Rules that span several entries: unique names, unique matches, files that exist.
+    func validate(_ configuration: Configuration) {
+        var listenerNames: [String: Int] = [:]
+        var addresses: [SocketAddressSpec: Int] = [:]
+        for (index, listener) in configuration.listeners.enumerated() {
+            if let first = listenerNames[listener.name] {
+                errors.append(ConfigError(path: "listeners[\(index)].name", message: "duplicate listener name '\(listener.name)' (also listeners[\(first)])"))
+            } else {
+                listenerNames[listener.name] = index
+            }
+            if listener.address.port != 0, let first = addresses[listener.address] {
+                errors.append(ConfigError(path: "listeners[\(index)].address", message: "address \(listener.address) is also used by listeners[\(first)]"))
+            } else {
+                addresses[listener.address] = index
+            }
+            for (certIndex, certificate) in (listener.tls?.certificates ?? []).enumerated() {
+                let path = "listeners[\(index)].tls.certificates[\(certIndex)]"
+                let fm = FileManager.default
+                let bothMissing = !fm.fileExists(atPath: certificate.certificateFile) && !fm.fileExists(atPath: certificate.keyFile)
+                if certificate.generateIfMissing && bothMissing { continue }
+                checkReadable(certificate.certificateFile, path: "\(path).cert")
+                checkReadable(certificate.keyFile, path: "\(path).key")
+            }
+        }
+        if let admin = configuration.admin, admin.address.port != 0, let index = addresses[admin.address] {
+            errors.append(ConfigError(path: "admin.address", message: "address \(admin.address) is also used by listeners[\(index)]"))
+        }
+        if configuration.listeners.isEmpty && errors.isEmpty {
+            errors.append(ConfigError(path: "listeners", message: "at least one listener is needed"))
+        }
+        var routeNames: [String: Int] = [:]
+        var matches: [String: Int] = [:]
+        for (index, route) in configuration.routes.enumerated() {
+            if let first = routeNames[route.name] {
+                errors.append(ConfigError(path: "routes[\(index)].name", message: "duplicate route name '\(route.name)' (also routes[\(first)])"))
+            } else {
+                routeNames[route.name] = index
+            }
+            for (listenerIndex, name) in route.listeners.enumerated() where listenerNames[name] == nil {
+                errors.append(ConfigError(path: "routes[\(index)].listeners[\(listenerIndex)]", message: "no listener is named '\(name)'"))
+            }
+            let scopes = route.listeners.isEmpty ? ["*"] : route.listeners
+            for scope in scopes {
+                let key = "\(route.match.host ?? "*any*") \(route.match.pathPrefix) @\(scope)"
+                let anyKey = "\(route.match.host ?? "*any*") \(route.match.pathPrefix) @*"
+                if let first = matches[key] ?? (scope == "*" ? nil : matches[anyKey]) {
+                    errors.append(ConfigError(path: "routes[\(index)].match", message: "same host and path_prefix as routes[\(first)]"))
+                    break
+                }
+                matches[key] = index
+            }
+            if let ca = route.backendTLS.caFile { checkReadable(ca, path: "routes[\(index)].backend_tls.ca_file") }
+            if let subprotocols = route.websocket.subprotocols, Set(subprotocols).count != subprotocols.count {
+                errors.append(ConfigError(path: "routes[\(index)].websocket.subprotocols", message: "duplicate subprotocol names"))
+            }
+        }
+    }
+
+    func checkReadable(_ file: String, path: String) {
+        if !FileManager.default.isReadableFile(atPath: file) {
+            let reason = FileManager.default.fileExists(atPath: file) ? "is not readable" : "does not exist"
+            errors.append(ConfigError(path: path, message: "file \(file) \(reason)"))
+        }
+    }
+}
+
+/// RFC 9110 token syntax, used for subprotocol names.
+public enum HTTPToken {
+    public static func isToken(_ text: String) -> Bool {
+        !text.isEmpty && text.utf8.allSatisfy { byte in
+            switch byte {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"):
+                return true
+            default:
+                return "!#$%&'*+-.^_`|~".utf8.contains(byte)
+            }
+        }
+    }
+}

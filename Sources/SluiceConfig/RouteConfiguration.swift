@@ -1,0 +1,91 @@
+/// One route: which requests it takes (host, path prefix) and where they go.
+public struct RouteConfiguration: Sendable, Equatable {
+    public var name: String
+    /// Listener names this route serves; empty = every listener.
+    public var listeners: [String] = []
+    public var match: RouteMatch
+    /// Where connections go; empty only for routes served by a built-in handler.
+    public var backends: [BackendURL] = []
+    /// How `wss://` backends are verified.
+    public var backendTLS: BackendTLSConfiguration = BackendTLSConfiguration()
+    /// Which `Host` header the backend receives.
+    public var hostHeader: HostHeaderPolicy = .client
+    /// A handler built into Sluice instead of backends (the demo page).
+    public var builtin: BuiltinHandler?
+    public var websocket: WebSocketRouteSettings = WebSocketRouteSettings()
+
+    public init(name: String, match: RouteMatch) {
+        self.name = name
+        self.match = match
+    }
+}
+
+/// What a route matches on. `host == nil` matches any host.
+public struct RouteMatch: Sendable, Equatable {
+    /// Exact host (`example.com`) or wildcard (`*.example.com`), lower-cased, without port.
+    public var host: String?
+    /// Path prefix matched on segment boundaries, normalised (`/ws`, never `/ws/`), `/` for all.
+    public var pathPrefix: String = "/"
+
+    public init(host: String? = nil, pathPrefix: String = "/") {
+        self.host = host
+        self.pathPrefix = pathPrefix
+    }
+}
+
+/// Handlers served by Sluice itself.
+public enum BuiltinHandler: String, Sendable, Equatable, CaseIterable {
+    /// A page that opens a WebSocket to `/echo` and shows the echoes.
+    case demo
+}
+
+/// Which `Host` the backend sees.
+public enum HostHeaderPolicy: String, Sendable, Equatable {
+    /// The client's `Host`, as nginx's `proxy_set_header Host $host`.
+    case client
+    /// The backend URL's `host:port`.
+    case backend
+}
+
+/// Verification of `wss://` backends.
+public struct BackendTLSConfiguration: Sendable, Equatable {
+    /// PEM bundle of trusted CAs (absolute path); `nil` = the system's trust store.
+    public var caFile: String?
+    /// Skip certificate verification. Must be written explicitly; never a default.
+    public var insecureSkipVerify: Bool = false
+    /// SNI and verification name; `nil` = the backend URL's host.
+    public var serverName: String?
+
+    public init() {}
+}
+
+/// The relay's per-route settings. `nil` durations mean "off".
+public struct WebSocketRouteSettings: Sendable, Equatable {
+    /// Subprotocols the client may ask for; the offer is narrowed to these. `nil` = any.
+    public var subprotocols: [String]?
+    /// Largest frame payload accepted from either side (close 1009 above it).
+    public var maxFrameSize: Int = 16 << 20
+    /// Largest message (sum of its frames) accepted from either side (close 1009 above it).
+    public var maxMessageSize: Int = 64 << 20
+    /// Bytes buffered per direction before the relay stops reading its source.
+    public var bufferSize: Int = 64 << 10
+    /// Re-mask client frames with fresh keys before they reach the backend.
+    public var remask: Bool = false
+    public var connectTimeout: Duration = .seconds(5)
+    /// Time for the backend to answer the upgrade.
+    public var handshakeTimeout: Duration = .seconds(10)
+    /// No frame either way for this long closes both sides with 1001.
+    public var idleTimeout: Duration? = .seconds(300)
+    /// Time a peer has to answer a close frame before the TCP connection is dropped.
+    public var closeTimeout: Duration = .seconds(5)
+    /// Gateway-originated pings to both sides; `nil` = no pings.
+    public var pingInterval: Duration?
+    /// Added to `pingInterval`: a peer silent that long is treated as gone.
+    public var pongTimeout: Duration = .seconds(10)
+    /// Maximum life of one WebSocket; `nil` = unlimited.
+    public var maxLifetime: Duration?
+    /// Backends tried per connection when connects fail.
+    public var maxConnectAttempts: Int = 3
+
+    public init() {}
+}
