@@ -1,0 +1,50 @@
+import NIOHTTP1
+
+/// The header rewriting every proxied request and response goes through: hop-by-hop headers
+/// out (RFC 9110 §7.6.1, and any named in `Connection`), forwarding headers in.
+enum ForwardedHeaders {
+    /// Headers meaningful only for one connection.
+    static let hopByHop: Set<String> = [
+        "connection", "proxy-connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade",
+    ]
+
+    /// `headers` without hop-by-hop fields and without any field `Connection` names.
+    static func endToEnd(_ headers: HTTPHeaders) -> HTTPHeaders {
+        var named = hopByHop
+        for token in HeaderTokens.list(headers, "connection") { named.insert(token.lowercased()) }
+        var result = HTTPHeaders()
+        for (name, value) in headers where !named.contains(name.lowercased()) {
+            result.add(name: name, value: value)
+        }
+        return result
+    }
+
+    /// Who asked, as the backend is told.
+    struct Client {
+        var address: String?
+        var host: String?
+        var tls: Bool
+    }
+
+    /// Adds `X-Forwarded-For` (appended), `X-Forwarded-Proto`, `X-Forwarded-Host` and `Forwarded`.
+    static func addForwarding(to headers: inout HTTPHeaders, client: Client) {
+        let proto = client.tls ? "https" : "http"
+        if let address = client.address {
+            let previous = headers["x-forwarded-for"].joined(separator: ", ")
+            headers.replaceOrAdd(name: "X-Forwarded-For", value: previous.isEmpty ? address : "\(previous), \(address)")
+        }
+        headers.replaceOrAdd(name: "X-Forwarded-Proto", value: proto)
+        if let host = client.host { headers.replaceOrAdd(name: "X-Forwarded-Host", value: host) }
+        var element: [String] = []
+        if let address = client.address {
+            element.append(address.contains(":") ? "for=\"[\(address)]\"" : "for=\(address)")
+        }
+        if let host = client.host, host.allSatisfy({ $0.isASCII && !$0.isWhitespace && $0 != "\"" && $0 != "\\" }) {
+            element.append("host=\"\(host)\"")
+        }
+        element.append("proto=\(proto)")
+        let previous = headers["forwarded"].joined(separator: ", ")
+        let value = element.joined(separator: ";")
+        headers.replaceOrAdd(name: "Forwarded", value: previous.isEmpty ? value : "\(previous), \(value)")
+    }
+}

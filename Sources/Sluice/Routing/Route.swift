@@ -1,0 +1,51 @@
+import NIOCore
+import SluiceConfig
+
+/// A route as the gateway runs it: its configuration, its backends, and its timeouts as NIO
+/// time amounts. Built once per configuration; live connections keep the `Route` they were
+/// admitted under.
+final class Route: Sendable {
+    let configuration: RouteConfiguration
+    /// `nil` for routes served by a built-in handler.
+    let backends: BackendSet?
+
+    var name: String { configuration.name }
+    var websocket: WebSocketRouteSettings { configuration.websocket }
+
+    init(configuration: RouteConfiguration, backends: BackendSet?) {
+        self.configuration = configuration
+        self.backends = backends
+    }
+
+    func relayConfiguration(perMessageDeflate: Bool) -> WebSocketRelay.Configuration {
+        let settings = configuration.websocket
+        return WebSocketRelay.Configuration(
+            route: configuration.name,
+            perMessageDeflate: perMessageDeflate,
+            remask: settings.remask,
+            maxFrameSize: settings.maxFrameSize,
+            maxMessageSize: settings.maxMessageSize,
+            bufferSize: settings.bufferSize,
+            idleTimeout: settings.idleTimeout.map(TimeAmount.init),
+            closeTimeout: TimeAmount(settings.closeTimeout),
+            pingInterval: settings.pingInterval.map(TimeAmount.init),
+            pongTimeout: TimeAmount(settings.pongTimeout),
+            maxLifetime: settings.maxLifetime.map(TimeAmount.init)
+        )
+    }
+}
+
+/// The routing table of one listener, with routes resolved to `Route`s.
+struct RouteTable: Sendable {
+    private let router: Router
+    private let routes: [String: Route]
+
+    init(routes: [Route], listener: String) {
+        router = Router(routes: routes.map(\.configuration), listener: listener)
+        self.routes = Dictionary(uniqueKeysWithValues: routes.map { ($0.name, $0) })
+    }
+
+    func route(host: String?, path: String) -> Route? {
+        router.route(host: host, path: path).flatMap { routes[$0.name] }
+    }
+}

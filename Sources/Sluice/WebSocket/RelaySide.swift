@@ -1,0 +1,19 @@
+/// The two ends of a relayed connection: the client side is downstream, the backend upstream.
+public enum RelaySide: String, Sendable, Hashable, CaseIterable {
+    case downstream
+    case upstream
+
+    public var peer: RelaySide { self == .downstream ? .upstream : .downstream }
+}
+
+/// WebSocket close codes the gateway sends (RFC 6455 §7.4.1).
+public enum CloseCode {
+    public static let normal: UInt16 = 1000
+    public static let goingAway: UInt16 = 1001
+    public static let protocolError: UInt16 = 1002
+    public static let policyViolation: UInt16 = 1008
+    public static let messageTooBig: UInt16 = 1009
+    public static let tryAgainLater: UInt16 = 1013
+    public static let serviceRestart: UInt16 = 1012
+    public static let badGateway: UInt16 = 1014
+}

@@ -1,0 +1,158 @@
+import Crypto
+import Foundation
+import NIOHTTP1
+
+/// A client's WebSocket upgrade request that passed RFC 6455 §4.2.1, with the offer as the
+/// backend will see it.
+struct UpgradeRequest: Equatable {
+    /// `Sec-WebSocket-Key`, as sent.
+    var key: String
+    /// Subprotocols offered, narrowed to the route's allowed list, in the client's order.
+    var protocols: [String]
+    /// `Sec-WebSocket-Extensions` values, as sent (the backend decides).
+    var extensions: [String]
+    /// Extension names the client offered, lower-cased.
+    var offeredExtensionNames: Set<String>
+
+    /// Why an upgrade is refused, with the status the client gets.
+    struct Rejection: Error, Equatable {
+        var status: HTTPResponseStatus
+        var message: String
+        var headers: [(String, String)] = []
+
+        static func == (lhs: Rejection, rhs: Rejection) -> Bool {
+            lhs.status == rhs.status && lhs.message == rhs.message
+        }
+    }
+
+    /// True when the request asks for a WebSocket at all (either upgrade header present).
+    static func isAttempt(_ head: HTTPRequestHead) -> Bool {
+        head.headers.contains(name: "upgrade") || HeaderTokens.contains(head.headers, "connection", token: "upgrade")
+    }
+
+    /// Validates `head`; `allowedProtocols` (nil = any) narrows the subprotocol offer.
+    static func validate(_ head: HTTPRequestHead, allowedProtocols: [String]?) throws(Rejection) -> UpgradeRequest {
+        let headers = head.headers
+        guard head.method == .GET else {
+            throw Rejection(status: .badRequest, message: "WebSocket upgrade requires GET, not \(head.method.rawValue)")
+        }
+        guard head.version.major == 1 && head.version.minor >= 1 else {
+            throw Rejection(status: .badRequest, message: "WebSocket upgrade requires HTTP/1.1")
+        }
+        guard headers[canonicalForm: "host"].count == 1 else {
+            throw Rejection(status: .badRequest, message: "exactly one Host header is required")
+        }
+        guard HeaderTokens.contains(headers, "connection", token: "upgrade") else {
+            throw Rejection(status: .badRequest, message: "Connection header must contain 'upgrade'")
+        }
+        guard HeaderTokens.contains(headers, "upgrade", token: "websocket") else {
+            throw Rejection(status: .badRequest, message: "Upgrade header must contain 'websocket'")
+        }
+        if headers.contains(name: "transfer-encoding") {
+            throw Rejection(status: .badRequest, message: "an upgrade request cannot have a body (Transfer-Encoding)")
+        }
+        let lengths = headers[canonicalForm: "content-length"]
+        if !lengths.isEmpty && !(lengths.count == 1 && lengths[0] == "0") {
+            throw Rejection(status: .badRequest, message: "an upgrade request cannot have a body (Content-Length)")
+        }
+        let versions = headers["sec-websocket-version"]
+        guard versions.count == 1, versions[0].trimmingCharacters(in: .whitespaces) == "13" else {
+            throw Rejection(
+                status: .upgradeRequired, message: "Sec-WebSocket-Version 13 is required",
+                headers: [("Sec-WebSocket-Version", "13")]
+            )
+        }
+        let keys = headers["sec-websocket-key"]
+        guard keys.count == 1, let decoded = Data(base64Encoded: keys[0].trimmingCharacters(in: .whitespaces)), decoded.count == 16 else {
+            throw Rejection(status: .badRequest, message: "Sec-WebSocket-Key must be the base64 of 16 bytes")
+        }
+        let offered = HeaderTokens.list(headers, "sec-websocket-protocol")
+        for name in offered where !isToken(name) {
+            throw Rejection(status: .badRequest, message: "'\(name)' is not a valid subprotocol name")
+        }
+        var protocols = offered
+        if let allowed = allowedProtocols, !offered.isEmpty {
+            protocols = offered.filter { allowed.contains($0) }
+            if protocols.isEmpty {
+                throw Rejection(status: .badRequest, message: "none of the offered subprotocols is allowed; allowed: \(allowed.joined(separator: ", "))")
+            }
+        }
+        let extensions = headers["sec-websocket-extensions"]
+        let names = Set(HeaderTokens.list(headers, "sec-websocket-extensions").compactMap { item in
+            item.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
+        })
+        return UpgradeRequest(
+            key: keys[0].trimmingCharacters(in: .whitespaces), protocols: protocols,
+            extensions: extensions, offeredExtensionNames: names
+        )
+    }
+
+    /// `Sec-WebSocket-Accept` for this key (RFC 6455 §4.2.2).
+    var expectedAccept: String {
+        Self.accept(for: key)
+    }
+
+    static func accept(for key: String) -> String {
+        let digest = Insecure.SHA1.hash(data: Data((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").utf8))
+        return Data(digest).base64EncodedString()
+    }
+
+    private static func isToken(_ text: String) -> Bool {
+        !text.isEmpty && text.utf8.allSatisfy { byte in
+            byte > 0x20 && byte < 0x7F && !"()<>@,;:\\\"/[]?={}".utf8.contains(byte)
+        }
+    }
+}
+
+/// The backend's 101, checked against what the client offered.
+struct UpgradeResponse: Equatable {
+    var `protocol`: String?
+    var extensions: [String]
+    /// An extension was negotiated (RSV1 is then legal on data frames).
+    var usesExtensions: Bool
+
+    /// Why the backend's answer cannot be passed on (502).
+    struct Invalid: Error, Equatable {
+        var message: String
+    }
+
+    static func validate(_ head: HTTPResponseHead, for request: UpgradeRequest) throws(Invalid) -> UpgradeResponse {
+        let headers = head.headers
+        guard HeaderTokens.contains(headers, "upgrade", token: "websocket") else {
+            throw Invalid(message: "backend's 101 lacks 'Upgrade: websocket'")
+        }
+        guard HeaderTokens.contains(headers, "connection", token: "upgrade") else {
+            throw Invalid(message: "backend's 101 lacks 'Connection: upgrade'")
+        }
+        let accepts = headers["sec-websocket-accept"]
+        guard accepts.count == 1, accepts[0].trimmingCharacters(in: .whitespaces) == request.expectedAccept else {
+            throw Invalid(message: "backend's Sec-WebSocket-Accept does not match the key")
+        }
+        let chosen = HeaderTokens.list(headers, "sec-websocket-protocol")
+        guard chosen.count <= 1 else { throw Invalid(message: "backend chose more than one subprotocol") }
+        if let name = chosen.first, !request.protocols.contains(name) {
+            throw Invalid(message: "backend chose subprotocol '\(name)', which the client did not offer")
+        }
+        let extensions = headers["sec-websocket-extensions"]
+        let names = HeaderTokens.list(headers, "sec-websocket-extensions").compactMap { item in
+            item.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
+        }
+        for name in names where !request.offeredExtensionNames.contains(name) {
+            throw Invalid(message: "backend chose extension '\(name)', which the client did not offer")
+        }
+        return UpgradeResponse(protocol: chosen.first, extensions: extensions, usesExtensions: !names.isEmpty)
+    }
+}
+
+/// Comma-separated header lists (RFC 9110 §5.6.1), across repeated headers.
+enum HeaderTokens {
+    static func list(_ headers: HTTPHeaders, _ name: String) -> [String] {
+        headers[name].flatMap { $0.split(separator: ",") }
+            .map { $0.trimmingCharacters(in: .whitespaces) }
+            .filter { !$0.isEmpty }
+    }
+
+    static func contains(_ headers: HTTPHeaders, _ name: String, token: String) -> Bool {
+        list(headers, name).contains { $0.caseInsensitiveCompare(token) == .orderedSame }
+    }
+}

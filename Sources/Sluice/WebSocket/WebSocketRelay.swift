@@ -1,0 +1,322 @@
+import Logging
+import NIOCore
+
+/// Relays WebSocket frames between a client channel and a backend channel.
+///
+/// Both channels live on one event loop (the backend connection is made on the client's loop),
+/// so the relay needs no locks. Each direction streams: frame headers are parsed and checked,
+/// payload bytes are forwarded as they arrive, in the slices they arrived in. A direction stops
+/// reading its source while its destination is not writable, so memory per connection stays
+/// bounded by the write buffer water marks whatever the peers do. Frames the gateway sends on
+/// its own (pings, closes) wait for a frame boundary, never splitting a forwarded frame.
+final class WebSocketRelay {
+    /// Settings fixed when the relay starts, from the route and the handshake.
+    struct Configuration {
+        var route: String
+        var perMessageDeflate: Bool
+        var remask: Bool
+        var maxFrameSize: Int
+        var maxMessageSize: Int
+        var bufferSize: Int
+        var idleTimeout: TimeAmount?
+        var closeTimeout: TimeAmount
+        var pingInterval: TimeAmount?
+        var pongTimeout: TimeAmount
+        var maxLifetime: TimeAmount?
+    }
+
+    /// Totals at the end, for the access log and metrics.
+    struct Summary {
+        var route: String
+        var duration: TimeAmount
+        var downstreamFrames: UInt64
+        var downstreamMessages: UInt64
+        var downstreamBytes: UInt64
+        var upstreamFrames: UInt64
+        var upstreamMessages: UInt64
+        var upstreamBytes: UInt64
+        var outcome: StateMachine.Outcome?
+    }
+
+    let configuration: Configuration
+    let eventLoop: any EventLoop
+    private let logger: Logger
+    private let onFinish: (Summary) -> Void
+    private let startedAt: NIODeadline
+
+    private var downstreamContext: ChannelHandlerContext?
+    private var upstreamContext: ChannelHandlerContext?
+    private var machine = StateMachine()
+    /// Frames read from the client, going to the backend.
+    private var fromDownstream: RelayDirection
+    /// Frames read from the backend, going to the client.
+    private var fromUpstream: RelayDirection
+    private var outputs: [RelayDirection.Output] = []
+    /// Gateway frames waiting for a frame boundary, per destination.
+    private var pendingToDownstream: [ByteBuffer] = []
+    private var pendingToUpstream: [ByteBuffer] = []
+    private var disconnectAfterPending: Set<RelaySide> = []
+    private var needsFlush: Set<RelaySide> = []
+    /// A `read()` from this source was held back because its destination was not writable.
+    private var readHeld: Set<RelaySide> = []
+    private var lastActivity: NIODeadline
+    private var lastHeardDownstream: NIODeadline
+    private var lastHeardUpstream: NIODeadline
+    private var timers: [Scheduled<Void>] = []
+    private var closeTimer: Scheduled<Void>?
+    private var pingTask: RepeatedTask?
+
+    init(configuration: Configuration, eventLoop: any EventLoop, logger: Logger, onFinish: @escaping (Summary) -> Void) {
+        self.configuration = configuration
+        self.eventLoop = eventLoop
+        self.logger = logger
+        self.onFinish = onFinish
+        let now = NIODeadline.now()
+        startedAt = now
+        lastActivity = now
+        lastHeardDownstream = now
+        lastHeardUpstream = now
+        fromDownstream = RelayDirection(configuration: .init(
+            sourceIsClient: true, allowsCompressedBit: configuration.perMessageDeflate,
+            maxFrameSize: UInt64(configuration.maxFrameSize), maxMessageSize: UInt64(configuration.maxMessageSize),
+            remask: configuration.remask
+        ))
+        fromUpstream = RelayDirection(configuration: .init(
+            sourceIsClient: false, allowsCompressedBit: configuration.perMessageDeflate,
+            maxFrameSize: UInt64(configuration.maxFrameSize), maxMessageSize: UInt64(configuration.maxMessageSize),
+            remask: false
+        ))
+        outputs.reserveCapacity(16)
+    }
+
+    // MARK: Wiring
+
+    func attach(_ context: ChannelHandlerContext, side: RelaySide) {
+        let marks = ChannelOptions.Types.WriteBufferWaterMark(
+            low: max(1, configuration.bufferSize / 2), high: configuration.bufferSize
+        )
+        context.channel.setOption(ChannelOptions.writeBufferWaterMark, value: marks).whenFailure { _ in }
+        if side == .downstream { downstreamContext = context } else { upstreamContext = context }
+        if downstreamContext != nil && upstreamContext != nil { startTimers() }
+    }
+
+    private func context(_ side: RelaySide) -> ChannelHandlerContext? {
+        side == .downstream ? downstreamContext : upstreamContext
+    }
+
+    private func startTimers() {
+        if let idle = configuration.idleTimeout { scheduleIdleCheck(at: lastActivity + idle) }
+        if let lifetime = configuration.maxLifetime {
+            timers.append(eventLoop.scheduleTask(in: lifetime) { [self] in
+                perform(machine.closeBoth(downstreamCode: CloseCode.goingAway, upstreamCode: CloseCode.goingAway, reason: "maximum lifetime reached"))
+            })
+        }
+        if let interval = configuration.pingInterval {
+            pingTask = eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { [self] _ in pingTick() }
+        }
+    }
+
+    private func scheduleIdleCheck(at deadline: NIODeadline) {
+        timers.append(eventLoop.scheduleTask(deadline: deadline) { [self] in
+            guard let idle = configuration.idleTimeout, !machine.isFinished else { return }
+            if NIODeadline.now() - lastActivity >= idle {
+                logger.debug("websocket idle timeout", metadata: ["route": "\(configuration.route)"])
+                perform(machine.closeBoth(downstreamCode: CloseCode.goingAway, upstreamCode: CloseCode.goingAway, reason: "idle timeout"))
+            } else {
+                scheduleIdleCheck(at: lastActivity + idle)
+            }
+        })
+    }
+
+    private func pingTick() {
+        guard let interval = configuration.pingInterval, !machine.isFinished else { return }
+        let now = NIODeadline.now()
+        let silentAfter = interval + configuration.pongTimeout
+        for side in RelaySide.allCases {
+            let heard = side == .downstream ? lastHeardDownstream : lastHeardUpstream
+            if now - heard > silentAfter {
+                logger.debug("websocket peer silent", metadata: ["side": "\(side.rawValue)"])
+                perform(machine.peerGone(side))
+            }
+        }
+        perform(machine.pingTick())
+    }
+
+    // MARK: Events from the handlers
+
+    func channelRead(_ data: ByteBuffer, from side: RelaySide) {
+        var buffer = data
+        if side == .downstream { lastHeardDownstream = .now() } else { lastHeardUpstream = .now() }
+        let destination = side.peer
+        while buffer.readableBytes > 0 {
+            outputs.removeAll(keepingCapacity: true)
+            let waiting = !(destination == .upstream ? pendingToUpstream : pendingToDownstream).isEmpty
+            let origin = buffer.readerIndex
+            let stop: RelayDirection.Stop
+            if side == .downstream {
+                stop = fromDownstream.process(&buffer, into: &outputs, stopAtFrameBoundary: waiting)
+            } else {
+                stop = fromUpstream.process(&buffer, into: &outputs, stopAtFrameBoundary: waiting)
+            }
+            var processed = buffer
+            processed.moveReaderIndex(to: origin)
+            emit(processed, from: side)
+            switch stop {
+            case .frameBoundary:
+                flushPending(to: destination)
+            case .consumedAll, .closeReceived:
+                return
+            case .violation(let violation):
+                logger.debug("websocket protocol violation", metadata: ["side": "\(side.rawValue)", "reason": "\(violation.reason)"])
+                perform(machine.violation(code: violation.code, reason: violation.reason, from: side))
+                return
+            }
+        }
+    }
+
+    /// Writes this read's outputs to the destination, in order; `buffer`'s readable bytes are
+    /// the ones just processed.
+    private func emit(_ buffer: ByteBuffer, from side: RelaySide) {
+        guard !outputs.isEmpty else { return }
+        let destination = side.peer
+        for output in outputs {
+            switch output {
+            case .range(let lower, let upper):
+                lastActivity = .now()
+                write(buffer.getSlice(at: lower, length: upper - lower)!, to: destination)
+            case .bytes(let bytes):
+                write(bytes, to: destination)
+            case .control(let frame):
+                if frame.opcode != FrameHeader.Opcode.pong { lastActivity = .now() }
+                perform(machine.controlFrame(frame, from: side))
+            }
+        }
+    }
+
+    func channelReadComplete(from side: RelaySide) {
+        flushIfNeeded(side.peer)
+        flushIfNeeded(side)
+    }
+
+    /// The source asks to read: allowed only while its destination can take more.
+    func read(from side: RelaySide, context: ChannelHandlerContext) {
+        let destination = self.context(side.peer)
+        if let destination, !destination.channel.isWritable, !machine.isFinished {
+            readHeld.insert(side)
+        } else {
+            context.read()
+        }
+    }
+
+    func writabilityChanged(_ side: RelaySide) {
+        guard let context = self.context(side), context.channel.isWritable else { return }
+        let source = side.peer
+        if readHeld.remove(source) != nil { self.context(source)?.read() }
+    }
+
+    func channelInactive(_ side: RelaySide) {
+        if side == .downstream { downstreamContext = nil } else { upstreamContext = nil }
+        perform(machine.peerGone(side))
+        if let other = self.context(side.peer), readHeld.remove(side.peer) != nil { other.read() }
+    }
+
+    /// Closes both sides from outside (shutdown, kick).
+    func close(downstreamCode: UInt16, upstreamCode: UInt16, reason: String) {
+        perform(machine.closeBoth(downstreamCode: downstreamCode, upstreamCode: upstreamCode, reason: reason))
+    }
+
+    // MARK: Actions
+
+    private func perform(_ actions: [StateMachine.Action]) {
+        for action in actions {
+            switch action {
+            case .forward(let frame, let side):
+                if side == .upstream && configuration.remask {
+                    write(ControlFrameEncoder.frame(opcode: frame.opcode, payload: frame.payload, masked: true, allocator: allocator), to: side)
+                } else {
+                    write(ByteBuffer(bytes: frame.wire), to: side)
+                }
+            case .sendClose(let code, let reason, let side):
+                sendOwn(ControlFrameEncoder.close(code: code, reason: reason, masked: side == .upstream, allocator: allocator), to: side)
+            case .sendCloseAndDisconnect(let code, let reason, let side):
+                sendOwn(ControlFrameEncoder.close(code: code, reason: reason, masked: side == .upstream, allocator: allocator), to: side)
+                disconnect(side)
+            case .sendPing(let payload, let side):
+                sendOwn(ControlFrameEncoder.frame(opcode: FrameHeader.Opcode.ping, payload: payload, masked: side == .upstream, allocator: allocator), to: side)
+            case .disconnect(let side):
+                disconnect(side)
+            case .startCloseTimer:
+                closeTimer = eventLoop.scheduleTask(in: configuration.closeTimeout) { [self] in
+                    perform(machine.closeTimedOut())
+                }
+            case .finished:
+                finish()
+            }
+        }
+    }
+
+    private var allocator: ByteBufferAllocator {
+        (downstreamContext ?? upstreamContext)?.channel.allocator ?? ByteBufferAllocator()
+    }
+
+    private func write(_ buffer: ByteBuffer, to side: RelaySide) {
+        guard let context = context(side) else { return }
+        context.write(NIOAny(buffer), promise: nil)
+        needsFlush.insert(side)
+    }
+
+    /// Sends a gateway frame now, or after the frame being forwarded to `side` ends.
+    private func sendOwn(_ frame: ByteBuffer, to side: RelaySide) {
+        let insideFrame = side == .upstream ? fromDownstream.isInsideFrame : fromUpstream.isInsideFrame
+        if insideFrame {
+            if side == .upstream { pendingToUpstream.append(frame) } else { pendingToDownstream.append(frame) }
+        } else {
+            write(frame, to: side)
+            flushIfNeeded(side)
+        }
+    }
+
+    private func flushPending(to side: RelaySide) {
+        let frames = side == .upstream ? pendingToUpstream : pendingToDownstream
+        if side == .upstream { pendingToUpstream = [] } else { pendingToDownstream = [] }
+        for frame in frames { write(frame, to: side) }
+        flushIfNeeded(side)
+        if disconnectAfterPending.remove(side) != nil { disconnect(side) }
+    }
+
+    private func flushIfNeeded(_ side: RelaySide) {
+        guard needsFlush.remove(side) != nil, let context = context(side) else { return }
+        context.flush()
+    }
+
+    /// Closes `side` once everything written to it has gone out.
+    private func disconnect(_ side: RelaySide) {
+        let pending = side == .upstream ? pendingToUpstream : pendingToDownstream
+        guard pending.isEmpty else {
+            disconnectAfterPending.insert(side)
+            return
+        }
+        guard let context = context(side) else { return }
+        let promise = context.eventLoop.makePromise(of: Void.self)
+        context.writeAndFlush(NIOAny(context.channel.allocator.buffer(capacity: 0)), promise: promise)
+        needsFlush.remove(side)
+        let channel = context.channel
+        promise.futureResult.whenComplete { _ in channel.close(promise: nil) }
+    }
+
+    private func finish() {
+        closeTimer?.cancel()
+        for timer in timers { timer.cancel() }
+        timers = []
+        pingTask?.cancel()
+        pingTask = nil
+        let summary = Summary(
+            route: configuration.route,
+            duration: NIODeadline.now() - startedAt,
+            downstreamFrames: fromDownstream.frames, downstreamMessages: fromDownstream.messages, downstreamBytes: fromDownstream.bytes,
+            upstreamFrames: fromUpstream.frames, upstreamMessages: fromUpstream.messages, upstreamBytes: fromUpstream.bytes,
+            outcome: machine.outcome
+        )
+        onFinish(summary)
+    }
+}

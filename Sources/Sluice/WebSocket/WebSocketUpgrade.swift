@@ -1,0 +1,305 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+
+/// Carries one validated client upgrade to a backend and, on its 101, starts the relay.
+///
+/// Connects on the client channel's event loop (so the relay needs no locks), retries the next
+/// backend when a connect fails, and maps failures to the status the client gets: refused or
+/// unreachable → 502, connect or handshake timeout → 504, an invalid 101 → 502. Any other
+/// answer from the backend is streamed to the client as it came.
+final class WebSocketUpgrade {
+    /// How the exchange with the client ended.
+    enum Outcome {
+        /// The relay runs; the HTTP handlers are gone from the client channel.
+        case relaying
+        /// An HTTP response was sent; the client connection closes after it.
+        case responded
+    }
+
+    /// What the client side must do for the upgrade; implemented by the HTTP handler.
+    struct Downstream {
+        var context: ChannelHandlerContext
+        /// Writes a complete short response and closes.
+        var respond: (HTTPResponseStatus, String) -> Void
+        /// Replaces the client channel's HTTP handlers with `relayHandler`, after writing `head`.
+        var switchToRelay: (HTTPResponseHead, RelayHandler) -> Void
+    }
+
+    private let downstream: Downstream
+    private let route: Route
+    private let clientHead: HTTPRequestHead
+    private let upgrade: UpgradeRequest
+    private let requestTarget: String
+    private let client: ForwardedHeaders.Client
+    private let registry: ConnectionRegistry
+    private let logger: Logger
+    private let completion: (Outcome) -> Void
+
+    private var candidates: [Backend] = []
+    private var attempt = 0
+    private var upstream: (any Channel)?
+    private var handshakeHandler: UpstreamHandshakeHandler?
+    private var handshakeTimer: Scheduled<Void>?
+    private var backendHead: HTTPResponseHead?
+    private var validated: UpgradeResponse?
+    private var streamingResponse = false
+    private var finished = false
+    private var connectStartedAt = NIODeadline.now()
+
+    init(
+        downstream: Downstream, route: Route, clientHead: HTTPRequestHead, upgrade: UpgradeRequest,
+        requestTarget: String, client: ForwardedHeaders.Client, registry: ConnectionRegistry,
+        logger: Logger, completion: @escaping (Outcome) -> Void
+    ) {
+        self.downstream = downstream
+        self.route = route
+        self.clientHead = clientHead
+        self.upgrade = upgrade
+        self.requestTarget = requestTarget
+        self.client = client
+        self.registry = registry
+        self.logger = logger
+        self.completion = completion
+    }
+
+    private var eventLoop: any EventLoop { downstream.context.eventLoop }
+
+    func start() {
+        guard let backends = route.backends else {
+            fail(.internalServerError, "route has no backends")
+            return
+        }
+        candidates = backends.candidates(attempts: route.websocket.maxConnectAttempts)
+        connectNext(lastError: nil)
+    }
+
+    /// The client went away while the upgrade was in flight.
+    func cancel() {
+        guard !finished else { return }
+        finished = true
+        handshakeTimer?.cancel()
+        handshakeHandler?.detach()
+        upstream?.close(promise: nil)
+    }
+
+    // MARK: Connect
+
+    private enum ConnectFailure {
+        case refused(String)
+        case timeout
+    }
+
+    private func connectNext(lastError: ConnectFailure?) {
+        guard !finished else { return }
+        guard attempt < candidates.count else {
+            switch lastError {
+            case .timeout: fail(.gatewayTimeout, "backend connect timed out")
+            case .refused(let reason): fail(.badGateway, "backend unreachable: \(reason)")
+            case nil: fail(.badGateway, "no backend available")
+            }
+            return
+        }
+        let backend = candidates[attempt]
+        attempt += 1
+        connectStartedAt = .now()
+        let request = upstreamRequest(for: backend)
+        let handler = UpstreamHandshakeHandler(request: request) { [self] event in
+            handshakeEvent(event)
+        }
+        let bootstrap = ClientBootstrap(group: eventLoop)
+            .connectTimeout(TimeAmount(route.websocket.connectTimeout))
+            .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    if let tls = backend.tls {
+                        try sync.addHandler(NIOSSLClientHandler(context: tls, serverHostname: backend.serverName))
+                    }
+                    try sync.addHandler(HTTPRequestEncoder())
+                    try sync.addHandler(ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .forwardBytes)))
+                    try sync.addHandler(handler)
+                }
+            }
+        bootstrap.connect(host: backend.host, port: backend.port).assumeIsolated().whenComplete { [self] result in
+            switch result {
+            case .success(let channel):
+                if finished {
+                    channel.close(promise: nil)
+                    return
+                }
+                upstream = channel
+                handshakeHandler = handler
+                handshakeTimer = eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(route.websocket.handshakeTimeout)) { [self] in
+                    handshakeTimedOut()
+                }
+            case .failure(let error):
+                logger.debug("backend connect failed", metadata: ["backend": "\(backend.url)", "error": "\(error)"])
+                if error is ChannelError, case .connectTimeout = error as! ChannelError {
+                    connectNext(lastError: .timeout)
+                } else {
+                    connectNext(lastError: .refused(Self.describe(error)))
+                }
+            }
+        }
+    }
+
+    static func describe(_ error: any Error) -> String {
+        if let io = error as? IOError { return io.description }
+        if let connect = error as? NIOConnectionError, let first = connect.connectionErrors.first {
+            return describe(first.error)
+        }
+        return "\(error)"
+    }
+
+    /// The upgrade request the backend receives: the client's end-to-end headers, the validated
+    /// WebSocket fields, and forwarding headers.
+    private func upstreamRequest(for backend: Backend) -> HTTPRequestHead {
+        var headers = ForwardedHeaders.endToEnd(clientHead.headers)
+        for name in ["sec-websocket-key", "sec-websocket-version", "sec-websocket-protocol", "sec-websocket-extensions", "sec-websocket-accept", "host"] {
+            headers.remove(name: name)
+        }
+        let host = route.configuration.hostHeader == .backend ? backend.hostHeader : (clientHead.headers.first(name: "host") ?? backend.hostHeader)
+        headers.add(name: "Host", value: host)
+        headers.add(name: "Connection", value: "Upgrade")
+        headers.add(name: "Upgrade", value: "websocket")
+        headers.add(name: "Sec-WebSocket-Key", value: upgrade.key)
+        headers.add(name: "Sec-WebSocket-Version", value: "13")
+        if !upgrade.protocols.isEmpty {
+            headers.add(name: "Sec-WebSocket-Protocol", value: upgrade.protocols.joined(separator: ", "))
+        }
+        for value in upgrade.extensions { headers.add(name: "Sec-WebSocket-Extensions", value: value) }
+        ForwardedHeaders.addForwarding(to: &headers, client: client)
+        return HTTPRequestHead(version: .http1_1, method: .GET, uri: backend.target(for: requestTarget), headers: headers)
+    }
+
+    // MARK: Handshake
+
+    private func handshakeTimedOut() {
+        guard !finished, !streamingResponse else { return }
+        handshakeHandler?.detach()
+        upstream?.close(promise: nil)
+        fail(.gatewayTimeout, "backend did not answer the WebSocket handshake in time")
+    }
+
+    private func handshakeEvent(_ event: UpstreamHandshakeHandler.Event) {
+        guard !finished else { return }
+        switch event {
+        case .head(let head):
+            backendHead = head
+            if head.status == .switchingProtocols {
+                do {
+                    validated = try UpgradeResponse.validate(head, for: upgrade)
+                } catch {
+                    handshakeHandler?.detach()
+                    upstream?.close(promise: nil)
+                    fail(.badGateway, error.message)
+                }
+            } else {
+                handshakeTimer?.cancel()
+                streamingResponse = true
+                var headers = ForwardedHeaders.endToEnd(head.headers)
+                headers.replaceOrAdd(name: "Connection", value: "close")
+                let response = HTTPResponseHead(version: .http1_1, status: head.status, headers: headers)
+                downstream.context.write(NIOAny(HTTPServerResponsePart.head(response)), promise: nil)
+            }
+        case .body(let body):
+            if streamingResponse {
+                downstream.context.writeAndFlush(NIOAny(HTTPServerResponsePart.body(.byteBuffer(body))), promise: nil)
+            }
+        case .end:
+            if streamingResponse {
+                finished = true
+                downstream.context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)), promise: nil)
+                handshakeHandler?.detach()
+                upstream?.close(promise: nil)
+                completion(.responded)
+            } else if let validated, let backendHead {
+                startRelay(backendHead: backendHead, response: validated)
+            }
+        case .failed(let error):
+            handshakeTimer?.cancel()
+            if streamingResponse {
+                finished = true
+                downstream.context.close(promise: nil)
+                completion(.responded)
+            } else {
+                fail(.badGateway, "backend closed the connection during the handshake (\(Self.describe(error)))")
+            }
+        }
+    }
+
+    private func startRelay(backendHead: HTTPResponseHead, response: UpgradeResponse) {
+        guard let upstream, let handshakeHandler else { return }
+        finished = true
+        handshakeTimer?.cancel()
+        handshakeHandler.detach()
+
+        var headers = ForwardedHeaders.endToEnd(backendHead.headers)
+        headers.remove(name: "sec-websocket-accept")
+        headers.add(name: "Upgrade", value: "websocket")
+        headers.add(name: "Connection", value: "Upgrade")
+        headers.add(name: "Sec-WebSocket-Accept", value: upgrade.expectedAccept)
+        let head = HTTPResponseHead(version: .http1_1, status: .switchingProtocols, headers: headers)
+
+        let logger = self.logger
+        let registry = self.registry
+        let routeName = route.name
+        var connectionID: UInt64 = 0
+        let relay = WebSocketRelay(
+            configuration: route.relayConfiguration(perMessageDeflate: response.usesExtensions),
+            eventLoop: eventLoop, logger: logger
+        ) { summary in
+            registry.remove(connectionID)
+            var metadata: Logger.Metadata = [
+                "route": "\(summary.route)",
+                "duration_ms": "\(summary.duration.nanoseconds / 1_000_000)",
+                "client_messages": "\(summary.downstreamMessages)", "client_bytes": "\(summary.downstreamBytes)",
+                "backend_messages": "\(summary.upstreamMessages)", "backend_bytes": "\(summary.upstreamBytes)",
+            ]
+            if let outcome = summary.outcome {
+                metadata["close_code"] = "\(outcome.code.map(String.init) ?? "none")"
+                metadata["closed_by"] = "\(outcome.byGateway ? "gateway" : (outcome.initiator?.rawValue ?? "gateway"))"
+                if !outcome.reason.isEmpty { metadata["close_reason"] = "\(outcome.reason)" }
+            }
+            logger.info("websocket closed", metadata: metadata)
+        }
+        let loopBoundRelay = NIOLoopBound(relay, eventLoop: eventLoop)
+        connectionID = registry.register(route: routeName, eventLoop: eventLoop) { code, reason in
+            loopBoundRelay.value.close(downstreamCode: code, upstreamCode: CloseCode.goingAway, reason: reason)
+        }
+
+        // Order matters: bytes that arrived right behind the handshakes sit in the HTTP decoders
+        // and come out when a decoder is removed, so each decoder goes only once the relay is
+        // attached on both sides and the encoders that would misread its writes are gone.
+        let upstreamHandler = RelayHandler(relay: relay, side: .upstream)
+        let downstreamHandler = RelayHandler(relay: relay, side: .downstream)
+        do {
+            let sync = upstream.pipeline.syncOperations
+            try sync.addHandler(upstreamHandler)
+            _ = sync.removeHandler(handshakeHandler)
+            _ = sync.removeHandler(context: try sync.context(handlerType: HTTPRequestEncoder.self))
+            downstream.switchToRelay(head, downstreamHandler)
+            _ = sync.removeHandler(context: try sync.context(handlerType: ByteToMessageHandler<HTTPResponseDecoder>.self))
+        } catch {
+            logger.error("could not switch the backend channel to the relay", metadata: ["error": "\(error)"])
+            upstream.close(promise: nil)
+        }
+        logger.debug("websocket relaying", metadata: [
+            "route": "\(routeName)", "subprotocol": "\(response.protocol ?? "")",
+            "connect_ms": "\((NIODeadline.now() - connectStartedAt).nanoseconds / 1_000_000)",
+        ])
+        completion(.relaying)
+        upstream.read()
+    }
+
+    private func fail(_ status: HTTPResponseStatus, _ message: String) {
+        finished = true
+        handshakeTimer?.cancel()
+        logger.info("websocket upgrade failed", metadata: ["route": "\(route.name)", "status": "\(status.code)", "reason": "\(message)"])
+        downstream.respond(status, message)
+        completion(.responded)
+    }
+}

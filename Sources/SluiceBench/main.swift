@@ -1,0 +1,1 @@
+import NIOCore; print("x")
