@@ -64,7 +64,7 @@ public struct WebSocketRouteSettings: Sendable, Equatable {
     /// Subprotocols the client may ask for; the offer is narrowed to these. `nil` = any.
     public var subprotocols: [String]?
     /// Largest frame payload accepted from either side (close 1009 above it).
-    public var maxFrameSize: Int = 16 << 20
+    public var maxFrameSize: Int = 64 << 20
     /// Largest message (sum of its frames) accepted from either side (close 1009 above it).
     public var maxMessageSize: Int = 64 << 20
     /// Bytes buffered per direction before the relay stops reading its source.

@@ -48,7 +48,6 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private let encoder: HTTPResponseEncoder
     private var state: State = .idle
     private var headerTimer: Scheduled<Void>?
-    private var readHeld = false
 
     init(
         configuration: Configuration, routes: RouteTable, registry: ConnectionRegistry, logger: Logger,
@@ -92,11 +91,8 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: Reads
 
     func read(context: ChannelHandlerContext) {
-        if case .upgrading = state {
-            readHeld = true
-        } else {
-            context.read()
-        }
+        if case .upgrading = state { return }
+        context.read()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -214,7 +210,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Writes the 101 and leaves the pipeline to the relay; bytes the decoder still holds go to
     /// the relay handler, in order.
-    private func switchToRelay(context: ChannelHandlerContext, head: HTTPResponseHead, relayHandler: RelayHandler) {
+    private func switchToRelay(context: ChannelHandlerContext, head: HTTPResponseHead, relayHandler: RelayHandler) -> EventLoopFuture<Void> {
         state = .done
         context.writeAndFlush(wrapOutboundOut(.head(head)), promise: nil)
         let pipeline = context.pipeline.syncOperations
@@ -222,12 +218,14 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
             try pipeline.addHandler(relayHandler)
         } catch {
             context.close(promise: nil)
-            return
+            return context.eventLoop.makeFailedFuture(error)
         }
+        let channel = context.channel
         _ = pipeline.removeHandler(context: context)
         _ = pipeline.removeHandler(encoder)
-        _ = pipeline.removeHandler(decoder)
-        context.channel.read()
+        let decoderGone = pipeline.removeHandler(decoder)
+        channel.read()
+        return decoderGone
     }
 
     // MARK: Responses

@@ -131,6 +131,28 @@ extension WebSocketRelay {
             return actions + startCloseTimer() + settle()
         }
 
+        /// `side` stopped answering the gateway's pings: it gets a 1001 and is dropped; the other
+        /// side hears it is gone (1014 for a silent backend, 1001 for a silent client).
+        mutating func peerSilent(_ side: RelaySide) -> [Action] {
+            guard !self[side].gone, !self[side].disconnectRequested else { return [] }
+            self[side].disconnectRequested = true
+            var actions: [Action] = []
+            if !self[side].closeSent {
+                self[side].closeSent = true
+                actions.append(.sendCloseAndDisconnect(code: CloseCode.goingAway, reason: "no answer to ping", to: side))
+            } else {
+                actions.append(.disconnect(side))
+            }
+            let peer = side.peer
+            let code = side == .upstream ? CloseCode.badGateway : CloseCode.goingAway
+            recordOutcome(initiator: side, byGateway: true, code: code, reason: "\(side == .upstream ? "backend" : "client") stopped answering pings")
+            if !self[peer].closeSent && !self[peer].gone {
+                self[peer].closeSent = true
+                actions.append(.sendClose(code: code, reason: side == .upstream ? "backend not responding" : "", to: peer))
+            }
+            return actions + startCloseTimer() + settle()
+        }
+
         /// The gateway closes both sides itself (idle timeout, kick, lifetime, shutdown).
         mutating func closeBoth(downstreamCode: UInt16, upstreamCode: UInt16, reason: String) -> [Action] {
             recordOutcome(initiator: nil, byGateway: true, code: downstreamCode, reason: reason)

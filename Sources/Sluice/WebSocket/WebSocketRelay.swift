@@ -65,6 +65,13 @@ final class WebSocketRelay {
     private var timers: [Scheduled<Void>] = []
     private var closeTimer: Scheduled<Void>?
     private var pingTask: RepeatedTask?
+    /// Events that arrived while the pipelines were being switched, replayed by `start()`.
+    private enum EarlyEvent {
+        case read(ByteBuffer, RelaySide)
+        case inactive(RelaySide)
+    }
+    private var earlyEvents: [EarlyEvent] = []
+    private var started = false
 
     init(configuration: Configuration, eventLoop: any EventLoop, logger: Logger, onFinish: @escaping (Summary) -> Void) {
         self.configuration = configuration
@@ -97,7 +104,21 @@ final class WebSocketRelay {
         )
         context.channel.setOption(ChannelOptions.writeBufferWaterMark, value: marks).whenFailure { _ in }
         if side == .downstream { downstreamContext = context } else { upstreamContext = context }
-        if downstreamContext != nil && upstreamContext != nil { startTimers() }
+    }
+
+    /// Begins relaying once both channels are switched: replays early reads, arms the timers.
+    func start() {
+        started = true
+        let early = earlyEvents
+        earlyEvents = []
+        for event in early {
+            switch event {
+            case .read(let buffer, let side): channelRead(buffer, from: side)
+            case .inactive(let side): channelInactive(side)
+            }
+        }
+        for side in RelaySide.allCases { flushIfNeeded(side) }
+        startTimers()
     }
 
     private func context(_ side: RelaySide) -> ChannelHandlerContext? {
@@ -136,7 +157,7 @@ final class WebSocketRelay {
             let heard = side == .downstream ? lastHeardDownstream : lastHeardUpstream
             if now - heard > silentAfter {
                 logger.debug("websocket peer silent", metadata: ["side": "\(side.rawValue)"])
-                perform(machine.peerGone(side))
+                perform(machine.peerSilent(side))
             }
         }
         perform(machine.pingTick())
@@ -145,6 +166,10 @@ final class WebSocketRelay {
     // MARK: Events from the handlers
 
     func channelRead(_ data: ByteBuffer, from side: RelaySide) {
+        guard started else {
+            earlyEvents.append(.read(data, side))
+            return
+        }
         var buffer = data
         if side == .downstream { lastHeardDownstream = .now() } else { lastHeardUpstream = .now() }
         let destination = side.peer
@@ -194,6 +219,7 @@ final class WebSocketRelay {
     }
 
     func channelReadComplete(from side: RelaySide) {
+        guard started else { return }
         flushIfNeeded(side.peer)
         flushIfNeeded(side)
     }
@@ -215,6 +241,10 @@ final class WebSocketRelay {
     }
 
     func channelInactive(_ side: RelaySide) {
+        guard started else {
+            earlyEvents.append(.inactive(side))
+            return
+        }
         if side == .downstream { downstreamContext = nil } else { upstreamContext = nil }
         perform(machine.peerGone(side))
         if let other = self.context(side.peer), readHeld.remove(side.peer) != nil { other.read() }

@@ -24,8 +24,9 @@ final class WebSocketUpgrade {
         var context: ChannelHandlerContext
         /// Writes a complete short response and closes.
         var respond: (HTTPResponseStatus, String) -> Void
-        /// Replaces the client channel's HTTP handlers with `relayHandler`, after writing `head`.
-        var switchToRelay: (HTTPResponseHead, RelayHandler) -> Void
+        /// Writes `head` and replaces the client channel's HTTP handlers with `relayHandler`; the
+        /// future completes when the request decoder has left the pipeline.
+        var switchToRelay: (HTTPResponseHead, RelayHandler) -> EventLoopFuture<Void>
     }
 
     private let downstream: Downstream
@@ -232,7 +233,11 @@ final class WebSocketUpgrade {
     }
 
     private func startRelay(backendHead: HTTPResponseHead, response: UpgradeResponse) {
-        guard let upstream, let handshakeHandler else { return }
+        guard !finished, let upstream, let handshakeHandler else { return }
+        guard upstream.isActive else {
+            fail(.badGateway, "backend closed the connection right after its 101")
+            return
+        }
         finished = true
         handshakeTimer?.cancel()
         handshakeHandler.detach()
@@ -271,21 +276,25 @@ final class WebSocketUpgrade {
             loopBoundRelay.value.close(downstreamCode: code, upstreamCode: CloseCode.goingAway, reason: reason)
         }
 
-        // Order matters: bytes that arrived right behind the handshakes sit in the HTTP decoders
-        // and come out when a decoder is removed, so each decoder goes only once the relay is
-        // attached on both sides and the encoders that would misread its writes are gone.
-        let upstreamHandler = RelayHandler(relay: relay, side: .upstream)
-        let downstreamHandler = RelayHandler(relay: relay, side: .downstream)
+        // Both relay handlers go in first and the relay queues what reaches it until `start()`.
+        // Bytes that arrived right behind the handshakes sit in the HTTP decoders, which leave
+        // the pipeline a tick later, forwarding those bytes on the way out; the relay starts
+        // (and may write) only once both decoders are gone.
         do {
+            try upstream.pipeline.syncOperations.addHandler(RelayHandler(relay: relay, side: .upstream))
             let sync = upstream.pipeline.syncOperations
-            try sync.addHandler(upstreamHandler)
             _ = sync.removeHandler(handshakeHandler)
             _ = sync.removeHandler(context: try sync.context(handlerType: HTTPRequestEncoder.self))
-            downstream.switchToRelay(head, downstreamHandler)
-            _ = sync.removeHandler(context: try sync.context(handlerType: ByteToMessageHandler<HTTPResponseDecoder>.self))
+            let upstreamDecoderGone = sync.removeHandler(context: try sync.context(handlerType: ByteToMessageHandler<HTTPResponseDecoder>.self))
+            let downstreamDecoderGone = downstream.switchToRelay(head, RelayHandler(relay: relay, side: .downstream))
+            upstreamDecoderGone.and(downstreamDecoderGone).assumeIsolated().whenComplete { _ in
+                relay.start()
+            }
         } catch {
             logger.error("could not switch the backend channel to the relay", metadata: ["error": "\(error)"])
             upstream.close(promise: nil)
+            downstream.context.close(promise: nil)
+            return
         }
         logger.debug("websocket relaying", metadata: [
             "route": "\(routeName)", "subprotocol": "\(response.protocol ?? "")",

@@ -1,0 +1,412 @@
+#!/usr/bin/env python3
+"""Real WebSocket peers for Sluice's integration tests.
+
+Backends print "PORT <n>" on their first line and run until killed. Clients print one JSON
+object and exit. The peers are Python's `websockets` library (which no one here wrote), plus a
+few raw-socket peers for byte-level cases the library will not produce.
+"""
+import asyncio
+import base64
+import ctypes
+import signal
+import hashlib
+import json
+import os
+import socket
+import ssl
+import struct
+import sys
+import time
+
+os.environ.setdefault("WEBSOCKETS_MAX_FRAGMENTS", str(1 << 21))
+
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import serve
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.http11 import Response
+from websockets.datastructures import Headers
+
+GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def announce(port):
+    print(f"PORT {port}", flush=True)
+
+
+# ---------------------------------------------------------------- backends
+
+async def backend(mode, arg):
+    async def handler(ws):
+        try:
+            if mode == "first-frame":
+                await ws.send("first")
+            if mode == "flood":
+                chunk = b"\xab" * (1 << 20)
+                sent = 0
+                while sent < int(arg):
+                    await ws.send(chunk)
+                    sent += len(chunk)
+                await ws.close(1000, "done")
+                return
+            async for message in ws:
+                if mode == "die":
+                    ws.transport.abort()
+                    return
+                if mode == "close-after-first":
+                    await ws.close(4001, "backend bye")
+                    return
+                if message == "headers?":
+                    await ws.send(json.dumps({k.lower(): v for k, v in ws.request.headers.raw_items()} | {":path": ws.request.path}))
+                    continue
+                await ws.send(message)
+        except ConnectionClosed:
+            pass
+
+    async def process_request(connection, request):
+        if mode == "reject403":
+            response = connection.respond(403, "backend says no\n")
+            response.headers["X-Backend"] = "yes"
+            return response
+        if mode == "slow":
+            await asyncio.sleep(float(arg or 5))
+        return None
+
+    def select_subprotocol(connection, offered):
+        # The first offered protocol this backend speaks; no protocol when none is offered.
+        return next((p for p in offered if p in ("chat", "superchat")), None)
+
+    async with serve(handler, "127.0.0.1", 0, max_size=None, select_subprotocol=select_subprotocol,
+                     process_request=process_request, ping_interval=None) as server:
+        announce(server.sockets[0].getsockname()[1])
+        await asyncio.Future()
+
+
+def raw_backend(mode):
+    """A backend that writes bytes by hand: the 101 and a first frame in one send, a wrong
+    Sec-WebSocket-Accept, or a masked (illegal) frame from the server."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    announce(listener.getsockname()[1])
+    while True:
+        conn, _ = listener.accept()
+        request = b""
+        while b"\r\n\r\n" not in request:
+            data = conn.recv(4096)
+            if not data:
+                break
+            request += data
+        key = ""
+        for line in request.decode("latin-1").split("\r\n"):
+            if line.lower().startswith("sec-websocket-key:"):
+                key = line.split(":", 1)[1].strip()
+        accept = base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
+        if mode == "bad-accept":
+            accept = base64.b64encode(b"0" * 20).decode()
+        response = ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    f"Sec-WebSocket-Accept: {accept}\r\n\r\n").encode()
+        if mode == "first-frame-same-packet":
+            response += b"\x81\x05first"
+        if mode == "masked-frame":
+            response += b"\x81\x85" + b"\x01\x02\x03\x04" + bytes(b ^ k for b, k in zip(b"hello", b"\x01\x02\x03\x04\x01"))
+        conn.sendall(response)
+        if mode == "silent":
+            time.sleep(30)
+        conn.settimeout(10)
+        try:
+            while conn.recv(65536):
+                pass
+        except OSError:
+            pass
+        conn.close()
+
+
+# ---------------------------------------------------------------- clients
+
+def client_ssl(url):
+    if not url.startswith("wss:"):
+        return None
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+async def client(scenario, url, extra):
+    options = json.loads(extra) if extra else {}
+    kwargs = dict(ssl=client_ssl(url), max_size=None, ping_interval=None, open_timeout=10, close_timeout=10)
+    if "subprotocols" in options:
+        kwargs["subprotocols"] = options["subprotocols"]
+    if options.get("compression") is False:
+        kwargs["compression"] = None
+    if "headers" in options:
+        kwargs["additional_headers"] = options["headers"]
+    result = {}
+    try:
+        if scenario == "status":
+            try:
+                async with connect(url, **kwargs) as ws:
+                    result["status"] = 101
+            except InvalidStatus as error:
+                result["status"] = error.response.status_code
+                result["body"] = error.response.body.decode("utf-8", "replace")
+                result["headers"] = {k.lower(): v for k, v in error.response.headers.raw_items()}
+            return result
+
+        async with connect(url, **kwargs) as ws:
+            result["subprotocol"] = ws.subprotocol
+            result["extensions"] = [type(e).__name__ for e in ws.protocol.extensions]
+            if scenario == "echo":
+                checks = []
+                await ws.send("hello")
+                checks.append(await ws.recv() == "hello")
+                payload = os.urandom(1024)
+                await ws.send(payload)
+                checks.append(await ws.recv() == payload)
+                big = os.urandom(16 << 20)
+                await ws.send(big)
+                checks.append(await ws.recv() == big)
+                await ws.send(["frag", "ment", "ed"])
+                checks.append(await ws.recv() == "fragmented")
+                pong = await ws.ping(b"client-ping")
+                await asyncio.wait_for(pong, 5)
+                checks.append(True)
+                result["checks"] = checks
+                await ws.close(4000, "client bye")
+                result["close_code"] = ws.close_code
+                result["close_reason"] = ws.close_reason
+            elif scenario == "headers":
+                await ws.send("headers?")
+                result["backend_saw"] = json.loads(await ws.recv())
+            elif scenario == "first-message":
+                result["first"] = await asyncio.wait_for(ws.recv(), 5)
+            elif scenario == "wait-close":
+                started = time.monotonic()
+                if options.get("send"):
+                    await ws.send(options["send"])
+                try:
+                    while True:
+                        await asyncio.wait_for(ws.recv(), options.get("timeout", 10))
+                except ConnectionClosed:
+                    pass
+                except asyncio.TimeoutError:
+                    result["timeout"] = True
+                result["elapsed"] = time.monotonic() - started
+                rcvd = ws.protocol.close_rcvd
+                result["close_code"] = rcvd.code if rcvd else None
+                result["close_reason"] = rcvd.reason if rcvd else None
+            elif scenario == "sleep-then-echo":
+                await asyncio.sleep(options.get("sleep", 1))
+                await ws.send("still here")
+                result["echo"] = await asyncio.wait_for(ws.recv(), 5)
+    except ConnectionClosed as error:
+        result["error"] = f"closed: {error}"
+        rcvd = error.rcvd
+        result["close_code"] = rcvd.code if rcvd else None
+    except Exception as error:  # reported, not raised: the Swift test asserts on it
+        result["error"] = f"{type(error).__name__}: {error}"
+    return result
+
+
+def raw_client(scenario, host, port, extra):
+    """A hand-written client for what `websockets` will not do: send its first frame in the
+    same packet as the upgrade request, stall reading, or never answer pings."""
+    options = json.loads(extra) if extra else {}
+    sock = socket.create_connection((host, int(port)), timeout=15)
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (f"GET {options.get('path', '/')} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+    mask = b"\x11\x22\x33\x44"
+
+    def frame(opcode, payload, fin=True, masked=True, rsv=0):
+        first = (0x80 if fin else 0) | rsv | opcode
+        length = len(payload)
+        if length < 126:
+            header = struct.pack("!BB", first, (0x80 if masked else 0) | length)
+        elif length < 65536:
+            header = struct.pack("!BBH", first, (0x80 if masked else 0) | 126, length)
+        else:
+            header = struct.pack("!BBQ", first, (0x80 if masked else 0) | 127, length)
+        if not masked:
+            return header + payload
+        return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+    buffer = b""
+
+    def read_exactly(n):
+        nonlocal buffer
+        while len(buffer) < n:
+            data = sock.recv(65536)
+            if not data:
+                raise EOFError("connection closed")
+            buffer += data
+        out, buffer = buffer[:n], buffer[n:]
+        return out
+
+    def read_frame():
+        first, second = read_exactly(2)
+        length = second & 0x7F
+        if length == 126:
+            length = struct.unpack("!H", read_exactly(2))[0]
+        elif length == 127:
+            length = struct.unpack("!Q", read_exactly(8))[0]
+        if second & 0x80:
+            read_exactly(4)
+        return first & 0x0F, read_exactly(length)
+
+    result = {}
+    if scenario == "early-frame":
+        sock.sendall(request + frame(0x1, b"early"))
+    else:
+        sock.sendall(request)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        data = sock.recv(1)
+        if not data:
+            break
+        head += data
+    result["status"] = int(head.split(b" ")[1]) if head else None
+    try:
+        if scenario == "early-frame":
+            opcode, payload = read_frame()
+            result["echo"] = payload.decode()
+        elif scenario == "violation":
+            sock.sendall(frame(0x1, b"x", rsv=0x20))
+            opcode, payload = read_frame()
+            result["opcode"] = opcode
+            result["close_code"] = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+            try:
+                result["eof"] = sock.recv(10) == b""
+            except OSError:
+                result["eof"] = True
+        elif scenario == "too-big":
+            sock.sendall(frame(0x2, b"\x00" * int(options["size"])))
+            opcode, payload = read_frame()
+            result["opcode"] = opcode
+            result["close_code"] = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+        elif scenario == "answer-pings":
+            pings = 0
+            deadline = time.monotonic() + options.get("seconds", 1.5)
+            sock.settimeout(0.2)
+            while time.monotonic() < deadline:
+                try:
+                    opcode, payload = read_frame()
+                except socket.timeout:
+                    continue
+                if opcode == 0x9:
+                    pings += 1
+                    result.setdefault("ping_payloads", []).append(payload.decode("latin-1"))
+                    sock.sendall(frame(0xA, payload))
+            sock.settimeout(5)
+            sock.sendall(frame(0x1, b"alive"))
+            while True:
+                opcode, payload = read_frame()
+                if opcode == 0x1:
+                    result["echo"] = payload.decode()
+                    break
+            result["pings"] = pings
+        elif scenario == "ignore-pings":
+            pings = 0
+            started = time.monotonic()
+            sock.settimeout(options.get("seconds", 5))
+            while True:
+                opcode, payload = read_frame()
+                if opcode == 0x9:
+                    pings += 1
+                elif opcode == 0x8:
+                    result["close_code"] = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+                    break
+            result["pings"] = pings
+            result["elapsed"] = time.monotonic() - started
+        elif scenario == "stall":
+            # Send one request for data, then read nothing for a while.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.sendall(frame(0x1, b"go"))
+            time.sleep(options.get("seconds", 5))
+            result["stalled"] = True
+        elif scenario == "read-frame":
+            opcode, payload = read_frame()
+            result["opcode"] = opcode
+            result["payload"] = payload[:200].decode("latin-1")
+            if opcode == 0x8 and len(payload) >= 2:
+                result["close_code"] = struct.unpack("!H", payload[:2])[0]
+    except (EOFError, OSError) as error:
+        result["error"] = f"{type(error).__name__}: {error}"
+    sock.close()
+    return result
+
+
+def tls_probe(host, port, server_name, version):
+    """Handshakes with SNI `server_name` (optionally forcing a TLS version) and reports the
+    certificate's names and the negotiated version."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if version == "1.1":
+        context.set_ciphers("DEFAULT:@SECLEVEL=0")
+        context.minimum_version = ssl.TLSVersion.TLSv1_1
+        context.maximum_version = ssl.TLSVersion.TLSv1_1
+    result = {}
+    try:
+        with socket.create_connection((host, int(port)), timeout=5) as raw:
+            with context.wrap_socket(raw, server_hostname=server_name or None) as tls:
+                der = tls.getpeercert(binary_form=True)
+                result["version"] = tls.version()
+                result["alpn"] = tls.selected_alpn_protocol()
+                result["der_sha256"] = hashlib.sha256(der).hexdigest()
+    except (ssl.SSLError, OSError) as error:
+        result["error"] = f"{type(error).__name__}: {error}"
+    return result
+
+
+def http_raw(host, port, payload, delay):
+    """Sends `payload` (with \\r\\n escapes), optionally waits, and returns the status line."""
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    data = payload.encode().decode("unicode_escape").encode("latin-1")
+    started = time.monotonic()
+    sock.sendall(data)
+    response = b""
+    try:
+        while b"\r\n" not in response:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            response += chunk
+    except OSError:
+        pass
+    sock.close()
+    line = response.split(b"\r\n")[0].decode("latin-1")
+    return {"status_line": line, "status": int(line.split(" ")[1]) if line.startswith("HTTP/") else None,
+            "elapsed": time.monotonic() - started}
+
+
+def main():
+    # The test process may spawn us with signals blocked; unblock them, and die with it even
+    # when it is killed.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+    try:
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+    role = sys.argv[1]
+    if role == "backend":
+        asyncio.run(backend(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None))
+    elif role == "raw-backend":
+        raw_backend(sys.argv[2])
+    elif role == "client":
+        extra = sys.argv[4] if len(sys.argv) > 4 else ""
+        print(json.dumps(asyncio.run(client(sys.argv[2], sys.argv[3], extra))), flush=True)
+    elif role == "raw-client":
+        extra = sys.argv[5] if len(sys.argv) > 5 else ""
+        print(json.dumps(raw_client(sys.argv[2], sys.argv[3], sys.argv[4], extra)), flush=True)
+    elif role == "tls-probe":
+        print(json.dumps(tls_probe(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5] if len(sys.argv) > 5 else "")), flush=True)
+    elif role == "http-raw":
+        print(json.dumps(http_raw(sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5]) if len(sys.argv) > 5 else 0)), flush=True)
+    else:
+        sys.exit(f"unknown role {role}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+import Foundation
+
+/// A Python peer from `Peers/peer.py`, run as a child process.
+///
+/// Backends report their OS-chosen port on the first line; clients print one JSON object.
+final class PythonPeer: @unchecked Sendable {
+    static let script = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Peers/peer.py").path
+
+    private let process = Process()
+    let port: Int
+
+    /// Starts a backend (`backend MODE [ARG]` or `raw-backend MODE`) and waits for its port.
+    init(_ arguments: [String]) throws {
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", Self.script] + arguments
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.standardError
+        try process.run()
+        var line = Data()
+        let handle = output.fileHandleForReading
+        while true {
+            let byte = handle.readData(ofLength: 1)
+            if byte.isEmpty || byte == Data("\n".utf8) { break }
+            line.append(byte)
+        }
+        let text = String(decoding: line, as: UTF8.self)
+        guard text.hasPrefix("PORT "), let port = Int(text.dropFirst(5)) else {
+            process.terminate()
+            throw PeerError(message: "peer did not report a port: '\(text)'")
+        }
+        self.port = port
+    }
+
+    /// Ends the peer. (Foundation's `waitUntilExit` spins off the main thread on Linux, so
+    /// this polls instead.)
+    func stop() {
+        guard process.isRunning else { return }
+        kill(process.processIdentifier, SIGKILL)
+        for _ in 0..<200 where process.isRunning { usleep(10_000) }
+    }
+
+    deinit { stop() }
+
+    /// Runs a client (`client SCENARIO URL [JSON]` or `raw-client SCENARIO HOST PORT [JSON]`)
+    /// to completion and returns its JSON result.
+    static func run(_ arguments: [String], timeout: TimeInterval = 60) async throws -> [String: Any] {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", script] + arguments
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.standardError
+        try process.run()
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning {
+            if Date() > deadline {
+                kill(process.processIdentifier, SIGKILL)
+                throw PeerError(message: "python client timed out: \(arguments)")
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        guard let object = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw PeerError(message: "python client printed no JSON: \(String(decoding: data, as: UTF8.self))")
+        }
+        return object
+    }
+}
+
+struct PeerError: Error, CustomStringConvertible {
+    var message: String
+    var description: String { message }
+}

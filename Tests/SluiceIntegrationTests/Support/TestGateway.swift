@@ -1,0 +1,58 @@
+import Foundation
+import Logging
+import NIOCore
+import Sluice
+import SluiceConfig
+
+/// A `Gateway` bound to OS-chosen loopback ports, configured from YAML text.
+final class TestGateway: @unchecked Sendable {
+    let gateway: Gateway
+    let listeners: [Gateway.BoundListener]
+
+    /// Starts a gateway; `yaml` may use `{{CERTS}}` for a temporary directory of dev certificates.
+    init(yaml: String, baseDirectory: String = NSTemporaryDirectory()) async throws {
+        let configuration = try ConfigurationLoader.parse(yaml: yaml, baseDirectory: baseDirectory)
+        var logger = Logger(label: "sluice-test")
+        logger.logLevel = ProcessInfo.processInfo.environment["SLUICE_TEST_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .error
+        gateway = Gateway(configuration: configuration, logger: logger)
+        listeners = try await gateway.start()
+    }
+
+    func port(_ name: String) -> Int {
+        listeners.first { $0.name == name }!.address.port!
+    }
+
+    func stop() async {
+        await gateway.shutdown(drainTimeout: .seconds(2))
+    }
+
+    /// One plain listener and one route (`/ws`) to `backend`; `websocket` and `route` are
+    /// extra YAML lines for the route's `websocket:` block and the route itself.
+    static func relay(to backend: String, websocket: [String] = [], route: [String] = []) async throws -> TestGateway {
+        var settings = websocket
+        if !settings.contains(where: { $0.hasPrefix("close_timeout") }) { settings.append("close_timeout: 2s") }
+        var lines = [
+            "listeners:",
+            "  - name: plain",
+            "    address: 127.0.0.1:0",
+            "routes:",
+            "  - name: ws",
+            "    match: { path_prefix: /ws }",
+            "    backends: [\"\(backend)\"]",
+        ]
+        lines += route.map { "    " + $0 }
+        lines.append("    websocket:")
+        lines += settings.map { "      " + $0 }
+        return try await TestGateway(yaml: lines.joined(separator: "\n"))
+    }
+}
+
+/// Resident set size of this process, in bytes (from /proc).
+func residentBytes() -> Int {
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+    for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+        let digits = line.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
+        return digits * 1024
+    }
+    return 0
+}

@@ -1,0 +1,258 @@
+import Foundation
+import Testing
+
+/// The relay end to end over loopback, with Python's `websockets` as client and backend.
+@Suite("WebSocket relay over loopback")
+struct WebSocketRelayTests {
+    func url(_ gateway: TestGateway, _ path: String = "/ws") -> String {
+        "ws://127.0.0.1:\(gateway.port("plain"))\(path)"
+    }
+
+    @Test("text, binary, 16 MiB, fragmented messages, ping passthrough, close code both ways; subprotocol and permessage-deflate end to end")
+    func echoEverything() async throws {
+        let backend = try PythonPeer(["backend", "echo"])
+        let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)")
+        let result = try await PythonPeer.run(["client", "echo", url(gateway), #"{"subprotocols": ["chat"]}"#])
+        await gateway.stop()
+        backend.stop()
+        #expect(result["error"] == nil, "\(result)")
+        #expect(result["checks"] as? [Bool] == [true, true, true, true, true])
+        #expect(result["subprotocol"] as? String == "chat")
+        #expect((result["extensions"] as? [String])?.contains("PerMessageDeflate") == true)
+        #expect(result["close_code"] as? Int == 4000)
+        #expect(result["close_reason"] as? String == "client bye")
+    }
+
+    @Test("without compression offered, none is negotiated; RSV1 stays illegal")
+    func noCompression() async throws {
+        let backend = try PythonPeer(["backend", "echo"])
+        let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)")
+        let result = try await PythonPeer.run(["client", "echo", url(gateway), #"{"compression": false}"#])
+        await gateway.stop()
+        backend.stop()
+        #expect(result["error"] == nil, "\(result)")
+        #expect(result["extensions"] as? [String] == [])
+        #expect(result["subprotocol"] is NSNull)
+    }
+
+    @Test("a route's subprotocol list narrows the offer; nothing allowed left is a 400 naming the list")
+    func subprotocolNarrowing() async throws {
+        let backend = try PythonPeer(["backend", "echo"])
+        let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)", websocket: ["subprotocols: [superchat]"])
+        let narrowed = try await PythonPeer.run(["client", "headers", url(gateway), #"{"subprotocols": ["chat", "superchat"]}"#])
+        let refused = try await PythonPeer.run(["client", "status", url(gateway), #"{"subprotocols": ["chat"]}"#])
+        await gateway.stop()
+        backend.stop()
+        #expect(narrowed["subprotocol"] as? String == "superchat")
+        let saw = narrowed["backend_saw"] as? [String: String]
+        #expect(saw?["sec-websocket-protocol"] == "superchat")
+        #expect(refused["status"] as? Int == 400)
+        #expect((refused["body"] as? String)?.contains("superchat") == true)
+    }
+
+    @Test("the backend sees the client's path, Host, cookies and forwarding headers, not hop-by-hop ones")
+    func forwardedHeaders() async throws {
+        let backend = try PythonPeer(["backend", "echo"])
+        let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)")
+        let options = #"{"headers": {"Cookie": "session=abc", "X-Forwarded-For": "10.9.8.7", "X-Drop-Me": "1", "Connection": "Upgrade, X-Drop-Me"}}"#
+        let result = try await PythonPeer.run(["client", "headers", url(gateway, "/ws/room/../chat?id=7"), options])
+        await gateway.stop()
+        backend.stop()
+        let saw = try #require(result["backend_saw"] as? [String: String], "\(result)")
+        #expect(saw[":path"] == "/ws/chat?id=7")
+        #expect(saw["host"] == "127.0.0.1:\(gateway.port("plain"))")
+        #expect(saw["cookie"] == "session=abc")
+        #expect(saw["x-forwarded-for"] == "10.9.8.7, 127.0.0.1")
+        #expect(saw["x-forwarded-proto"] == "http")
+        #expect(saw["forwarded"] == "for=127.0.0.1;host=\"127.0.0.1:\(gateway.port("plain"))\";proto=http")
+        #expect(saw["x-drop-me"] == nil)
+    }
+
+    @Test("a backend's non-101 answer reaches the client as it came")
+    func backendRefuses() async throws {
+        let backend = try PythonPeer(["backend", "reject403"])
+        let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)")
+        let result = try await PythonPeer.run(["client", "status", url(gateway)])
+        await gateway.stop()
+        backend.stop()
+        #expect(result["status"] as? Int == 403)
+        #expect(result["body"] as? String == "backend says no\n")
+        #expect((result["headers"] as? [String: String])?["x-backend"] == "yes")
+    }
+
+    @Test("a backend that refuses connections gets the client a 502")
+    func backendDown() async throws {
+        let port = try closedPort()
+        let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(port)")
+        let result = try await PythonPeer.run(["client", "status", url(gateway)])
+        await gateway.stop()
+        #expect(result["status"] as? Int == 502)
+        #expect((result["body"] as? String)?.contains("unreachable") == true)
+    }
+
+    @Test("a backend that does not answer the handshake in time gets the client a 504")
+    func backendSlow() async throws {
+        let backend = try PythonPeer(["backend", "slow", "5"])
+        let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)", websocket: ["handshake_timeout: 500ms"])
+        let result = try await PythonPeer.run(["client", "status", url(gateway)])
+        await gateway.stop()
+        backend.stop()
+        #expect(result["status"] as? Int == 504)
+    }
+
+    @Test("a backend whose Sec-WebSocket-Accept is wrong gets the client a 502")
+    func badAccept() async throws {
+        let backend = try PythonPeer(["raw-backend", "bad-accept"])
+        let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)")
+        let result = try await PythonPeer.run(["client", "status", url(gateway)])
+        await gateway.stop()
+        backend.stop()
+        #expect(result["status"] as? Int == 502)
+        #expect((result["body"] as? String)?.contains("Sec-WebSocket-Accept") == true)
+    }
+
+    @Test("a backend dying mid-stream gets the client a close 1014")
+    func backendDies() async throws {
+        let backend = try PythonPeer(["backend", "die"])
+        let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)")
+        let result = try await PythonPeer.run(["client", "wait-close", url(gateway), #"{"send": "boom", "timeout": 10}"#])
+        await gateway.stop()
+        backend.stop()
+        #expect(result["close_code"] as? Int == 1014, "\(result)")
+    }
+
+    @Test("a backend's close code and reason reach the client")
+    func backendCloses() async throws {
+        let backend = try PythonPeer(["backend", "close-after-first"])
+        let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)")
+        let result = try await PythonPeer.run(["client", "wait-close", url(gateway), #"{"send": "hi"}"#])
+        await gateway.stop()
+        backend.stop()
+        #expect(result["close_code"] as? Int == 4001, "\(result)")
+        #expect(result["close_reason"] as? String == "backend bye")
+    }
+
+    @Test("no frame either way for idle_timeout closes the client with 1001")
+    func idleTimeout() async throws {
+        let backend = try PythonPeer(["backend", "echo"])
+        let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)", websocket: ["idle_timeout: 400ms"])
+        let result = try await PythonPeer.run(["client", "wait-close", url(gateway), #"{"timeout": 10}"#])
+        await gateway.stop()
+        backend.stop()
+        #expect(result["close_code"] as? Int == 1001, "\(result)")
+        let elapsed = try #require(result["elapsed"] as? Double)
+        #expect(elapsed >= 0.35 && elapsed < 5)
+    }
+
+    @Test("the gateway pings both sides and consumes the pongs; the connection stays usable")
+    func gatewayPings() async throws {
+        let backend = try PythonPeer(["backend", "echo"])
+        let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)", websocket: ["ping_interval: 200ms", "pong_timeout: 2s"])
+        let result = try await PythonPeer.run(["raw-client", "answer-pings", "127.0.0.1", "\(gateway.port("plain"))", #"{"path": "/ws", "seconds": 1.5}"#])
+        await gateway.stop()
+        backend.stop()
+        #expect(result["echo"] as? String == "alive", "\(result)")
+        #expect((result["pings"] as? Int ?? 0) >= 3)
+        #expect((result["ping_payloads"] as? [String])?.allSatisfy { $0.hasPrefix("sluice-ping-") } == true)
+    }
+
+    @Test("a client that never answers pings is treated as gone")
+    func silentClient() async throws {
+        let backend = try PythonPeer(["backend", "echo"])
+        let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)", websocket: ["ping_interval: 200ms", "pong_timeout: 300ms"])
+        let result = try await PythonPeer.run(["raw-client", "ignore-pings", "127.0.0.1", "\(gateway.port("plain"))", #"{"path": "/ws", "seconds": 5}"#])
+        await gateway.stop()
+        backend.stop()
+        #expect(result["close_code"] as? Int == 1001, "\(result)")
+        let elapsed = try #require(result["elapsed"] as? Double)
+        #expect(elapsed < 3)
+    }
+
+    @Test("a first frame sent in the same packet as the backend's 101 is not lost")
+    func backendFirstFrameSamePacket() async throws {
+        let backend = try PythonPeer(["raw-backend", "first-frame-same-packet"])
+        let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)")
+        let result = try await PythonPeer.run(["client", "first-message", url(gateway), #"{"compression": false}"#])
+        await gateway.stop()
+        backend.stop()
+        #expect(result["first"] as? String == "first", "\(result)")
+    }
+
+    @Test("a backend that speaks first right after its handshake is relayed")
+    func backendSpeaksFirst() async throws {
+        let backend = try PythonPeer(["backend", "first-frame"])
+        let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)")
+        let result = try await PythonPeer.run(["client", "first-message", url(gateway)])
+        await gateway.stop()
+        backend.stop()
+        #expect(result["first"] as? String == "first", "\(result)")
+    }
+
+    @Test("a client frame sent in the same packet as the upgrade request reaches the backend")
+    func clientEarlyFrame() async throws {
+        let backend = try PythonPeer(["backend", "echo"])
+        let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)")
+        let result = try await PythonPeer.run(["raw-client", "early-frame", "127.0.0.1", "\(gateway.port("plain"))", #"{"path": "/ws"}"#])
+        await gateway.stop()
+        backend.stop()
+        #expect(result["status"] as? Int == 101)
+        #expect(result["echo"] as? String == "early", "\(result)")
+    }
+
+    @Test("a client frame with reserved bits set is failed with 1002 and the connection dropped")
+    func clientViolation() async throws {
+        let backend = try PythonPeer(["backend", "echo"])
+        let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)")
+        let result = try await PythonPeer.run(["raw-client", "violation", "127.0.0.1", "\(gateway.port("plain"))", #"{"path": "/ws"}"#])
+        await gateway.stop()
+        backend.stop()
+        #expect(result["opcode"] as? Int == 8, "\(result)")
+        #expect(result["close_code"] as? Int == 1002)
+        #expect(result["eof"] as? Bool == true)
+    }
+
+    @Test("a frame over max_frame_size closes the sender with 1009")
+    func frameTooBig() async throws {
+        let backend = try PythonPeer(["backend", "echo"])
+        let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)", websocket: ["max_frame_size: 1KiB", "max_message_size: 4KiB"])
+        let result = try await PythonPeer.run(["raw-client", "too-big", "127.0.0.1", "\(gateway.port("plain"))", #"{"path": "/ws", "size": 2000}"#])
+        await gateway.stop()
+        backend.stop()
+        #expect(result["close_code"] as? Int == 1009, "\(result)")
+    }
+
+    @Test("a masked frame from the backend fails the backend; the client gets 1001")
+    func backendViolation() async throws {
+        let backend = try PythonPeer(["raw-backend", "masked-frame"])
+        let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)")
+        let result = try await PythonPeer.run(["raw-client", "read-frame", "127.0.0.1", "\(gateway.port("plain"))", #"{"path": "/ws"}"#])
+        await gateway.stop()
+        backend.stop()
+        #expect(result["opcode"] as? Int == 8, "\(result)")
+        #expect(result["close_code"] as? Int == 1001)
+    }
+
+    @Test("remask: true re-masks client frames and the backend still reads them")
+    func remask() async throws {
+        let backend = try PythonPeer(["backend", "echo"])
+        let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)", websocket: ["remask: true"])
+        let result = try await PythonPeer.run(["client", "echo", url(gateway)])
+        await gateway.stop()
+        backend.stop()
+        #expect(result["checks"] as? [Bool] == [true, true, true, true, true], "\(result)")
+    }
+}
+
+/// A loopback port nothing listens on.
+func closedPort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = 0
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
