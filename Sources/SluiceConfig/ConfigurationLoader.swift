@@ -258,12 +258,6 @@ private final class Decoder {
             }
             route.builtin = value
         }
-        if route.builtin == nil && route.backends.isEmpty {
-            throw node.error("a route needs 'backends' (at least one) or 'builtin'")
-        }
-        if route.builtin != nil && !route.backends.isEmpty {
-            throw node.error("a route has either 'backends' or 'builtin', not both")
-        }
         if let tls = map.optional("backend_tls") { route.backendTLS = try decodeBackendTLS(tls) }
         if let host = map.optional("host_header") {
             let text = try host.string()
@@ -274,6 +268,12 @@ private final class Decoder {
         }
         if let websocket = map.optional("websocket") { route.websocket = try decodeWebSocket(websocket) }
         try map.finish()
+        if route.builtin == nil && route.backends.isEmpty {
+            throw node.error("a route needs 'backends' (at least one) or 'builtin'")
+        }
+        if route.builtin != nil && !route.backends.isEmpty {
+            throw node.error("a route has either 'backends' or 'builtin', not both")
+        }
         return route
     }
 
@@ -329,8 +329,11 @@ private final class Decoder {
             }
             settings.subprotocols = list
         }
+        if let value = map.optional("max_message_size") {
+            settings.maxMessageSize = try sizeIn(value, 125...(1 << 40))
+            settings.maxFrameSize = min(settings.maxFrameSize, settings.maxMessageSize)
+        }
         if let value = map.optional("max_frame_size") { settings.maxFrameSize = try sizeIn(value, 125...(1 << 40)) }
-        if let value = map.optional("max_message_size") { settings.maxMessageSize = try sizeIn(value, 125...(1 << 40)) }
         if let value = map.optional("buffer_size") { settings.bufferSize = try sizeIn(value, 1024...(64 << 20)) }
         if let value = map.optional("remask") { settings.remask = try value.bool() }
         if let value = map.optional("connect_timeout") { settings.connectTimeout = try positive(value) }

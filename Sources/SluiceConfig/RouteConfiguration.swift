@@ -63,7 +63,8 @@ public struct BackendTLSConfiguration: Sendable, Equatable {
 public struct WebSocketRouteSettings: Sendable, Equatable {
     /// Subprotocols the client may ask for; the offer is narrowed to these. `nil` = any.
     public var subprotocols: [String]?
-    /// Largest frame payload accepted from either side (close 1009 above it).
+    /// Largest frame payload accepted from either side (close 1009 above it); unless set, no
+    /// larger than `maxMessageSize`.
     public var maxFrameSize: Int = 64 << 20
     /// Largest message (sum of its frames) accepted from either side (close 1009 above it).
     public var maxMessageSize: Int = 64 << 20

@@ -123,6 +123,8 @@ public enum IPAddressText {
     public static func isHostName(_ text: String) -> Bool {
         guard !text.isEmpty, text.utf8.count <= 253 else { return false }
         let labels = text.split(separator: ".", omittingEmptySubsequences: false)
+        // All-numeric dotted names are malformed IPv4 addresses, not host names.
+        if labels.allSatisfy({ $0.allSatisfy { $0.isASCII && $0.isNumber } }) { return false }
         return labels.allSatisfy { label in
             !label.isEmpty && label.utf8.count <= 63 && !label.hasPrefix("-") && !label.hasSuffix("-")
                 && label.allSatisfy { ($0.isASCII && ($0.isLetter || $0.isNumber)) || $0 == "-" || $0 == "_" }

@@ -115,11 +115,8 @@ extension WebSocketRelay {
         mutating func peerGone(_ side: RelaySide) -> [Action] {
             guard !self[side].gone else { return [] }
             self[side].gone = true
+            self[side].disconnectRequested = true
             var actions: [Action] = []
-            if !self[side].disconnectRequested {
-                self[side].disconnectRequested = true
-                actions.append(.disconnect(side))
-            }
             let peer = side.peer
             if !self[peer].closeSent && !self[peer].gone {
                 self[peer].closeSent = true

@@ -1,0 +1,89 @@
+import Testing
+import SluiceConfig
+@testable import Sluice
+
+@Suite("Request path normalisation")
+struct RequestPathTests {
+    @Test("normalisation", arguments: [
+        ("/", "/"), ("/a/b", "/a/b"), ("/a/./b", "/a/b"), ("/a/../b", "/b"), ("/../../etc", "/etc"),
+        ("//admin", "/admin"), ("/public/%2e%2e/admin", "/admin"), ("/public/%2E%2E/admin", "/admin"),
+        ("/%61dmin", "/admin"), ("/a%2Fb", "/a%2Fb"), ("/a%2fb", "/a%2Fb"), ("/a/b/", "/a/b/"), ("/a/b/..", "/a/"),
+        ("/ws?x=1", "/ws"), ("http://example.com/ws/x?y", "/ws/x"),
+    ])
+    func normalise(input: String, expected: String) throws {
+        #expect(try RequestPath.parse(input).path == expected)
+    }
+
+    @Test("the query is kept as sent")
+    func query() throws {
+        let path = try RequestPath.parse("/a/../ws?token=x&y=%2e")
+        #expect(path.query == "token=x&y=%2e")
+        #expect(path.target == "/ws?token=x&y=%2e")
+    }
+
+    @Test("malformed targets are refused", arguments: ["*", "ws", "/a%zz", "/a%2", "ftp://x/y"])
+    func refused(input: String) {
+        #expect(throws: RequestPath.Problem.self) { try RequestPath.parse(input) }
+    }
+}
+
+@Suite("Router")
+struct RouterTests {
+    func route(_ name: String, host: String? = nil, prefix: String = "/", listeners: [String] = []) -> RouteConfiguration {
+        var route = RouteConfiguration(name: name, match: RouteMatch(host: host, pathPrefix: prefix))
+        route.listeners = listeners
+        return route
+    }
+
+    var router: Router {
+        Router(routes: [
+            route("any-root"),
+            route("any-ws", prefix: "/ws"),
+            route("any-ws-admin", prefix: "/ws/admin"),
+            route("exact", host: "api.example.com", prefix: "/ws"),
+            route("wild", host: "*.example.com", prefix: "/"),
+            route("deeper-wild", host: "*.eu.example.com", prefix: "/"),
+            route("other-listener", host: "only.example.com", listeners: ["internal"]),
+        ], listener: "public")
+    }
+
+    @Test("longest prefix on segment boundaries", arguments: [
+        ("/ws", "any-ws"), ("/ws/x", "any-ws"), ("/wsx", "any-root"), ("/ws/admin", "any-ws-admin"),
+        ("/ws/administrator", "any-ws"), ("/", "any-root"),
+    ])
+    func prefixes(path: String, expected: String) {
+        #expect(router.route(host: "unknown.test", path: path)?.name == expected)
+    }
+
+    @Test("exact host beats wildcard, wildcard beats any; port and case ignored")
+    func hosts() {
+        #expect(router.route(host: "API.example.com:8443", path: "/ws/1")?.name == "exact")
+        #expect(router.route(host: "api.example.com", path: "/other")?.name == "wild")
+        #expect(router.route(host: "www.example.com", path: "/ws")?.name == "wild")
+        #expect(router.route(host: "a.eu.example.com", path: "/")?.name == "deeper-wild")
+        #expect(router.route(host: "example.com", path: "/ws")?.name == "any-ws")
+        #expect(router.route(host: nil, path: "/ws")?.name == "any-ws")
+        #expect(router.route(host: "[::1]:8443", path: "/")?.name == "any-root")
+    }
+
+    @Test("routes scoped to another listener are not seen")
+    func listenerScope() {
+        #expect(router.route(host: "only.example.com", path: "/")?.name == "wild")
+    }
+
+    @Test("no route is nil")
+    func noRoute() {
+        let router = Router(routes: [route("ws", prefix: "/ws")], listener: "public")
+        #expect(router.route(host: "x", path: "/") == nil)
+        #expect(router.route(host: "x", path: "/wsx") == nil)
+    }
+
+    @Test("dot segments cannot reach a protected route through an unprotected prefix")
+    func dotSegmentBypass() throws {
+        let router = Router(routes: [route("public", prefix: "/public"), route("admin", prefix: "/admin")], listener: "public")
+        for attempt in ["/public/../admin", "/public/%2e%2e/admin", "/public/./../admin/x", "//admin"] {
+            let path = try RequestPath.parse(attempt).path
+            #expect(router.route(host: nil, path: path)?.name == "admin", "\(attempt)")
+        }
+    }
+}
