@@ -84,11 +84,13 @@ let package = Package(
             name: "SluiceIntegrationTests",
             dependencies: [
                 "Sluice",
+                "SluiceCLI",
                 "SluiceConfig",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            exclude: ["Peers"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -1,0 +1,70 @@
+import Foundation
+
+/// The `sluice` executable, run as its own process (for measurements of its memory, and for
+/// the command line itself).
+final class SluiceProcess: @unchecked Sendable {
+    /// `sluice` sits next to the test bundle in the build directory.
+    static var executable: String {
+        let testBinary = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
+        return testBinary.deletingLastPathComponent().appendingPathComponent("sluice").path
+    }
+
+    private let process = Process()
+    let port: Int
+
+    var pid: Int32 { process.processIdentifier }
+
+    /// Starts `sluice run` on a config written from `yaml` and waits for its first listener.
+    init(yaml: String) throws {
+        let directory = NSTemporaryDirectory() + "sluice-process-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let config = "\(directory)/sluice.yaml"
+        try yaml.write(toFile: config, atomically: true, encoding: .utf8)
+        guard FileManager.default.isExecutableFile(atPath: Self.executable) else {
+            throw PeerError(message: "\(Self.executable) is missing; run `swift build` first")
+        }
+        process.executableURL = URL(fileURLWithPath: Self.executable)
+        process.arguments = ["run", "--config", config, "--log-level", "notice"]
+        let errors = Pipe()
+        process.standardError = errors
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        var line = ""
+        var found: Int?
+        let handle = errors.fileHandleForReading
+        while found == nil {
+            let byte = handle.readData(ofLength: 1)
+            if byte.isEmpty { break }
+            if byte == Data("\n".utf8) {
+                if line.contains("listening"), let range = line.range(of: #"127\.0\.0\.1:(\d+)"#, options: .regularExpression) {
+                    found = Int(line[range].split(separator: ":").last!)
+                }
+                line = ""
+            } else {
+                line += String(decoding: byte, as: UTF8.self)
+            }
+        }
+        guard let found else {
+            kill(process.processIdentifier, SIGKILL)
+            throw PeerError(message: "sluice did not report a listening port")
+        }
+        port = found
+    }
+
+    /// Resident set size of the sluice process, in bytes.
+    var residentBytes: Int {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return 0 }
+        for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+            return (line.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0) * 1024
+        }
+        return 0
+    }
+
+    func stop() {
+        guard process.isRunning else { return }
+        kill(process.processIdentifier, SIGKILL)
+        for _ in 0..<200 where process.isRunning { usleep(10_000) }
+    }
+
+    deinit { stop() }
+}
