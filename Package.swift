@@ -51,6 +51,8 @@ let package = Package(
         .executableTarget(
             name: "SluiceCLI",
             dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 "Sluice",
                 "SluiceConfig",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -61,6 +63,7 @@ let package = Package(
         .executableTarget(
             name: "SluiceBench",
             dependencies: [
+                "Sluice",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import Logging
+import NIOCore
+import NIOPosix
 import ServiceLifecycle
 import Sluice
 import SluiceConfig
@@ -57,6 +59,15 @@ struct Run: AsyncParsableCommand {
 
     @OptionGroup var options: ConfigOptions
 
+    @Option(help: "Event loop threads (default: one per core).")
+    var eventLoopThreads: Int?
+
+    func validate() throws {
+        if let threads = eventLoopThreads, !(1...256).contains(threads) {
+            throw ValidationError("--event-loop-threads must be 1...256")
+        }
+    }
+
     func run() async throws {
         let configuration = try options.load()
         let level = try options.level(configuration)
@@ -66,8 +77,9 @@ struct Run: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "sluice")
-        let gateway = Gateway(configuration: configuration, logger: logger)
-        let group = ServiceGroup(
+        let group: any EventLoopGroup = eventLoopThreads.map { MultiThreadedEventLoopGroup(numberOfThreads: $0) } ?? MultiThreadedEventLoopGroup.singleton
+        let gateway = Gateway(configuration: configuration, group: group, logger: logger)
+        let serviceGroup = ServiceGroup(
             configuration: .init(
                 services: [.init(service: gateway)],
                 gracefulShutdownSignals: [.sigterm, .sigint],
@@ -75,7 +87,7 @@ struct Run: AsyncParsableCommand {
             )
         )
         do {
-            try await group.run()
+            try await serviceGroup.run()
         } catch let error as ConfigError {
             printError("sluice: \(error.description)")
             throw ExitCode(1)

@@ -90,6 +90,43 @@ struct WebSocketRelayTests {
         #expect((result["body"] as? String)?.contains("unreachable") == true)
     }
 
+    @Test("when a backend refuses the connection, the next one is tried")
+    func failover() async throws {
+        let backend = try PythonPeer(["backend", "echo"])
+        let down = try closedPort()
+        let gateway = try await TestGateway(yaml: """
+            listeners:
+              - { name: plain, address: "127.0.0.1:0" }
+            routes:
+              - name: ws
+                match: { path_prefix: /ws }
+                backends: ["ws://127.0.0.1:\(down)", "ws://127.0.0.1:\(backend.port)"]
+            """)
+        var echoes: [String?] = []
+        for _ in 0..<4 {
+            let result = try await PythonPeer.run(["client", "sleep-then-echo", url(gateway), #"{"sleep": 0}"#])
+            echoes.append(result["echo"] as? String)
+        }
+        await gateway.stop()
+        backend.stop()
+        #expect(echoes == Array(repeating: "still here", count: 4))
+    }
+
+    @Test("an IPv6 listener relays to an IPv4 backend")
+    func ipv6Listener() async throws {
+        let backend = try PythonPeer(["backend", "echo"])
+        let gateway = try await TestGateway(yaml: """
+            listeners:
+              - { name: v6, address: "[::1]:0" }
+            routes:
+              - { name: ws, match: { path_prefix: /ws }, backends: ["ws://127.0.0.1:\(backend.port)"] }
+            """)
+        let result = try await PythonPeer.run(["client", "sleep-then-echo", "ws://[::1]:\(gateway.port("v6"))/ws", #"{"sleep": 0}"#])
+        await gateway.stop()
+        backend.stop()
+        #expect(result["echo"] as? String == "still here", "\(result)")
+    }
+
     @Test("a backend that does not answer the handshake in time gets the client a 504")
     func backendSlow() async throws {
         let backend = try PythonPeer(["backend", "slow", "5"])
@@ -255,4 +292,27 @@ func closedPort() throws -> Int {
     _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
     _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
     return Int(UInt16(bigEndian: address.sin_port))
+}
+
+/// Shutdown with live WebSockets.
+@Suite("Gateway shutdown")
+struct ShutdownTests {
+    @Test("on shutdown every live WebSocket gets a close 1001")
+    func shutdownCloses() async throws {
+        let backend = try PythonPeer(["backend", "echo"])
+        let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)")
+        let url = "ws://127.0.0.1:\(gateway.port("plain"))/ws"
+        let client = Task { () -> Int? in
+            let result = try await PythonPeer.run(["client", "wait-close", url, #"{"timeout": 20}"#])
+            return result["close_code"] as? Int
+        }
+        for _ in 0..<100 where gateway.gateway.registry.count == 0 {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(gateway.gateway.registry.count == 1)
+        await gateway.stop()
+        #expect(try await client.value == 1001)
+        #expect(gateway.gateway.registry.count == 0)
+        backend.stop()
+    }
 }

@@ -192,3 +192,16 @@ struct FrameParserTests {
         }
     }
 }
+
+extension FrameParserTests {
+    @Test("after the gateway's own close, data frames are checked but dropped; control frames still come out")
+    func dropsDataAfterClose() {
+        var direction = Self.direction()
+        direction.dropData()
+        let bytes = Self.frame(opcode: 2, payload: Array(repeating: 9, count: 300)) + Self.frame(opcode: 8, payload: [0x03, 0xE9])
+        let result = Self.run(&direction, bytes, chunks: [7])
+        #expect(result.forwarded.isEmpty)
+        #expect(result.controls.first?.closeCode == 1001)
+        #expect(direction.frames == 2)
+    }
+}

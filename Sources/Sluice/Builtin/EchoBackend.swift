@@ -16,7 +16,7 @@ public final class EchoBackend: Sendable {
 
     private init(channel: any Channel) { self.channel = channel }
 
-    public static func start(group: any EventLoopGroup) async throws -> EchoBackend {
+    public static func start(group: any EventLoopGroup, host: String = "127.0.0.1", port: Int = 0) async throws -> EchoBackend {
         let upgrader = NIOWebSocketServerUpgrader(
             maxFrameSize: 16 << 20,
             shouldUpgrade: { channel, _ in channel.eventLoop.makeSucceededFuture(HTTPHeaders()) },
@@ -43,7 +43,7 @@ public final class EchoBackend: Sendable {
                     try channel.pipeline.syncOperations.addHandler(plainHandler)
                 }
             }
-            .bind(host: "127.0.0.1", port: 0).get()
+            .bind(host: host, port: port).get()
         return EchoBackend(channel: channel)
     }
 

@@ -1,5 +1,6 @@
 import NIOConcurrencyHelpers
 import NIOCore
+import Synchronization
 
 /// The live relayed WebSockets, so that shutdown (and the admin listener) can reach each one.
 ///
@@ -13,15 +14,12 @@ public final class ConnectionRegistry: Sendable {
     }
 
     private let entries = NIOLockedValueBox<[UInt64: Entry]>([:])
-    private let nextID = NIOLockedValueBox<UInt64>(0)
+    private let nextID = Atomic<UInt64>(0)
 
     public init() {}
 
     func register(route: String, eventLoop: any EventLoop, close: @escaping @Sendable (UInt16, String) -> Void) -> UInt64 {
-        let id = nextID.withLockedValue { value -> UInt64 in
-            value += 1
-            return value
-        }
+        let id = nextID.add(1, ordering: .relaxed).newValue
         entries.withLockedValue { $0[id] = Entry(route: route, eventLoop: eventLoop, close: close) }
         return id
     }

@@ -84,8 +84,18 @@ struct RelayDirection {
     /// Wire bytes of all frames seen (headers included).
     private(set) var bytes: UInt64 = 0
 
+    /// Data frames are parsed and checked but no longer forwarded: the gateway has sent its own
+    /// close to the destination, after which no data may follow (control frames still come out,
+    /// so the source's answering close is seen).
+    private(set) var dropsData = false
+
     init(configuration: Configuration) {
         self.configuration = configuration
+    }
+
+    /// Stops forwarding data frames (see `dropsData`); call only between frames.
+    mutating func dropData() {
+        dropsData = true
     }
 
     /// A data frame's header went out and its payload has not all followed: the relay must not
@@ -166,7 +176,9 @@ struct RelayDirection {
                 }
                 trackMessage(header)
                 var rekey: MaskKey?
-                if configuration.remask, let key = header.maskKey {
+                if dropsData {
+                    carriedWire = nil
+                } else if configuration.remask, let key = header.maskKey {
                     let fresh = MaskKey.random()
                     rekey = key.combined(with: fresh)
                     if var wire = carriedWire {
@@ -178,7 +190,9 @@ struct RelayDirection {
                         buffer.setBytes([fresh.bytes.0, fresh.bytes.1, fresh.bytes.2, fresh.bytes.3], at: at)
                     }
                 }
-                if let wire = carriedWire {
+                if dropsData {
+                    // parsed and counted, not forwarded
+                } else if let wire = carriedWire {
                     outputs.append(.bytes(ByteBuffer(bytes: wire)))
                 } else {
                     appendRange(start, start + header.headerLength, to: &outputs)
@@ -199,7 +213,7 @@ struct RelayDirection {
                     }
                 }
                 buffer.moveReaderIndex(forwardBy: count)
-                appendRange(start, start + count, to: &outputs)
+                if !dropsData { appendRange(start, start + count, to: &outputs) }
                 let left = remaining - UInt64(count)
                 if left == 0 {
                     state = .header(carried: [])

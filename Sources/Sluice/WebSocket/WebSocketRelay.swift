@@ -56,6 +56,8 @@ final class WebSocketRelay {
     private var pendingToDownstream: [ByteBuffer] = []
     private var pendingToUpstream: [ByteBuffer] = []
     private var disconnectAfterPending: Set<RelaySide> = []
+    /// A gateway close waits among the pending frames for this side.
+    private var closeQueued: Set<RelaySide> = []
     private var needsFlush: Set<RelaySide> = []
     /// A `read()` from this source was held back because its destination was not writable.
     private var readHeld: Set<RelaySide> = []
@@ -171,7 +173,8 @@ final class WebSocketRelay {
             return
         }
         var buffer = data
-        if side == .downstream { lastHeardDownstream = .now() } else { lastHeardUpstream = .now() }
+        let now = NIODeadline.now()
+        if side == .downstream { lastHeardDownstream = now } else { lastHeardUpstream = now }
         let destination = side.peer
         while buffer.readableBytes > 0 {
             outputs.removeAll(keepingCapacity: true)
@@ -185,7 +188,7 @@ final class WebSocketRelay {
             }
             var processed = buffer
             processed.moveReaderIndex(to: origin)
-            emit(processed, from: side)
+            emit(processed, from: side, at: now)
             switch stop {
             case .frameBoundary:
                 flushPending(to: destination)
@@ -201,18 +204,18 @@ final class WebSocketRelay {
 
     /// Writes this read's outputs to the destination, in order; `buffer`'s readable bytes are
     /// the ones just processed.
-    private func emit(_ buffer: ByteBuffer, from side: RelaySide) {
+    private func emit(_ buffer: ByteBuffer, from side: RelaySide, at now: NIODeadline) {
         guard !outputs.isEmpty else { return }
         let destination = side.peer
         for output in outputs {
             switch output {
             case .range(let lower, let upper):
-                lastActivity = .now()
+                lastActivity = now
                 write(buffer.getSlice(at: lower, length: upper - lower)!, to: destination)
             case .bytes(let bytes):
                 write(bytes, to: destination)
             case .control(let frame):
-                if frame.opcode != FrameHeader.Opcode.pong { lastActivity = .now() }
+                if frame.opcode != FrameHeader.Opcode.pong { lastActivity = now }
                 perform(machine.controlFrame(frame, from: side))
             }
         }
@@ -267,9 +270,9 @@ final class WebSocketRelay {
                     write(ByteBuffer(bytes: frame.wire), to: side)
                 }
             case .sendClose(let code, let reason, let side):
-                sendOwn(ControlFrameEncoder.close(code: code, reason: reason, masked: side == .upstream, allocator: allocator), to: side)
+                sendOwn(ControlFrameEncoder.close(code: code, reason: reason, masked: side == .upstream, allocator: allocator), to: side, isClose: true)
             case .sendCloseAndDisconnect(let code, let reason, let side):
-                sendOwn(ControlFrameEncoder.close(code: code, reason: reason, masked: side == .upstream, allocator: allocator), to: side)
+                sendOwn(ControlFrameEncoder.close(code: code, reason: reason, masked: side == .upstream, allocator: allocator), to: side, isClose: true)
                 disconnect(side)
             case .sendPing(let payload, let side):
                 sendOwn(ControlFrameEncoder.frame(opcode: FrameHeader.Opcode.ping, payload: payload, masked: side == .upstream, allocator: allocator), to: side)
@@ -295,15 +298,22 @@ final class WebSocketRelay {
         needsFlush.insert(side)
     }
 
-    /// Sends a gateway frame now, or after the frame being forwarded to `side` ends.
-    private func sendOwn(_ frame: ByteBuffer, to side: RelaySide) {
+    /// Sends a gateway frame now, or after the frame being forwarded to `side` ends. Once a
+    /// close of the gateway's own has gone to `side`, data frames bound there are dropped.
+    private func sendOwn(_ frame: ByteBuffer, to side: RelaySide, isClose: Bool = false) {
         let insideFrame = side == .upstream ? fromDownstream.isInsideFrame : fromUpstream.isInsideFrame
         if insideFrame {
             if side == .upstream { pendingToUpstream.append(frame) } else { pendingToDownstream.append(frame) }
+            if isClose { closeQueued.insert(side) }
         } else {
             write(frame, to: side)
             flushIfNeeded(side)
+            if isClose { stopForwardingData(to: side) }
         }
+    }
+
+    private func stopForwardingData(to side: RelaySide) {
+        if side == .upstream { fromDownstream.dropData() } else { fromUpstream.dropData() }
     }
 
     private func flushPending(to side: RelaySide) {
@@ -311,6 +321,7 @@ final class WebSocketRelay {
         if side == .upstream { pendingToUpstream = [] } else { pendingToDownstream = [] }
         for frame in frames { write(frame, to: side) }
         flushIfNeeded(side)
+        if closeQueued.remove(side) != nil { stopForwardingData(to: side) }
         if disconnectAfterPending.remove(side) != nil { disconnect(side) }
     }
 

@@ -60,6 +60,9 @@ final class SluiceProcess: @unchecked Sendable {
         return 0
     }
 
+    var hasExited: Bool { !process.isRunning }
+    var exitStatus: Int32? { process.isRunning ? nil : process.terminationStatus }
+
     func stop() {
         guard process.isRunning else { return }
         kill(process.processIdentifier, SIGKILL)

@@ -1,0 +1,60 @@
+import ArgumentParser
+import Foundation
+import NIOCore
+import NIOPosix
+import Sluice
+
+/// `sluice-bench`: the load generator and echo backend Sluice is measured with.
+///
+/// Every run is bounded in time and refuses targets outside loopback.
+@main
+struct SluiceBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sluice-bench",
+        abstract: "Benchmark WebSocket relays on loopback.",
+        subcommands: [Echo.self, Load.self]
+    )
+}
+
+/// A WebSocket echo backend, the one every proxy gets in a comparison.
+struct Echo: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Serve a WebSocket echo backend on loopback.")
+
+    @Option(help: "Loopback host:port to listen on (port 0 = chosen by the OS).")
+    var listen: String = "127.0.0.1:0"
+
+    @Option(help: "Stop after this many seconds.")
+    var duration: Int = 3600
+
+    func run() async throws {
+        let target = try LoopbackTarget(hostPort: listen)
+        let backend = try await EchoBackend.start(group: MultiThreadedEventLoopGroup.singleton, host: target.host, port: target.port)
+        FileHandle.standardOutput.write(Data("echo listening on \(target.host):\(backend.port)\n".utf8))
+        try await Task.sleep(for: .seconds(duration))
+        await backend.stop()
+    }
+}
+
+/// A host and port that must be on loopback.
+struct LoopbackTarget {
+    var host: String
+    var port: Int
+
+    init(hostPort: String) throws {
+        guard let colon = hostPort.lastIndex(of: ":"), let port = Int(hostPort[hostPort.index(after: colon)...]) else {
+            throw ValidationError("expected host:port, got \(hostPort)")
+        }
+        var host = String(hostPort[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        try Self.requireLoopback(host)
+        self.host = host
+        self.port = port
+    }
+
+    static func requireLoopback(_ host: String) throws {
+        let isLoopback = host == "localhost" || host == "::1" || host.hasPrefix("127.")
+        guard isLoopback else {
+            throw ValidationError("sluice-bench only targets loopback (127.0.0.0/8, ::1, localhost), not \(host)")
+        }
+    }
+}

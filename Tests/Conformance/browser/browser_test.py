@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""Headless Chromium opens wss:// through Sluice from a page and reports, over the DevTools
+protocol, what it exchanged. `--dump-dom` would return the page at its load event, before any
+WebSocket result exists, so the DOM is polled instead.
+
+usage: browser_test.py WSS_URL [PROTOCOL]   (exit 0 when every check passed)
+       browser_test.py --demo HTTPS_URL      (Sluice's demo page echoes through the gateway)
+"""
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+
+from websockets.asyncio.client import connect
+
+PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "page.html")
+
+
+def chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    sys.exit("chromium is not installed (apt-get install chromium)")
+
+
+async def evaluate(debugger_url, expression):
+    async with connect(debugger_url, max_size=None) as ws:
+        await ws.send(json.dumps({"id": 1, "method": "Runtime.evaluate", "params": {"expression": expression, "returnByValue": True}}))
+        while True:
+            reply = json.loads(await ws.recv())
+            if reply.get("id") == 1:
+                return reply.get("result", {}).get("result", {}).get("value")
+
+
+async def run(url, protocol, page_url=None, expression="document.getElementById('result').textContent"):
+    profile = tempfile.mkdtemp(prefix="sluice-chromium-")
+    query = urllib.parse.urlencode({"url": url, **({"protocol": protocol} if protocol else {})})
+    page_url = page_url or f"file://{PAGE}?{query}"
+    browser = subprocess.Popen([
+        chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--ignore-certificate-errors",
+        "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", f"--user-data-dir={profile}",
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1, EXCLUDE [::1]",
+        "--no-first-run", "--no-default-browser-check", "--disable-background-networking",
+        page_url,
+    ], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        port_file = os.path.join(profile, "DevToolsActivePort")
+        for _ in range(200):
+            if os.path.exists(port_file) and open(port_file).read().strip():
+                break
+            time.sleep(0.1)
+        port = int(open(port_file).read().split()[0])
+        debugger = None
+        for _ in range(100):
+            targets = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json"))
+            pages = [t for t in targets if t.get("type") == "page" and t.get("url", "").startswith(page_url.split("?")[0])]
+            if pages:
+                debugger = pages[0]["webSocketDebuggerUrl"]
+                break
+            time.sleep(0.1)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            text = await evaluate(debugger, expression)
+            if text:
+                return json.loads(text) if text.startswith("{") else {"text": text}
+            await asyncio.sleep(0.2)
+        return {"error": "no result in the page"}
+    finally:
+        browser.kill()
+        browser.wait()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def demo(url):
+    """Loads Sluice's demo page and waits for its own echo to appear in the log."""
+    probe = ("(() => { const log = document.getElementById('log');"
+             " return log && log.textContent.includes('\u2190 hello through sluice') ? log.textContent : ''; })()")
+    outcome = asyncio.run(run(None, None, page_url=url, expression=probe))
+    passed = "hello through sluice" in outcome.get("text", "")
+    print(f"chromium on the demo page {url}: {'ok' if passed else 'FAIL'} {json.dumps(outcome)}")
+    sys.exit(0 if passed else 1)
+
+
+def main():
+    if sys.argv[1] == "--demo":
+        demo(sys.argv[2])
+    url = sys.argv[1]
+    protocol = sys.argv[2] if len(sys.argv) > 2 else None
+    outcome = asyncio.run(run(url, protocol))
+    checks = {
+        "text and binary echoed": outcome.get("steps") == ["text ok", "binary ok"],
+        "close code 4000 came back": outcome.get("closeCode") == 4000,
+        "permessage-deflate negotiated end to end": "permessage-deflate" in (outcome.get("extensions") or ""),
+    }
+    if protocol:
+        checks[f"subprotocol {protocol} negotiated"] = outcome.get("protocol") == protocol
+    print(f"chromium via {url} (protocol {protocol or 'none'}): {json.dumps(outcome)}")
+    for name, passed in checks.items():
+        print(f"  {'ok  ' if passed else 'FAIL'} {name}")
+    sys.exit(0 if all(checks.values()) else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+import Foundation
+import Testing
+
+/// The `sluice` command as an operator runs it.
+@Suite("sluice command")
+struct CommandLineTests {
+    static var root: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    }
+
+    /// Runs `sluice` with `arguments`; returns the exit status and what it printed.
+    static func run(_ arguments: [String]) async throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: SluiceProcess.executable)
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        for _ in 0..<600 where process.isRunning { try await Task.sleep(for: .milliseconds(50)) }
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        return (process.terminationStatus, output)
+    }
+
+    @Test("check accepts every shipped config", arguments: ["conf/sluice.yaml", "conf/examples/websocket-backends.yaml"])
+    func checkShipped(path: String) async throws {
+        let result = try await Self.run(["check", "--config", "\(Self.root)/\(path)"])
+        #expect(result.status == 0, "\(result.output)")
+        #expect(result.output.contains("routes:"))
+    }
+
+    @Test("check refuses a broken config, naming the key path and line")
+    func checkBroken() async throws {
+        let result = try await Self.run(["check", "--config", "\(Self.root)/Tests/Fixtures/broken.yaml"])
+        #expect(result.status == 1)
+        #expect(result.output.contains("broken.yaml:8: routes[0].backends[0]: scheme must be ws or wss"))
+    }
+
+    @Test("--version prints the version")
+    func version() async throws {
+        let result = try await Self.run(["--version"])
+        #expect(result.status == 0)
+        #expect(result.output.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ".").count == 3)
+    }
+
+    @Test("SIGTERM stops the gateway cleanly")
+    func sigterm() async throws {
+        let sluice = try SluiceProcess(yaml: """
+            listeners:
+              - { name: plain, address: "127.0.0.1:0" }
+            routes:
+              - { name: demo, match: { path_prefix: / }, builtin: demo }
+            """)
+        kill(sluice.pid, SIGTERM)
+        var exited = false
+        for _ in 0..<200 {
+            if kill(sluice.pid, 0) != 0 || sluice.hasExited { exited = true; break }
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        #expect(exited)
+        #expect(sluice.exitStatus == 0)
+    }
+}
