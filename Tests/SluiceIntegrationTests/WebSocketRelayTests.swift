@@ -1,4 +1,5 @@
 import Foundation
+import Sluice
 import Testing
 
 /// The relay end to end over loopback, with Python's `websockets` as client and backend.
@@ -110,6 +111,26 @@ struct WebSocketRelayTests {
         await gateway.stop()
         backend.stop()
         #expect(echoes == Array(repeating: "still here", count: 4))
+    }
+
+    @Test("wss backends: verified against a CA file, skipped only when asked, refused when unverifiable")
+    func wssBackends() async throws {
+        let directory = NSTemporaryDirectory() + "sluice-wss-backend-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try TestCertificateAuthority.write(serverName: "backend.test", in: directory)
+        let backend = try PythonPeer(["backend", "echo-tls", "\(directory)/server.pem,\(directory)/server-key.pem"])
+        let wss = "wss://127.0.0.1:\(backend.port)"
+        let verified = try await TestGateway.relay(to: wss, route: ["backend_tls: { ca_file: \(directory)/ca.pem, server_name: backend.test }"])
+        let skipped = try await TestGateway.relay(to: wss, route: ["backend_tls: { insecure_skip_verify: true }"])
+        let unverifiable = try await TestGateway.relay(to: wss, route: ["backend_tls: { ca_file: \(directory)/ca.pem, server_name: other.test }"])
+        let a = try await PythonPeer.run(["client", "sleep-then-echo", url(verified), #"{"sleep": 0}"#])
+        let b = try await PythonPeer.run(["client", "sleep-then-echo", url(skipped), #"{"sleep": 0}"#])
+        let c = try await PythonPeer.run(["client", "status", url(unverifiable)])
+        for gateway in [verified, skipped, unverifiable] { await gateway.stop() }
+        backend.stop()
+        #expect(a["echo"] as? String == "still here", "\(a)")
+        #expect(b["echo"] as? String == "still here", "\(b)")
+        #expect(c["status"] as? Int == 502, "\(c)")
     }
 
     @Test("an IPv6 listener relays to an IPv4 backend")

@@ -75,8 +75,15 @@ async def backend(mode, arg):
         # The first offered protocol this backend speaks; no protocol when none is offered.
         return next((p for p in offered if p in ("chat", "superchat")), None)
 
+    tls = None
+    if mode == "echo-tls":
+        # arg is "CERT,KEY": a wss:// backend.
+        cert, key = arg.split(",")
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(cert, key)
+
     async with serve(handler, "127.0.0.1", 0, max_size=None, select_subprotocol=select_subprotocol,
-                     process_request=process_request, ping_interval=None) as server:
+                     process_request=process_request, ping_interval=None, ssl=tls) as server:
         announce(server.sockets[0].getsockname()[1])
         await asyncio.Future()
 
