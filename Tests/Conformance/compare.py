@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Compares Autobahn verdicts per case: through Sluice must never be worse than direct.
 
-usage: compare.py BASELINE.json REPORT_INDEX.json AGENT [--write-markdown FILE]
+usage: compare.py BASELINE.json REPORT_INDEX.json AGENT [--cases "1.*,2.*"] [--write-markdown FILE]
 
 BASELINE.json maps case id -> {"behavior", "behaviorClose"} for the direct run (committed).
 REPORT_INDEX.json is wstest's index.json; AGENT selects the through-Sluice run in it.
@@ -27,6 +27,10 @@ def case_key(case):
 
 def main():
     baseline = json.load(open(sys.argv[1]))
+    if "--cases" in sys.argv:
+        # The agent ran a subset on purpose: compare those cases only.
+        prefixes = [p.rstrip("*") for p in sys.argv[sys.argv.index("--cases") + 1].split(",")]
+        baseline = {case: v for case, v in baseline.items() if any(case.startswith(p) for p in prefixes)}
     index = json.load(open(sys.argv[2]))
     agent = sys.argv[3]
     if agent not in index:
