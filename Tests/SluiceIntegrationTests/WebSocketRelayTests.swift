@@ -327,7 +327,7 @@ struct ShutdownTests {
             let result = try await PythonPeer.run(["client", "wait-close", url, #"{"timeout": 20}"#])
             return result["close_code"] as? Int
         }
-        for _ in 0..<100 where gateway.gateway.registry.count == 0 {
+        for _ in 0..<600 where gateway.gateway.registry.count == 0 {
             try await Task.sleep(for: .milliseconds(50))
         }
         #expect(gateway.gateway.registry.count == 1)
