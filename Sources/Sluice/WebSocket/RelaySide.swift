@@ -4,6 +4,9 @@ public enum RelaySide: String, Sendable, Hashable, CaseIterable {
     case upstream
 
     public var peer: RelaySide { self == .downstream ? .upstream : .downstream }
+
+    /// 0 or 1, for per-side storage in arrays.
+    var index: Int { self == .downstream ? 0 : 1 }
 }
 
 /// WebSocket close codes the gateway sends (RFC 6455 §7.4.1).

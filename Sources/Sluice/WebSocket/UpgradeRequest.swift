@@ -78,9 +78,7 @@ struct UpgradeRequest: Equatable {
             }
         }
         let extensions = headers["sec-websocket-extensions"]
-        let names = Set(HeaderTokens.list(headers, "sec-websocket-extensions").compactMap { item in
-            item.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
-        })
+        let names = Set(HeaderTokens.extensionNames(headers))
         return UpgradeRequest(
             key: keys[0].trimmingCharacters(in: .whitespaces), protocols: protocols,
             extensions: extensions, offeredExtensionNames: names
@@ -134,9 +132,7 @@ struct UpgradeResponse: Equatable {
             throw Invalid(message: "backend chose subprotocol '\(name)', which the client did not offer")
         }
         let extensions = headers["sec-websocket-extensions"]
-        let names = HeaderTokens.list(headers, "sec-websocket-extensions").compactMap { item in
-            item.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
-        }
+        let names = HeaderTokens.extensionNames(headers)
         for name in names where !request.offeredExtensionNames.contains(name) {
             throw Invalid(message: "backend chose extension '\(name)', which the client did not offer")
         }
@@ -150,6 +146,13 @@ enum HeaderTokens {
         headers[name].flatMap { $0.split(separator: ",") }
             .map { $0.trimmingCharacters(in: .whitespaces) }
             .filter { !$0.isEmpty }
+    }
+
+    /// Lower-cased names of the extensions in `Sec-WebSocket-Extensions` (parameters dropped).
+    static func extensionNames(_ headers: HTTPHeaders) -> [String] {
+        list(headers, "sec-websocket-extensions").compactMap { item in
+            item.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
+        }
     }
 
     static func contains(_ headers: HTTPHeaders, _ name: String, token: String) -> Bool {

@@ -58,9 +58,10 @@ final class WebSocketRelay {
     private var disconnectAfterPending: Set<RelaySide> = []
     /// A gateway close waits among the pending frames for this side.
     private var closeQueued: Set<RelaySide> = []
-    private var needsFlush: Set<RelaySide> = []
+    /// Per side, indexed by `RelaySide.index`: plain flags, so the per-write path hashes nothing.
+    private var needsFlush = [false, false]
     /// A `read()` from this source was held back because its destination was not writable.
-    private var readHeld: Set<RelaySide> = []
+    private var readHeld = [false, false]
     private var lastActivity: NIODeadline
     private var lastHeardDownstream: NIODeadline
     private var lastHeardUpstream: NIODeadline
@@ -85,16 +86,15 @@ final class WebSocketRelay {
         lastActivity = now
         lastHeardDownstream = now
         lastHeardUpstream = now
-        fromDownstream = RelayDirection(configuration: .init(
-            sourceIsClient: true, allowsCompressedBit: configuration.perMessageDeflate,
-            maxFrameSize: UInt64(configuration.maxFrameSize), maxMessageSize: UInt64(configuration.maxMessageSize),
-            remask: configuration.remask
-        ))
-        fromUpstream = RelayDirection(configuration: .init(
-            sourceIsClient: false, allowsCompressedBit: configuration.perMessageDeflate,
-            maxFrameSize: UInt64(configuration.maxFrameSize), maxMessageSize: UInt64(configuration.maxMessageSize),
-            remask: false
-        ))
+        func direction(fromClient: Bool) -> RelayDirection {
+            RelayDirection(configuration: .init(
+                sourceIsClient: fromClient, allowsCompressedBit: configuration.perMessageDeflate,
+                maxFrameSize: UInt64(configuration.maxFrameSize), maxMessageSize: UInt64(configuration.maxMessageSize),
+                remask: fromClient && configuration.remask
+            ))
+        }
+        fromDownstream = direction(fromClient: true)
+        fromUpstream = direction(fromClient: false)
         outputs.reserveCapacity(16)
     }
 
@@ -231,7 +231,7 @@ final class WebSocketRelay {
     func read(from side: RelaySide, context: ChannelHandlerContext) {
         let destination = self.context(side.peer)
         if let destination, !destination.channel.isWritable, !machine.isFinished {
-            readHeld.insert(side)
+            readHeld[side.index] = true
         } else {
             context.read()
         }
@@ -240,7 +240,10 @@ final class WebSocketRelay {
     func writabilityChanged(_ side: RelaySide) {
         guard let context = self.context(side), context.channel.isWritable else { return }
         let source = side.peer
-        if readHeld.remove(source) != nil { self.context(source)?.read() }
+        if readHeld[source.index] {
+            readHeld[source.index] = false
+            self.context(source)?.read()
+        }
     }
 
     func channelInactive(_ side: RelaySide) {
@@ -250,7 +253,10 @@ final class WebSocketRelay {
         }
         if side == .downstream { downstreamContext = nil } else { upstreamContext = nil }
         perform(machine.peerGone(side))
-        if let other = self.context(side.peer), readHeld.remove(side.peer) != nil { other.read() }
+        if let other = self.context(side.peer), readHeld[side.peer.index] {
+            readHeld[side.peer.index] = false
+            other.read()
+        }
     }
 
     /// Closes both sides from outside (shutdown, kick).
@@ -295,7 +301,7 @@ final class WebSocketRelay {
     private func write(_ buffer: ByteBuffer, to side: RelaySide) {
         guard let context = context(side) else { return }
         context.write(NIOAny(buffer), promise: nil)
-        needsFlush.insert(side)
+        needsFlush[side.index] = true
     }
 
     /// Sends a gateway frame now, or after the frame being forwarded to `side` ends. Once a
@@ -326,7 +332,8 @@ final class WebSocketRelay {
     }
 
     private func flushIfNeeded(_ side: RelaySide) {
-        guard needsFlush.remove(side) != nil, let context = context(side) else { return }
+        guard needsFlush[side.index], let context = context(side) else { return }
+        needsFlush[side.index] = false
         context.flush()
     }
 
@@ -340,7 +347,7 @@ final class WebSocketRelay {
         guard let context = context(side) else { return }
         let promise = context.eventLoop.makePromise(of: Void.self)
         context.writeAndFlush(NIOAny(context.channel.allocator.buffer(capacity: 0)), promise: promise)
-        needsFlush.remove(side)
+        needsFlush[side.index] = false
         let channel = context.channel
         promise.futureResult.whenComplete { _ in channel.close(promise: nil) }
     }
