@@ -9,6 +9,10 @@ public struct Configuration: Sendable, Equatable {
     public var routes: [RouteConfiguration] = []
     /// The admin listener (metrics, connections); `nil` leaves it unbound.
     public var admin: AdminConfiguration?
+    /// Connection caps and the proxies whose `X-Forwarded-For` is believed.
+    public var limits: GlobalLimits = GlobalLimits()
+    /// One JSON line per HTTP request and per closed WebSocket.
+    public var accessLog: AccessLogDestination = .off
     /// The file this configuration was read from, when it came from a file.
     public var sourceFile: String?
 
@@ -35,7 +39,13 @@ public enum LogLevelName: String, Sendable, Equatable, CaseIterable {
 /// The admin listener: plain HTTP on a loopback address by default.
 public struct AdminConfiguration: Sendable, Equatable {
     public var address: SocketAddressSpec
-    public init(address: SocketAddressSpec) { self.address = address }
+    /// A file holding the bearer token `/metrics` and `/connections` require; `nil` = none.
+    /// `/healthz` and `/readyz` never need it, so load balancers can probe them.
+    public var tokenFile: String?
+    public init(address: SocketAddressSpec, tokenFile: String? = nil) {
+        self.address = address
+        self.tokenFile = tokenFile
+    }
 }
 
 /// One listening socket: plain TCP, or TLS when `tls` is set.

@@ -42,6 +42,7 @@ public enum ConfigurationLoader {
         let decoder = Decoder(baseDirectory: baseDirectory)
         let configuration = decoder.decodeRoot(ConfigNode(node: root, path: ""))
         decoder.validate(configuration)
+        decoder.checkAdminAndLog(configuration)
         if !decoder.errors.isEmpty { throw ConfigErrors(decoder.errors) }
         return configuration
     }
@@ -126,9 +127,24 @@ private final class Decoder {
         if let admin = root.optional("admin") {
             configuration.admin = record { () throws(ConfigError) in
                 var map = try admin.mapping()
-                let address = try address(try map.required("address"))
+                var configuration = AdminConfiguration(address: try address(try map.required("address")))
+                if let token = map.optional("token_file") { configuration.tokenFile = try filePath(token) }
                 try map.finish()
-                return AdminConfiguration(address: address)
+                return configuration
+            }
+        }
+        if let limits = root.optional("limits") {
+            if let value = record({ () throws(ConfigError) in try decodeGlobalLimits(limits) }) { configuration.limits = value }
+        }
+        if let log = root.optional("access_log") {
+            _ = record { () throws(ConfigError) in
+                let text = try log.string()
+                switch text {
+                case "off": configuration.accessLog = .off
+                case "stdout": configuration.accessLog = .stdout
+                case "stderr": configuration.accessLog = .stderr
+                default: configuration.accessLog = .file(try filePath(log))
+                }
             }
         }
         _ = record { () throws(ConfigError) in try root.finish() }
@@ -267,6 +283,7 @@ private final class Decoder {
             route.hostHeader = value
         }
         if let websocket = map.optional("websocket") { route.websocket = try decodeWebSocket(websocket) }
+        if let limits = map.optional("limits") { route.limits = try decodeRouteLimits(limits) }
         try map.finish()
         if route.builtin == nil && route.backends.isEmpty {
             throw node.error("a route needs 'backends' (at least one) or 'builtin'")
@@ -351,6 +368,53 @@ private final class Decoder {
         return settings
     }
 
+    func decodeGlobalLimits(_ node: ConfigNode) throws(ConfigError) -> GlobalLimits {
+        var map = try node.mapping()
+        var limits = GlobalLimits()
+        if let value = map.optional("max_connections") { limits.maxConnections = try value.int(in: 1...10_000_000) }
+        if let value = map.optional("max_connections_per_ip") { limits.maxConnectionsPerIP = try value.int(in: 1...10_000_000) }
+        if let value = map.optional("trusted_proxies") {
+            let items = try value.sequence()
+            for item in items {
+                let text = try item.string()
+                do throws(ValueError) {
+                    limits.trustedProxies.append(try CIDR(text))
+                } catch {
+                    throw item.error(error.message)
+                }
+            }
+        }
+        try map.finish()
+        return limits
+    }
+
+    func decodeRouteLimits(_ node: ConfigNode) throws(ConfigError) -> RouteLimits {
+        var map = try node.mapping()
+        var limits = RouteLimits()
+        if let value = map.optional("max_websockets") { limits.maxWebSockets = try value.int(in: 1...10_000_000) }
+        if let value = map.optional("max_websockets_per_ip") { limits.maxWebSocketsPerIP = try value.int(in: 1...10_000_000) }
+        if let value = map.optional("max_websockets_per_user") { limits.maxWebSocketsPerUser = try value.int(in: 1...10_000_000) }
+        if let value = map.optional("upgrade_rate") { limits.upgradeRate = try decodeRate(value) }
+        if let value = map.optional("upgrade_rate_per_ip") { limits.upgradeRatePerIP = try decodeRate(value) }
+        if let value = map.optional("retry_after") { limits.retryAfter = try positive(value) }
+        try map.finish()
+        return limits
+    }
+
+    /// `{rate: 20/s, burst: 40}`; `burst` defaults to one second's worth (at least 1).
+    func decodeRate(_ node: ConfigNode) throws(ConfigError) -> RateLimit {
+        var map = try node.mapping()
+        let rateNode = try map.required("rate")
+        let text = try rateNode.string()
+        guard let perSecond = RateLimit.parseRate(text) else {
+            throw rateNode.error("rate must be a count per unit, as in 20/s, 600/m or 1000/h, got '\(text)'")
+        }
+        var burst = max(1, Int(perSecond.rounded(.up)))
+        if let value = map.optional("burst") { burst = try value.int(in: 1...10_000_000) }
+        try map.finish()
+        return RateLimit(perSecond: perSecond, burst: burst)
+    }
+
     /// Rules that span several entries: unique names, unique matches, files that exist.
     func validate(_ configuration: Configuration) {
         var listenerNames: [String: Int] = [:]
@@ -403,9 +467,34 @@ private final class Decoder {
                 matches[key] = index
             }
             if let ca = route.backendTLS.caFile { checkReadable(ca, path: "routes[\(index)].backend_tls.ca_file") }
+            if let perUser = route.limits.maxWebSocketsPerUser, let total = route.limits.maxWebSockets, perUser > total {
+                errors.append(ConfigError(path: "routes[\(index)].limits.max_websockets_per_user", message: "is larger than max_websockets (\(total))"))
+            }
+            if let perIP = route.limits.maxWebSocketsPerIP, let total = route.limits.maxWebSockets, perIP > total {
+                errors.append(ConfigError(path: "routes[\(index)].limits.max_websockets_per_ip", message: "is larger than max_websockets (\(total))"))
+            }
             if let subprotocols = route.websocket.subprotocols, Set(subprotocols).count != subprotocols.count {
                 errors.append(ConfigError(path: "routes[\(index)].websocket.subprotocols", message: "duplicate subprotocol names"))
             }
+        }
+    }
+
+    func checkAdminAndLog(_ configuration: Configuration) {
+        if let token = configuration.admin?.tokenFile {
+            checkReadable(token, path: "admin.token_file")
+            if let text = try? String(contentsOfFile: token, encoding: .utf8), text.trimmingCharacters(in: .whitespacesAndNewlines).count < 16 {
+                errors.append(ConfigError(path: "admin.token_file", message: "the token in \(token) is shorter than 16 characters"))
+            }
+        }
+        if case .file(let path) = configuration.accessLog {
+            let directory = (path as NSString).deletingLastPathComponent
+            var isDirectory: ObjCBool = false
+            if !FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory) || !isDirectory.boolValue {
+                errors.append(ConfigError(path: "access_log", message: "directory \(directory) does not exist"))
+            }
+        }
+        if let perIP = configuration.limits.maxConnectionsPerIP, let total = configuration.limits.maxConnections, perIP > total {
+            errors.append(ConfigError(path: "limits.max_connections_per_ip", message: "is larger than max_connections (\(total))"))
         }
     }
 

@@ -13,6 +13,7 @@ public struct RouteConfiguration: Sendable, Equatable {
     /// A handler built into Sluice instead of backends (the demo page).
     public var builtin: BuiltinHandler?
     public var websocket: WebSocketRouteSettings = WebSocketRouteSettings()
+    public var limits: RouteLimits = RouteLimits()
 
     public init(name: String, match: RouteMatch) {
         self.name = name
