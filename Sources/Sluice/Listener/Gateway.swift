@@ -6,6 +6,7 @@ import NIOPosix
 import NIOSSL
 import ServiceLifecycle
 import SluiceConfig
+import Synchronization
 
 /// The running gateway: every listener of one configuration, the built-in backends, and the
 /// registry of live WebSockets. A `Service`, so SIGTERM/SIGINT stop it cleanly.
@@ -17,18 +18,44 @@ public final class Gateway: Service, Sendable {
         public var tls: Bool
     }
 
+    /// Where the gateway is in its life, as `/readyz` reports it.
+    public enum Phase: UInt8, Sendable {
+        case starting, ready, draining, stopped
+    }
+
     public let configuration: Configuration
     public let registry = ConnectionRegistry()
+    public let metrics = GatewayMetrics()
     private let group: any EventLoopGroup
     private let logger: Logger
     private let servers = NIOLockedValueBox<[any Channel]>([])
+    private let adminServer = NIOLockedValueBox<AdminServer?>(nil)
     private let echoBackends = NIOLockedValueBox<[EchoBackend]>([])
+    private let phaseValue = Atomic<UInt8>(Phase.starting.rawValue)
+    private let services: NIOLockedValueBox<GatewayServices?> = NIOLockedValueBox(nil)
 
     public init(configuration: Configuration, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger) {
         self.configuration = configuration
         self.group = group
         self.logger = logger
     }
+
+    public var phase: Phase { Phase(rawValue: phaseValue.load(ordering: .acquiring)) ?? .stopped }
+
+    /// Open client TCP connections counted by `limits.max_connections` (for tests and admin).
+    public var openConnections: Int { services.withLockedValue { $0?.connectionLimiter.total ?? 0 } }
+
+    /// `true` when no route holds a count for any connection: every lease came back.
+    public var limitCountersAreIdle: Bool {
+        let routes = self.routes.withLockedValue { $0 }
+        return routes.allSatisfy { $0.limiter?.isIdle ?? true } && openConnections == 0
+            && (services.withLockedValue { $0?.connectionLimiter.trackedAddresses } ?? 0) == 0
+    }
+
+    private let routes = NIOLockedValueBox<[Route]>([])
+
+    /// The admin listener's address, once bound.
+    public var adminAddress: SocketAddress? { adminServer.withLockedValue { $0?.address } }
 
     /// Loads certificates (generating the dev certificate where asked), starts the built-in
     /// backends and binds every listener. Errors name the config key at fault.
@@ -46,7 +73,21 @@ public final class Gateway: Service, Sendable {
             echoBackends.withLockedValue { $0.append(echo) }
             builtinPorts[.echo] = echo.port
         }
-        let routes = try Self.makeRoutes(configuration, builtinPorts: builtinPorts)
+        let accessLog: AccessLog?
+        do {
+            accessLog = try AccessLog.open(configuration.accessLog)
+        } catch {
+            throw ConfigError(path: "access_log", message: error.description)
+        }
+        let services = GatewayServices(registry: registry, metrics: metrics, accessLog: accessLog, limits: configuration.limits, logger: logger)
+        self.services.withLockedValue { $0 = services }
+        let routes = try Self.makeRoutes(configuration, builtinPorts: builtinPorts, metrics: metrics)
+        self.routes.withLockedValue { $0 = routes }
+        if let admin = configuration.admin {
+            let server = try await AdminServer.start(configuration: admin, gateway: self, group: group, logger: logger)
+            adminServer.withLockedValue { $0 = server }
+            logger.notice("admin listening", metadata: ["address": "\(server.address)"])
+        }
         var bound: [BoundListener] = []
         for (index, listener) in configuration.listeners.enumerated() {
             var tlsContext: NIOSSLContext?
@@ -61,31 +102,34 @@ public final class Gateway: Service, Sendable {
                     throw ConfigError(path: "listeners[\(index)].tls", message: "cannot build the TLS context: \(error)")
                 }
             }
-            let channel = try await bind(listener, index: index, tls: tlsContext, routes: RouteTable(routes: routes, listener: listener.name))
+            let channel = try await bind(listener, index: index, tls: tlsContext, routes: RouteTable(routes: routes, listener: listener.name), services: services)
             servers.withLockedValue { $0.append(channel) }
             if let address = channel.localAddress {
                 bound.append(BoundListener(name: listener.name, address: address, tls: tlsContext != nil))
                 logger.notice("listening", metadata: ["listener": "\(listener.name)", "address": "\(address)", "tls": "\(tlsContext != nil)"])
             }
         }
+        phaseValue.store(Phase.ready.rawValue, ordering: .releasing)
         return bound
     }
 
     /// Builds the runtime routes (backend sets, TLS contexts) of a configuration.
-    static func makeRoutes(_ configuration: Configuration, builtinPorts: [BackendURL.Builtin: Int]) throws(ConfigError) -> [Route] {
+    static func makeRoutes(_ configuration: Configuration, builtinPorts: [BackendURL.Builtin: Int], metrics: GatewayMetrics? = nil) throws(ConfigError) -> [Route] {
         var routes: [Route] = []
         for (index, route) in configuration.routes.enumerated() {
             let backends = route.backends.isEmpty ? nil : try BackendSet.make(for: route, routeIndex: index, builtinPorts: builtinPorts)
-            routes.append(Route(configuration: route, backends: backends))
+            routes.append(Route(configuration: route, backends: backends, metrics: metrics?.route(route.name)))
         }
         return routes
     }
 
-    private func bind(_ listener: ListenerConfiguration, index: Int, tls: NIOSSLContext?, routes: RouteTable) async throws -> any Channel {
-        let registry = self.registry
-        let logger = self.logger
+    private func bind(_ listener: ListenerConfiguration, index: Int, tls: NIOSSLContext?, routes: RouteTable, services: GatewayServices) async throws -> any Channel {
         let handshakeTimeout = listener.tls.map { TimeAmount($0.handshakeTimeout) }
         let httpConfiguration = HTTPGatewayHandler.Configuration(listener: listener.name, tls: tls != nil, limits: listener.http)
+        let listenerName = listener.name
+        let metrics = services.metrics
+        let active = metrics.meter("sluice_connections_active", [("listener", listenerName)])
+        let limiter = services.connectionLimiter
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: Int32(listener.backlog))
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -93,17 +137,32 @@ public final class Gateway: Service, Sendable {
             .childChannelOption(.socketOption(.so_keepalive), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    metrics.connectionAccepted(listener: listenerName)
+                    let peer = ClientAddress.ip(of: channel.remoteAddress)
+                    if let rejection = limiter.admit(peer) {
+                        // Refused before any TLS work: the cheapest answer to a flood.
+                        metrics.limitRejected(rejection)
+                        channel.close(promise: nil)
+                        return
+                    }
+                    active.increment()
+                    channel.closeFuture.whenComplete { _ in
+                        limiter.release(peer)
+                        active.decrement()
+                    }
                     let sync = channel.pipeline.syncOperations
                     if let tls, let handshakeTimeout {
                         try sync.addHandler(NIOSSLServerHandler(context: tls))
-                        try sync.addHandler(TLSHandshakeTimeoutHandler(timeout: handshakeTimeout))
+                        try sync.addHandler(TLSHandshakeTimeoutHandler(timeout: handshakeTimeout) {
+                            metrics.tlsHandshakeFailed(listener: listenerName)
+                        })
                     }
                     let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
                     let encoder = HTTPResponseEncoder()
                     try sync.addHandler(encoder)
                     try sync.addHandler(decoder)
                     try sync.addHandler(HTTPGatewayHandler(
-                        configuration: httpConfiguration, routes: routes, registry: registry, logger: logger,
+                        configuration: httpConfiguration, routes: routes, services: services,
                         decoder: decoder, encoder: encoder
                     ))
                 }
@@ -118,6 +177,7 @@ public final class Gateway: Service, Sendable {
     /// Stops accepting, sends every live WebSocket a close (1001), and waits up to
     /// `drainTimeout` for them to finish.
     public func shutdown(drainTimeout: Duration = .seconds(5)) async {
+        phaseValue.store(Phase.draining.rawValue, ordering: .releasing)
         let servers = self.servers.withLockedValue { value in defer { value = [] }; return value }
         for channel in servers { try? await channel.close() }
         registry.closeAll(code: CloseCode.goingAway, reason: "gateway shutting down")
@@ -127,6 +187,9 @@ public final class Gateway: Service, Sendable {
         }
         let echoes = echoBackends.withLockedValue { value in defer { value = [] }; return value }
         for echo in echoes { await echo.stop() }
+        let admin = adminServer.withLockedValue { value in defer { value = nil }; return value }
+        await admin?.stop()
+        phaseValue.store(Phase.stopped.rawValue, ordering: .releasing)
     }
 
     /// Runs until graceful shutdown is requested (SIGTERM/SIGINT through the service group).

@@ -37,26 +37,48 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private enum Answer {
         case respond(HTTPResponseStatus, String, headers: [(String, String)], keepAlive: Bool, head: Bool)
         case demoPage(head: Bool, keepAlive: Bool)
-        case upgrade(Route, HTTPRequestHead, UpgradeRequest, RequestPath)
+        case upgrade(Route, HTTPRequestHead, UpgradeRequest, RequestPath, ClientIdentity)
+    }
+
+    /// Who is asking, once the forwarding headers have been weighed.
+    struct ClientIdentity {
+        /// The socket peer (the client, or the last proxy).
+        var peer: IPAddress?
+        /// The client, after `trusted_proxies`.
+        var address: IPAddress?
+        var peerIsTrustedProxy: Bool
+    }
+
+    /// The request being answered, for its access-log line.
+    private struct RequestRecord {
+        var method: String
+        /// The path without its query string, which may carry credentials.
+        var path: String
+        var route: String?
+        var client: IPAddress?
+        var userAgent: String?
+        var startedAt: NIODeadline
+        /// Why an upgrade was refused (a result label, or the limit's name).
+        var rejection: String?
     }
 
     private let configuration: Configuration
     private let routes: RouteTable
-    private let registry: ConnectionRegistry
-    private let logger: Logger
+    private let services: GatewayServices
+    private var logger: Logger { services.logger }
     private let decoder: ByteToMessageHandler<HTTPRequestDecoder>
     private let encoder: HTTPResponseEncoder
     private var state: State = .idle
     private var headerTimer: Scheduled<Void>?
+    private var request: RequestRecord?
 
     init(
-        configuration: Configuration, routes: RouteTable, registry: ConnectionRegistry, logger: Logger,
+        configuration: Configuration, routes: RouteTable, services: GatewayServices,
         decoder: ByteToMessageHandler<HTTPRequestDecoder>, encoder: HTTPResponseEncoder
     ) {
         self.configuration = configuration
         self.routes = routes
-        self.registry = registry
-        self.logger = logger
+        self.services = services
         self.decoder = decoder
         self.encoder = encoder
     }
@@ -100,6 +122,11 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .head(let head):
             guard case .idle = state else { return }
             headerTimer?.cancel()
+            let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
+            request = RequestRecord(
+                method: head.method.rawValue, path: path, client: nil,
+                userAgent: head.headers.first(name: "user-agent"), startedAt: .now()
+            )
             state = .pending(answer(for: head, context: context))
         case .body:
             break
@@ -158,9 +185,12 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return refuse(.badRequest, "invalid request target", close: true)
         }
         let host = head.headers.first(name: "host")
+        let identity = identify(head, context: context)
+        request?.client = identity.address
         guard let route = routes.route(host: host, path: path.path) else {
             return refuse(.notFound, "no route for this host and path")
         }
+        request?.route = route.name
         if route.configuration.builtin == .demo {
             guard head.method == .GET || head.method == .HEAD else {
                 return refuse(.methodNotAllowed, "only GET and HEAD", headers: [("Allow", "GET, HEAD")])
@@ -170,12 +200,42 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         guard UpgradeRequest.isAttempt(head) else {
             return refuse(.upgradeRequired, "this route accepts WebSocket connections only", headers: [("Upgrade", "websocket")])
         }
+        let upgrade: UpgradeRequest
         do {
-            let upgrade = try UpgradeRequest.validate(head, allowedProtocols: route.websocket.subprotocols)
-            return .upgrade(route, head, upgrade, path)
+            upgrade = try UpgradeRequest.validate(head, allowedProtocols: route.websocket.subprotocols)
         } catch {
+            services.metrics.upgrade(route: route.name, result: "bad_request")
+            request?.rejection = "bad_request"
             return refuse(error.status, error.message, headers: error.headers, close: true)
         }
+        if let limiter = route.limiter {
+            switch limiter.admit(ip: identity.address ?? Self.unknownAddress, user: nil) {
+            case .success(let lease):
+                // The client channel closes exactly once, on every path (relay end, refusal,
+                // error, timeout), so its close is where the count is given back.
+                context.channel.closeFuture.whenComplete { _ in lease.release() }
+            case .failure(let rejection):
+                services.metrics.upgrade(route: route.name, result: rejection.upgradeResult)
+                services.metrics.limitRejected(rejection)
+                request?.rejection = rejection.label
+                return refuse(rejection.status, rejection.message, headers: [("Retry-After", String(rejection.retryAfter))], close: true)
+            }
+        }
+        return .upgrade(route, head, upgrade, path, identity)
+    }
+
+    /// Counted as one address when the peer's cannot be read (a Unix socket in tests).
+    private static let unknownAddress = IPAddress(bytes: [0, 0, 0, 0])!
+
+    private var peerAddress: IPAddress??
+
+    private func identify(_ head: HTTPRequestHead, context: ChannelHandlerContext) -> ClientIdentity {
+        if peerAddress == nil { peerAddress = .some(ClientAddress.ip(of: context.channel.remoteAddress)) }
+        let peer = peerAddress ?? nil
+        let trusted = services.trustedProxies
+        let peerIsTrusted = peer.map { ClientAddress.isTrusted($0, trusted) } ?? false
+        let address = peerIsTrusted ? ClientAddress.resolve(peer: peer, headers: head.headers, trusted: trusted) : peer
+        return ClientIdentity(peer: peer, address: address, peerIsTrustedProxy: peerIsTrusted)
     }
 
     private func perform(_ answer: Answer, context: ChannelHandlerContext) {
@@ -184,25 +244,42 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
             respond(context: context, status, body: message + "\n", contentType: "text/plain; charset=utf-8", headers: headers, keepAlive: keepAlive, omitBody: isHead)
         case .demoPage(let isHead, let keepAlive):
             respond(context: context, .ok, body: DemoPage.html, contentType: "text/html; charset=utf-8", headers: [("Cache-Control", "no-store")], keepAlive: keepAlive, omitBody: isHead)
-        case .upgrade(let route, let head, let request, let path):
-            startUpgrade(context: context, route: route, head: head, request: request, path: path)
+        case .upgrade(let route, let head, let request, let path, let identity):
+            startUpgrade(context: context, route: route, head: head, request: request, path: path, identity: identity)
         }
     }
 
-    private func startUpgrade(context: ChannelHandlerContext, route: Route, head: HTTPRequestHead, request: UpgradeRequest, path: RequestPath) {
+    private func startUpgrade(
+        context: ChannelHandlerContext, route: Route, head: HTTPRequestHead, request upgradeRequest: UpgradeRequest,
+        path: RequestPath, identity: ClientIdentity
+    ) {
         let client = ForwardedHeaders.Client(
-            address: context.channel.remoteAddress?.ipAddress, host: head.headers.first(name: "host"), tls: configuration.tls
+            address: identity.peer?.description, host: head.headers.first(name: "host"), tls: configuration.tls,
+            trustsIncomingChain: identity.peerIsTrustedProxy
         )
         let downstream = WebSocketUpgrade.Downstream(
             context: context,
-            respond: { [self] status, message in respondAndClose(context: context, status, message) },
+            respond: { [self] status, message, result in
+                request?.rejection = result
+                respondAndClose(context: context, status, message)
+            },
             switchToRelay: { [self] head, relayHandler in switchToRelay(context: context, head: head, relayHandler: relayHandler) }
         )
+        let origin = WebSocketUpgrade.Origin(
+            listener: configuration.listener, client: client, clientAddress: identity.address?.description ?? "unknown",
+            path: request?.path ?? path.path, user: nil
+        )
         let upgrade = WebSocketUpgrade(
-            downstream: downstream, route: route, clientHead: head, upgrade: request, requestTarget: path.target,
-            client: client, registry: registry, logger: logger
+            downstream: downstream, route: route, clientHead: head, upgrade: upgradeRequest, requestTarget: path.target,
+            origin: origin, services: services
         ) { [self] outcome in
-            if case .responded = outcome { state = .done }
+            switch outcome {
+            case .relaying:
+                request = nil
+            case .responded(let status):
+                if let status { logRequest(status: status, bytes: 0) }
+                state = .done
+            }
         }
         state = .upgrading(upgrade)
         upgrade.start()
@@ -230,10 +307,31 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     // MARK: Responses
 
+    /// Writes the access-log line and counts the request, once per request.
+    private func logRequest(status: HTTPResponseStatus, bytes: Int) {
+        services.metrics.httpRequest(listener: configuration.listener, route: request?.route, status: status.code)
+        guard let request else { return }
+        self.request = nil
+        guard let accessLog = services.accessLog else { return }
+        var record = AccessRecord(type: "http")
+        record.set("listener", configuration.listener)
+        record.set("route", request.route)
+        record.set("client", request.client?.description)
+        record.set("method", request.method)
+        record.set("path", request.path)
+        record.set("status", status.code)
+        record.set("bytes_sent", bytes)
+        record.set("duration_ms", Double((NIODeadline.now() - request.startedAt).nanoseconds / 1000) / 1000)
+        record.set("user_agent", request.userAgent)
+        if let rejection = request.rejection { record.set("rejection", rejection) }
+        accessLog.write(record)
+    }
+
     private func respond(
         context: ChannelHandlerContext, _ status: HTTPResponseStatus, body: String, contentType: String,
         headers extra: [(String, String)] = [], keepAlive: Bool, omitBody: Bool = false
     ) {
+        logRequest(status: status, bytes: omitBody ? 0 : body.utf8.count)
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: contentType)
         headers.add(name: "Content-Length", value: "\(body.utf8.count)")

@@ -2,16 +2,39 @@ import NIOCore
 import NIOSSL
 import NIOTLS
 
-/// Closes a connection whose TLS handshake has not finished in time, then steps aside.
+/// Closes a connection whose TLS handshake has not finished in time, reports handshakes that
+/// fail or time out, then steps aside.
 ///
 /// A client that opens a socket and sends nothing would otherwise hold it forever.
 final class TLSHandshakeTimeoutHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = NIOAny
 
     private let timeout: TimeAmount
+    private let onFailure: () -> Void
     private var timer: Scheduled<Void>?
+    private var failed = false
 
-    init(timeout: TimeAmount) { self.timeout = timeout }
+    init(timeout: TimeAmount, onFailure: @escaping () -> Void = {}) {
+        self.timeout = timeout
+        self.onFailure = onFailure
+    }
+
+    private func reportFailure() {
+        guard !failed else { return }
+        failed = true
+        onFailure()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        reportFailure()
+        context.fireErrorCaught(error)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        // Still here, so the handshake never completed.
+        reportFailure()
+        context.fireChannelInactive()
+    }
 
     func handlerAdded(context: ChannelHandlerContext) {
         if context.channel.isActive { arm(context) }
@@ -39,7 +62,8 @@ final class TLSHandshakeTimeoutHandler: ChannelInboundHandler, RemovableChannelH
 
     private func arm(_ context: ChannelHandlerContext) {
         guard timer == nil else { return }
-        timer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
+        timer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
+            reportFailure()
             context.close(promise: nil)
         }
     }

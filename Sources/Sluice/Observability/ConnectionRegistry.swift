@@ -2,15 +2,19 @@ import NIOConcurrencyHelpers
 import NIOCore
 import Synchronization
 
-/// The live relayed WebSockets, so that shutdown (and the admin listener) can reach each one.
+/// The live relayed WebSockets, so that shutdown and the admin listener can see and reach each
+/// one.
 ///
-/// Registration happens once per connection, not per frame; each entry's close action runs on
-/// the connection's own event loop.
+/// Registration happens once per connection, not per frame. Live counters belong to each
+/// connection's relay on its own event loop; `snapshots()` asks every event loop once for the
+/// figures of all its connections, so reading costs the relay nothing until someone looks.
 public final class ConnectionRegistry: Sendable {
+    /// What the registry can do with one connection; both closures run on `eventLoop`.
     struct Entry: Sendable {
-        var route: String
+        var info: ConnectionInfo
         var eventLoop: any EventLoop
-        var close: @Sendable (UInt16, String) -> Void
+        var snapshot: @Sendable () -> ConnectionSnapshot
+        var close: @Sendable (_ clientCode: UInt16, _ backendCode: UInt16, _ reason: String) -> Void
     }
 
     private let entries = NIOLockedValueBox<[UInt64: Entry]>([:])
@@ -18,10 +22,11 @@ public final class ConnectionRegistry: Sendable {
 
     public init() {}
 
-    func register(route: String, eventLoop: any EventLoop, close: @escaping @Sendable (UInt16, String) -> Void) -> UInt64 {
-        let id = nextID.add(1, ordering: .relaxed).newValue
-        entries.withLockedValue { $0[id] = Entry(route: route, eventLoop: eventLoop, close: close) }
-        return id
+    /// A fresh connection id (ids are never reused within a process).
+    func makeID() -> UInt64 { nextID.add(1, ordering: .relaxed).newValue }
+
+    func register(_ entry: Entry) {
+        entries.withLockedValue { $0[entry.info.id] = entry }
     }
 
     func remove(_ id: UInt64) {
@@ -35,7 +40,64 @@ public final class ConnectionRegistry: Sendable {
     public func closeAll(code: UInt16, reason: String) {
         let all = entries.withLockedValue { Array($0.values) }
         for entry in all {
-            entry.eventLoop.execute { entry.close(code, reason) }
+            entry.eventLoop.execute { entry.close(code, code, reason) }
         }
     }
+
+    /// Closes one connection: `clientCode` to the client, `backendCode` to the backend.
+    /// `false` when no live connection has that id.
+    func close(id: UInt64, clientCode: UInt16, backendCode: UInt16, reason: String) -> Bool {
+        guard let entry = entries.withLockedValue({ $0[id] }) else { return false }
+        entry.eventLoop.execute { entry.close(clientCode, backendCode, reason) }
+        return true
+    }
+
+    /// Live figures of every connection (or of `ids` only), one hop per event loop.
+    func snapshots(ids: Set<UInt64>? = nil, on eventLoop: any EventLoop) -> EventLoopFuture<[ConnectionSnapshot]> {
+        let chosen = entries.withLockedValue { entries in
+            ids.map { ids in ids.compactMap { entries[$0] } } ?? Array(entries.values)
+        }
+        var byLoop: [ObjectIdentifier: (any EventLoop, [Entry])] = [:]
+        for entry in chosen {
+            byLoop[ObjectIdentifier(entry.eventLoop), default: (entry.eventLoop, [])].1.append(entry)
+        }
+        let futures = byLoop.values.map { loop, group in
+            loop.submit { group.map { $0.snapshot() } }
+        }
+        return EventLoopFuture.whenAllSucceed(futures, on: eventLoop).map { $0.flatMap { $0 } }
+    }
+}
+
+/// What is fixed about a connection once it relays.
+struct ConnectionInfo: Sendable {
+    var id: UInt64
+    var route: String
+    var listener: String
+    var client: String
+    var user: String?
+    var backend: String
+    var subprotocol: String?
+    var extensions: [String]
+    /// Seconds since the Unix epoch.
+    var startedAt: Double
+}
+
+/// Traffic read from one side.
+struct TrafficCounters: Sendable, Equatable {
+    var bytes: UInt64 = 0
+    var frames: UInt64 = 0
+    var messages: UInt64 = 0
+    var pings: UInt64 = 0
+    var pongs: UInt64 = 0
+}
+
+/// A connection's figures at one moment.
+struct ConnectionSnapshot: Sendable {
+    var info: ConnectionInfo
+    var fromClient: TrafficCounters
+    var fromBackend: TrafficCounters
+    /// Seconds since the Unix epoch of the last frame either way.
+    var lastActivity: Double
+    /// `open`, `closing` or `closed`.
+    var state: String
 }

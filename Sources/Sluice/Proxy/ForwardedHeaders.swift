@@ -21,14 +21,23 @@ enum ForwardedHeaders {
 
     /// Who asked, as the backend is told.
     struct Client {
+        /// The socket peer: the client itself, or the last proxy before Sluice.
         var address: String?
         var host: String?
         var tls: Bool
+        /// The peer is a trusted proxy: its `X-Forwarded-For` and `Forwarded` chains are kept and
+        /// extended. Otherwise whatever the client sent in them is dropped as a possible spoof.
+        var trustsIncomingChain = false
     }
 
-    /// Adds `X-Forwarded-For` (appended), `X-Forwarded-Proto`, `X-Forwarded-Host` and `Forwarded`.
+    /// Adds `X-Forwarded-For` (appended to a trusted chain), `X-Forwarded-Proto`,
+    /// `X-Forwarded-Host` and `Forwarded`.
     static func addForwarding(to headers: inout HTTPHeaders, client: Client) {
         let proto = client.tls ? "https" : "http"
+        if !client.trustsIncomingChain {
+            headers.remove(name: "x-forwarded-for")
+            headers.remove(name: "forwarded")
+        }
         if let address = client.address {
             let previous = headers["x-forwarded-for"].joined(separator: ", ")
             headers.replaceOrAdd(name: "X-Forwarded-For", value: previous.isEmpty ? address : "\(previous), \(address)")

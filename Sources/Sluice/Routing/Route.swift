@@ -8,13 +8,18 @@ final class Route: Sendable {
     let configuration: RouteConfiguration
     /// `nil` for routes served by a built-in handler.
     let backends: BackendSet?
+    /// `nil` when the route sets no limits.
+    let limiter: RouteLimiter?
+    let metrics: RouteMetrics?
 
     var name: String { configuration.name }
     var websocket: WebSocketRouteSettings { configuration.websocket }
 
-    init(configuration: RouteConfiguration, backends: BackendSet?) {
+    init(configuration: RouteConfiguration, backends: BackendSet?, metrics: RouteMetrics? = nil) {
         self.configuration = configuration
         self.backends = backends
+        self.limiter = configuration.limits.isEmpty ? nil : RouteLimiter(limits: configuration.limits)
+        self.metrics = metrics
     }
 
     func relayConfiguration(perMessageDeflate: Bool) -> WebSocketRelay.Configuration {

@@ -29,13 +29,11 @@ final class WebSocketRelay {
     struct Summary {
         var route: String
         var duration: TimeAmount
-        var downstreamFrames: UInt64
-        var downstreamMessages: UInt64
-        var downstreamBytes: UInt64
-        var upstreamFrames: UInt64
-        var upstreamMessages: UInt64
-        var upstreamBytes: UInt64
         var outcome: StateMachine.Outcome?
+        var fromClient: TrafficCounters
+        var fromBackend: TrafficCounters
+        /// The gateway closed the connection because no frame passed for `idleTimeout`.
+        var idleTimedOut: Bool
     }
 
     let configuration: Configuration
@@ -43,6 +41,13 @@ final class WebSocketRelay {
     private let logger: Logger
     private let onFinish: (Summary) -> Void
     private let startedAt: NIODeadline
+    private let metrics: RouteMetrics?
+    /// Totals already added to the route's counters, per source side (`RelaySide.index`).
+    private var reported = [TrafficCounters(), TrafficCounters()]
+    /// Control frames read, per source side.
+    private var pings: [UInt64] = [0, 0]
+    private var pongs: [UInt64] = [0, 0]
+    private var idleTimedOut = false
 
     private var downstreamContext: ChannelHandlerContext?
     private var upstreamContext: ChannelHandlerContext?
@@ -76,10 +81,14 @@ final class WebSocketRelay {
     private var earlyEvents: [EarlyEvent] = []
     private var started = false
 
-    init(configuration: Configuration, eventLoop: any EventLoop, logger: Logger, onFinish: @escaping (Summary) -> Void) {
+    init(
+        configuration: Configuration, eventLoop: any EventLoop, logger: Logger, metrics: RouteMetrics? = nil,
+        onFinish: @escaping (Summary) -> Void
+    ) {
         self.configuration = configuration
         self.eventLoop = eventLoop
         self.logger = logger
+        self.metrics = metrics
         self.onFinish = onFinish
         let now = NIODeadline.now()
         startedAt = now
@@ -144,6 +153,7 @@ final class WebSocketRelay {
             guard let idle = configuration.idleTimeout, !machine.isFinished else { return }
             if NIODeadline.now() - lastActivity >= idle {
                 logger.debug("websocket idle timeout", metadata: ["route": "\(configuration.route)"])
+                idleTimedOut = true
                 perform(machine.closeBoth(downstreamCode: CloseCode.goingAway, upstreamCode: CloseCode.goingAway, reason: "idle timeout"))
             } else {
                 scheduleIdleCheck(at: lastActivity + idle)
@@ -215,7 +225,12 @@ final class WebSocketRelay {
             case .bytes(let bytes):
                 write(bytes, to: destination)
             case .control(let frame):
-                if frame.opcode != FrameHeader.Opcode.pong { lastActivity = now }
+                if frame.opcode == FrameHeader.Opcode.pong {
+                    pongs[side.index] += 1
+                } else {
+                    lastActivity = now
+                    if frame.opcode == FrameHeader.Opcode.ping { pings[side.index] += 1 }
+                }
                 perform(machine.controlFrame(frame, from: side))
             }
         }
@@ -262,6 +277,42 @@ final class WebSocketRelay {
     /// Closes both sides from outside (shutdown, kick).
     func close(downstreamCode: UInt16, upstreamCode: UInt16, reason: String) {
         perform(machine.closeBoth(downstreamCode: downstreamCode, upstreamCode: upstreamCode, reason: reason))
+    }
+
+    // MARK: Figures
+
+    /// What was read from `side` so far.
+    func traffic(from side: RelaySide) -> TrafficCounters {
+        let direction = side == .downstream ? fromDownstream : fromUpstream
+        return TrafficCounters(
+            bytes: direction.bytes, frames: direction.frames, messages: direction.messages,
+            pings: pings[side.index], pongs: pongs[side.index]
+        )
+    }
+
+    /// Adds the traffic since the last report to the route's counters: called when someone
+    /// reads the metrics and when the relay ends, never per frame.
+    func reportTraffic() {
+        guard let metrics else { return }
+        for side in RelaySide.allCases {
+            let now = traffic(from: side)
+            let before = reported[side.index]
+            if now.messages > before.messages { metrics.messages[side.index].increment(by: now.messages - before.messages) }
+            if now.frames > before.frames { metrics.frames[side.index].increment(by: now.frames - before.frames) }
+            if now.bytes > before.bytes { metrics.bytes[side.index].increment(by: now.bytes - before.bytes) }
+            reported[side.index] = now
+        }
+    }
+
+    /// The live figures for `/connections`.
+    func snapshot(_ info: ConnectionInfo) -> ConnectionSnapshot {
+        reportTraffic()
+        let sinceActivity = NIODeadline.now() - lastActivity
+        let state = machine.isFinished ? "closed" : (!machine.isOpen ? "closing" : "open")
+        return ConnectionSnapshot(
+            info: info, fromClient: traffic(from: .downstream), fromBackend: traffic(from: .upstream),
+            lastActivity: WallClock.now() - Double(sinceActivity.nanoseconds) / 1e9, state: state
+        )
     }
 
     // MARK: Actions
@@ -361,10 +412,11 @@ final class WebSocketRelay {
         let summary = Summary(
             route: configuration.route,
             duration: NIODeadline.now() - startedAt,
-            downstreamFrames: fromDownstream.frames, downstreamMessages: fromDownstream.messages, downstreamBytes: fromDownstream.bytes,
-            upstreamFrames: fromUpstream.frames, upstreamMessages: fromUpstream.messages, upstreamBytes: fromUpstream.bytes,
-            outcome: machine.outcome
+            outcome: machine.outcome,
+            fromClient: traffic(from: .downstream), fromBackend: traffic(from: .upstream),
+            idleTimedOut: idleTimedOut
         )
+        reportTraffic()
         onFinish(summary)
     }
 }

@@ -15,15 +15,27 @@ final class WebSocketUpgrade {
     enum Outcome {
         /// The relay runs; the HTTP handlers are gone from the client channel.
         case relaying
-        /// An HTTP response was sent; the client connection closes after it.
-        case responded
+        /// An HTTP response was sent; the client connection closes after it. The status is set
+        /// when the backend's own answer was streamed (the handler did not write it).
+        case responded(HTTPResponseStatus?)
+    }
+
+    /// Where the upgrade came from, for the registry and the access log.
+    struct Origin {
+        var listener: String
+        var client: ForwardedHeaders.Client
+        /// The client address after `trusted_proxies`.
+        var clientAddress: String
+        /// The request path without its query.
+        var path: String
+        var user: String?
     }
 
     /// What the client side must do for the upgrade; implemented by the HTTP handler.
     struct Downstream {
         var context: ChannelHandlerContext
-        /// Writes a complete short response and closes.
-        var respond: (HTTPResponseStatus, String) -> Void
+        /// Writes a complete short response and closes; the last argument is the result label.
+        var respond: (HTTPResponseStatus, String, String) -> Void
         /// Writes `head` and replaces the client channel's HTTP handlers with `relayHandler`; the
         /// future completes when the request decoder has left the pipeline.
         var switchToRelay: (HTTPResponseHead, RelayHandler) -> EventLoopFuture<Void>
@@ -34,10 +46,12 @@ final class WebSocketUpgrade {
     private let clientHead: HTTPRequestHead
     private let upgrade: UpgradeRequest
     private let requestTarget: String
-    private let client: ForwardedHeaders.Client
-    private let registry: ConnectionRegistry
-    private let logger: Logger
+    private let origin: Origin
+    private let services: GatewayServices
+    private var logger: Logger { services.logger }
     private let completion: (Outcome) -> Void
+    private var currentBackend: Backend?
+    private var handshakeStartedAt = NIODeadline.now()
 
     private var candidates: [Backend] = []
     private var attempt = 0
@@ -52,17 +66,15 @@ final class WebSocketUpgrade {
 
     init(
         downstream: Downstream, route: Route, clientHead: HTTPRequestHead, upgrade: UpgradeRequest,
-        requestTarget: String, client: ForwardedHeaders.Client, registry: ConnectionRegistry,
-        logger: Logger, completion: @escaping (Outcome) -> Void
+        requestTarget: String, origin: Origin, services: GatewayServices, completion: @escaping (Outcome) -> Void
     ) {
         self.downstream = downstream
         self.route = route
         self.clientHead = clientHead
         self.upgrade = upgrade
         self.requestTarget = requestTarget
-        self.client = client
-        self.registry = registry
-        self.logger = logger
+        self.origin = origin
+        self.services = services
         self.completion = completion
     }
 
@@ -70,7 +82,7 @@ final class WebSocketUpgrade {
 
     func start() {
         guard let backends = route.backends else {
-            fail(.internalServerError, "route has no backends")
+            fail(.internalServerError, "route has no backends", result: "no_backend")
             return
         }
         candidates = backends.candidates(attempts: route.websocket.maxConnectAttempts)
@@ -97,9 +109,9 @@ final class WebSocketUpgrade {
         guard !finished else { return }
         guard attempt < candidates.count else {
             switch lastError {
-            case .timeout: fail(.gatewayTimeout, "backend connect timed out")
-            case .refused(let reason): fail(.badGateway, "backend unreachable: \(reason)")
-            case nil: fail(.badGateway, "no backend available")
+            case .timeout: fail(.gatewayTimeout, "backend connect timed out", result: "backend_timeout")
+            case .refused(let reason): fail(.badGateway, "backend unreachable: \(reason)", result: "backend_refused")
+            case nil: fail(.badGateway, "no backend available", result: "no_backend")
             }
             return
         }
@@ -133,6 +145,9 @@ final class WebSocketUpgrade {
                 }
                 upstream = channel
                 handshakeHandler = handler
+                currentBackend = backend
+                handshakeStartedAt = .now()
+                route.metrics?.connectTime.recordNanoseconds((handshakeStartedAt - connectStartedAt).nanoseconds)
                 handshakeTimer = eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(route.websocket.handshakeTimeout)) { [self] in
                     handshakeTimedOut()
                 }
@@ -164,6 +179,7 @@ final class WebSocketUpgrade {
         }
         let host = route.configuration.hostHeader == .backend ? backend.hostHeader : (clientHead.headers.first(name: "host") ?? backend.hostHeader)
         headers.add(name: "Host", value: host)
+        let client = origin.client
         headers.add(name: "Connection", value: "Upgrade")
         headers.add(name: "Upgrade", value: "websocket")
         headers.add(name: "Sec-WebSocket-Key", value: upgrade.key)
@@ -182,7 +198,7 @@ final class WebSocketUpgrade {
         guard !finished, !streamingResponse else { return }
         handshakeHandler?.detach()
         upstream?.close(promise: nil)
-        fail(.gatewayTimeout, "backend did not answer the WebSocket handshake in time")
+        fail(.gatewayTimeout, "backend did not answer the WebSocket handshake in time", result: "backend_timeout")
     }
 
     private func handshakeEvent(_ event: UpstreamHandshakeHandler.Event) {
@@ -196,11 +212,12 @@ final class WebSocketUpgrade {
                 } catch {
                     handshakeHandler?.detach()
                     upstream?.close(promise: nil)
-                    fail(.badGateway, error.message)
+                    fail(.badGateway, error.message, result: "backend_error")
                 }
             } else {
                 handshakeTimer?.cancel()
                 streamingResponse = true
+                services.metrics.upgrade(route: route.name, result: "backend_rejected")
                 var headers = ForwardedHeaders.endToEnd(head.headers)
                 headers.replaceOrAdd(name: "Connection", value: "close")
                 let response = HTTPResponseHead(version: .http1_1, status: head.status, headers: headers)
@@ -216,7 +233,7 @@ final class WebSocketUpgrade {
                 downstream.context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)), promise: nil)
                 handshakeHandler?.detach()
                 upstream?.close(promise: nil)
-                completion(.responded)
+                completion(.responded(backendHead?.status))
             } else if let validated, let backendHead {
                 startRelay(backendHead: backendHead, response: validated)
             }
@@ -225,9 +242,9 @@ final class WebSocketUpgrade {
             if streamingResponse {
                 finished = true
                 downstream.context.close(promise: nil)
-                completion(.responded)
+                completion(.responded(backendHead?.status))
             } else {
-                fail(.badGateway, "backend closed the connection during the handshake (\(Self.describe(error)))")
+                fail(.badGateway, "backend closed the connection during the handshake (\(Self.describe(error)))", result: "backend_error")
             }
         }
     }
@@ -235,7 +252,7 @@ final class WebSocketUpgrade {
     private func startRelay(backendHead: HTTPResponseHead, response: UpgradeResponse) {
         guard !finished, let upstream, let handshakeHandler else { return }
         guard upstream.isActive else {
-            fail(.badGateway, "backend closed the connection right after its 101")
+            fail(.badGateway, "backend closed the connection right after its 101", result: "backend_error")
             return
         }
         finished = true
@@ -249,32 +266,30 @@ final class WebSocketUpgrade {
         headers.add(name: "Sec-WebSocket-Accept", value: upgrade.expectedAccept)
         let head = HTTPResponseHead(version: .http1_1, status: .switchingProtocols, headers: headers)
 
-        let logger = self.logger
-        let registry = self.registry
-        let routeName = route.name
-        var connectionID: UInt64 = 0
+        route.metrics?.handshakeTime.recordNanoseconds((NIODeadline.now() - handshakeStartedAt).nanoseconds)
+        services.metrics.upgrade(route: route.name, result: "ok")
+        let registry = services.registry
+        let info = ConnectionInfo(
+            id: registry.makeID(), route: route.name, listener: origin.listener, client: origin.clientAddress,
+            user: origin.user, backend: currentBackend.map { "\($0.url)" } ?? "", subprotocol: response.protocol,
+            extensions: response.extensions, startedAt: WallClock.now()
+        )
         let relay = WebSocketRelay(
             configuration: route.relayConfiguration(perMessageDeflate: response.usesExtensions),
-            eventLoop: eventLoop, logger: logger
-        ) { summary in
-            registry.remove(connectionID)
-            var metadata: Logger.Metadata = [
-                "route": "\(summary.route)",
-                "duration_ms": "\(summary.duration.nanoseconds / 1_000_000)",
-                "client_messages": "\(summary.downstreamMessages)", "client_bytes": "\(summary.downstreamBytes)",
-                "backend_messages": "\(summary.upstreamMessages)", "backend_bytes": "\(summary.upstreamBytes)",
-            ]
-            if let outcome = summary.outcome {
-                metadata["close_code"] = "\(outcome.code.map(String.init) ?? "none")"
-                metadata["closed_by"] = "\(outcome.byGateway ? "gateway" : (outcome.initiator?.rawValue ?? "gateway"))"
-                if !outcome.reason.isEmpty { metadata["close_reason"] = "\(outcome.reason)" }
-            }
-            logger.info("websocket closed", metadata: metadata)
+            eventLoop: eventLoop, logger: logger, metrics: route.metrics
+        ) { [services, route, origin] summary in
+            registry.remove(info.id)
+            Self.record(summary, info: info, origin: origin, route: route, services: services)
         }
+        route.metrics?.activeWebSockets.increment()
         let loopBoundRelay = NIOLoopBound(relay, eventLoop: eventLoop)
-        connectionID = registry.register(route: routeName, eventLoop: eventLoop) { code, reason in
-            loopBoundRelay.value.close(downstreamCode: code, upstreamCode: CloseCode.goingAway, reason: reason)
-        }
+        registry.register(ConnectionRegistry.Entry(
+            info: info, eventLoop: eventLoop,
+            snapshot: { loopBoundRelay.value.snapshot(info) },
+            close: { clientCode, backendCode, reason in
+                loopBoundRelay.value.close(downstreamCode: clientCode, upstreamCode: backendCode, reason: reason)
+            }
+        ))
 
         // Both relay handlers go in first and the relay queues what reaches it until `start()`.
         // Bytes that arrived right behind the handshakes sit in the HTTP decoders, which leave
@@ -297,18 +312,61 @@ final class WebSocketUpgrade {
             return
         }
         logger.debug("websocket relaying", metadata: [
-            "route": "\(routeName)", "subprotocol": "\(response.protocol ?? "")",
+            "route": "\(route.name)", "subprotocol": "\(response.protocol ?? "")",
             "connect_ms": "\((NIODeadline.now() - connectStartedAt).nanoseconds / 1_000_000)",
         ])
         completion(.relaying)
         upstream.read()
     }
 
-    private func fail(_ status: HTTPResponseStatus, _ message: String) {
+    private func fail(_ status: HTTPResponseStatus, _ message: String, result: String) {
         finished = true
         handshakeTimer?.cancel()
+        services.metrics.upgrade(route: route.name, result: result)
         logger.info("websocket upgrade failed", metadata: ["route": "\(route.name)", "status": "\(status.code)", "reason": "\(message)"])
-        downstream.respond(status, message)
-        completion(.responded)
+        downstream.respond(status, message, result)
+        completion(.responded(nil))
+    }
+
+    /// Metrics and the access-log line of a finished WebSocket.
+    private static func record(_ summary: WebSocketRelay.Summary, info: ConnectionInfo, origin: Origin, route: Route, services: GatewayServices) {
+        let initiator: String
+        if let outcome = summary.outcome, !outcome.byGateway, let side = outcome.initiator {
+            initiator = side == .downstream ? "client" : "backend"
+        } else {
+            initiator = "gateway"
+        }
+        let code = summary.outcome?.code
+        services.metrics.websocketClosed(route: route.name, code: code, initiator: initiator)
+        if let metrics = route.metrics {
+            metrics.activeWebSockets.decrement()
+            metrics.duration.recordNanoseconds(summary.duration.nanoseconds)
+            if summary.idleTimedOut { metrics.idleTimeouts.increment() }
+        }
+        services.logger.debug("websocket closed", metadata: [
+            "id": "\(info.id)", "route": "\(info.route)", "close_code": "\(code.map(String.init) ?? "none")", "closed_by": "\(initiator)",
+        ])
+        guard let accessLog = services.accessLog else { return }
+        var line = AccessRecord(type: "websocket")
+        line.set("id", info.id)
+        line.set("listener", info.listener)
+        line.set("route", info.route)
+        line.set("client", info.client)
+        line.set("user", info.user)
+        line.set("backend", info.backend)
+        line.set("path", origin.path)
+        line.set("status", 101)
+        line.set("subprotocol", info.subprotocol)
+        line.set("duration_ms", Double(summary.duration.nanoseconds / 1000) / 1000)
+        line["close_code"] = code.map { .int(Int64($0)) } ?? .null
+        line.set("close_reason", summary.outcome?.reason ?? "")
+        line.set("closed_by", initiator)
+        line.set("idle_timeout", summary.idleTimedOut)
+        for (prefix, traffic) in [("client", summary.fromClient), ("backend", summary.fromBackend)] {
+            line.set("\(prefix)_messages", traffic.messages)
+            line.set("\(prefix)_frames", traffic.frames)
+            line.set("\(prefix)_bytes", traffic.bytes)
+        }
+        accessLog.write(line)
     }
 }

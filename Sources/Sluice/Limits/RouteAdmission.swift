@@ -1,0 +1,119 @@
+import NIOConcurrencyHelpers
+import SluiceConfig
+import Synchronization
+
+/// The counts behind one route's limits: live WebSockets in all, per client address and per
+/// user, and the upgrade-rate buckets. A value type with the clock passed in; `RouteLimiter`
+/// holds it under a lock, taken once per upgrade and once per close, never per frame.
+struct RouteAdmissionState {
+    let limits: RouteLimits
+    private(set) var active = 0
+    private(set) var perIP: [IPAddress: Int] = [:]
+    private(set) var perUser: [String: Int] = [:]
+    private var routeBucket: TokenBucket?
+    private var ipBuckets: [IPAddress: TokenBucket] = [:]
+    private var admissionsSinceSweep = 0
+
+    init(limits: RouteLimits, now: Int64) {
+        self.limits = limits
+        routeBucket = limits.upgradeRate.map { TokenBucket($0, now: now) }
+    }
+
+    /// Counts the connection in, or says which limit refuses it (and counts nothing).
+    mutating func admit(ip: IPAddress, user: String?, now: Int64) -> LimitRejection? {
+        let retry = Int(limits.retryAfter.components.seconds)
+        if let cap = limits.maxWebSockets, active >= cap { return .maxWebSockets(retryAfter: retry) }
+        if let cap = limits.maxWebSocketsPerIP, perIP[ip, default: 0] >= cap { return .maxWebSocketsPerIP(retryAfter: retry) }
+        if let user, let cap = limits.maxWebSocketsPerUser, perUser[user, default: 0] >= cap {
+            return .maxWebSocketsPerUser(retryAfter: retry)
+        }
+        if let rate = limits.upgradeRatePerIP {
+            var bucket = ipBuckets[ip] ?? TokenBucket(rate, now: now)
+            let allowed = bucket.take(now: now)
+            ipBuckets[ip] = bucket
+            if !allowed { return .upgradeRatePerIP(retryAfter: bucket.secondsUntilToken()) }
+            sweepBuckets(now: now)
+        }
+        if routeBucket != nil {
+            guard routeBucket!.take(now: now) else { return .upgradeRate(retryAfter: routeBucket!.secondsUntilToken()) }
+        }
+        active += 1
+        if limits.maxWebSocketsPerIP != nil { perIP[ip, default: 0] += 1 }
+        if let user, limits.maxWebSocketsPerUser != nil { perUser[user, default: 0] += 1 }
+        return nil
+    }
+
+    /// Counts an admitted connection out.
+    mutating func release(ip: IPAddress, user: String?) {
+        precondition(active > 0, "route admission released more often than admitted")
+        active -= 1
+        if limits.maxWebSocketsPerIP != nil { Self.decrement(&perIP, ip) }
+        if let user, limits.maxWebSocketsPerUser != nil { Self.decrement(&perUser, user) }
+    }
+
+    /// Buckets that have refilled completely hold nothing worth keeping; dropping them now and
+    /// then bounds the table by the addresses seen within one refill period.
+    private mutating func sweepBuckets(now: Int64) {
+        admissionsSinceSweep += 1
+        guard admissionsSinceSweep >= 1024 || ipBuckets.count > 65_536 else { return }
+        admissionsSinceSweep = 0
+        ipBuckets = ipBuckets.filter { !$0.value.isFull(now: now) }
+    }
+
+    private static func decrement<Key: Hashable>(_ table: inout [Key: Int], _ key: Key) {
+        guard let count = table[key] else { return }
+        if count <= 1 { table.removeValue(forKey: key) } else { table[key] = count - 1 }
+    }
+
+    /// For tests and `/connections`: nothing left behind once every connection is released.
+    var isIdle: Bool { active == 0 && perIP.isEmpty && perUser.isEmpty }
+}
+
+/// One route's admission control, shared by every listener and event loop.
+final class RouteLimiter: Sendable {
+    private let state: NIOLockedValueBox<RouteAdmissionState>
+
+    init(limits: RouteLimits) {
+        state = NIOLockedValueBox(RouteAdmissionState(limits: limits, now: Self.now()))
+    }
+
+    /// Admits one WebSocket; the lease must be released when the connection ends (exactly once;
+    /// `AdmissionLease.release()` makes later calls no-ops).
+    func admit(ip: IPAddress, user: String?) -> Result<AdmissionLease, LimitRejection> {
+        let now = Self.now()
+        if let rejection = state.withLockedValue({ $0.admit(ip: ip, user: user, now: now) }) {
+            return .failure(rejection)
+        }
+        return .success(AdmissionLease { [state] in state.withLockedValue { $0.release(ip: ip, user: user) } })
+    }
+
+    var active: Int { state.withLockedValue { $0.active } }
+    var isIdle: Bool { state.withLockedValue { $0.isIdle } }
+
+    static func now() -> Int64 { Int64(clamping: ContinuousClock.now.durationSinceReferenceTime.nanoseconds) }
+}
+
+/// A counted-in connection: `release()` counts it out once, however many paths call it.
+final class AdmissionLease: Sendable {
+    private let released = Atomic<Bool>(false)
+    private let onRelease: @Sendable () -> Void
+
+    init(_ onRelease: @escaping @Sendable () -> Void) { self.onRelease = onRelease }
+
+    func release() {
+        guard !released.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        onRelease()
+    }
+}
+
+extension Duration {
+    var nanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000
+    }
+}
+
+extension ContinuousClock.Instant {
+    var durationSinceReferenceTime: Duration { self - ContinuousClock.Instant.referenceInstant }
+    static let referenceInstant = ContinuousClock.now
+}

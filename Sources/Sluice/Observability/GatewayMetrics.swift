@@ -1,0 +1,117 @@
+import CoreMetrics
+import NIOConcurrencyHelpers
+import Prometheus
+
+/// The gateway's metrics, through swift-metrics into a Prometheus registry of its own (one per
+/// `Gateway`, so tests and reloads never share counters). Labels are per route and listener
+/// only; per-connection figures live in the `ConnectionRegistry`.
+///
+/// Handles used on every connection are made once per route; rarer ones (closes by code,
+/// rejections by limit) are looked up by the registry, which deduplicates by name and labels.
+public final class GatewayMetrics: Sendable {
+    public let registry: PrometheusCollectorRegistry
+    let factory: PrometheusMetricsFactory
+    private let routes = NIOLockedValueBox<[String: RouteMetrics]>([:])
+    private let process: ProcessMetrics
+
+    public init() {
+        let registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.durationHistogramBuckets["sluice_websocket_duration_seconds"] = [
+            .seconds(1), .seconds(5), .seconds(15), .seconds(60), .seconds(300), .seconds(900), .seconds(3600), .seconds(14400), .seconds(86400),
+        ]
+        factory.defaultDurationHistogramBuckets = [
+            .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10),
+            .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
+            .milliseconds(2500), .seconds(5), .seconds(10),
+        ]
+        self.registry = registry
+        self.factory = factory
+        self.process = ProcessMetrics(registry: registry)
+    }
+
+    /// The handles of one route, made on first use.
+    func route(_ name: String) -> RouteMetrics {
+        routes.withLockedValue { routes in
+            if let existing = routes[name] { return existing }
+            let made = RouteMetrics(route: name, factory: factory)
+            routes[name] = made
+            return made
+        }
+    }
+
+    func counter(_ label: String, _ dimensions: [(String, String)]) -> CoreMetrics.Counter {
+        CoreMetrics.Counter(label: label, dimensions: dimensions, factory: factory)
+    }
+
+    func meter(_ label: String, _ dimensions: [(String, String)]) -> CoreMetrics.Meter {
+        CoreMetrics.Meter(label: label, dimensions: dimensions, factory: factory)
+    }
+
+    // MARK: Events
+
+    func connectionAccepted(listener: String) {
+        counter("sluice_connections_accepted_total", [("listener", listener)]).increment()
+    }
+
+    func limitRejected(_ rejection: LimitRejection) {
+        counter("sluice_limit_rejections_total", [("limit", rejection.label)]).increment()
+    }
+
+    func tlsHandshakeFailed(listener: String) {
+        counter("sluice_tls_handshake_failures_total", [("listener", listener)]).increment()
+    }
+
+    func httpRequest(listener: String, route: String?, status: UInt) {
+        counter("sluice_http_requests_total", [("listener", listener), ("route", route ?? "none"), ("status", String(status))]).increment()
+    }
+
+    func upgrade(route: String, result: String) {
+        counter("sluice_websocket_upgrades_total", [("route", route), ("result", result)]).increment()
+    }
+
+    func websocketClosed(route: String, code: UInt16?, initiator: String) {
+        counter("sluice_websocket_closes_total", [("route", route), ("code", code.map(String.init) ?? "none"), ("initiator", initiator)]).increment()
+    }
+
+    /// The Prometheus text exposition, with the process figures read now.
+    public func render() -> [UInt8] {
+        process.update()
+        return registry.emitToBuffer()
+    }
+}
+
+/// One route's per-connection metric handles.
+final class RouteMetrics: Sendable {
+    let activeWebSockets: CoreMetrics.Meter
+    let idleTimeouts: CoreMetrics.Counter
+    let duration: CoreMetrics.Timer
+    let connectTime: CoreMetrics.Timer
+    let handshakeTime: CoreMetrics.Timer
+    /// Indexed by `RelaySide.index` of the side the traffic came from.
+    let messages: [CoreMetrics.Counter]
+    let frames: [CoreMetrics.Counter]
+    let bytes: [CoreMetrics.Counter]
+
+    init(route: String, factory: PrometheusMetricsFactory) {
+        let labels = [("route", route)]
+        activeWebSockets = CoreMetrics.Meter(label: "sluice_websockets_active", dimensions: labels, factory: factory)
+        idleTimeouts = CoreMetrics.Counter(label: "sluice_websocket_idle_timeouts_total", dimensions: labels, factory: factory)
+        duration = CoreMetrics.Timer(label: "sluice_websocket_duration_seconds", dimensions: labels, factory: factory)
+        connectTime = CoreMetrics.Timer(label: "sluice_upstream_connect_seconds", dimensions: labels, factory: factory)
+        handshakeTime = CoreMetrics.Timer(label: "sluice_upstream_handshake_seconds", dimensions: labels, factory: factory)
+        func byDirection(_ name: String) -> [CoreMetrics.Counter] {
+            RelaySide.allCases.map { side in
+                CoreMetrics.Counter(label: name, dimensions: [("route", route), ("direction", side.trafficDirection)], factory: factory)
+            }
+        }
+        messages = byDirection("sluice_websocket_messages_total")
+        frames = byDirection("sluice_websocket_frames_total")
+        bytes = byDirection("sluice_websocket_bytes_total")
+    }
+}
+
+extension RelaySide {
+    /// The `direction` label of traffic read from this side.
+    var trafficDirection: String { self == .downstream ? "client_to_backend" : "backend_to_client" }
+}
