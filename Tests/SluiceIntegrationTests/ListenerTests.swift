@@ -56,10 +56,14 @@ struct ListenerTests {
         #expect((a["version"] as? String)?.hasPrefix("TLSv1.") == true)
     }
 
-    @Test("TLS 1.1 is refused")
+    @Test("TLS 1.1 is refused, and counted as a handshake failure")
     func tls11Refused() async throws {
         let gateway = try await Self.gateway()
         let result = try await PythonPeer.run(["tls-probe", "127.0.0.1", "\(gateway.port("tls"))", "a.test", "1.1"])
+        let failures = await gateway.eventually {
+            String(decoding: gateway.gateway.metrics.render(), as: UTF8.self).contains(#"sluice_tls_handshake_failures_total{listener="tls"} 1"#)
+        }
+        #expect(failures)
         await gateway.stop()
         let error = try #require(result["error"] as? String, "\(result)")
         #expect(error.contains("PROTOCOL_VERSION") || error.contains("VERSION"), "\(error)")

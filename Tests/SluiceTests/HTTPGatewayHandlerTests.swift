@@ -28,8 +28,11 @@ struct HTTPGatewayHandlerTests {
             try channel.pipeline.syncOperations.addHandler(decoder)
             try channel.pipeline.syncOperations.addHandler(HTTPGatewayHandler(
                 configuration: .init(listener: "test", tls: false, limits: limits),
-                routes: RouteTable(routes: routes, listener: "test"), registry: ConnectionRegistry(),
-                logger: Logger(label: "test"), decoder: decoder, encoder: encoder
+                routes: RouteTable(routes: routes, listener: "test"),
+                services: GatewayServices(
+                    registry: ConnectionRegistry(), metrics: GatewayMetrics(), accessLog: nil, limits: GlobalLimits(), logger: Logger(label: "test")
+                ),
+                decoder: decoder, encoder: encoder
             ))
             try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         }

@@ -7,7 +7,6 @@ few raw-socket peers for byte-level cases the library will not produce.
 """
 import asyncio
 import base64
-import ctypes
 import signal
 import hashlib
 import json
@@ -61,6 +60,12 @@ async def backend(mode, arg):
                 await ws.send(message)
         except ConnectionClosed:
             pass
+        if mode == "record-close":
+            # arg is a file: each finished connection appends the close code it received.
+            await ws.wait_closed()
+            rcvd = ws.protocol.close_rcvd
+            with open(arg, "a") as record:
+                record.write(f"{rcvd.code if rcvd else 'none'}\n")
 
     async def process_request(connection, request):
         if mode == "reject403":
@@ -389,14 +394,28 @@ def http_raw(host, port, payload, delay):
             "elapsed": time.monotonic() - started}
 
 
+def exit_when_parent_goes():
+    """A peer must not outlive the test that started it. PR_SET_PDEATHSIG would fire when the
+    spawning *thread* exits, and the test's pool threads come and go, so instead the test holds
+    the write end of our stdin pipe: EOF there means the test is gone."""
+    import stat
+    import threading
+    if not stat.S_ISFIFO(os.fstat(0).st_mode):
+        return
+
+    def watch():
+        while os.read(0, 4096):
+            pass
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def main():
     # The test process may spawn us with signals blocked; unblock them, and die with it even
     # when it is killed.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
-    try:
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+    exit_when_parent_goes()
     role = sys.argv[1]
     if role == "backend":
         asyncio.run(backend(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None))

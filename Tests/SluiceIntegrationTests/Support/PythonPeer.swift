@@ -9,12 +9,15 @@ final class PythonPeer: @unchecked Sendable {
         .appendingPathComponent("Peers/peer.py").path
 
     private let process = Process()
+    /// The peer's stdin; it exits when this closes (when the test process is gone).
+    private let lifeline = Pipe()
     let port: Int
 
     /// Starts a backend (`backend MODE [ARG]` or `raw-backend MODE`) and waits for its port.
     init(_ arguments: [String]) throws {
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["python3", Self.script] + arguments
+        process.standardInput = lifeline
         let output = Pipe()
         process.standardOutput = output
         process.standardError = FileHandle.standardError
@@ -50,10 +53,13 @@ final class PythonPeer: @unchecked Sendable {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["python3", script] + arguments
+        let lifeline = Pipe()
+        process.standardInput = lifeline
         let output = Pipe()
         process.standardOutput = output
         process.standardError = FileHandle.standardError
         try process.run()
+        defer { withExtendedLifetime(lifeline) {} }
         let deadline = Date().addingTimeInterval(timeout)
         while process.isRunning {
             if Date() > deadline {

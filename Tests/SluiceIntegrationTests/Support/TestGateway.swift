@@ -26,12 +26,32 @@ final class TestGateway: @unchecked Sendable {
         await gateway.shutdown(drainTimeout: .seconds(2))
     }
 
+    /// `ws://127.0.0.1:PORT/ws…` on the plain listener.
+    func url(_ path: String = "/ws") -> String { "ws://127.0.0.1:\(port("plain"))\(path)" }
+
+    /// `http://ADDRESS/…` on the admin listener.
+    func adminURL(_ path: String) -> String {
+        let address = gateway.adminAddress!
+        return "http://127.0.0.1:\(address.port!)\(path)"
+    }
+
+    /// Waits until `condition` holds, up to `timeout`; returns whether it did.
+    func eventually(_ timeout: Duration = .seconds(10), _ condition: () async throws -> Bool) async rethrows -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if try await condition() { return true }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        return try await condition()
+    }
+
     /// One plain listener and one route (`/ws`) to `backend`; `websocket` and `route` are
-    /// extra YAML lines for the route's `websocket:` block and the route itself.
-    static func relay(to backend: String, websocket: [String] = [], route: [String] = []) async throws -> TestGateway {
+    /// extra YAML lines for the route's `websocket:` block and the route itself, `top` for the
+    /// top level (limits, admin, access_log).
+    static func relay(to backend: String, websocket: [String] = [], route: [String] = [], top: [String] = []) async throws -> TestGateway {
         var settings = websocket
         if !settings.contains(where: { $0.hasPrefix("close_timeout") }) { settings.append("close_timeout: 2s") }
-        var lines = [
+        var lines = top + [
             "listeners:",
             "  - name: plain",
             "    address: 127.0.0.1:0",
