@@ -14,7 +14,7 @@ struct SluiceCommand: AsyncParsableCommand {
         commandName: "sluice",
         abstract: "A reverse proxy and WebSocket gateway.",
         version: SluiceVersion.current,
-        subcommands: [Run.self, Check.self],
+        subcommands: [Run.self, Check.self, Passwd.self],
         defaultSubcommand: Run.self
     )
 }
@@ -106,11 +106,77 @@ struct Check: AsyncParsableCommand {
     func run() async throws {
         let configuration = try options.load()
         do {
-            try Preflight.check(configuration)
+            try await Preflight.check(configuration)
         } catch {
             printError("sluice: invalid configuration:\n\(error.description)")
             throw ExitCode(1)
         }
         print(ConfigurationSummary.render(configuration))
+        for warning in ConfigurationWarnings.compute(configuration) {
+            print("warning: \(warning)")
+        }
+    }
+}
+
+struct Passwd: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print an htpasswd line (bcrypt) for USER; the password is read from the terminal, or from stdin when piped."
+    )
+
+    @Argument(help: "The user name.")
+    var user: String
+
+    @Option(help: "bcrypt cost (2^cost rounds), 10...15.")
+    var cost: Int = 12
+
+    func validate() throws {
+        guard !user.isEmpty, !user.contains(":"), !user.contains(where: \.isNewline) else {
+            throw ValidationError("a user name cannot be empty or contain ':' or a newline")
+        }
+        guard (10...15).contains(cost) else { throw ValidationError("--cost must be 10...15") }
+    }
+
+    func run() throws {
+        let password: String
+        if isatty(STDIN_FILENO) != 0 {
+            guard let first = PasswordPrompt.read("Password: "), let second = PasswordPrompt.read("Again: ") else { throw ExitCode(1) }
+            guard first == second else {
+                printError("sluice: the passwords differ")
+                throw ExitCode(1)
+            }
+            password = first
+        } else {
+            guard let line = readLine(strippingNewline: true) else {
+                printError("sluice: no password on stdin")
+                throw ExitCode(1)
+            }
+            password = line
+        }
+        guard !password.isEmpty else {
+            printError("sluice: empty password")
+            throw ExitCode(1)
+        }
+        guard let hash = PasswordHasher.bcrypt(password: password, cost: cost) else {
+            printError("sluice: libcrypt could not make a bcrypt hash")
+            throw ExitCode(1)
+        }
+        print("\(user):\(hash)")
+    }
+}
+
+/// Reads a line from the terminal with echo off.
+enum PasswordPrompt {
+    static func read(_ prompt: String) -> String? {
+        FileHandle.standardError.write(Data(prompt.utf8))
+        var saved = termios()
+        tcgetattr(STDIN_FILENO, &saved)
+        var silent = saved
+        silent.c_lflag &= ~tcflag_t(ECHO)
+        tcsetattr(STDIN_FILENO, TCSANOW, &silent)
+        defer {
+            tcsetattr(STDIN_FILENO, TCSANOW, &saved)
+            FileHandle.standardError.write(Data("\n".utf8))
+        }
+        return readLine(strippingNewline: true)
     }
 }

@@ -13,6 +13,8 @@ public struct Configuration: Sendable, Equatable {
     public var limits: GlobalLimits = GlobalLimits()
     /// One JSON line per HTTP request and per closed WebSocket.
     public var accessLog: AccessLogDestination = .off
+    /// `explicit`: every route must say `auth:` (`auth: none` for public ones).
+    public var authPolicyExplicit: Bool = false
     /// The file this configuration was read from, when it came from a file.
     public var sourceFile: String?
 

@@ -81,7 +81,7 @@ public enum ConfigurationLoader {
 }
 
 /// Walks the YAML tree into `Configuration`, collecting errors instead of stopping at the first.
-private final class Decoder {
+final class Decoder {
     let baseDirectory: String
     var errors: [ConfigError] = []
 
@@ -135,6 +135,15 @@ private final class Decoder {
         }
         if let limits = root.optional("limits") {
             if let value = record({ () throws(ConfigError) in try decodeGlobalLimits(limits) }) { configuration.limits = value }
+        }
+        if let policy = root.optional("auth_policy") {
+            _ = record { () throws(ConfigError) in
+                let text = try policy.string()
+                guard text == "explicit" || text == "open" else {
+                    throw policy.error("auth_policy is 'explicit' (every route says auth:) or 'open', got '\(text)'")
+                }
+                configuration.authPolicyExplicit = text == "explicit"
+            }
         }
         if let log = root.optional("access_log") {
             _ = record { () throws(ConfigError) in
@@ -284,6 +293,11 @@ private final class Decoder {
         }
         if let websocket = map.optional("websocket") { route.websocket = try decodeWebSocket(websocket) }
         if let limits = map.optional("limits") { route.limits = try decodeRouteLimits(limits) }
+        if let auth = map.optional("auth") {
+            route.auth = try decodeAuth(auth)
+            route.authDeclared = true
+        }
+        if let origin = map.optional("origin") { route.origin = try decodeOrigin(origin) }
         try map.finish()
         if route.builtin == nil && route.backends.isEmpty {
             throw node.error("a route needs 'backends' (at least one) or 'builtin'")
@@ -467,6 +481,9 @@ private final class Decoder {
                 matches[key] = index
             }
             if let ca = route.backendTLS.caFile { checkReadable(ca, path: "routes[\(index)].backend_tls.ca_file") }
+            if configuration.authPolicyExplicit && !route.authDeclared {
+                errors.append(ConfigError(path: "routes[\(index)]", message: "auth_policy is explicit: route '\(route.name)' must say 'auth:' (write 'auth: none' to make it public)"))
+            }
             if let perUser = route.limits.maxWebSocketsPerUser, let total = route.limits.maxWebSockets, perUser > total {
                 errors.append(ConfigError(path: "routes[\(index)].limits.max_websockets_per_user", message: "is larger than max_websockets (\(total))"))
             }

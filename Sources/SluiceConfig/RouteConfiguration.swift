@@ -14,6 +14,12 @@ public struct RouteConfiguration: Sendable, Equatable {
     public var builtin: BuiltinHandler?
     public var websocket: WebSocketRouteSettings = WebSocketRouteSettings()
     public var limits: RouteLimits = RouteLimits()
+    public var auth: RouteAuthConfiguration = RouteAuthConfiguration()
+    /// Whether the config said `auth:` at all (`auth: none` counts); `auth_policy: explicit`
+    /// requires it of every route.
+    public var authDeclared: Bool = false
+    /// `nil` = any Origin.
+    public var origin: OriginPolicy?
 
     public init(name: String, match: RouteMatch) {
         self.name = name

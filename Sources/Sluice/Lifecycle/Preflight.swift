@@ -6,7 +6,7 @@ import SluiceConfig
 /// contexts build. `sluice check` runs them without binding anything; `Gateway.start` runs the
 /// same loaders.
 public enum Preflight {
-    public static func check(_ configuration: Configuration) throws(ConfigErrors) {
+    public static func check(_ configuration: Configuration) async throws(ConfigErrors) {
         var errors: [ConfigError] = []
         for listener in configuration.listeners {
             guard let tls = listener.tls else { continue }
@@ -24,7 +24,7 @@ public enum Preflight {
         }
         let placeholderPorts = Dictionary(uniqueKeysWithValues: BackendURL.Builtin.allCases.map { ($0, 1) })
         do {
-            _ = try Gateway.makeRoutes(configuration, builtinPorts: placeholderPorts)
+            _ = try await Gateway.makeRoutes(configuration, builtinPorts: placeholderPorts)
         } catch {
             errors.append(error)
         }

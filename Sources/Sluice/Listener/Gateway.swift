@@ -81,7 +81,8 @@ public final class Gateway: Service, Sendable {
         }
         let services = GatewayServices(registry: registry, metrics: metrics, accessLog: accessLog, limits: configuration.limits, logger: logger)
         self.services.withLockedValue { $0 = services }
-        let routes = try Self.makeRoutes(configuration, builtinPorts: builtinPorts, metrics: metrics)
+        let routes = try await Self.makeRoutes(configuration, builtinPorts: builtinPorts, metrics: metrics)
+        for warning in ConfigurationWarnings.compute(configuration) { logger.warning("\(warning)") }
         self.routes.withLockedValue { $0 = routes }
         if let admin = configuration.admin {
             let server = try await AdminServer.start(configuration: admin, gateway: self, group: group, logger: logger)
@@ -113,12 +114,24 @@ public final class Gateway: Service, Sendable {
         return bound
     }
 
-    /// Builds the runtime routes (backend sets, TLS contexts) of a configuration.
-    static func makeRoutes(_ configuration: Configuration, builtinPorts: [BackendURL.Builtin: Int], metrics: GatewayMetrics? = nil) throws(ConfigError) -> [Route] {
+    /// Builds the runtime routes (backend sets, TLS contexts, verification keys) of a configuration.
+    static func makeRoutes(_ configuration: Configuration, builtinPorts: [BackendURL.Builtin: Int], metrics: GatewayMetrics? = nil) async throws(ConfigError) -> [Route] {
+        var identityHeaders: Set<String> = ["x-sluice-user"]
+        for route in configuration.routes {
+            identityHeaders.insert(route.auth.userHeader.lowercased())
+            for case .forward(let forward) in route.auth.methods {
+                identityHeaders.formUnion(forward.copyHeaders.map { $0.lowercased() })
+            }
+        }
         var routes: [Route] = []
         for (index, route) in configuration.routes.enumerated() {
             let backends = route.backends.isEmpty ? nil : try BackendSet.make(for: route, routeIndex: index, builtinPorts: builtinPorts)
-            routes.append(Route(configuration: route, backends: backends, metrics: metrics?.route(route.name)))
+            let authenticator = route.auth.isPublic
+                ? nil : try await RouteAuthenticator(configuration: route.auth, routeIndex: index, threadPool: .singleton)
+            routes.append(Route(
+                configuration: route, backends: backends, metrics: metrics?.route(route.name),
+                authenticator: authenticator, identityHeaders: identityHeaders
+            ))
         }
         return routes
     }

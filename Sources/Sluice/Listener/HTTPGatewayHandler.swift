@@ -27,6 +27,8 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case idle
         /// Head seen; the answer is sent when the request ends.
         case pending(Answer)
+        /// The route's authentication is deciding; reads are held.
+        case authorizing
         /// A backend upgrade is in flight.
         case upgrading(WebSocketUpgrade)
         /// The relay took over, or the connection is closing.
@@ -56,6 +58,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         var path: String
         var route: String?
         var client: IPAddress?
+        var user: String?
         var userAgent: String?
         var startedAt: NIODeadline
         /// Why an upgrade was refused (a result label, or the limit's name).
@@ -113,8 +116,10 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: Reads
 
     func read(context: ChannelHandlerContext) {
-        if case .upgrading = state { return }
-        context.read()
+        switch state {
+        case .upgrading, .authorizing: return
+        default: context.read()
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -145,7 +150,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
             } else {
                 context.close(promise: nil)
             }
-        case .upgrading, .done:
+        case .upgrading, .authorizing, .done:
             context.close(promise: nil)
         }
     }
@@ -208,18 +213,10 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
             request?.rejection = "bad_request"
             return refuse(error.status, error.message, headers: error.headers, close: true)
         }
-        if let limiter = route.limiter {
-            switch limiter.admit(ip: identity.address ?? Self.unknownAddress, user: nil) {
-            case .success(let lease):
-                // The client channel closes exactly once, on every path (relay end, refusal,
-                // error, timeout), so its close is where the count is given back.
-                context.channel.closeFuture.whenComplete { _ in lease.release() }
-            case .failure(let rejection):
-                services.metrics.upgrade(route: route.name, result: rejection.upgradeResult)
-                services.metrics.limitRejected(rejection)
-                request?.rejection = rejection.label
-                return refuse(rejection.status, rejection.message, headers: [("Retry-After", String(rejection.retryAfter))], close: true)
-            }
+        if let policy = route.configuration.origin, !policy.allows(head.headers.first(name: "origin")) {
+            services.metrics.upgrade(route: route.name, result: "origin_rejected")
+            request?.rejection = "origin_rejected"
+            return refuse(.forbidden, "this origin may not open WebSockets here", close: true)
         }
         return .upgrade(route, head, upgrade, path, identity)
     }
@@ -244,14 +241,70 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
             respond(context: context, status, body: message + "\n", contentType: "text/plain; charset=utf-8", headers: headers, keepAlive: keepAlive, omitBody: isHead)
         case .demoPage(let isHead, let keepAlive):
             respond(context: context, .ok, body: DemoPage.html, contentType: "text/html; charset=utf-8", headers: [("Cache-Control", "no-store")], keepAlive: keepAlive, omitBody: isHead)
-        case .upgrade(let route, let head, let request, let path, let identity):
-            startUpgrade(context: context, route: route, head: head, request: request, path: path, identity: identity)
+        case .upgrade(let route, let head, let upgrade, let path, let identity):
+            guard let authenticator = route.authenticator else {
+                admit(context: context, route: route, head: head, upgrade: upgrade, path: path, identity: identity, user: nil)
+                return
+            }
+            state = .authorizing
+            let authRequest = RouteAuthenticator.Request(head: head, query: path.query, client: identity.address, tls: configuration.tls)
+            authenticator.authenticate(authRequest, on: context.eventLoop).assumeIsolated().whenComplete { [self] result in
+                guard case .authorizing = state else { return }
+                switch result {
+                case .success(.success(let user)):
+                    admit(context: context, route: route, head: head, upgrade: upgrade, path: path, identity: identity, user: user)
+                case .success(.failure(let refusal)):
+                    refuse(context: context, route: route, refusal)
+                case .failure:
+                    refuse(context: context, route: route, AuthRefusal(
+                        status: .serviceUnavailable, message: "authentication is unavailable; retry later", headers: [], result: "auth_unavailable"
+                    ))
+                }
+            }
+        }
+    }
+
+    /// The route's limits, then the backend.
+    private func admit(
+        context: ChannelHandlerContext, route: Route, head: HTTPRequestHead, upgrade: UpgradeRequest, path: RequestPath,
+        identity: ClientIdentity, user: Identity?
+    ) {
+        request?.user = user?.user
+        if let limiter = route.limiter {
+            switch limiter.admit(ip: identity.address ?? Self.unknownAddress, user: user?.user) {
+            case .success(let lease):
+                // The client channel closes exactly once, on every path (relay end, refusal,
+                // error, timeout), so its close is where the count is given back.
+                context.channel.closeFuture.whenComplete { _ in lease.release() }
+            case .failure(let rejection):
+                services.metrics.upgrade(route: route.name, result: rejection.upgradeResult)
+                services.metrics.limitRejected(rejection)
+                request?.rejection = rejection.label
+                respond(
+                    context: context, rejection.status, body: rejection.message + "\n", contentType: "text/plain; charset=utf-8",
+                    headers: [("Retry-After", String(rejection.retryAfter))], keepAlive: false
+                )
+                return
+            }
+        }
+        startUpgrade(context: context, route: route, head: head, request: upgrade, path: path, identity: identity, user: user)
+    }
+
+    private func refuse(context: ChannelHandlerContext, route: Route, _ refusal: AuthRefusal) {
+        services.metrics.upgrade(route: route.name, result: refusal.result)
+        request?.rejection = refusal.result
+        if let body = refusal.body {
+            let contentType = refusal.headers.first { $0.0.lowercased() == "content-type" }?.1 ?? "text/plain; charset=utf-8"
+            let headers = refusal.headers.filter { $0.0.lowercased() != "content-type" }
+            respond(context: context, refusal.status, body: String(decoding: body, as: UTF8.self), contentType: contentType, headers: headers, keepAlive: false)
+        } else {
+            respond(context: context, refusal.status, body: refusal.message + "\n", contentType: "text/plain; charset=utf-8", headers: refusal.headers, keepAlive: false)
         }
     }
 
     private func startUpgrade(
         context: ChannelHandlerContext, route: Route, head: HTTPRequestHead, request upgradeRequest: UpgradeRequest,
-        path: RequestPath, identity: ClientIdentity
+        path: RequestPath, identity: ClientIdentity, user: Identity?
     ) {
         let client = ForwardedHeaders.Client(
             address: identity.peer?.description, host: head.headers.first(name: "host"), tls: configuration.tls,
@@ -267,10 +320,12 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         )
         let origin = WebSocketUpgrade.Origin(
             listener: configuration.listener, client: client, clientAddress: identity.address?.description ?? "unknown",
-            path: request?.path ?? path.path, user: nil
+            path: request?.path ?? path.path, identity: user
         )
+        var target = path.target
+        for parameter in route.credentialQueryParameters { target = QueryString.removing(parameter, from: target) }
         let upgrade = WebSocketUpgrade(
-            downstream: downstream, route: route, clientHead: head, upgrade: upgradeRequest, requestTarget: path.target,
+            downstream: downstream, route: route, clientHead: head, upgrade: upgradeRequest, requestTarget: target,
             origin: origin, services: services
         ) { [self] outcome in
             switch outcome {
@@ -317,6 +372,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         record.set("listener", configuration.listener)
         record.set("route", request.route)
         record.set("client", request.client?.description)
+        record.set("user", request.user)
         record.set("method", request.method)
         record.set("path", request.path)
         record.set("status", status.code)

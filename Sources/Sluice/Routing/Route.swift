@@ -11,15 +11,30 @@ final class Route: Sendable {
     /// `nil` when the route sets no limits.
     let limiter: RouteLimiter?
     let metrics: RouteMetrics?
+    /// `nil` for public routes.
+    let authenticator: RouteAuthenticator?
+    /// Identity headers of every route (lower-cased): removed from what any client sends, so
+    /// no one can pose as a user by sending them.
+    let identityHeaders: Set<String>
+    /// Query parameters that carry tokens on this route; removed before the backend.
+    let credentialQueryParameters: [String]
 
     var name: String { configuration.name }
     var websocket: WebSocketRouteSettings { configuration.websocket }
 
-    init(configuration: RouteConfiguration, backends: BackendSet?, metrics: RouteMetrics? = nil) {
+    init(
+        configuration: RouteConfiguration, backends: BackendSet?, metrics: RouteMetrics? = nil,
+        authenticator: RouteAuthenticator? = nil, identityHeaders: Set<String> = ["x-sluice-user"]
+    ) {
         self.configuration = configuration
         self.backends = backends
         self.limiter = configuration.limits.isEmpty ? nil : RouteLimiter(limits: configuration.limits)
         self.metrics = metrics
+        self.authenticator = authenticator
+        self.identityHeaders = identityHeaders
+        self.credentialQueryParameters = configuration.auth.methods.compactMap { method in
+            if case .jwt(let jwt) = method { jwt.queryParameter } else { nil }
+        }
     }
 
     func relayConfiguration(perMessageDeflate: Bool) -> WebSocketRelay.Configuration {

@@ -48,6 +48,7 @@ final class WebSocketRelay {
     private var pings: [UInt64] = [0, 0]
     private var pongs: [UInt64] = [0, 0]
     private var idleTimedOut = false
+    private var expiryDelay: TimeAmount?
 
     private var downstreamContext: ChannelHandlerContext?
     private var upstreamContext: ChannelHandlerContext?
@@ -141,6 +142,11 @@ final class WebSocketRelay {
         if let lifetime = configuration.maxLifetime {
             timers.append(eventLoop.scheduleTask(in: lifetime) { [self] in
                 perform(machine.closeBoth(downstreamCode: CloseCode.goingAway, upstreamCode: CloseCode.goingAway, reason: "maximum lifetime reached"))
+            })
+        }
+        if let expiry = expiryDelay {
+            timers.append(eventLoop.scheduleTask(in: expiry) { [self] in
+                perform(machine.closeBoth(downstreamCode: CloseCode.policyViolation, upstreamCode: CloseCode.goingAway, reason: "credential expired"))
             })
         }
         if let interval = configuration.pingInterval {
@@ -272,6 +278,12 @@ final class WebSocketRelay {
             readHeld[side.peer.index] = false
             other.read()
         }
+    }
+
+    /// Closes the WebSocket with 1008 to the client (1001 to the backend) when the credential
+    /// that admitted it expires; armed once the relay starts.
+    func closeWhenCredentialExpires(in delay: TimeAmount) {
+        expiryDelay = delay
     }
 
     /// Closes both sides from outside (shutdown, kick).

@@ -28,7 +28,8 @@ final class WebSocketUpgrade {
         var clientAddress: String
         /// The request path without its query.
         var path: String
-        var user: String?
+        /// Who the route's authentication admitted; `nil` on public routes.
+        var identity: Identity?
     }
 
     /// What the client side must do for the upgrade; implemented by the HTTP handler.
@@ -174,6 +175,8 @@ final class WebSocketUpgrade {
     /// WebSocket fields, and forwarding headers.
     private func upstreamRequest(for backend: Backend) -> HTTPRequestHead {
         var headers = ForwardedHeaders.endToEnd(clientHead.headers)
+        for name in route.identityHeaders { headers.remove(name: name) }
+        for (name, value) in origin.identity?.headers ?? [] { headers.add(name: name, value: value) }
         for name in ["sec-websocket-key", "sec-websocket-version", "sec-websocket-protocol", "sec-websocket-extensions", "sec-websocket-accept", "host"] {
             headers.remove(name: name)
         }
@@ -271,7 +274,7 @@ final class WebSocketUpgrade {
         let registry = services.registry
         let info = ConnectionInfo(
             id: registry.makeID(), route: route.name, listener: origin.listener, client: origin.clientAddress,
-            user: origin.user, backend: currentBackend.map { "\($0.url)" } ?? "", subprotocol: response.protocol,
+            user: origin.identity?.user, backend: currentBackend.map { "\($0.url)" } ?? "", subprotocol: response.protocol,
             extensions: response.extensions, startedAt: WallClock.now()
         )
         let relay = WebSocketRelay(
@@ -282,6 +285,9 @@ final class WebSocketUpgrade {
             Self.record(summary, info: info, origin: origin, route: route, services: services)
         }
         route.metrics?.activeWebSockets.increment()
+        if route.configuration.auth.closeOnExpiry, let expiresAt = origin.identity?.expiresAt {
+            relay.closeWhenCredentialExpires(in: .nanoseconds(Int64(max(0, expiresAt - WallClock.now()) * 1e9)))
+        }
         let loopBoundRelay = NIOLoopBound(relay, eventLoop: eventLoop)
         registry.register(ConnectionRegistry.Entry(
             info: info, eventLoop: eventLoop,

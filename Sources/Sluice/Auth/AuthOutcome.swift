@@ -1,0 +1,52 @@
+import NIOHTTP1
+
+/// Who was admitted, as the backend, the limits and the logs see them.
+struct Identity: Sendable, Equatable {
+    /// The user name (basic user, a JWT claim, or a forward-auth header); `nil` when the method
+    /// admits without naming one.
+    var user: String?
+    /// Headers for the upstream request (the user header, copied forward-auth headers).
+    var headers: [(String, String)]
+    /// When the credential stops being valid (JWT `exp`), seconds since the epoch.
+    var expiresAt: Double?
+    var method: String
+
+    static func == (lhs: Identity, rhs: Identity) -> Bool {
+        lhs.user == rhs.user && lhs.expiresAt == rhs.expiresAt && lhs.method == rhs.method
+            && lhs.headers.map { "\($0.0):\($0.1)" } == rhs.headers.map { "\($0.0):\($0.1)" }
+    }
+}
+
+/// What one authentication method concluded. Reasons are for debug logs and never contain a
+/// credential.
+enum AuthOutcome: Sendable, Equatable {
+    case admitted(Identity)
+    /// No credential for this method in the request.
+    case missing
+    /// A credential that does not verify (bad password, bad signature, expired, wrong issuer).
+    case invalid(reason: String)
+    /// A valid credential that may not use this route (user not listed, claims not met).
+    case forbidden(reason: String)
+    /// The forward-auth service's own 401/403, returned to the client as it came.
+    case passThrough(status: UInt, headers: [String: String], body: [UInt8])
+    /// The method could not decide (auth service down or slow): fail closed.
+    case unavailable(reason: String)
+
+    var isFailure: Bool {
+        switch self {
+        case .invalid, .forbidden, .passThrough: true
+        case .admitted, .missing, .unavailable: false
+        }
+    }
+}
+
+/// The answer to a refused request.
+struct AuthRefusal: Error, Sendable {
+    var status: HTTPResponseStatus
+    var message: String
+    var headers: [(String, String)]
+    /// The result label for metrics and the access log (`auth_rejected`, `auth_unavailable`).
+    var result: String
+    /// The forward-auth service's body, when its answer is passed through.
+    var body: [UInt8]?
+}
