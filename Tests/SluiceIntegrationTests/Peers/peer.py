@@ -394,6 +394,57 @@ def http_raw(host, port, payload, delay):
             "elapsed": time.monotonic() - started}
 
 
+def auth_server():
+    """A forward-auth service, as an app would write one: it decides by the session cookie and
+    counts the calls it gets (GET /calls answers the count)."""
+    import http.server
+    import threading
+    calls = {"n": 0, "last": {}}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            if self.path == "/calls":
+                body = json.dumps({"calls": calls["n"], "last": calls["last"]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            calls["n"] += 1
+            calls["last"] = {k.lower(): v for k, v in self.headers.items()}
+            cookie = self.headers.get("Cookie", "")
+            if "session=good" in cookie:
+                self.send_response(200)
+                self.send_header("X-User-Id", "u-good")
+                self.send_header("X-Team", "blue")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            elif "session=slow" in cookie:
+                time.sleep(3)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            elif "session=broken" in cookie:
+                self.send_response(500)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            else:
+                body = b"denied by the app\n"
+                self.send_response(403 if "session=" in cookie else 401)
+                self.send_header("WWW-Authenticate", 'Cookie realm="app"')
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    announce(server.server_address[1])
+    server.serve_forever()
+
+
 def exit_when_parent_goes():
     """A peer must not outlive the test that started it. PR_SET_PDEATHSIG would fire when the
     spawning *thread* exits, and the test's pool threads come and go, so instead the test holds
@@ -419,6 +470,8 @@ def main():
     role = sys.argv[1]
     if role == "backend":
         asyncio.run(backend(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None))
+    elif role == "auth-server":
+        auth_server()
     elif role == "raw-backend":
         raw_backend(sys.argv[2])
     elif role == "client":

@@ -10,10 +10,12 @@ final class TestGateway: @unchecked Sendable {
     let listeners: [Gateway.BoundListener]
 
     /// Starts a gateway; `yaml` may use `{{CERTS}}` for a temporary directory of dev certificates.
-    init(yaml: String, baseDirectory: String = NSTemporaryDirectory()) async throws {
+    init(yaml: String, baseDirectory: String = NSTemporaryDirectory(), logger custom: Logger? = nil) async throws {
         let configuration = try ConfigurationLoader.parse(yaml: yaml, baseDirectory: baseDirectory)
-        var logger = Logger(label: "sluice-test")
-        logger.logLevel = ProcessInfo.processInfo.environment["SLUICE_TEST_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .error
+        var logger = custom ?? Logger(label: "sluice-test")
+        if custom == nil {
+            logger.logLevel = ProcessInfo.processInfo.environment["SLUICE_TEST_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .error
+        }
         gateway = Gateway(configuration: configuration, logger: logger)
         listeners = try await gateway.start()
     }
@@ -75,4 +77,29 @@ func residentBytes() -> Int {
         return digits * 1024
     }
     return 0
+}
+
+/// A log handler that keeps every line (message and metadata) for inspection.
+struct CapturingLogHandler: LogHandler {
+    final class Store: @unchecked Sendable {
+        private let lock = NSLock()
+        private var lines: [String] = []
+        func append(_ line: String) { lock.withLock { lines.append(line) } }
+        var text: String { lock.withLock { lines.joined(separator: "\n") } }
+        var count: Int { lock.withLock { lines.count } }
+    }
+
+    let store: Store
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .trace
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        let merged = metadata.merging(event.metadata ?? [:]) { $1 }
+        store.append("\(event.level) \(event.message) \(merged.map { "\($0.key)=\($0.value)" }.sorted().joined(separator: " "))")
+    }
 }
