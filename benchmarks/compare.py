@@ -1,17 +1,22 @@
 #!/usr/bin/env python3
-"""Side-by-side WebSocket relay benchmark: the echo backend directly, through Sluice, nginx and
-HAProxy, target after target on this machine, with each proxy's CPU time read from /proc.
+"""Side-by-side WebSocket relay benchmark: the echo backend directly, through Sluice, nginx,
+HAProxy and Caddy, target after target on this machine, with each proxy's CPU time
+(/proc/PID/stat) and resident memory (/proc/PID/status) read before and after.
 
-usage: benchmarks/compare.py [--workers 1] [--duration 10] [--results benchmarks/RESULTS.md]
+usage: benchmarks/compare.py [--workers 1] [--duration 10] [--only S1,S4] [--results benchmarks/RESULTS.md]
 
-Needs release builds (`swift build -c release`), nginx and haproxy (Debian packages). Every
-target is on loopback; every run is bounded by --duration.
+Scenarios (issue #7): S1 64 B × 50 connections at window 1 and 16; S2 64 KiB × 10 connections,
+window 4; S3 20,000 msgs/s open loop over 100 connections; S4 5,000 idle connections held 20 s
+over ws and wss (RSS per connection, handshakes/s); S5 9,000 connections held 30 s with a
+message every 5 s; S6 S1 w16 with Sluice's admin listener and access log on.
+
+Needs release builds (`swift build -c release`), nginx, haproxy and caddy (Debian packages) and
+openssl. Every target is on loopback; every run is bounded in time.
 """
 import argparse
 import datetime
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -22,11 +27,13 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, ".build", "release")
+PEERS = ("nginx", "haproxy", "caddy")
 
-SCENARIOS = [
+LOAD_SCENARIOS = [
     ("S1 w1", ["--connections", "50", "--size", "64", "--window", "1"]),
     ("S1 w16", ["--connections", "50", "--size", "64", "--window", "16"]),
     ("S2", ["--connections", "10", "--size", "65536", "--window", "4"]),
+    ("S3", ["--connections", "100", "--size", "64", "--rate", "20000"]),
 ]
 
 
@@ -36,7 +43,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_listening(port, timeout=15):
+def wait_listening(port, timeout=20):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -47,142 +54,267 @@ def wait_listening(port, timeout=15):
     raise RuntimeError(f"nothing listening on {port}")
 
 
+def process_tree(pid):
+    """The process and its descendants (nginx's and Caddy's workers)."""
+    found = [pid]
+    for child in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split():
+        found += process_tree(int(child))
+    return found
+
+
 def cpu_seconds(pids):
-    """utime + stime of the processes, from /proc/PID/stat."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0
     for pid in pids:
         try:
             fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):
             pass
     return total / ticks
 
 
-def process_tree(pid):
-    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
-    return [pid] + [int(c) for c in children]
+def rss_bytes(pids):
+    total = 0
+    for pid in pids:
+        try:
+            for line in open(f"/proc/{pid}/status"):
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total
 
 
-def load(url, args, duration):
-    out = subprocess.run([os.path.join(BIN, "sluice-bench"), "load", "--url", url, "--duration", str(duration), "--json"] + args,
-                         capture_output=True, text=True, timeout=duration + 60)
+def bench(*args, timeout):
+    out = subprocess.run([os.path.join(BIN, "sluice-bench"), *args, "--json"], capture_output=True, text=True, timeout=timeout)
     if out.returncode != 0:
-        raise RuntimeError(out.stderr)
+        raise RuntimeError(out.stderr[-2000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+class Targets:
+    """Starts the echo backend and every proxy in front of it, plain and TLS."""
+
+    def __init__(self, work, workers):
+        self.work, self.workers, self.processes, self.targets = work, workers, [], {}
+        self.cert, self.key = os.path.join(work, "cert.pem"), os.path.join(work, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+                        "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                        "-keyout", self.key, "-out", self.cert], check=True, capture_output=True)
+        self.pem = os.path.join(work, "combined.pem")
+        open(self.pem, "w").write(open(self.cert).read() + open(self.key).read())
+
+    def start(self, name, command, port, tls_port=None, env=None):
+        log = open(os.path.join(self.work, f"{name}.log"), "a")
+        process = subprocess.Popen(command, stdout=log, stderr=log, env={**os.environ, **(env or {})})
+        self.processes.append(process)
+        wait_listening(port)
+        if tls_port:
+            wait_listening(tls_port)
+        self.targets[name] = {"port": port, "tls_port": tls_port, "pid": process.pid}
+
+    def template(self, name, values):
+        text = open(os.path.join(ROOT, "benchmarks", name)).read()
+        for key, value in values.items():
+            text = text.replace(f"__{key}__", str(value))
+        path = os.path.join(self.work, name.replace(".template", ""))
+        open(path, "w").write(text)
+        return path
+
+    def start_all(self, include_admin):
+        echo = free_port()
+        log = open(os.path.join(self.work, "echo.log"), "a")
+        self.processes.append(subprocess.Popen([os.path.join(BIN, "sluice-bench"), "echo", "--listen", f"127.0.0.1:{echo}", "--duration", "7200"],
+                                               stdout=log, stderr=log))
+        wait_listening(echo)
+        self.targets["direct"] = {"port": echo, "tls_port": None, "pid": None}
+        self.start_sluice("sluice", echo, admin=False)
+        if include_admin:
+            self.start_sluice("sluice+admin", echo, admin=True)
+        common = {"WORKERS": self.workers, "WORK": self.work, "BACKEND": echo, "CERT": self.cert, "KEY": self.key, "PEM": self.pem}
+        if shutil.which("nginx"):
+            port, tls = free_port(), free_port()
+            config = self.template("nginx.conf.template", {**common, "PORT": port, "TLSPORT": tls})
+            self.start("nginx", ["nginx", "-c", config, "-p", self.work], port, tls)
+        if shutil.which("haproxy"):
+            port, tls = free_port(), free_port()
+            config = self.template("haproxy.cfg.template", {**common, "PORT": port, "TLSPORT": tls})
+            self.start("haproxy", ["haproxy", "-f", config], port, tls)
+        if shutil.which("caddy"):
+            port, tls = free_port(), free_port()
+            config = self.template("caddy.template", {**common, "PORT": port, "TLSPORT": tls})
+            self.start("caddy", ["caddy", "run", "--config", config, "--adapter", "caddyfile"], port, tls,
+                       env={"GOMAXPROCS": str(self.workers), "HOME": self.work, "XDG_DATA_HOME": self.work, "XDG_CONFIG_HOME": self.work})
+
+    def start_sluice(self, name, echo, admin):
+        port, tls = free_port(), free_port()
+        extra = ""
+        if admin:
+            extra = f"admin: {{ address: \"127.0.0.1:{free_port()}\" }}\naccess_log: {self.work}/access.log\n"
+        path = os.path.join(self.work, f"{name}.yaml")
+        open(path, "w").write(f"""log_level: error
+{extra}listeners:
+  - {{ name: bench, address: "127.0.0.1:{port}", backlog: 4096 }}
+  - name: bench-tls
+    address: "127.0.0.1:{tls}"
+    backlog: 4096
+    tls: {{ certificates: [ {{ cert: {self.cert}, key: {self.key} }} ] }}
+routes:
+  - name: echo
+    match: {{ path_prefix: / }}
+    backends: ["ws://127.0.0.1:{echo}"]
+    websocket: {{ idle_timeout: off }}
+""")
+        self.start(name, [os.path.join(BIN, "sluice"), "run", "--config", path, "--event-loop-threads", str(self.workers)], port, tls)
+
+    def stop(self):
+        for process in self.processes:
+            process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def run_load(targets, name, args, duration, only=None):
+    rows = {}
+    for target, info in targets.targets.items():
+        if only and target not in only:
+            continue
+        pids = process_tree(info["pid"]) if info["pid"] else []
+        before = cpu_seconds(pids)
+        result = bench("load", "--url", f"ws://127.0.0.1:{info['port']}/", "--duration", str(duration), *args, timeout=duration + 120)
+        used = cpu_seconds(pids) - before
+        messages = result["messages_per_second"] * duration
+        result["cpu_us_per_msg"] = used * 1e6 / messages if pids and messages else None
+        result["cpu_s_per_gb"] = used / (messages * result["size"] / 1e9) if pids and messages else None
+        rows[target] = result
+        print(f"{name:8} {target:13} {result['messages_per_second']:>9.0f} msgs/s {result['megabytes_per_second']:>7.1f} MB/s "
+              f"p50 {result['p50_us']:>7.0f}µs p99 {result['p99_us']:>7.0f}µs p99.9 {result['p999_us']:>7.0f}µs "
+              f"cpu {result['cpu_us_per_msg'] or 0:>6.2f}µs/msg errors {result['errors']:.0f}", flush=True)
+    return rows
+
+
+def run_hold(targets, name, connections, duration, interval, tls):
+    rows = {}
+    for target, info in targets.targets.items():
+        if target == "sluice+admin" or (tls and not info["tls_port"]):
+            continue
+        pids = process_tree(info["pid"]) if info["pid"] else []
+        scheme, port = ("wss", info["tls_port"]) if tls else ("ws", info["port"])
+        rss_before = rss_bytes(pids)
+        command = [os.path.join(BIN, "sluice-bench"), "hold", "--url", f"{scheme}://127.0.0.1:{port}/", "--connections", str(connections),
+                   "--duration", str(duration), "--interval", str(interval), "--open-rate", "3000", "--source-addresses", "32", "--json"]
+        holder = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # Sample the proxy's memory in the middle of the hold, every connection open and idle.
+        time.sleep(connections / 3000 + 3 + duration / 2)
+        rss_during = rss_bytes(pids)
+        out, err = holder.communicate(timeout=duration + connections / 100 + 120)
+        if holder.returncode != 0:
+            raise RuntimeError(err[-2000:])
+        result = json.loads(out.strip().splitlines()[-1])
+        opened = max(1, result["opened"])
+        result["rss_per_connection_kib"] = (rss_during - rss_before) / opened / 1024 if pids else None
+        result["rss_mib"] = rss_during / 1048576 if pids else None
+        rows[target] = result
+        print(f"{name:8} {target:13} opened {result['opened']}/{connections} failed {result['failed']} alive {result['alive']} "
+              f"{result['handshakes_per_second']:>7.0f} handshakes/s rss/conn {result['rss_per_connection_kib'] or 0:>6.1f} KiB", flush=True)
+        time.sleep(2)
+    return rows
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--only", default="S1,S2,S3,S4,S5,S6")
     parser.add_argument("--results", default=os.path.join(ROOT, "benchmarks", "RESULTS.md"))
     options = parser.parse_args()
+    wanted = set(options.only.split(","))
     work = tempfile.mkdtemp(prefix="sluice-compare-")
-    processes = []
-
-    def start(command, **kwargs):
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "stderr.log"), "a"), **kwargs)
-        processes.append(process)
-        return process
-
+    targets = Targets(work, options.workers)
+    sections = []
     try:
-        echo_port = free_port()
-        start([os.path.join(BIN, "sluice-bench"), "echo", "--listen", f"127.0.0.1:{echo_port}", "--duration", "3600"])
-        wait_listening(echo_port)
-        targets = {"direct": (echo_port, None)}
-
-        sluice_port = free_port()
-        with open(os.path.join(work, "sluice.yaml"), "w") as config:
-            config.write(f"""log_level: error
-listeners:
-  - {{ name: bench, address: "127.0.0.1:{sluice_port}", backlog: 4096 }}
-routes:
-  - name: echo
-    match: {{ path_prefix: / }}
-    backends: ["ws://127.0.0.1:{echo_port}"]
-    websocket: {{ idle_timeout: off }}
-""")
-        sluice = start([os.path.join(BIN, "sluice"), "run", "--config", os.path.join(work, "sluice.yaml"),
-                        "--event-loop-threads", str(options.workers)])
-        wait_listening(sluice_port)
-        targets["sluice"] = (sluice_port, sluice.pid)
-
-        template_dir = os.path.join(ROOT, "benchmarks")
-        if shutil.which("nginx"):
-            port = free_port()
-            text = open(os.path.join(template_dir, "nginx.conf.template")).read()
-            text = text.replace("__WORKERS__", str(options.workers)).replace("__WORK__", work)
-            text = text.replace("__BACKEND__", str(echo_port)).replace("__PORT__", str(port))
-            open(os.path.join(work, "nginx.conf"), "w").write(text)
-            nginx = start(["nginx", "-c", os.path.join(work, "nginx.conf"), "-p", work])
-            wait_listening(port)
-            targets["nginx"] = (port, nginx.pid)
-        if shutil.which("haproxy"):
-            port = free_port()
-            text = open(os.path.join(template_dir, "haproxy.cfg.template")).read()
-            text = text.replace("__WORKERS__", str(options.workers)).replace("__BACKEND__", str(echo_port)).replace("__PORT__", str(port))
-            open(os.path.join(work, "haproxy.cfg"), "w").write(text)
-            haproxy = start(["haproxy", "-f", os.path.join(work, "haproxy.cfg")])
-            wait_listening(port)
-            targets["haproxy"] = (port, haproxy.pid)
-
-        tables = []
-        for name, args in SCENARIOS:
-            rows = {}
-            for target, (port, pid) in targets.items():
-                pids = process_tree(pid) if pid else []
-                before = cpu_seconds(pids)
-                result = load(f"ws://127.0.0.1:{port}/", args, options.duration)
-                after = cpu_seconds(pids)
-                messages = result["messages_per_second"] * options.duration
-                result["cpu_us_per_msg"] = (after - before) * 1e6 / messages if pid and messages else None
-                result["cpu_s_per_gb"] = (after - before) / (messages * result["size"] / 1e9) if pid and messages else None
-                rows[target] = result
-                print(f"{name:8} {target:8} {result['messages_per_second']:>10.0f} msgs/s {result['megabytes_per_second']:>8.1f} MB/s "
-                      f"p50 {result['p50_us']:>7.0f}µs p99 {result['p99_us']:>7.0f}µs "
-                      f"cpu {result['cpu_us_per_msg'] or 0:>6.2f}µs/msg", flush=True)
-            tables.append((name, args, rows))
-        write_results(options, tables)
+        targets.start_all(include_admin="S6" in wanted)
+        for name, args in LOAD_SCENARIOS:
+            if name.split()[0] in wanted:
+                only = [t for t in targets.targets if t != "sluice+admin"]
+                sections.append(("load", name, args, run_load(targets, name, args, options.duration, only)))
+        if "S4" in wanted:
+            sections.append(("hold", "S4 ws", "5,000 idle connections held 20 s", run_hold(targets, "S4 ws", 5000, 20, 0, tls=False)))
+            sections.append(("hold", "S4 wss", "5,000 idle connections held 20 s over TLS", run_hold(targets, "S4 wss", 5000, 20, 0, tls=True)))
+        if "S5" in wanted:
+            sections.append(("hold", "S5", "9,000 connections held 30 s, a message each every 5 s", run_hold(targets, "S5", 9000, 30, 5, tls=False)))
+        if "S6" in wanted:
+            args = LOAD_SCENARIOS[1][1]
+            sections.append(("load", "S6", args, run_load(targets, "S6", args, options.duration, ["sluice", "sluice+admin"])))
     finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        shutil.rmtree(work, ignore_errors=True)
+        targets.stop()
+    write_results(options, sections)
+    shutil.rmtree(work, ignore_errors=True)
 
 
-def write_results(options, tables):
+def ratio(value, best):
+    return f"{value / best:.2f}×" if value is not None and best else "—"
+
+
+def write_results(options, sections):
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    versions = {
+        "nginx": subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip() if shutil.which("nginx") else "absent",
+        "haproxy": subprocess.run(["haproxy", "-v"], capture_output=True, text=True).stdout.splitlines()[0] if shutil.which("haproxy") else "absent",
+        "caddy": subprocess.run(["caddy", "version"], capture_output=True, text=True).stdout.strip() if shutil.which("caddy") else "absent",
+    }
     lines = [
-        "# Benchmark results",
-        "",
-        f"Generated by `benchmarks/compare.py --workers {options.workers} --duration {options.duration}` on "
-        f"{datetime.date.today().isoformat()}, commit {commit}, {os.cpu_count()} cores ({cpu}).",
-        "Load generator and echo backend: `sluice-bench` (release build), on the same machine as the proxies,",
-        f"so absolute numbers drift; compare ratios. Each proxy ran {options.workers} worker(s)/event-loop thread(s).",
-        "",
+        "# Benchmark results", "",
+        f"`benchmarks/compare.py --workers {options.workers} --duration {options.duration}` on {datetime.date.today().isoformat()}, "
+        f"commit {commit}, `nproc` {os.cpu_count()} ({cpu}).",
+        f"Peers: {versions['nginx']}; {versions['haproxy']}; {versions['caddy']}.",
+        "The load generator and echo backend (`sluice-bench`, release build) share the machine with the proxy under test, so",
+        "absolute numbers drift between runs; the ratios to the best peer in the same run are the figures to read.",
+        f"Every proxy ran {options.workers} worker / event-loop thread (Caddy: GOMAXPROCS={options.workers}).", "",
     ]
-    for name, args, rows in tables:
-        peers = [rows[p] for p in ("nginx", "haproxy") if p in rows]
-        lines += [f"## {name} (`{' '.join(args)}`)", "",
-                  "| target | msgs/s | MB/s | p50 µs | p99 µs | proxy CPU µs/msg | proxy CPU s/GB |", "|---|---|---|---|---|---|---|"]
-        for target, r in rows.items():
-            cpu_msg = f"{r['cpu_us_per_msg']:.2f}" if r["cpu_us_per_msg"] is not None else "—"
-            cpu_gb = f"{r['cpu_s_per_gb']:.2f}" if r["cpu_s_per_gb"] is not None else "—"
-            lines.append(f"| {target} | {r['messages_per_second']:.0f} | {r['megabytes_per_second']:.1f} | {r['p50_us']:.0f} | {r['p99_us']:.0f} | {cpu_msg} | {cpu_gb} |")
-        if peers and "sluice" in rows:
-            best_rate = max(p["messages_per_second"] for p in peers)
-            best_cpu = min(p["cpu_us_per_msg"] for p in peers if p["cpu_us_per_msg"])
-            best_p99 = min(p["p99_us"] for p in peers)
-            s = rows["sluice"]
-            lines += ["", f"Sluice / best peer: throughput {s['messages_per_second'] / best_rate:.2f}×, "
-                          f"CPU per message {s['cpu_us_per_msg'] / best_cpu:.2f}×, p99 {s['p99_us'] / best_p99:.2f}×."]
+    for kind, name, args, rows in sections:
+        peers = {p: rows[p] for p in PEERS if p in rows}
+        if kind == "load":
+            lines += [f"## {name} (`{' '.join(args)}`)", "",
+                      "| target | msgs/s | MB/s | p50 µs | p99 µs | p99.9 µs | proxy CPU µs/msg | proxy CPU s/GB | errors |",
+                      "|---|---|---|---|---|---|---|---|---|"]
+            for target, r in rows.items():
+                cpu_msg = f"{r['cpu_us_per_msg']:.2f}" if r["cpu_us_per_msg"] is not None else "—"
+                cpu_gb = f"{r['cpu_s_per_gb']:.2f}" if r["cpu_s_per_gb"] is not None else "—"
+                lines.append(f"| {target} | {r['messages_per_second']:.0f} | {r['megabytes_per_second']:.1f} | {r['p50_us']:.0f} | "
+                             f"{r['p99_us']:.0f} | {r['p999_us']:.0f} | {cpu_msg} | {cpu_gb} | {r['errors']:.0f} |")
+            s = rows.get("sluice")
+            if peers and s:
+                best_rate = max(p["messages_per_second"] for p in peers.values())
+                best_cpu = min((p["cpu_us_per_msg"] for p in peers.values() if p["cpu_us_per_msg"]), default=None)
+                best_p99 = min(p["p99_us"] for p in peers.values())
+                best_p999 = min(p["p999_us"] for p in peers.values())
+                lines += ["", f"**Sluice / best peer:** throughput {ratio(s['messages_per_second'], best_rate)} (target ≥ 1.10×), "
+                              f"CPU per message {ratio(s['cpu_us_per_msg'], best_cpu)} (≤ 1.00×), p99 {ratio(s['p99_us'], best_p99)}, "
+                              f"p99.9 {ratio(s['p999_us'], best_p999)} (≤ 1.00×)."]
+            if name == "S6" and "sluice+admin" in rows and s:
+                lines += ["", f"**Registry, metrics endpoint and access log on vs off:** throughput "
+                              f"{rows['sluice+admin']['messages_per_second'] / s['messages_per_second']:.3f}×, CPU per message "
+                              f"{ratio(rows['sluice+admin']['cpu_us_per_msg'], s['cpu_us_per_msg'])} (target: cost under 3%)."]
+        else:
+            lines += [f"## {name} ({args})", "",
+                      "| target | opened | failed | alive at the end | handshakes/s | proxy RSS MiB (held) | RSS per connection KiB |",
+                      "|---|---|---|---|---|---|---|"]
+            for target, r in rows.items():
+                per = f"{r['rss_per_connection_kib']:.1f}" if r["rss_per_connection_kib"] is not None else "—"
+                rss = f"{r['rss_mib']:.1f}" if r["rss_mib"] is not None else "—"
+                lines.append(f"| {target} | {r['opened']} | {r['failed']} | {r['alive']} | {r['handshakes_per_second']:.0f} | {rss} | {per} |")
+            s = rows.get("sluice")
+            if peers and s:
+                best_rss = min((p["rss_per_connection_kib"] for p in peers.values() if p["rss_per_connection_kib"]), default=None)
+                best_hs = max(p["handshakes_per_second"] for p in peers.values())
+                lines += ["", f"**Sluice / best peer:** RSS per connection {ratio(s['rss_per_connection_kib'], best_rss)}, "
+                              f"handshakes/s {ratio(s['handshakes_per_second'], best_hs)}."]
         lines.append("")
     with open(options.results, "w") as out:
         out.write("\n".join(lines))

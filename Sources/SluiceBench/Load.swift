@@ -5,14 +5,20 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOWebSocket
+import Histogram
 
-/// Closed-loop load: each connection keeps `window` messages in flight, each carrying its send
-/// time, and records the round-trip latency of every echo.
+/// Message load: closed loop (each connection keeps `window` messages in flight) or open loop
+/// (`--rate` messages a second in all, each timed from when it was *due*, so a stall is charged
+/// to every message it delayed — no coordinated omission). Every message carries its time;
+/// latencies go into HdrHistograms.
 struct Load: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Closed-loop message load against a WebSocket echo (through a proxy or not).")
+    static let configuration = CommandConfiguration(abstract: "Message load against a WebSocket echo (through a proxy or not).")
 
-    @Option(help: "ws://127.0.0.1:PORT/path (loopback only).")
+    @Option(help: "ws:// or wss://127.0.0.1:PORT/path (loopback only).")
     var url: String
+
+    @Option(help: "Open loop: total messages per second across all connections (omit for closed loop).")
+    var rate: Int?
 
     @Option(help: "Concurrent connections.")
     var connections: Int = 10
@@ -40,20 +46,21 @@ struct Load: AsyncParsableCommand {
     }
 
     func run() async throws {
-        guard url.hasPrefix("ws://") else { throw ValidationError("only ws:// URLs are supported so far") }
-        let rest = url.dropFirst("ws://".count)
-        let authority = rest.prefix { $0 != "/" }
-        let path = rest.dropFirst(authority.count)
-        let target = try LoopbackTarget(hostPort: String(authority))
+        let target = try BenchTarget(url: url)
+        if let rate, !(1...2_000_000).contains(rate) { throw ValidationError("--rate must be 1...2000000") }
         let collector = LoadCollector()
-        let deadline = NIODeadline.now() + .seconds(Int64(duration))
         let group = MultiThreadedEventLoopGroup.singleton
         var channels: [any Channel] = []
+        let deadline = NIODeadline.now() + .seconds(Int64(duration)) + .seconds(Int64(connections / 500 + 2))
+        let start = NIODeadline.now() + .seconds(Int64(connections / 500 + 2))
         for _ in 0..<connections {
-            let settings = LoadHandler.Settings(size: size, window: window, text: text, deadline: deadline)
-            let channel = try await connect(group: group, target: target, path: path.isEmpty ? "/" : String(path), settings: settings, collector: collector)
-            channels.append(channel)
+            let settings = LoadHandler.Settings(
+                size: size, window: window, text: text, start: start, deadline: deadline,
+                interval: rate.map { TimeAmount.nanoseconds(Int64(1e9 * Double(connections) / Double($0))) }
+            )
+            channels.append(try await target.open(group: group) { LoadHandler(settings: settings, collector: collector) })
         }
+        try await Task.sleep(for: .nanoseconds(max(0, (start - NIODeadline.now()).nanoseconds)))
         let started = ContinuousClock.now
         try await Task.sleep(until: started + .seconds(duration) + .milliseconds(500))
         for channel in channels { try? await channel.close() }
@@ -61,66 +68,6 @@ struct Load: AsyncParsableCommand {
         collector.report(seconds: Double(duration), size: size, connections: connections, window: window, json: json)
     }
 
-    private func connect(group: any EventLoopGroup, target: LoopbackTarget, path: String, settings: LoadHandler.Settings, collector: LoadCollector) async throws -> any Channel {
-        let opened = group.next().makePromise(of: Void.self)
-        let channel = try await ClientBootstrap(group: group)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
-                let key = Data((0..<16).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
-                let sender = UpgradeRequestSender(host: "\(target.host):\(target.port)", path: path, failed: opened)
-                let upgrader = NIOWebSocketClientUpgrader(requestKey: key, maxFrameSize: 1 << 26, automaticErrorHandling: true) { channel, _ in
-                    channel.eventLoop.makeCompletedFuture {
-                        _ = channel.pipeline.syncOperations.removeHandler(sender)
-                        try channel.pipeline.syncOperations.addHandler(LoadHandler(settings: settings, collector: collector))
-                        opened.succeed(())
-                    }
-                }
-                return channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers(
-                        withClientUpgrade: (upgraders: [upgrader], completionHandler: { _ in })
-                    )
-                    try channel.pipeline.syncOperations.addHandler(sender)
-                }
-            }
-            .connect(host: target.host, port: target.port).get()
-        try await opened.futureResult.get()
-        return channel
-    }
-}
-
-/// Sends the GET that the upgrade handler turns into a WebSocket upgrade.
-private final class UpgradeRequestSender: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPClientResponsePart
-    typealias OutboundOut = HTTPClientRequestPart
-    let host: String
-    let path: String
-    let failed: EventLoopPromise<Void>
-
-    init(host: String, path: String, failed: EventLoopPromise<Void>) {
-        self.host = host
-        self.path = path
-        self.failed = failed
-    }
-
-    func channelActive(context: ChannelHandlerContext) {
-        var headers = HTTPHeaders()
-        headers.add(name: "Host", value: host)
-        headers.add(name: "Content-Length", value: "0")
-        context.write(wrapOutboundOut(.head(HTTPRequestHead(version: .http1_1, method: .GET, uri: path, headers: headers))), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-        context.fireChannelActive()
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .head(let head) = unwrapInboundIn(data) {
-            failed.fail(ValidationError("upgrade refused: \(head.status.code)"))
-        }
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        failed.fail(error)
-        context.close(promise: nil)
-    }
 }
 
 /// Collects per-connection results once each connection ends (no lock per message).
@@ -128,30 +75,28 @@ final class LoadCollector: Sendable {
     private struct State {
         var messages = 0
         var errors = 0
-        var latencies: [UInt64] = []
+        var latencies = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
     }
     private let state = NIOLockedValueBox(State())
 
-    func add(messages: Int, latencies: [UInt64], errors: Int) {
+    func add(messages: Int, latencies: Histogram<UInt64>, errors: Int) {
         state.withLockedValue {
             $0.messages += messages
             $0.errors += errors
-            $0.latencies += latencies
+            $0.latencies.add(latencies)
         }
     }
 
     func report(seconds: Double, size: Int, connections: Int, window: Int, json: Bool) {
         let snapshot = state.withLockedValue { $0 }
-        let sorted = snapshot.latencies.sorted()
         func percentile(_ p: Double) -> Double {
-            guard !sorted.isEmpty else { return 0 }
-            return Double(sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]) / 1000
+            snapshot.latencies.totalCount == 0 ? 0 : Double(snapshot.latencies.valueAtPercentile(p * 100)) / 1000
         }
         let rate = Double(snapshot.messages) / seconds
         let values: [String: Double] = [
             "messages_per_second": rate, "megabytes_per_second": rate * Double(size) / 1_000_000,
             "p50_us": percentile(0.50), "p90_us": percentile(0.90), "p99_us": percentile(0.99),
-            "p999_us": percentile(0.999), "max_us": Double(sorted.last ?? 0) / 1000,
+            "p999_us": percentile(0.999), "max_us": Double(snapshot.latencies.totalCount == 0 ? 0 : snapshot.latencies.max) / 1000,
             "errors": Double(snapshot.errors), "connections": Double(connections), "window": Double(window), "size": Double(size),
         ]
         if json {
@@ -165,7 +110,7 @@ final class LoadCollector: Sendable {
     }
 }
 
-/// One connection's closed loop.
+/// One connection's loop: closed (`window` in flight) or open (one message per `interval`).
 private final class LoadHandler: ChannelInboundHandler {
     typealias InboundIn = WebSocketFrame
     typealias OutboundOut = WebSocketFrame
@@ -174,34 +119,63 @@ private final class LoadHandler: ChannelInboundHandler {
         var size: Int
         var window: Int
         var text: Bool
+        /// Measurement starts here (after every connection is open) and ends at `deadline`.
+        var start: NIODeadline
         var deadline: NIODeadline
+        /// Open loop: one message per interval, on a fixed schedule from `start`.
+        var interval: TimeAmount?
     }
 
     private let settings: Settings
     private let collector: LoadCollector
     private var messages = 0
     private var errors = 0
-    private var latencies: [UInt64] = []
+    private var latencies = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
     private var reported = false
     private var pending = ByteBuffer()
+    private var scheduled = 0
+    private var ticker: RepeatedTask?
 
     init(settings: Settings, collector: LoadCollector) {
         self.settings = settings
         self.collector = collector
-        latencies.reserveCapacity(1 << 16)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        // The HTTP handlers leave the pipeline after this; start on the next tick.
-        context.eventLoop.assumeIsolated().execute { [self] in
-            for _ in 0..<settings.window { send(context) }
-            context.flush()
+        let start = settings.start
+        context.eventLoop.assumeIsolated().scheduleTask(deadline: start) { [self] in
+            if let interval = settings.interval {
+                // Send whatever is due every millisecond; each message carries the time it was
+                // due, not the time it went out.
+                let offset = TimeAmount.nanoseconds(Int64.random(in: 0..<max(1, interval.nanoseconds)))
+                let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+                ticker = context.eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: .milliseconds(1)) { _ in
+                    let (handler, context) = bound.value
+                    handler.sendDue(context, start: start + offset, interval: interval)
+                }
+            } else {
+                for _ in 0..<settings.window { send(context) }
+                context.flush()
+            }
         }
     }
 
-    private func send(_ context: ChannelHandlerContext) {
+    private func sendDue(_ context: ChannelHandlerContext, start: NIODeadline, interval: TimeAmount) {
+        let now = NIODeadline.now()
+        guard now < settings.deadline, now >= start else { return }
+        let due = Int((now - start).nanoseconds / interval.nanoseconds) + 1
+        guard due > scheduled else { return }
+        while scheduled < due {
+            let intended = start + interval * Int64(scheduled)
+            send(context, stamp: UInt64(intended.uptimeNanoseconds))
+            scheduled += 1
+        }
+        context.flush()
+    }
+
+    private func send(_ context: ChannelHandlerContext, stamp: UInt64? = nil) {
         var payload = context.channel.allocator.buffer(capacity: settings.size)
-        payload.writeInteger(DispatchTime.now().uptimeNanoseconds)
+        payload.writeInteger(stamp ?? NIODeadline.now().uptimeNanoseconds)
         payload.writeRepeatingByte(UInt8(ascii: "x"), count: settings.size - 8)
         let frame = WebSocketFrame(fin: true, opcode: settings.text ? .text : .binary, maskKey: .random(), data: payload)
         context.write(wrapOutboundOut(frame), promise: nil)
@@ -216,12 +190,14 @@ private final class LoadHandler: ChannelInboundHandler {
         guard frame.fin else { return }
         let sent = pending.getInteger(at: pending.readerIndex, as: UInt64.self) ?? 0
         pending.clear()
-        let now = DispatchTime.now().uptimeNanoseconds
-        if NIODeadline.now() < settings.deadline {
+        let now = NIODeadline.now()
+        if now < settings.deadline {
             messages += 1
-            if latencies.count < 1 << 22 { latencies.append(now &- sent) }
-            send(context)
-            context.flush()
+            _ = latencies.record(now.uptimeNanoseconds &- sent)
+            if settings.interval == nil {
+                send(context)
+                context.flush()
+            }
         }
     }
 
@@ -231,6 +207,7 @@ private final class LoadHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        ticker?.cancel()
         report()
         context.fireChannelInactive()
     }

@@ -1,0 +1,100 @@
+import ArgumentParser
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+import NIOWebSocket
+
+/// A `ws://` or `wss://` URL on loopback, and how to open WebSockets to it.
+struct BenchTarget: Sendable {
+    var host: String
+    var port: Int
+    var path: String
+    var tls: NIOSSLContext?
+
+    init(url: String) throws {
+        let secure = url.hasPrefix("wss://")
+        guard secure || url.hasPrefix("ws://") else { throw ValidationError("the URL must be ws:// or wss://, got \(url)") }
+        let rest = url.dropFirst(secure ? 6 : 5)
+        let authority = rest.prefix { $0 != "/" }
+        let loopback = try LoopbackTarget(hostPort: String(authority))
+        host = loopback.host
+        port = loopback.port
+        path = rest.dropFirst(authority.count).isEmpty ? "/" : String(rest.dropFirst(authority.count))
+        if secure {
+            // Loopback benchmarks against self-signed certificates: no verification.
+            var configuration = TLSConfiguration.makeClientConfiguration()
+            configuration.certificateVerification = .none
+            tls = try NIOSSLContext(configuration: configuration)
+        }
+    }
+
+    /// Opens one WebSocket and puts `handler` (a `WebSocketFrame` handler) behind it;
+    /// `localAddress` spreads source addresses over 127.0.0.x to avoid ephemeral-port exhaustion.
+    func open(
+        group: any EventLoopGroup, localAddress: SocketAddress? = nil,
+        handler: @escaping @Sendable () -> any ChannelHandler
+    ) async throws -> any Channel {
+        let opened = group.next().makePromise(of: Void.self)
+        var bootstrap = ClientBootstrap(group: group)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .connectTimeout(.seconds(10))
+        if let localAddress { bootstrap = bootstrap.bind(to: localAddress) }
+        let host = self.host, port = self.port, path = self.path, tls = self.tls
+        let channel = try await bootstrap.channelInitializer { channel in
+            let key = Data((0..<16).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
+            let sender = UpgradeRequestSender(host: "\(host):\(port)", path: path, failed: opened)
+            let upgrader = NIOWebSocketClientUpgrader(requestKey: key, maxFrameSize: 1 << 26, automaticErrorHandling: true) { channel, _ in
+                channel.eventLoop.makeCompletedFuture {
+                    _ = channel.pipeline.syncOperations.removeHandler(sender)
+                    try channel.pipeline.syncOperations.addHandler(handler())
+                    opened.succeed(())
+                }
+            }
+            return channel.eventLoop.makeCompletedFuture {
+                if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: nil)) }
+                try channel.pipeline.syncOperations.addHTTPClientHandlers(withClientUpgrade: (upgraders: [upgrader], completionHandler: { _ in }))
+                try channel.pipeline.syncOperations.addHandler(sender)
+            }
+        }.connect(host: host, port: port).get()
+        channel.closeFuture.whenComplete { _ in opened.fail(ChannelError.alreadyClosed) }
+        try await opened.futureResult.get()
+        return channel
+    }
+}
+
+/// Sends the GET that the upgrade handler turns into a WebSocket upgrade.
+final class UpgradeRequestSender: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundOut = HTTPClientRequestPart
+    let host: String
+    let path: String
+    let failed: EventLoopPromise<Void>
+
+    init(host: String, path: String, failed: EventLoopPromise<Void>) {
+        self.host = host
+        self.path = path
+        self.failed = failed
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        var headers = HTTPHeaders()
+        headers.add(name: "Host", value: host)
+        headers.add(name: "Content-Length", value: "0")
+        context.write(wrapOutboundOut(.head(HTTPRequestHead(version: .http1_1, method: .GET, uri: path, headers: headers))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .head(let head) = unwrapInboundIn(data) {
+            failed.fail(ValidationError("upgrade refused: \(head.status.code)"))
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        failed.fail(error)
+        context.close(promise: nil)
+    }
+}

@@ -1,0 +1,160 @@
+import ArgumentParser
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import NIOWebSocket
+
+/// Opens many WebSockets at a bounded rate, holds them, and proves each alive with a periodic
+/// small message: the memory-per-connection and concurrency scenarios.
+struct Hold: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Open and hold N WebSockets, each proven alive by a periodic echo.")
+
+    @Option(help: "ws:// or wss://127.0.0.1:PORT/path (loopback only).")
+    var url: String
+
+    @Option(help: "Connections to open and hold.")
+    var connections: Int = 1000
+
+    @Option(help: "Seconds to hold them once all are open (at most 600).")
+    var duration: Int = 20
+
+    @Option(help: "New connections per second while opening.")
+    var openRate: Int = 2000
+
+    @Option(help: "Seconds between each connection's liveness messages (0 = none while holding).")
+    var interval: Int = 5
+
+    @Option(help: "Source addresses to spread over, 127.0.0.2 onwards (ephemeral ports are per address).")
+    var sourceAddresses: Int = 16
+
+    @Flag(help: "Print one JSON object instead of a line.")
+    var json = false
+
+    func validate() throws {
+        guard (1...60_000).contains(connections) else { throw ValidationError("--connections must be 1...60000") }
+        guard (1...600).contains(duration) else { throw ValidationError("--duration must be 1...600 seconds") }
+        guard (1...100_000).contains(openRate) else { throw ValidationError("--open-rate must be 1...100000") }
+        guard (0...600).contains(interval) else { throw ValidationError("--interval must be 0...600") }
+        guard (1...250).contains(sourceAddresses) else { throw ValidationError("--source-addresses must be 1...250") }
+    }
+
+    func run() async throws {
+        let target = try BenchTarget(url: url)
+        let group = MultiThreadedEventLoopGroup.singleton
+        let tally = HoldTally()
+        let sources = target.host.hasPrefix("127.") ? try (0..<sourceAddresses).map { try SocketAddress(ipAddress: "127.0.0.\(2 + $0)", port: 0) } : [nil]
+        let interval = interval
+        let opening = ContinuousClock.now
+        var channels: [any Channel] = []
+        var failures = 0
+        var firstError: String?
+        try await withThrowingTaskGroup(of: Result<any Channel, any Error>.self) { tasks in
+            for index in 0..<connections {
+                // Pace the opens at --open-rate, a few in flight at once.
+                let due = opening + .nanoseconds(Int64(Double(index) * 1e9 / Double(openRate)))
+                if due > ContinuousClock.now { try await Task.sleep(until: due) }
+                if index >= 64, let result = try await tasks.next() {
+                    switch result {
+                    case .success(let channel): channels.append(channel)
+                    case .failure(let error): failures += 1; firstError = firstError ?? "\(error)"
+                    }
+                }
+                let source = sources[index % sources.count]
+                tasks.addTask {
+                    do {
+                        return .success(try await target.open(group: group, localAddress: source) { HoldHandler(interval: interval, tally: tally) })
+                    } catch {
+                        return .failure(error)
+                    }
+                }
+            }
+            for try await result in tasks {
+                switch result {
+                case .success(let channel): channels.append(channel)
+                case .failure(let error): failures += 1; firstError = firstError ?? "\(error)"
+                }
+            }
+        }
+        let openSeconds = Double((ContinuousClock.now - opening).components.attoseconds) / 1e18 + Double((ContinuousClock.now - opening).components.seconds)
+        try await Task.sleep(for: .seconds(duration))
+        let checkedAt = NIODeadline.now()
+        let alive = tally.aliveSince(checkedAt - .seconds(Int64(max(interval, 1) * 2 + 2)), channels: channels.count, intervalOff: interval == 0)
+        let stillOpen = channels.filter(\.isActive).count
+        for channel in channels { channel.close(promise: nil) }
+        try await Task.sleep(for: .milliseconds(300))
+        let values: [String: Any] = [
+            "requested": connections, "opened": channels.count, "failed": failures, "open_now": stillOpen, "alive": alive,
+            "handshakes_per_second": Double(channels.count) / max(openSeconds, 0.001), "open_seconds": openSeconds,
+            "first_error": firstError ?? "",
+        ]
+        if json {
+            print(String(decoding: try JSONSerialization.data(withJSONObject: values, options: [.sortedKeys]), as: UTF8.self))
+        } else {
+            print(String(format: "opened %d/%d (failed %d) in %.1fs = %.0f handshakes/s; after %ds: open %d, alive %d%@",
+                         channels.count, connections, failures, openSeconds, Double(channels.count) / max(openSeconds, 0.001), duration,
+                         stillOpen, alive, firstError.map { "; first error: \($0)" } ?? ""))
+        }
+    }
+}
+
+/// When each held connection last heard its echo.
+final class HoldTally: Sendable {
+    private let lastEcho = NIOLockedValueBox<[ObjectIdentifier: NIODeadline]>([:])
+
+    func heard(_ handler: ObjectIdentifier) {
+        let now = NIODeadline.now()
+        lastEcho.withLockedValue { $0[handler] = now }
+    }
+
+    /// Connections that echoed since `since` (or, with no liveness messages, that are open).
+    func aliveSince(_ since: NIODeadline, channels: Int, intervalOff: Bool) -> Int {
+        lastEcho.withLockedValue { $0.values.filter { intervalOff || $0 >= since }.count }
+    }
+}
+
+/// Sends a small message every `interval` seconds and records each echo.
+private final class HoldHandler: ChannelInboundHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
+
+    private let interval: Int
+    private let tally: HoldTally
+    private var ticker: RepeatedTask?
+
+    init(interval: Int, tally: HoldTally) {
+        self.interval = interval
+        self.tally = tally
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        context.eventLoop.assumeIsolated().execute { bound.value.0.ping(bound.value.1) }
+        guard interval > 0 else { return }
+        let jitter = TimeAmount.milliseconds(Int64.random(in: 0..<Int64(interval * 1000)))
+        ticker = context.eventLoop.scheduleRepeatedTask(initialDelay: jitter, delay: .seconds(Int64(interval))) { _ in
+            let (handler, context) = bound.value
+            handler.ping(context)
+        }
+    }
+
+    private func ping(_ context: ChannelHandlerContext) {
+        var payload = context.channel.allocator.buffer(capacity: 8)
+        payload.writeString("alive?")
+        context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, maskKey: .random(), data: payload)), promise: nil)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        if frame.opcode == .text || frame.opcode == .binary { tally.heard(ObjectIdentifier(self)) }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        ticker?.cancel()
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# One command from a fresh clone: install the peers, build release, run every scenario against
+# the echo backend directly, Sluice, nginx, HAProxy and Caddy, and write benchmarks/RESULTS.md.
+# Loopback only; bounded in time (about 15 minutes on 2 cores, plus the release build).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+missing=()
+for tool in nginx haproxy caddy openssl; do command -v "$tool" > /dev/null || missing+=("$tool"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" > /dev/null
+  # The Debian packages start system services; the comparison starts its own instances.
+  for service in nginx haproxy caddy; do systemctl stop "$service" 2> /dev/null || service "$service" stop 2> /dev/null || true; done
+fi
+swift build -c release --product sluice
+swift build -c release --product sluice-bench
+exec python3 benchmarks/compare.py "$@"
