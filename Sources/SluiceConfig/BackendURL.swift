@@ -3,7 +3,10 @@
 public struct BackendURL: Sendable, Hashable, CustomStringConvertible {
     /// How Sluice reaches the backend.
     public enum Scheme: String, Sendable, Hashable {
-        case ws, wss
+        case ws, wss, http, https
+
+        /// The connection to the backend is TLS.
+        public var isSecure: Bool { self == .wss || self == .https }
     }
 
     /// Backends served inside the Sluice process, for demos and smoke tests.
@@ -39,11 +42,11 @@ public struct BackendURL: Sendable, Hashable, CustomStringConvertible {
             return BackendURL(target: .builtin(builtin), text: text)
         }
         guard let schemeEnd = text.range(of: "://") else {
-            throw ValueError("'\(text)' is not a URL; expected ws://host:port or wss://host:port")
+            throw ValueError("'\(text)' is not a URL; expected http://, https://, ws:// or wss://host:port")
         }
         let schemeText = text[..<schemeEnd.lowerBound].lowercased()
         guard let scheme = Scheme(rawValue: schemeText) else {
-            throw ValueError("scheme must be ws or wss, got '\(schemeText)'")
+            throw ValueError("scheme must be http, https, ws or wss, got '\(schemeText)'")
         }
         let rest = text[schemeEnd.upperBound...]
         let authorityEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" || $0 == "#" }) ?? rest.endIndex
@@ -54,7 +57,7 @@ public struct BackendURL: Sendable, Hashable, CustomStringConvertible {
         if path.isEmpty { path = "/" }
         guard !authority.isEmpty else { throw ValueError("missing host in '\(text)'") }
         if authority.contains("@") { throw ValueError("credentials in a backend URL are not supported") }
-        let defaultPort = scheme == .ws ? 80 : 443
+        let defaultPort = scheme.isSecure ? 443 : 80
         let address: SocketAddressSpec
         if authority.hasPrefix("[") || authority.contains(":") {
             let withPort = authority.hasSuffix("]") ? "\(authority):\(defaultPort)" : authority

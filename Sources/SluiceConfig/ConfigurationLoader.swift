@@ -298,6 +298,8 @@ final class Decoder {
             route.authDeclared = true
         }
         if let origin = map.optional("origin") { route.origin = try decodeOrigin(origin) }
+        if let http = map.optional("http") { route.http = try decodeHTTPProxy(http) }
+        if let balance = map.optional("balance") { route.balance = try decodeBalance(balance) }
         try map.finish()
         if route.builtin == nil && route.backends.isEmpty {
             throw node.error("a route needs 'backends' (at least one) or 'builtin'")
@@ -380,6 +382,53 @@ final class Decoder {
         }
         try map.finish()
         return settings
+    }
+
+    func decodeHTTPProxy(_ node: ConfigNode) throws(ConfigError) -> HTTPProxySettings {
+        var map = try node.mapping()
+        var settings = HTTPProxySettings()
+        if let value = map.optional("connect_timeout") { settings.connectTimeout = try positive(value) }
+        if let value = map.optional("response_timeout") { settings.responseTimeout = try positive(value) }
+        if let value = map.optional("idle_timeout") { settings.idleTimeout = try positive(value) }
+        if let value = map.optional("max_request_body") { settings.maxRequestBody = try sizeIn(value, 0...(1 << 50)) }
+        if let value = map.optional("strip_prefix") { settings.stripPrefix = try value.bool() }
+        if let pool = map.optional("pool") {
+            var poolMap = try pool.mapping()
+            if let value = poolMap.optional("max_idle") { settings.poolMaxIdle = try value.int(in: 0...10_000) }
+            if let value = poolMap.optional("idle_timeout") { settings.poolIdleTimeout = try positive(value) }
+            try poolMap.finish()
+        }
+        try map.finish()
+        return settings
+    }
+
+    func decodeBalance(_ node: ConfigNode) throws(ConfigError) -> BalancingConfiguration {
+        var map = try node.mapping()
+        var balance = BalancingConfiguration()
+        if let value = map.optional("policy") {
+            let text = try value.string()
+            guard let policy = BalancingConfiguration.Policy(rawValue: text) else {
+                throw value.error("policy is round_robin or least_connections, got '\(text)'")
+            }
+            balance.policy = policy
+        }
+        var cookieName = "sluice_backend"
+        if let value = map.optional("cookie_name") {
+            cookieName = try value.string()
+            guard HTTPToken.isToken(cookieName) else { throw value.error("'\(cookieName)' is not a cookie name") }
+        }
+        if let value = map.optional("sticky") {
+            switch try value.string() {
+            case "none": balance.sticky = .none
+            case "cookie": balance.sticky = .cookie(name: cookieName)
+            case "ip": balance.sticky = .clientIP
+            case let other: throw value.error("sticky is none, cookie or ip, got '\(other)'")
+            }
+        }
+        if let value = map.optional("max_fails") { balance.maxFails = try value.int(in: 1...1000) }
+        if let value = map.optional("cool_down") { balance.coolDown = try positive(value) }
+        try map.finish()
+        return balance
     }
 
     func decodeGlobalLimits(_ node: ConfigNode) throws(ConfigError) -> GlobalLimits {

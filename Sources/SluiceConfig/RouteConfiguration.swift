@@ -15,6 +15,10 @@ public struct RouteConfiguration: Sendable, Equatable {
     public var websocket: WebSocketRouteSettings = WebSocketRouteSettings()
     public var limits: RouteLimits = RouteLimits()
     public var auth: RouteAuthConfiguration = RouteAuthConfiguration()
+    /// Plain HTTP proxying: timeouts, body limit, prefix stripping, the connection pool.
+    public var http: HTTPProxySettings = HTTPProxySettings()
+    /// How a backend is chosen, for plain requests and upgrades alike.
+    public var balance: BalancingConfiguration = BalancingConfiguration()
     /// Whether the config said `auth:` at all (`auth: none` counts); `auth_policy: explicit`
     /// requires it of every route.
     public var authDeclared: Bool = false
@@ -94,6 +98,49 @@ public struct WebSocketRouteSettings: Sendable, Equatable {
     public var maxLifetime: Duration?
     /// Backends tried per connection when connects fail.
     public var maxConnectAttempts: Int = 3
+
+    public init() {}
+}
+
+/// Plain HTTP requests to a route's backends.
+public struct HTTPProxySettings: Sendable, Equatable {
+    public var connectTimeout: Duration = .seconds(5)
+    /// Time for the backend's response head after the request was sent.
+    public var responseTimeout: Duration = .seconds(60)
+    /// Longest pause in either body before the exchange is abandoned.
+    public var idleTimeout: Duration = .seconds(60)
+    /// Larger request bodies get a 413; `nil` = no limit (bodies stream, never buffered).
+    public var maxRequestBody: Int?
+    /// Remove the route's `path_prefix` before the backend sees the path.
+    public var stripPrefix: Bool = false
+    /// Idle pooled connections kept per backend and event loop.
+    public var poolMaxIdle: Int = 16
+    public var poolIdleTimeout: Duration = .seconds(30)
+
+    public init() {}
+}
+
+/// Choosing a backend: the policy, stickiness, and passive health.
+public struct BalancingConfiguration: Sendable, Equatable {
+    public enum Policy: String, Sendable, Equatable {
+        case roundRobin = "round_robin"
+        case leastConnections = "least_connections"
+    }
+
+    public enum Sticky: Sendable, Equatable {
+        case none
+        /// Sluice sets a cookie naming the backend.
+        case cookie(name: String)
+        /// Rendezvous hashing of the client address: adding a backend moves few clients.
+        case clientIP
+    }
+
+    public var policy: Policy = .roundRobin
+    public var sticky: Sticky = .none
+    /// Connect failures in a row after which a backend is skipped...
+    public var maxFails: Int = 3
+    /// ...for this long.
+    public var coolDown: Duration = .seconds(10)
 
     public init() {}
 }

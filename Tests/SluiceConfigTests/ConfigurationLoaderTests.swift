@@ -120,7 +120,7 @@ struct ConfigurationLoaderTests {
     func badBackendScheme() {
         let error = error(Self.minimal.replacingOccurrences(of: "ws://127.0.0.1:9001", with: "ftp://127.0.0.1:9001"))
         #expect(error?.path == "routes[0].backends[0]")
-        #expect(error?.message.contains("scheme must be ws or wss") == true)
+        #expect(error?.message.contains("scheme must be http, https, ws or wss") == true)
     }
 
     @Test("bad durations, sizes and addresses are errors", arguments: [

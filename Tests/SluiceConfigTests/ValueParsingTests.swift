@@ -44,7 +44,7 @@ struct ValueParsingTests {
         #expect(try BackendURL.parse("wss://h").target == .remote(scheme: .wss, host: "h", port: 443, path: "/"))
         #expect(try BackendURL.parse("WS://[::1]:9/p").target == .remote(scheme: .ws, host: "::1", port: 9, path: "/p"))
         #expect(try BackendURL.parse("builtin:echo").target == .builtin(.echo))
-        for bad in ["http://h", "ws://", "ws://u:p@h", "ws://h/?q", "ws://h:0", "builtin:nope", "h:80"] {
+        for bad in ["ftp://h", "ws://", "ws://u:p@h", "ws://h/?q", "ws://h:0", "builtin:nope", "h:80"] {
             #expect(throws: ValueError.self, "\(bad)") { try BackendURL.parse(bad) }
         }
     }

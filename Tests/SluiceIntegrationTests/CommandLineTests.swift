@@ -33,7 +33,7 @@ struct CommandLineTests {
     func checkBroken() async throws {
         let result = try await Self.run(["check", "--config", "\(Self.root)/Tests/Fixtures/broken.yaml"])
         #expect(result.status == 1)
-        #expect(result.output.contains("broken.yaml:8: routes[0].backends[0]: scheme must be ws or wss"))
+        #expect(result.output.contains("broken.yaml:8: routes[0].backends[0]: scheme must be http, https, ws or wss"))
     }
 
     @Test("--version prints the version")

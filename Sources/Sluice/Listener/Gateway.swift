@@ -198,6 +198,7 @@ public final class Gateway: Service, Sendable {
         while registry.count > 0 && ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(20))
         }
+        services.withLockedValue { $0 }?.pool.closeAll()
         let echoes = echoBackends.withLockedValue { value in defer { value = [] }; return value }
         for echo in echoes { await echo.stop() }
         let admin = adminServer.withLockedValue { value in defer { value = nil }; return value }

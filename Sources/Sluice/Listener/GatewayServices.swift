@@ -10,6 +10,8 @@ final class GatewayServices: Sendable {
     let connectionLimiter: ConnectionLimiter
     let trustedProxies: [CIDR]
     let logger: Logger
+    /// Keep-alive connections to HTTP backends, shared by every listener.
+    let pool = UpstreamPool()
 
     init(registry: ConnectionRegistry, metrics: GatewayMetrics, accessLog: AccessLog?, limits: GlobalLimits, logger: Logger) {
         self.registry = registry

@@ -29,6 +29,8 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case pending(Answer)
         /// The route's authentication is deciding; reads are held.
         case authorizing
+        /// A plain request is being proxied; its body streams through the exchange.
+        case proxying(HTTPProxyExchange)
         /// A backend upgrade is in flight.
         case upgrading(WebSocketUpgrade)
         /// The relay took over, or the connection is closing.
@@ -40,6 +42,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case respond(HTTPResponseStatus, String, headers: [(String, String)], keepAlive: Bool, head: Bool)
         case demoPage(head: Bool, keepAlive: Bool)
         case upgrade(Route, HTTPRequestHead, UpgradeRequest, RequestPath, ClientIdentity)
+        case proxy(Route, HTTPRequestHead, RequestPath, ClientIdentity)
     }
 
     /// Who is asking, once the forwarding headers have been weighed.
@@ -74,11 +77,24 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var state: State = .idle
     private var headerTimer: Scheduled<Void>?
     private var request: RequestRecord?
+    /// A `read()` was held back (backpressure, or a request in flight); issue it when free.
+    private var readHeld = false
+    /// The exchange asked not to read the client (its backend cannot take more).
+    private var clientReadsPaused = false
+    /// The current request's end was read: nothing more is read until it is answered, so
+    /// pipelined requests are answered in order.
+    private var requestEnded = false
+    /// Request parts read while authentication decides, replayed to the exchange.
+    private var heldParts: [HTTPServerRequestPart] = []
+    /// Parts of pipelined requests that arrived while an earlier one was in flight.
+    private var queued: [HTTPServerRequestPart] = []
+    private let pool: UpstreamPool
 
     init(
         configuration: Configuration, routes: RouteTable, services: GatewayServices,
         decoder: ByteToMessageHandler<HTTPRequestDecoder>, encoder: HTTPResponseEncoder
     ) {
+        self.pool = services.pool
         self.configuration = configuration
         self.routes = routes
         self.services = services
@@ -100,6 +116,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func channelInactive(context: ChannelHandlerContext) {
         headerTimer?.cancel()
         if case .upgrading(let upgrade) = state { upgrade.cancel() }
+        if case .proxying(let exchange) = state { exchange.cancel() }
         state = .done
         context.fireChannelInactive()
     }
@@ -117,13 +134,60 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func read(context: ChannelHandlerContext) {
         switch state {
-        case .upgrading, .authorizing: return
-        default: context.read()
+        case .upgrading, .authorizing:
+            readHeld = true
+        case .proxying where clientReadsPaused || requestEnded:
+            readHeld = true
+        default:
+            context.read()
         }
     }
 
+    private func resumeReading(_ context: ChannelHandlerContext) {
+        guard readHeld else { return }
+        readHeld = false
+        context.read()
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if case .proxying(let exchange) = state { exchange.requestReadComplete() }
+        context.fireChannelReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if case .proxying(let exchange) = state { exchange.clientWritabilityChanged(context.channel.isWritable) }
+        context.fireChannelWritabilityChanged()
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
+        let part = unwrapInboundIn(data)
+        // Pipelined requests parsed while one is still being proxied wait their turn, so
+        // answers go out in order.
+        if !queued.isEmpty || isBusyWithEarlierRequest {
+            queued.append(part)
+            return
+        }
+        handle(part, context: context)
+    }
+
+    /// The current request was read to its end and is still being answered.
+    private var isBusyWithEarlierRequest: Bool {
+        switch state {
+        case .proxying, .authorizing: requestEnded
+        default: false
+        }
+    }
+
+    /// Replays pipelined requests once the connection is free again.
+    private func drainQueued(_ context: ChannelHandlerContext) {
+        while !queued.isEmpty, !isBusyWithEarlierRequest {
+            if case .done = state { queued = []; return }
+            handle(queued.removeFirst(), context: context)
+        }
+    }
+
+    private func handle(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+        switch part {
         case .head(let head):
             guard case .idle = state else { return }
             headerTimer?.cancel()
@@ -132,12 +196,27 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 method: head.method.rawValue, path: path, client: nil,
                 userAgent: head.headers.first(name: "user-agent"), startedAt: .now()
             )
-            state = .pending(answer(for: head, context: context))
-        case .body:
-            break
+            requestEnded = false
+            let answer = answer(for: head, context: context)
+            if case .proxy(let route, let head, let path, let identity) = answer {
+                startProxy(context: context, route: route, head: head, path: path, identity: identity)
+            } else {
+                state = .pending(answer)
+            }
+        case .body(let buffer):
+            switch state {
+            case .proxying(let exchange): exchange.requestBody(buffer)
+            case .authorizing: heldParts.append(.body(buffer))
+            default: break
+            }
         case .end:
-            guard case .pending(let answer) = state else { return }
-            perform(answer, context: context)
+            requestEnded = true
+            switch state {
+            case .proxying(let exchange): exchange.requestEnd()
+            case .authorizing: heldParts.append(.end(nil))
+            case .pending(let answer): perform(answer, context: context)
+            default: break
+            }
         }
     }
 
@@ -150,7 +229,11 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
             } else {
                 context.close(promise: nil)
             }
-        case .upgrading, .authorizing, .done:
+        case .proxying(let exchange) where !exchange.responseStarted:
+            // A malformed body (bad chunk syntax) after a good head: nothing was answered yet.
+            exchange.cancel()
+            respondAndClose(context: context, .badRequest, "malformed request")
+        case .upgrading, .authorizing, .proxying, .done:
             context.close(promise: nil)
         }
     }
@@ -180,6 +263,11 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if Set(lengths).count > 1 {
             return refuse(.badRequest, "conflicting Content-Length values", close: true)
         }
+        let codings = head.headers[canonicalForm: "transfer-encoding"]
+        if !codings.isEmpty && (codings.count != 1 || codings[0].lowercased() != "chunked") {
+            // Only a lone, final `chunked` is framing Sluice and every backend read the same way.
+            return refuse(.badRequest, "Transfer-Encoding other than chunked", close: true)
+        }
         if head.version.major == 1 && head.version.minor >= 1 && head.headers[canonicalForm: "host"].count != 1 {
             return refuse(.badRequest, "exactly one Host header is required", close: true)
         }
@@ -203,6 +291,9 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return .demoPage(head: isHead, keepAlive: keepAlive)
         }
         guard UpgradeRequest.isAttempt(head) else {
+            if route.servesHTTP {
+                return .proxy(route, head, path, identity)
+            }
             return refuse(.upgradeRequired, "this route accepts WebSocket connections only", headers: [("Upgrade", "websocket")])
         }
         let upgrade: UpgradeRequest
@@ -241,6 +332,8 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
             respond(context: context, status, body: message + "\n", contentType: "text/plain; charset=utf-8", headers: headers, keepAlive: keepAlive, omitBody: isHead)
         case .demoPage(let isHead, let keepAlive):
             respond(context: context, .ok, body: DemoPage.html, contentType: "text/html; charset=utf-8", headers: [("Cache-Control", "no-store")], keepAlive: keepAlive, omitBody: isHead)
+        case .proxy:
+            break  // started at the head, so the body can stream
         case .upgrade(let route, let head, let upgrade, let path, let identity):
             guard let authenticator = route.authenticator else {
                 admit(context: context, route: route, head: head, upgrade: upgrade, path: path, identity: identity, user: nil)
@@ -262,6 +355,97 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 }
             }
         }
+    }
+
+    // MARK: Plain HTTP
+
+    private func startProxy(context: ChannelHandlerContext, route: Route, head: HTTPRequestHead, path: RequestPath, identity: ClientIdentity) {
+        guard let authenticator = route.authenticator else {
+            beginExchange(context: context, route: route, head: head, path: path, identity: identity, user: nil)
+            return
+        }
+        state = .authorizing
+        heldParts = []
+        let authRequest = RouteAuthenticator.Request(head: head, query: path.query, client: identity.address, tls: configuration.tls)
+        authenticator.authenticate(authRequest, on: context.eventLoop).assumeIsolated().whenComplete { [self] result in
+            guard case .authorizing = state else { return }
+            switch result {
+            case .success(.success(let user)):
+                beginExchange(context: context, route: route, head: head, path: path, identity: identity, user: user)
+            case .success(.failure(let refusal)):
+                refuse(context: context, route: route, refusal)
+            case .failure:
+                refuse(context: context, route: route, AuthRefusal(
+                    status: .serviceUnavailable, message: "authentication is unavailable; retry later", headers: [], result: "auth_unavailable"
+                ))
+            }
+        }
+    }
+
+    private func beginExchange(context: ChannelHandlerContext, route: Route, head: HTTPRequestHead, path: RequestPath, identity: ClientIdentity, user: Identity?) {
+        guard let backends = route.backends else { return }
+        request?.user = user?.user
+        var target = path.target
+        if route.configuration.http.stripPrefix && route.configuration.match.pathPrefix != "/" {
+            let prefix = route.configuration.match.pathPrefix
+            target = String(target.dropFirst(prefix.count))
+            if !target.hasPrefix("/") { target = "/" + target }
+        }
+        for parameter in route.credentialQueryParameters { target = QueryString.removing(parameter, from: target) }
+        let client = ForwardedHeaders.Client(
+            address: identity.peer?.description, host: head.headers.first(name: "host"), tls: configuration.tls,
+            trustsIncomingChain: identity.peerIsTrustedProxy
+        )
+        let downstream = HTTPProxyExchange.Downstream(
+            context: context,
+            pauseClientReads: { [self] paused in
+                clientReadsPaused = paused
+                if !paused { resumeReading(context) }
+            },
+            respond: { [self] status, message, result, keepAlive in
+                request?.rejection = result
+                clientReadsPaused = false
+                respond(context: context, status, body: message + "\n", contentType: "text/plain; charset=utf-8", keepAlive: keepAlive)
+                if keepAlive {
+                    drainQueued(context)
+                    if case .idle = state { resumeReading(context) }
+                }
+            },
+            finished: { [self] status, bytes, reusable, written in
+                logRequest(status: status, bytes: bytes)
+                clientReadsPaused = false
+                if reusable {
+                    state = .idle
+                    armHeaderTimer(context: context)
+                    drainQueued(context)
+                    if case .idle = state { resumeReading(context) }
+                } else {
+                    state = .done
+                    written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+                }
+            },
+            abort: { [self] in
+                state = .done
+                context.close(promise: nil)
+            }
+        )
+        let exchange = HTTPProxyExchange(
+            route: route, backends: backends,
+            request: .init(head: head, target: target, client: client, clientIP: identity.address, identity: user),
+            downstream: downstream, pool: pool, services: services
+        )
+        state = .proxying(exchange)
+        exchange.start()
+        let held = heldParts
+        heldParts = []
+        for part in held {
+            switch part {
+            case .body(let buffer): exchange.requestBody(buffer)
+            case .end: exchange.requestEnd()
+            case .head: break
+            }
+        }
+        if !held.isEmpty { exchange.requestReadComplete() }
     }
 
     /// The route's limits, then the backend.
@@ -320,7 +504,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         )
         let origin = WebSocketUpgrade.Origin(
             listener: configuration.listener, client: client, clientAddress: identity.address?.description ?? "unknown",
-            path: request?.path ?? path.path, identity: user
+            path: request?.path ?? path.path, identity: user, clientIP: identity.address
         )
         var target = path.target
         for parameter in route.credentialQueryParameters { target = QueryString.removing(parameter, from: target) }
@@ -407,8 +591,24 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         } else {
             state = .done
             context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
-                context.close(promise: nil)
+                Self.lingeringClose(context)
             }
+        }
+    }
+
+    /// Closes after a response the client may still be sending a body to: output first (the
+    /// client reads the answer and a FIN), then, after a grace period or the client's own close,
+    /// the rest. Closing at once with unread input would send a reset that can destroy the
+    /// answer in flight (a 413 to an upload, say).
+    static func lingeringClose(_ context: ChannelHandlerContext) {
+        let channel = context.channel
+        context.close(mode: .output).assumeIsolated().whenComplete { result in
+            if case .failure = result {
+                channel.close(promise: nil)
+                return
+            }
+            channel.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
+            channel.read()
         }
     }
 

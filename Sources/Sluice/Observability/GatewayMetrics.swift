@@ -88,6 +88,8 @@ final class RouteMetrics: Sendable {
     let duration: CoreMetrics.Timer
     let connectTime: CoreMetrics.Timer
     let handshakeTime: CoreMetrics.Timer
+    /// Plain HTTP: time from the request sent to the backend's response head.
+    let responseTime: CoreMetrics.Timer
     /// Indexed by `RelaySide.index` of the side the traffic came from.
     let messages: [CoreMetrics.Counter]
     let frames: [CoreMetrics.Counter]
@@ -100,6 +102,7 @@ final class RouteMetrics: Sendable {
         duration = CoreMetrics.Timer(label: "sluice_websocket_duration_seconds", dimensions: labels, factory: factory)
         connectTime = CoreMetrics.Timer(label: "sluice_upstream_connect_seconds", dimensions: labels, factory: factory)
         handshakeTime = CoreMetrics.Timer(label: "sluice_upstream_handshake_seconds", dimensions: labels, factory: factory)
+        responseTime = CoreMetrics.Timer(label: "sluice_upstream_response_seconds", dimensions: labels, factory: factory)
         func byDirection(_ name: String) -> [CoreMetrics.Counter] {
             RelaySide.allCases.map { side in
                 CoreMetrics.Counter(label: name, dimensions: [("route", route), ("direction", side.trafficDirection)], factory: factory)

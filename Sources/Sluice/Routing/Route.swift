@@ -20,6 +20,13 @@ final class Route: Sendable {
     let credentialQueryParameters: [String]
 
     var name: String { configuration.name }
+    /// Plain requests are proxied (some backend is http:// or https://); otherwise a plain
+    /// request to a WebSocket route is a 426.
+    var servesHTTP: Bool {
+        configuration.backends.contains { url in
+            if case .remote(let scheme, _, _, _) = url.target { scheme == .http || scheme == .https } else { false }
+        }
+    }
     var websocket: WebSocketRouteSettings { configuration.websocket }
 
     init(

@@ -2,6 +2,8 @@ import NIOCore
 import NIOSSL
 import Synchronization
 import SluiceConfig
+import Crypto
+import Foundation
 
 /// One backend ready to connect to: address, scheme, and for `wss` the TLS context built once.
 struct Backend: Sendable {
@@ -29,22 +31,99 @@ struct Backend: Sendable {
     }
 }
 
-/// A route's backends and the choice among them (round robin).
+/// A route's backends and the choice among them: round robin or least connections, sticky by
+/// cookie or client address, skipping backends that failed `max_fails` connects in a row for
+/// `cool_down`. Plain requests and upgrades choose the same way, so a client's polling and its
+/// upgrade reach the same backend.
 final class BackendSet: Sendable {
     let backends: [Backend]
+    let balance: BalancingConfiguration
     private let next = Atomic<Int>(0)
+    /// Per backend: requests and WebSockets in flight, connect failures in a row, and the
+    /// monotonic time (ns) until which it is skipped.
+    private let stats: [BackendStats]
+    /// Cookie values naming each backend (a digest of its URL, stable across restarts).
+    let stickyIDs: [String]
 
-    init(backends: [Backend]) {
+    init(backends: [Backend], balance: BalancingConfiguration = BalancingConfiguration()) {
         precondition(!backends.isEmpty, "a route has at least one backend")
         self.backends = backends
+        self.balance = balance
+        stats = backends.map { _ in BackendStats() }
+        stickyIDs = backends.map { backend in
+            String(Array(SHA256.hash(data: Array(backend.url.text.utf8))).prefix(6).map { String(format: "%02x", $0) }.joined())
+        }
     }
 
-    /// Up to `attempts` distinct backends in round-robin order, for one connection and its retries.
-    func candidates(attempts: Int) -> [Backend] {
-        let start = next.add(1, ordering: .relaxed).oldValue
-        let count = min(attempts, backends.count)
-        return (0..<count).map { backends[(start &+ $0) % backends.count] }
+    /// Up to `attempts` distinct backends in the order to try them, for one request or
+    /// connection and its retries.
+    func candidates(attempts: Int, client: IPAddress? = nil, stickyCookie: String? = nil) -> [Int] {
+        let count = backends.count
+        let now = RouteLimiter.now()
+        let healthy = (0..<count).filter { stats[$0].skippedUntil.load(ordering: .relaxed) <= now }
+        let pool = healthy.isEmpty ? Array(0..<count) : healthy
+        var order: [Int]
+        switch balance.policy {
+        case .roundRobin:
+            let start = next.add(1, ordering: .relaxed).oldValue
+            order = (0..<pool.count).map { pool[(start &+ $0) % pool.count] }
+        case .leastConnections:
+            let start = next.add(1, ordering: .relaxed).oldValue
+            let rotated = (0..<pool.count).map { pool[(start &+ $0) % pool.count] }
+            order = rotated.enumerated().sorted { lhs, rhs in
+                let (a, b) = (stats[lhs.element].active.load(ordering: .relaxed), stats[rhs.element].active.load(ordering: .relaxed))
+                return a != b ? a < b : lhs.offset < rhs.offset
+            }.map(\.element)
+        }
+        var preferred: Int?
+        switch balance.sticky {
+        case .none: break
+        case .cookie:
+            if let stickyCookie, let index = stickyIDs.firstIndex(of: stickyCookie), pool.contains(index) { preferred = index }
+        case .clientIP:
+            if let client { preferred = Self.rendezvous(client, among: pool, ids: stickyIDs) }
+        }
+        if let preferred {
+            order.removeAll { $0 == preferred }
+            order.insert(preferred, at: 0)
+        }
+        return Array(order.prefix(max(1, min(attempts, count))))
     }
+
+    /// Highest-random-weight hashing: each client goes to the backend whose hash with the
+    /// client's address scores highest, so adding a backend moves only the clients it wins.
+    static func rendezvous(_ client: IPAddress, among pool: [Int], ids: [String]) -> Int? {
+        pool.max { lhs, rhs in score(client, ids[lhs]) < score(client, ids[rhs]) }
+    }
+
+    private static func score(_ client: IPAddress, _ id: String) -> UInt64 {
+        // FNV-1a over the address bytes and the backend id: stable across processes.
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in client.bytes + Array(id.utf8) {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x0000_0100_0000_01b3
+        }
+        return hash
+    }
+
+    func backend(_ index: Int) -> Backend { backends[index] }
+
+    /// Counts a request or WebSocket in flight on backend `index` (for least connections).
+    func began(_ index: Int) { stats[index].active.add(1, ordering: .relaxed) }
+    func ended(_ index: Int) { stats[index].active.subtract(1, ordering: .relaxed) }
+    func inFlight(_ index: Int) -> Int { stats[index].active.load(ordering: .relaxed) }
+
+    /// Passive health: connects that succeed reset the count; `max_fails` failures in a row
+    /// skip the backend for `cool_down`.
+    func connectSucceeded(_ index: Int) { stats[index].failures.store(0, ordering: .relaxed) }
+    func connectFailed(_ index: Int) {
+        let count = stats[index].failures.add(1, ordering: .relaxed).newValue
+        if count >= balance.maxFails {
+            stats[index].skippedUntil.store(RouteLimiter.now() + balance.coolDown.nanoseconds, ordering: .relaxed)
+            stats[index].failures.store(0, ordering: .relaxed)
+        }
+    }
+    func isSkipped(_ index: Int) -> Bool { stats[index].skippedUntil.load(ordering: .relaxed) > RouteLimiter.now() }
 
     /// Builds the set for `route`; `builtinAddresses` maps built-in backends to their loopback ports.
     static func make(for route: RouteConfiguration, routeIndex: Int, builtinPorts: [BackendURL.Builtin: Int]) throws(ConfigError) -> BackendSet {
@@ -59,7 +138,7 @@ final class BackendSet: Sendable {
                 result.append(Backend(url: url, host: "127.0.0.1", port: port, path: "/", tls: nil, serverName: nil))
             case .remote(let scheme, let host, let port, let path):
                 var context: NIOSSLContext?
-                if scheme == .wss {
+                if scheme.isSecure {
                     if tlsContext == nil { tlsContext = try makeClientContext(route.backendTLS, routeIndex: routeIndex) }
                     context = tlsContext
                 }
@@ -69,7 +148,7 @@ final class BackendSet: Sendable {
                 ))
             }
         }
-        return BackendSet(backends: result)
+        return BackendSet(backends: result, balance: route.balance)
     }
 
     static func makeClientContext(_ configuration: BackendTLSConfiguration, routeIndex: Int) throws(ConfigError) -> NIOSSLContext {
@@ -86,4 +165,11 @@ final class BackendSet: Sendable {
             throw ConfigError(path: "routes[\(routeIndex)].backend_tls", message: "cannot build the backend TLS context: \(error)")
         }
     }
+}
+
+/// One backend's live figures, shared by every event loop.
+final class BackendStats: Sendable {
+    let active = Atomic<Int>(0)
+    let failures = Atomic<Int>(0)
+    let skippedUntil = Atomic<Int64>(0)
 }

@@ -3,6 +3,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOSSL
+import SluiceConfig
 
 /// Carries one validated client upgrade to a backend and, on its 101, starts the relay.
 ///
@@ -30,6 +31,8 @@ final class WebSocketUpgrade {
         var path: String
         /// Who the route's authentication admitted; `nil` on public routes.
         var identity: Identity?
+        /// The client address after `trusted_proxies`, for sticky hashing.
+        var clientIP: IPAddress?
     }
 
     /// What the client side must do for the upgrade; implemented by the HTTP handler.
@@ -54,7 +57,8 @@ final class WebSocketUpgrade {
     private var currentBackend: Backend?
     private var handshakeStartedAt = NIODeadline.now()
 
-    private var candidates: [Backend] = []
+    private var candidates: [Int] = []
+    private var currentIndex: Int?
     private var attempt = 0
     private var upstream: (any Channel)?
     private var handshakeHandler: UpstreamHandshakeHandler?
@@ -86,7 +90,9 @@ final class WebSocketUpgrade {
             fail(.internalServerError, "route has no backends", result: "no_backend")
             return
         }
-        candidates = backends.candidates(attempts: route.websocket.maxConnectAttempts)
+        var sticky: String?
+        if case .cookie(let name) = backends.balance.sticky { sticky = CookieHeader.value(named: name, in: clientHead.headers) }
+        candidates = backends.candidates(attempts: route.websocket.maxConnectAttempts, client: origin.clientIP, stickyCookie: sticky)
         connectNext(lastError: nil)
     }
 
@@ -116,7 +122,8 @@ final class WebSocketUpgrade {
             }
             return
         }
-        let backend = candidates[attempt]
+        let index = candidates[attempt]
+        let backend = route.backends!.backend(index)
         attempt += 1
         connectStartedAt = .now()
         let request = upstreamRequest(for: backend)
@@ -147,6 +154,8 @@ final class WebSocketUpgrade {
                 upstream = channel
                 handshakeHandler = handler
                 currentBackend = backend
+                currentIndex = index
+                route.backends?.connectSucceeded(index)
                 handshakeStartedAt = .now()
                 route.metrics?.connectTime.recordNanoseconds((handshakeStartedAt - connectStartedAt).nanoseconds)
                 handshakeTimer = eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(route.websocket.handshakeTimeout)) { [self] in
@@ -154,6 +163,7 @@ final class WebSocketUpgrade {
                 }
             case .failure(let error):
                 logger.debug("backend connect failed", metadata: ["backend": "\(backend.url)", "error": "\(error)"])
+                route.backends?.connectFailed(index)
                 if error is ChannelError, case .connectTimeout = error as! ChannelError {
                     connectNext(lastError: .timeout)
                 } else {
@@ -267,6 +277,11 @@ final class WebSocketUpgrade {
         headers.add(name: "Upgrade", value: "websocket")
         headers.add(name: "Connection", value: "Upgrade")
         headers.add(name: "Sec-WebSocket-Accept", value: upgrade.expectedAccept)
+        if let backends = route.backends, let index = currentIndex, case .cookie(let name) = backends.balance.sticky,
+            CookieHeader.value(named: name, in: clientHead.headers) != backends.stickyIDs[index]
+        {
+            headers.add(name: "Set-Cookie", value: "\(name)=\(backends.stickyIDs[index]); Path=/; HttpOnly; SameSite=Lax")
+        }
         let head = HTTPResponseHead(version: .http1_1, status: .switchingProtocols, headers: headers)
 
         route.metrics?.handshakeTime.recordNanoseconds((NIODeadline.now() - handshakeStartedAt).nanoseconds)
@@ -280,11 +295,13 @@ final class WebSocketUpgrade {
         let relay = WebSocketRelay(
             configuration: route.relayConfiguration(perMessageDeflate: response.usesExtensions),
             eventLoop: eventLoop, logger: logger, metrics: route.metrics
-        ) { [services, route, origin] summary in
+        ) { [services, route, origin, currentIndex] summary in
             registry.remove(info.id)
+            if let currentIndex { route.backends?.ended(currentIndex) }
             Self.record(summary, info: info, origin: origin, route: route, services: services)
         }
         route.metrics?.activeWebSockets.increment()
+        if let currentIndex { route.backends?.began(currentIndex) }
         if route.configuration.auth.closeOnExpiry, let expiresAt = origin.identity?.expiresAt {
             relay.closeWhenCredentialExpires(in: .nanoseconds(Int64(max(0, expiresAt - WallClock.now()) * 1e9)))
         }

@@ -445,6 +445,169 @@ def auth_server():
     server.serve_forever()
 
 
+def http_backend(name):
+    """A plain HTTP/1.1 backend (Python's http.server) with one behaviour per path, for the
+    reverse-proxy tests. It counts the TCP connections it accepted (GET /stats)."""
+    import http.server
+    import hashlib
+    stats = {"connections": 0, "requests": 0}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def setup(self):
+            super().setup()
+            stats["connections"] += 1
+
+        def send_json(self, value, status=200, extra=()):
+            body = json.dumps(value).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            for key, val in extra:
+                self.send_header(key, val)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def read_body(self):
+            digest, count = hashlib.sha256(), 0
+            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                while True:
+                    size = int(self.rfile.readline().split(b";")[0], 16)
+                    if size == 0:
+                        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                            pass
+                        break
+                    remaining = size
+                    while remaining:
+                        chunk = self.rfile.read(min(remaining, 1 << 20))
+                        digest.update(chunk)
+                        count += len(chunk)
+                        remaining -= len(chunk)
+                    self.rfile.readline()
+            else:
+                remaining = int(self.headers.get("Content-Length", 0))
+                while remaining:
+                    chunk = self.rfile.read(min(remaining, 1 << 20))
+                    if not chunk:
+                        break
+                    digest.update(chunk)
+                    count += len(chunk)
+                    remaining -= len(chunk)
+            return count, digest.hexdigest()
+
+        def do_HEAD(self):
+            self.do_GET()
+
+        def do_GET(self):
+            stats["requests"] += 1
+            path = self.path.split("?")[0]
+            if path.endswith("/stats"):
+                return self.send_json(stats)
+            if path.endswith("/sse"):
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for index in range(4):
+                    data = f"data: event {index}\n\n".encode()
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                    self.wfile.flush()
+                    time.sleep(0.3)
+                self.wfile.write(b"0\r\n\r\n")
+                return
+            if path.endswith("/download"):
+                total = int(self.path.split("bytes=")[1])
+                self.send_response(200)
+                self.send_header("Content-Length", str(total))
+                self.end_headers()
+                block = b"\xab" * (1 << 20)
+                while total > 0:
+                    self.wfile.write(block[:min(total, len(block))])
+                    total -= min(total, len(block))
+                return
+            if path.endswith("/slow"):
+                time.sleep(3)
+            if path.endswith("/die"):
+                self.send_response(200)
+                self.send_header("Content-Length", "100000")
+                self.end_headers()
+                self.wfile.write(b"x" * 1000)
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
+                return
+            if path.endswith("/204"):
+                self.send_response(204)
+                self.end_headers()
+                return
+            if path.endswith("/304"):
+                self.send_response(304)
+                self.send_header("ETag", '"v1"')
+                self.end_headers()
+                return
+            self.send_json({"backend": name, "path": self.path, "method": self.command,
+                            "headers": {k.lower(): v for k, v in self.headers.items()}},
+                           extra=[("X-Backend", name), ("Connection", "keep-alive"), ("Keep-Alive", "timeout=5")])
+
+        def do_POST(self):
+            stats["requests"] += 1
+            count, digest = self.read_body()
+            self.send_json({"backend": name, "received": count, "sha256": digest,
+                            "headers": {k.lower(): v for k, v in self.headers.items()}})
+
+        do_PUT = do_POST
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    announce(server.server_address[1])
+    server.serve_forever()
+
+
+def http_exchange(host, port, payload, expect):
+    """Sends raw bytes (with \\r\\n escapes) and reads until `expect` responses arrived or
+    the connection closed; returns the responses' status codes and bodies, in order."""
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.sendall(payload.encode().decode("unicode_escape").encode("latin-1"))
+    data = b""
+    responses = []
+    closed = False
+    try:
+        while len(responses) < expect:
+            chunk = sock.recv(65536)
+            if not chunk:
+                closed = True
+                break
+            data += chunk
+            while True:
+                head_end = data.find(b"\r\n\r\n")
+                if head_end < 0:
+                    break
+                head = data[:head_end].decode("latin-1")
+                lines = head.split("\r\n")
+                fields = {l.split(":", 1)[0].strip().lower(): l.split(":", 1)[1].strip() for l in lines[1:] if ":" in l}
+                length = int(fields.get("content-length", 0))
+                if len(data) < head_end + 4 + length:
+                    break
+                body = data[head_end + 4:head_end + 4 + length].decode("utf-8", "replace")
+                responses.append({"status": int(lines[0].split(" ")[1]), "body": body, "headers": fields})
+                data = data[head_end + 4 + length:]
+        if not closed:
+            sock.settimeout(0.5)
+            try:
+                closed = sock.recv(1) == b""
+            except socket.timeout:
+                closed = False
+    except OSError:
+        closed = True
+    sock.close()
+    return {"responses": responses, "closed": closed}
+
+
 def exit_when_parent_goes():
     """A peer must not outlive the test that started it. PR_SET_PDEATHSIG would fire when the
     spawning *thread* exits, and the test's pool threads come and go, so instead the test holds
@@ -470,6 +633,10 @@ def main():
     role = sys.argv[1]
     if role == "backend":
         asyncio.run(backend(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None))
+    elif role == "http-backend":
+        http_backend(sys.argv[2] if len(sys.argv) > 2 else "backend")
+    elif role == "http-exchange":
+        print(json.dumps(http_exchange(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))), flush=True)
     elif role == "auth-server":
         auth_server()
     elif role == "raw-backend":

@@ -14,9 +14,9 @@ final class PythonPeer: @unchecked Sendable {
     let port: Int
 
     /// Starts a backend (`backend MODE [ARG]` or `raw-backend MODE`) and waits for its port.
-    init(_ arguments: [String]) throws {
+    init(_ arguments: [String], script: String = PythonPeer.script) throws {
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", Self.script] + arguments
+        process.arguments = ["python3", script] + arguments
         process.standardInput = lifeline
         let output = Pipe()
         process.standardOutput = output
@@ -49,7 +49,7 @@ final class PythonPeer: @unchecked Sendable {
 
     /// Runs a client (`client SCENARIO URL [JSON]` or `raw-client SCENARIO HOST PORT [JSON]`)
     /// to completion and returns its JSON result.
-    static func run(_ arguments: [String], timeout: TimeInterval = 60) async throws -> [String: Any] {
+    static func run(_ arguments: [String], script: String = PythonPeer.script, timeout: TimeInterval = 60) async throws -> [String: Any] {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["python3", script] + arguments

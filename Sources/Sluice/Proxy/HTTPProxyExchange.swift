@@ -1,0 +1,393 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import SluiceConfig
+
+/// One plain HTTP request proxied to a backend and its response back, both bodies streamed as
+/// they come with backpressure both ways: the client is not read while the backend cannot take
+/// more, the backend is not read while the client cannot.
+///
+/// Runs on the client channel's event loop, with a pooled connection on the same loop. A
+/// connect failure tries the next backend; a reused keep-alive connection that fails before
+/// answering is retried only for an idempotent request without a body. Failures before the
+/// response head become 502/504 (or 413 for an oversized body); after it, the client
+/// connection is closed, since a response cannot be taken back.
+final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
+    /// What the exchange needs from the client side; implemented by the HTTP handler.
+    struct Downstream {
+        var context: ChannelHandlerContext
+        /// Stop or resume reading the client (request body backpressure).
+        var pauseClientReads: (Bool) -> Void
+        /// A short error response before any response head was written.
+        var respond: (HTTPResponseStatus, String, _ result: String, _ keepAlive: Bool) -> Void
+        /// The exchange ended: the status sent, body bytes sent, whether the client connection
+        /// may carry another request, and the write of the response's end.
+        var finished: (_ status: HTTPResponseStatus, _ bytes: Int, _ reusable: Bool, _ written: EventLoopFuture<Void>) -> Void
+        /// The client connection must close (a response was cut short).
+        var abort: () -> Void
+    }
+
+    /// Everything about the request decided before the exchange starts.
+    struct Request {
+        var head: HTTPRequestHead
+        /// Normalised path and query, token parameters removed, prefix stripped if asked.
+        var target: String
+        var client: ForwardedHeaders.Client
+        var clientIP: IPAddress?
+        var identity: Identity?
+    }
+
+    private let route: Route
+    private let backends: BackendSet
+    private let request: Request
+    private let downstream: Downstream
+    private let pool: UpstreamPool
+    private let services: GatewayServices
+    private let settings: HTTPProxySettings
+    private let poolSettings: PoolSettings
+
+    private var candidates: [Int] = []
+    private var attempt = 0
+    private var backendIndex: Int?
+    private var connection: UpstreamConnection?
+    private var pending: [HTTPClientRequestPart] = []
+    private var pendingBytes = 0
+    private var requestDone = false
+    private var requestBodyBytes = 0
+    private var responseHead: HTTPResponseHead?
+    private var responseDone = false
+    private var responseBytes = 0
+    private var finished = false
+    private var responseTimer: Scheduled<Void>?
+    private var idleTimer: Scheduled<Void>?
+    private var clientReadsPaused = false
+    private var sentAt = NIODeadline.now()
+    private var endWritten: EventLoopFuture<Void>?
+    /// The backend finished answering before the request body ended: its connection is not reused.
+    private var responseEndedEarly = false
+    private let requestHasBody: Bool
+    private let requestChunked: Bool
+
+    init(route: Route, backends: BackendSet, request: Request, downstream: Downstream, pool: UpstreamPool, services: GatewayServices) {
+        self.route = route
+        self.backends = backends
+        self.request = request
+        self.downstream = downstream
+        self.pool = pool
+        self.services = services
+        settings = route.configuration.http
+        poolSettings = PoolSettings(
+            maxIdle: settings.poolMaxIdle, idleTimeout: settings.poolIdleTimeout.nanoseconds, connectTimeout: TimeAmount(settings.connectTimeout)
+        )
+        let headers = request.head.headers
+        requestChunked = headers.contains(name: "transfer-encoding")
+        let length = headers.first(name: "content-length").flatMap(Int.init) ?? 0
+        requestHasBody = requestChunked || length > 0
+    }
+
+    private var eventLoop: any EventLoop { downstream.context.eventLoop }
+
+    /// A response head went to the client: an error now can only cut the connection.
+    var responseStarted: Bool { responseHead != nil }
+
+    /// Idempotent methods without a body may be sent again on another connection.
+    private var retriable: Bool {
+        !requestHasBody && [.GET, .HEAD, .OPTIONS, .PUT, .DELETE, .TRACE].contains(request.head.method)
+    }
+
+    // MARK: Client side
+
+    func start() {
+        if let limit = settings.maxRequestBody, let length = request.head.headers.first(name: "content-length").flatMap(Int.init), length > limit {
+            fail(.payloadTooLarge, "request body larger than \(limit) bytes", result: "too_large", keepAlive: false)
+            return
+        }
+        if request.head.headers[canonicalForm: "expect"].contains(where: { $0.lowercased() == "100-continue" }) {
+            // Sluice reads the body itself, so it answers the expectation itself.
+            downstream.context.writeAndFlush(NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
+        }
+        var sticky: String?
+        if case .cookie(let name) = backends.balance.sticky { sticky = CookieHeader.value(named: name, in: request.head.headers) }
+        candidates = backends.candidates(attempts: max(backends.backends.count, 2), client: request.clientIP, stickyCookie: sticky)
+        connectNext(lastFailure: nil)
+    }
+
+    func requestBody(_ buffer: ByteBuffer) {
+        guard !finished else { return }
+        requestBodyBytes += buffer.readableBytes
+        if let limit = settings.maxRequestBody, requestBodyBytes > limit {
+            if responseHead == nil {
+                fail(.payloadTooLarge, "request body larger than \(limit) bytes", result: "too_large", keepAlive: false)
+            } else {
+                abortBoth()
+            }
+            return
+        }
+        let part = HTTPClientRequestPart.body(.byteBuffer(buffer))
+        if let connection {
+            connection.channel.write(NIOAny(part), promise: nil)
+            if !connection.channel.isWritable { pauseClient(true) }
+        } else {
+            pending.append(part)
+            pendingBytes += buffer.readableBytes
+            if pendingBytes > 64 * 1024 { pauseClient(true) }
+        }
+        armIdleTimer()
+    }
+
+    func requestReadComplete() {
+        connection?.channel.flush()
+    }
+
+    func requestEnd() {
+        guard !finished else { return }
+        requestDone = true
+        idleTimer?.cancel()
+        if let connection {
+            connection.channel.writeAndFlush(NIOAny(HTTPClientRequestPart.end(nil)), promise: nil)
+            armResponseTimer()
+        } else {
+            pending.append(.end(nil))
+        }
+        if responseDone { complete() }
+    }
+
+    func clientWritabilityChanged(_ writable: Bool) {
+        connection?.handler.paused = !writable
+    }
+
+    /// The client went away.
+    func cancel() {
+        guard !finished else { return }
+        finished = true
+        cancelTimers()
+        releaseConnection(reusable: false)
+    }
+
+    private func pauseClient(_ pause: Bool) {
+        guard pause != clientReadsPaused else { return }
+        clientReadsPaused = pause
+        downstream.pauseClientReads(pause)
+    }
+
+    // MARK: Backend side
+
+    private enum Failure {
+        case refused(String), timeout
+    }
+
+    private func connectNext(lastFailure: Failure?) {
+        guard !finished else { return }
+        guard attempt < candidates.count else {
+            switch lastFailure {
+            case .timeout: fail(.gatewayTimeout, "backend connect timed out", result: "backend_timeout", keepAlive: true)
+            case .refused(let reason): fail(.badGateway, "backend unreachable: \(reason)", result: "backend_refused", keepAlive: true)
+            case nil: fail(.badGateway, "no backend available", result: "no_backend", keepAlive: true)
+            }
+            return
+        }
+        let index = candidates[attempt]
+        attempt += 1
+        let backend = backends.backend(index)
+        let startedAt = NIODeadline.now()
+        pool.acquire(backend, settings: poolSettings, on: eventLoop).hop(to: eventLoop).assumeIsolated().whenComplete { [self] result in
+            switch result {
+            case .success(let connection):
+                if !connection.reused {
+                    backends.connectSucceeded(index)
+                    route.metrics?.connectTime.recordNanoseconds((NIODeadline.now() - startedAt).nanoseconds)
+                }
+                guard !finished else {
+                    pool.release(connection, backend: backend, settings: poolSettings, reusable: true)
+                    return
+                }
+                attach(connection, index: index)
+            case .failure(let error):
+                backends.connectFailed(index)
+                if error is ChannelError, case .connectTimeout = error as! ChannelError {
+                    connectNext(lastFailure: .timeout)
+                } else {
+                    connectNext(lastFailure: .refused(WebSocketUpgrade.describe(error)))
+                }
+            }
+        }
+    }
+
+    private func attach(_ connection: UpstreamConnection, index: Int) {
+        self.connection = connection
+        backendIndex = index
+        backends.began(index)
+        connection.handler.delegate = self
+        connection.handler.paused = !downstream.context.channel.isWritable
+        connection.channel.write(NIOAny(HTTPClientRequestPart.head(upstreamHead(for: backends.backend(index)))), promise: nil)
+        for part in pending { connection.channel.write(NIOAny(part), promise: nil) }
+        pending = []
+        pendingBytes = 0
+        connection.channel.flush()
+        sentAt = .now()
+        pauseClient(!connection.channel.isWritable)
+        if requestDone { armResponseTimer() }
+        connection.channel.read()
+    }
+
+    /// The request as the backend sees it: end-to-end headers only, Sluice's identity and
+    /// forwarding headers, and framing Sluice chose.
+    private func upstreamHead(for backend: Backend) -> HTTPRequestHead {
+        var headers = ForwardedHeaders.endToEnd(request.head.headers)
+        for name in route.identityHeaders { headers.remove(name: name) }
+        headers.remove(name: "expect")
+        headers.remove(name: "host")
+        for (name, value) in request.identity?.headers ?? [] { headers.add(name: name, value: value) }
+        let host = route.configuration.hostHeader == .backend ? backend.hostHeader : (request.head.headers.first(name: "host") ?? backend.hostHeader)
+        headers.add(name: "Host", value: host)
+        if requestChunked { headers.add(name: "Transfer-Encoding", value: "chunked") }
+        ForwardedHeaders.addForwarding(to: &headers, client: request.client)
+        headers.add(name: "Via", value: "1.1 sluice")
+        return HTTPRequestHead(version: .http1_1, method: request.head.method, uri: backend.target(for: request.target), headers: headers)
+    }
+
+    func upstreamRead(_ part: HTTPClientResponsePart) {
+        guard !finished else { return }
+        switch part {
+        case .head(let head):
+            if head.status.code < 200 { return }  // interim answers; Sluice sent its own 100
+            responseTimer?.cancel()
+            responseHead = head
+            route.metrics?.responseTime.recordNanoseconds((NIODeadline.now() - sentAt).nanoseconds)
+            downstream.context.write(NIOAny(HTTPServerResponsePart.head(clientHead(for: head))), promise: nil)
+            if request.head.method == .HEAD || [204, 304].contains(head.status.code) { downstream.context.flush() }
+            armIdleTimer()
+        case .body(let buffer):
+            responseBytes += buffer.readableBytes
+            // Each chunk goes out as it came: server-sent events and streamed responses are
+            // never held back.
+            downstream.context.writeAndFlush(NIOAny(HTTPServerResponsePart.body(.byteBuffer(buffer))), promise: nil)
+            if !downstream.context.channel.isWritable { connection?.handler.paused = true }
+            armIdleTimer()
+        case .end:
+            responseDone = true
+            responseEndedEarly = !requestDone
+            endWritten = downstream.context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)))
+            complete()
+        }
+    }
+
+    /// The response head as the client sees it.
+    private func clientHead(for head: HTTPResponseHead) -> HTTPResponseHead {
+        var headers = ForwardedHeaders.endToEnd(head.headers)
+        headers.add(name: "Via", value: "1.1 sluice")
+        if let index = backendIndex, case .cookie(let name) = backends.balance.sticky,
+            CookieHeader.value(named: name, in: request.head.headers) != backends.stickyIDs[index]
+        {
+            headers.add(name: "Set-Cookie", value: "\(name)=\(backends.stickyIDs[index]); Path=/; HttpOnly; SameSite=Lax")
+        }
+        if !clientKeepAlive(head) { headers.replaceOrAdd(name: "Connection", value: "close") }
+        return HTTPResponseHead(version: .http1_1, status: head.status, headers: headers)
+    }
+
+    private func clientKeepAlive(_ response: HTTPResponseHead?) -> Bool {
+        request.head.isKeepAlive && (response.map { !$0.headers[canonicalForm: "connection"].contains { $0.lowercased() == "close" } } ?? true)
+    }
+
+    func upstreamClosed(_ error: (any Error)?) {
+        guard !finished, !responseDone else { return }
+        let reused = connection?.reused ?? false
+        connection = nil
+        if let index = backendIndex {
+            backends.ended(index)
+            backendIndex = nil
+        }
+        guard responseHead == nil else {
+            // Part of the response went out: the client's copy is cut short; close it.
+            abortBoth()
+            return
+        }
+        if reused && retriable && attempt <= candidates.count + 1 {
+            // A kept-alive connection the backend had closed: send the request again.
+            attempt = max(0, attempt - 1)
+            connectNext(lastFailure: nil)
+            return
+        }
+        let reason = error.map { WebSocketUpgrade.describe($0) } ?? "closed the connection"
+        fail(.badGateway, "backend failed before answering (\(reason))", result: "backend_error", keepAlive: false)
+    }
+
+    func upstreamWritable() {
+        if clientReadsPaused { pauseClient(false) }
+    }
+
+    // MARK: Endings
+
+    private func complete() {
+        guard !finished, responseDone else { return }
+        guard requestDone else {
+            // The backend answered before the request body ended (an early 413, say): the
+            // client connection cannot carry another request; let the rest of the body drain.
+            return
+        }
+        finished = true
+        cancelTimers()
+        let reusableUpstream = !responseEndedEarly && (responseHead.map { $0.isKeepAlive } ?? false)
+        releaseConnection(reusable: reusableUpstream)
+        downstream.finished(
+            responseHead?.status ?? .badGateway, responseBytes, clientKeepAlive(responseHead),
+            endWritten ?? eventLoop.makeSucceededVoidFuture()
+        )
+    }
+
+    private func fail(_ status: HTTPResponseStatus, _ message: String, result: String, keepAlive: Bool) {
+        guard !finished else { return }
+        finished = true
+        cancelTimers()
+        releaseConnection(reusable: false)
+        services.logger.info("proxy request failed", metadata: ["route": "\(route.name)", "status": "\(status.code)", "reason": "\(message)"])
+        // The client's body may be unread: keep the connection only if there was none.
+        downstream.respond(status, message, result, keepAlive && requestDone && request.head.isKeepAlive)
+    }
+
+    private func abortBoth() {
+        guard !finished else { return }
+        finished = true
+        cancelTimers()
+        releaseConnection(reusable: false)
+        downstream.abort()
+    }
+
+    private func releaseConnection(reusable: Bool) {
+        guard let connection else { return }
+        self.connection = nil
+        connection.handler.delegate = nil
+        connection.handler.paused = false
+        if let index = backendIndex {
+            backends.ended(index)
+            backendIndex = nil
+            pool.release(connection, backend: backends.backend(index), settings: poolSettings, reusable: reusable)
+        } else {
+            connection.channel.close(promise: nil)
+        }
+    }
+
+    private func armResponseTimer() {
+        responseTimer?.cancel()
+        responseTimer = eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(settings.responseTimeout)) { [self] in
+            guard responseHead == nil else { return }
+            fail(.gatewayTimeout, "backend did not answer in time", result: "backend_timeout", keepAlive: false)
+        }
+    }
+
+    private func armIdleTimer() {
+        idleTimer?.cancel()
+        idleTimer = eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(settings.idleTimeout)) { [self] in
+            if responseHead == nil {
+                fail(.gatewayTimeout, "request body stalled", result: "timeout", keepAlive: false)
+            } else {
+                abortBoth()
+            }
+        }
+    }
+
+    private func cancelTimers() {
+        responseTimer?.cancel()
+        idleTimer?.cancel()
+    }
+}

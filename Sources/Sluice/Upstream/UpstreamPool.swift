@@ -1,0 +1,248 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+
+/// Which idle connections a pool keeps: a value type with the clock passed in, so the rules
+/// (cap, idle timeout, never reuse a connection whose exchange did not finish cleanly) are
+/// tested without sockets.
+struct ConnectionPoolState<ID: Hashable & Sendable>: Sendable {
+    let maxIdle: Int
+    let idleTimeout: Int64
+    /// Most recently returned last: reuse takes the warmest connection.
+    private(set) var idle: [(id: ID, since: Int64)] = []
+
+    init(maxIdle: Int, idleTimeout: Int64) {
+        self.maxIdle = maxIdle
+        self.idleTimeout = idleTimeout
+    }
+
+    /// An idle connection to reuse, and those found expired on the way (to close).
+    mutating func checkout(now: Int64) -> (ID?, expired: [ID]) {
+        let expired = expire(now: now)
+        guard let last = idle.popLast() else { return (nil, expired) }
+        return (last.id, expired)
+    }
+
+    enum Checkin: Equatable {
+        case keep
+        /// Close it: the exchange did not end cleanly, or the pool is full.
+        case close
+        /// Kept, and the oldest idle connection must close to make room.
+        case keepAndClose(ID)
+    }
+
+    /// A connection comes back after an exchange. `reusable` is false unless the request was
+    /// fully sent, the response fully read, and neither side asked to close.
+    mutating func checkin(_ id: ID, reusable: Bool, now: Int64) -> Checkin {
+        guard reusable, maxIdle > 0 else { return .close }
+        idle.append((id, now))
+        if idle.count > maxIdle { return .keepAndClose(idle.removeFirst().id) }
+        return .keep
+    }
+
+    /// Idle connections past the timeout, removed.
+    mutating func expire(now: Int64) -> [ID] {
+        let expired = idle.filter { now - $0.since >= idleTimeout }.map(\.id)
+        idle.removeAll { now - $0.since >= idleTimeout }
+        return expired
+    }
+
+    /// The backend closed an idle connection.
+    mutating func remove(_ id: ID) {
+        idle.removeAll { $0.id == id }
+    }
+}
+
+/// Keep-alive connections to HTTP backends, per backend and per event loop (a request always
+/// uses a connection on its client's loop, so the exchange needs no locks).
+final class UpstreamPool: Sendable {
+    struct Key: Hashable {
+        var backend: String
+        var loop: ObjectIdentifier
+    }
+
+    private struct Pools: Sendable {
+        var states: [Key: ConnectionPoolState<ObjectIdentifier>] = [:]
+        var connections: [ObjectIdentifier: UpstreamConnection] = [:]
+    }
+
+    private let pools = NIOLockedValueBox(Pools())
+
+    /// An idle connection to `backend` on `eventLoop`, or a new one.
+    func acquire(_ backend: Backend, settings: PoolSettings, on eventLoop: any EventLoop) -> EventLoopFuture<UpstreamConnection> {
+        let key = Key(backend: backend.url.text, loop: ObjectIdentifier(eventLoop))
+        let now = RouteLimiter.now()
+        let (reused, expired) = pools.withLockedValue { pools -> (UpstreamConnection?, [UpstreamConnection]) in
+            var state = pools.states[key] ?? ConnectionPoolState(maxIdle: settings.maxIdle, idleTimeout: settings.idleTimeout)
+            var (id, expiredIDs) = state.checkout(now: now)
+            var expired = expiredIDs.compactMap { pools.connections.removeValue(forKey: $0) }
+            var found: UpstreamConnection?
+            while let candidate = id {
+                if let connection = pools.connections.removeValue(forKey: candidate), connection.channel.isActive {
+                    found = connection
+                    break
+                }
+                (id, expiredIDs) = state.checkout(now: now)
+                expired += expiredIDs.compactMap { pools.connections.removeValue(forKey: $0) }
+            }
+            pools.states[key] = state
+            return (found, expired)
+        }
+        for connection in expired { connection.channel.close(promise: nil) }
+        if let reused {
+            reused.reused = true
+            return eventLoop.makeSucceededFuture(reused)
+        }
+        return UpstreamConnection.connect(backend, timeout: settings.connectTimeout, on: eventLoop)
+    }
+
+    /// Gives a connection back after an exchange; closes it unless it is `reusable`.
+    func release(_ connection: UpstreamConnection, backend: Backend, settings: PoolSettings, reusable: Bool) {
+        let key = Key(backend: backend.url.text, loop: ObjectIdentifier(connection.channel.eventLoop))
+        let id = ObjectIdentifier(connection)
+        let now = RouteLimiter.now()
+        let decision = pools.withLockedValue { pools -> (ConnectionPoolState<ObjectIdentifier>.Checkin, UpstreamConnection?) in
+            var state = pools.states[key] ?? ConnectionPoolState(maxIdle: settings.maxIdle, idleTimeout: settings.idleTimeout)
+            let checkin = state.checkin(id, reusable: reusable && connection.channel.isActive, now: now)
+            var evicted: UpstreamConnection?
+            switch checkin {
+            case .keep: pools.connections[id] = connection
+            case .keepAndClose(let old):
+                pools.connections[id] = connection
+                evicted = pools.connections.removeValue(forKey: old)
+            case .close: break
+            }
+            pools.states[key] = state
+            return (checkin, evicted)
+        }
+        if case .close = decision.0 { connection.channel.close(promise: nil) }
+        decision.1?.channel.close(promise: nil)
+        guard case .close = decision.0 else {
+            // An idle connection the backend closes leaves the pool at once.
+            connection.onIdleClose = { [pools] in
+                pools.withLockedValue { pools in
+                    pools.states[key]?.remove(id)
+                    pools.connections.removeValue(forKey: id)
+                }
+            }
+            return
+        }
+    }
+
+    /// Closes every idle connection (shutdown).
+    func closeAll() {
+        let all = pools.withLockedValue { pools in
+            defer { pools = Pools() }
+            return Array(pools.connections.values)
+        }
+        for connection in all { connection.channel.close(promise: nil) }
+    }
+
+    var idleCount: Int { pools.withLockedValue { $0.connections.count } }
+}
+
+/// The pool's limits, from the route.
+struct PoolSettings: Sendable {
+    var maxIdle: Int
+    /// Nanoseconds.
+    var idleTimeout: Int64
+    var connectTimeout: TimeAmount
+}
+
+/// One HTTP/1.1 connection to a backend and the handler at its end.
+final class UpstreamConnection: @unchecked Sendable {
+    let channel: any Channel
+    let handler: UpstreamHTTPHandler
+    /// Taken from the pool (a stale keep-alive connection may fail before answering).
+    var reused = false
+    /// Called (on the loop) if the backend closes the connection while it sits idle.
+    var onIdleClose: (() -> Void)? {
+        get { handler.onIdleClose }
+        set { handler.onIdleClose = newValue }
+    }
+
+    init(channel: any Channel, handler: UpstreamHTTPHandler) {
+        self.channel = channel
+        self.handler = handler
+    }
+
+    static func connect(_ backend: Backend, timeout: TimeAmount, on eventLoop: any EventLoop) -> EventLoopFuture<UpstreamConnection> {
+        let handler = UpstreamHTTPHandler()
+        return ClientBootstrap(group: eventLoop)
+            .connectTimeout(timeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    if let tls = backend.tls {
+                        try sync.addHandler(NIOSSLClientHandler(context: tls, serverHostname: backend.serverName))
+                    }
+                    try sync.addHandler(HTTPRequestEncoder())
+                    try sync.addHandler(ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes)))
+                    try sync.addHandler(handler)
+                }
+            }
+            .connect(host: backend.host, port: backend.port)
+            .map { UpstreamConnection(channel: $0, handler: handler) }
+    }
+}
+
+/// The end of a backend connection's pipeline: hands response parts to the exchange using the
+/// connection, and holds reads back while the client cannot take more.
+final class UpstreamHTTPHandler: ChannelDuplexHandler, @unchecked Sendable {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundIn = HTTPClientRequestPart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    /// What the exchange in progress wants to hear.
+    protocol Delegate: AnyObject {
+        func upstreamRead(_ part: HTTPClientResponsePart)
+        func upstreamClosed(_ error: (any Error)?)
+        func upstreamWritable()
+    }
+
+    weak var delegate: (any Delegate)?
+    var onIdleClose: (() -> Void)?
+    /// The client is not writable: stop reading the backend.
+    var paused = false {
+        didSet { if !paused && oldValue && readHeld { readHeld = false; context?.read() } }
+    }
+    private var readHeld = false
+    private var context: ChannelHandlerContext?
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        delegate?.upstreamRead(unwrapInboundIn(data))
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if paused { readHeld = true } else { context.read() }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { delegate?.upstreamWritable() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        let delegate = self.delegate
+        self.delegate = nil
+        delegate?.upstreamClosed(error)
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if let delegate {
+            self.delegate = nil
+            delegate.upstreamClosed(nil)
+        } else {
+            onIdleClose?()
+        }
+        onIdleClose = nil
+        context.fireChannelInactive()
+    }
+}

@@ -1,0 +1,273 @@
+import Foundation
+import Testing
+
+/// Plain HTTP/1.1 proxying over loopback: curl and raw sockets as clients, Python's http.server
+/// as backends.
+@Suite("HTTP reverse proxy over loopback")
+struct HTTPProxyTests {
+    static func gateway(_ backends: [PythonPeer], route: [String] = [], prefix: String = "/app") async throws -> TestGateway {
+        var lines = [
+            "listeners: [ { name: plain, address: 127.0.0.1:0 } ]",
+            "routes:",
+            "  - name: app",
+            "    match: { path_prefix: \(prefix) }",
+            "    backends: [\(backends.map { "\"http://127.0.0.1:\($0.port)\"" }.joined(separator: ", "))]",
+        ]
+        lines += route.map { "    " + $0 }
+        return try await TestGateway(yaml: lines.joined(separator: "\n"))
+    }
+
+    func url(_ gateway: TestGateway, _ path: String) -> String { "http://127.0.0.1:\(gateway.port("plain"))\(path)" }
+
+    @Test("a request reaches the backend with end-to-end headers, forwarding headers and Via; hop-by-hop and spoofed identity headers are gone; the prefix can be stripped")
+    func headers() async throws {
+        let backend = try PythonPeer(["http-backend", "one"])
+        let gateway = try await Self.gateway([backend], route: ["http: { strip_prefix: true }"])
+        let result = try await Curl.run([
+            "-H", "X-Sluice-User: root", "-H", "Connection: keep-alive, X-Drop", "-H", "X-Drop: 1", "-H", "X-Keep: 2",
+            "-H", "X-Forwarded-For: 10.9.9.9", url(gateway, "/app/a/../b?q=1"),
+        ])
+        await gateway.stop()
+        backend.stop()
+        #expect(result.status == 200)
+        #expect(result.headers["via"] == "1.1 sluice")
+        let seen = try #require(result.json, "\(result.body)")
+        #expect(seen["path"] as? String == "/b?q=1")
+        let headers = try #require(seen["headers"] as? [String: String])
+        #expect(headers["x-keep"] == "2")
+        #expect(headers["x-drop"] == nil)
+        #expect(headers["x-sluice-user"] == nil)
+        #expect(headers["x-forwarded-for"] == "127.0.0.1")
+        #expect(headers["x-forwarded-proto"] == "http")
+        #expect(headers["via"] == "1.1 sluice")
+        #expect(result.headers["keep-alive"] == nil, "hop-by-hop response header passed through")
+    }
+
+    @Test("keep-alive: pipelined requests are answered in order, over one reused backend connection")
+    func pipelining() async throws {
+        let backend = try PythonPeer(["http-backend", "one"])
+        let gateway = try await Self.gateway([backend])
+        let requests = ((1...3).map { "GET /app/r\($0) HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n" } + ["GET /app/stats HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n"]).joined()
+        let result = try await PythonPeer.run(["http-exchange", "127.0.0.1", "\(gateway.port("plain"))", requests, "4"])
+        var responses = try #require(result["responses"] as? [[String: Any]])
+        #expect(responses.count == 4)
+        let stats = responses.popLast().flatMap { try? JSONSerialization.jsonObject(with: Data(($0["body"] as? String ?? "").utf8)) as? [String: Any] }
+        let paths = responses.compactMap { response in
+            (try? JSONSerialization.jsonObject(with: Data((response["body"] as? String ?? "").utf8)) as? [String: Any])?["path"] as? String
+        }
+        #expect(paths == ["/app/r1", "/app/r2", "/app/r3"])
+        #expect(result["closed"] as? Bool == false, "keep-alive: the client connection stays open")
+        #expect((stats?["connections"] as? Int) == 1, "one backend connection carried every request: \(String(describing: stats))")
+        await gateway.stop()
+        backend.stop()
+    }
+
+    @Test("1 GiB up and 1 GiB down stream through with the gateway's memory bounded")
+    func largeBodies() async throws {
+        let backend = try PythonPeer(["http-backend", "one"])
+        let gateway = try await Self.gateway([backend])
+        let before = residentBytes()
+        let upload = try await Curl.run([], shell: "head -c 1073741824 /dev/zero | curl -s --max-time 300 -T - -H 'Content-Type: application/octet-stream' \(url(gateway, "/app/upload"))", timeout: 300)
+        let uploaded = try #require(try JSONSerialization.jsonObject(with: Data(upload.body.utf8)) as? [String: Any], "\(upload.body)")
+        #expect(uploaded["received"] as? Int == 1 << 30)
+        let afterUpload = residentBytes()
+        let download = try await Curl.run([], shell: "curl -s --max-time 300 -o /dev/null -w '%{http_code} %{size_download}' \(url(gateway, "/app/download?bytes=1073741824"))", timeout: 300)
+        let afterDownload = residentBytes()
+        await gateway.stop()
+        backend.stop()
+        #expect(download.body == "200 1073741824", "\(download.body)")
+        #expect(afterUpload - before < 128 << 20, "RSS grew \((afterUpload - before) >> 20) MiB on upload")
+        #expect(afterDownload - before < 128 << 20, "RSS grew \((afterDownload - before) >> 20) MiB on download")
+    }
+
+    @Test("server-sent events reach the client one by one, as the backend sends them")
+    func serverSentEvents() async throws {
+        let backend = try PythonPeer(["http-backend", "one"])
+        let gateway = try await Self.gateway([backend])
+        let script = """
+            import socket, time, json
+            s = socket.create_connection(("127.0.0.1", \(gateway.port("plain"))))
+            s.sendall(b"GET /app/sse HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+            start, seen, data = time.monotonic(), [], b""
+            while len(seen) < 4:
+                chunk = s.recv(4096)
+                if not chunk: break
+                data += chunk
+                while b"data: event" in data:
+                    i = data.index(b"data: event")
+                    seen.append(round(time.monotonic() - start, 3))
+                    data = data[i + 11:]
+            print(json.dumps({"times": seen}))
+            """
+        let result = try await Curl.run([], shell: "python3 -c '\(script)'", timeout: 30)
+        await gateway.stop()
+        backend.stop()
+        let times = try #require((try? JSONSerialization.jsonObject(with: Data(result.body.utf8)) as? [String: Any])?["times"] as? [Double], "\(result.body)")
+        #expect(times.count == 4)
+        let gaps = zip(times.dropFirst(), times).map { $0 - $1 }
+        #expect(gaps.allSatisfy { $0 > 0.15 }, "events arrived together, not as sent: \(times)")
+    }
+
+    @Test("502 for a refused backend, 504 for a slow one, 413 over max_request_body, a backend dying mid-response cuts the client off")
+    func errors() async throws {
+        let backend = try PythonPeer(["http-backend", "one"])
+        let gateway = try await TestGateway(yaml: """
+            listeners: [ { name: plain, address: 127.0.0.1:0 } ]
+            routes:
+              - name: app
+                match: { path_prefix: /app }
+                backends: ["http://127.0.0.1:\(backend.port)"]
+                http: { response_timeout: 1s, max_request_body: 1KiB }
+              - name: dead
+                match: { path_prefix: /dead }
+                backends: ["http://127.0.0.1:1"]
+            """)
+        let refused = try await Curl.run([url(gateway, "/dead/x")])
+        #expect(refused.status == 502)
+        #expect(refused.body.contains("backend unreachable"))
+        let slow = try await Curl.run([url(gateway, "/app/slow")])
+        #expect(slow.status == 504)
+        let large = try await Curl.run(["-X", "POST", "--data-binary", String(repeating: "x", count: 4096), url(gateway, "/app/upload")])
+        #expect(large.status == 413)
+        let chunkedLarge = try await Curl.run([], shell: "head -c 100000 /dev/zero | curl -s -i -T - \(url(gateway, "/app/upload"))")
+        #expect(chunkedLarge.status == 413)
+        let small = try await Curl.run(["-X", "POST", "--data-binary", "hello", url(gateway, "/app/upload")])
+        #expect(small.status == 200 && small.json?["received"] as? Int == 5)
+        let died = try await Curl.run([url(gateway, "/app/die")])
+        #expect(died.status == 200 && died.exitCode != 0, "curl must see the response cut short (exit \(died.exitCode))")
+        await gateway.stop()
+        backend.stop()
+    }
+
+    @Test("request smuggling shapes are refused with 400 and a closed connection")
+    func smuggling() async throws {
+        let backend = try PythonPeer(["http-backend", "one"])
+        let gateway = try await Self.gateway([backend])
+        let port = "\(gateway.port("plain"))"
+        let cases = [
+            "POST /app/x HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 5\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n0\\r\\n\\r\\n",
+            "POST /app/x HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 5\\r\\nContent-Length: 6\\r\\n\\r\\nhello!",
+            "POST /app/x HTTP/1.1\\r\\nHost: x\\r\\nTransfer-Encoding: gzip, chunked\\r\\n\\r\\n0\\r\\n\\r\\n",
+            "POST /app/x HTTP/1.1\\r\\nHost: x\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\nzz\\r\\nhello\\r\\n0\\r\\n\\r\\n",
+            "GET /app/x HTTP/1.1\\r\\nHost: x\\r\\nX-Folded: a\\r\\n  b\\r\\n\\r\\n",
+        ]
+        for payload in cases {
+            let result = try await PythonPeer.run(["http-exchange", "127.0.0.1", port, payload, "1"])
+            let status = (result["responses"] as? [[String: Any]])?.first?["status"] as? Int
+            #expect(status == 400, "\(payload) → \(result)")
+            #expect(result["closed"] as? Bool == true, "\(payload) left the connection open")
+        }
+        let stats = try await Curl.run([url(gateway, "/app/stats")])
+        #expect((stats.json?["requests"] as? Int) == 1, "no smuggled request reached the backend: \(stats.body)")
+        await gateway.stop()
+        backend.stop()
+    }
+
+    @Test("HEAD, 204 and 304 carry no body; Expect: 100-continue is answered; a chunked upload is re-framed")
+    func bodiless() async throws {
+        let backend = try PythonPeer(["http-backend", "one"])
+        let gateway = try await Self.gateway([backend])
+        let head = try await Curl.run(["-I", url(gateway, "/app/x")])
+        #expect(head.status == 200 && head.body.isEmpty)
+        let requests = "GET /app/204 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\nGET /app/304 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\nGET /app/after HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n"
+        let result = try await PythonPeer.run(["http-exchange", "127.0.0.1", "\(gateway.port("plain"))", requests, "3"])
+        let responses = try #require(result["responses"] as? [[String: Any]])
+        #expect(responses.compactMap { $0["status"] as? Int } == [204, 304, 200], "\(result)")
+        #expect((responses.last?["body"] as? String)?.contains("/app/after") == true)
+        let expect = try await Curl.run(["-H", "Expect: 100-continue", "-X", "POST", "--data-binary", String(repeating: "y", count: 2000), url(gateway, "/app/upload")])
+        #expect(expect.status == 200 && expect.json?["received"] as? Int == 2000)
+        #expect((expect.json?["headers"] as? [String: String])?["expect"] == nil)
+        let chunked = try await Curl.run(["-H", "Transfer-Encoding: chunked", "--data-binary", "abcdef", url(gateway, "/app/upload")])
+        #expect(chunked.json?["received"] as? Int == 6)
+        await gateway.stop()
+        backend.stop()
+    }
+
+    @Test("balancing: round robin alternates, a cookie or the client address pins a backend, a dead backend is skipped")
+    func balancing() async throws {
+        let one = try PythonPeer(["http-backend", "one"])
+        let two = try PythonPeer(["http-backend", "two"])
+        let robin = try await Self.gateway([one, two])
+        var seen: [String] = []
+        for _ in 0..<4 { seen.append(try await Curl.run([url(robin, "/app/who")]).headers["x-backend"] ?? "?") }
+        #expect(Set(seen) == ["one", "two"], "\(seen)")
+        await robin.stop()
+
+        let cookie = try await Self.gateway([one, two], route: ["balance: { sticky: cookie }"])
+        let first = try await Curl.run([url(cookie, "/app/who")])
+        let setCookie = try #require(first.headers["set-cookie"], "\(first.headers)")
+        let value = String(setCookie.split(separator: ";")[0])
+        for _ in 0..<4 {
+            let again = try await Curl.run(["-H", "Cookie: \(value)", url(cookie, "/app/who")])
+            #expect(again.headers["x-backend"] == first.headers["x-backend"])
+            #expect(again.headers["set-cookie"] == nil)
+        }
+        await cookie.stop()
+
+        let hashed = try await Self.gateway([one, two], route: ["balance: { sticky: ip }"])
+        var pinned = Set<String>()
+        for _ in 0..<4 { pinned.insert(try await Curl.run([url(hashed, "/app/who")]).headers["x-backend"] ?? "?") }
+        #expect(pinned.count == 1)
+        await hashed.stop()
+
+        let withDead = try await TestGateway(yaml: """
+            listeners: [ { name: plain, address: 127.0.0.1:0 } ]
+            routes:
+              - name: app
+                match: { path_prefix: /app }
+                backends: ["http://127.0.0.1:1", "http://127.0.0.1:\(one.port)"]
+                balance: { policy: least_connections, max_fails: 1, cool_down: 30s }
+            """)
+        for _ in 0..<4 {
+            #expect(try await Curl.run([url(withDead, "/app/who")]).headers["x-backend"] == "one")
+        }
+        await withDead.stop()
+        one.stop()
+        two.stop()
+    }
+}
+
+/// python-socketio through Sluice: long-polling first, then the WebSocket upgrade, which must
+/// reach the backend that holds the session.
+@Suite("Socket.IO through Sluice")
+struct SocketIOTests {
+    static let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Peers/socketio_peer.py").path
+
+    static func gateway(_ one: PythonPeer, _ two: PythonPeer, sticky: Bool) async throws -> TestGateway {
+        try await TestGateway(yaml: """
+            listeners: [ { name: plain, address: 127.0.0.1:0 } ]
+            routes:
+              - name: realtime
+                match: { path_prefix: /socket.io }
+                backends: ["http://127.0.0.1:\(one.port)", "http://127.0.0.1:\(two.port)"]
+                balance: { sticky: \(sticky ? "cookie" : "none") }
+            """)
+    }
+
+    @Test("with cookie stickiness a client polls, upgrades and talks to one backend; without it, two backends break the session")
+    func stickiness() async throws {
+        let one = try PythonPeer(["server", "one"], script: Self.script)
+        let two = try PythonPeer(["server", "two"], script: Self.script)
+        let sticky = try await Self.gateway(one, two, sticky: true)
+        for _ in 0..<3 {
+            let result = try await PythonPeer.run(["client", "http://127.0.0.1:\(sticky.port("plain"))"], script: Self.script)
+            #expect(result["error"] == nil, "\(result)")
+            #expect(result["transport"] as? String == "websocket", "\(result)")
+            #expect((result["servers"] as? [String])?.count == 1, "\(result)")
+            #expect((result["server_transports"] as? [String]) == Array(repeating: "websocket", count: 5), "\(result)")
+            #expect((result["echoes"] as? [String]) == (0..<5).map { "message \($0)" })
+        }
+        await sticky.stop()
+
+        let loose = try await Self.gateway(one, two, sticky: false)
+        var failures = 0
+        for _ in 0..<3 {
+            let result = try await PythonPeer.run(["client", "http://127.0.0.1:\(loose.port("plain"))"], script: Self.script)
+            if result["error"] != nil || (result["servers"] as? [String])?.count != 1 || result["transport"] as? String != "websocket" { failures += 1 }
+        }
+        #expect(failures > 0, "round robin over two Socket.IO backends should break sessions; stickiness is what prevents it")
+        await loose.stop()
+        one.stop()
+        two.stop()
+    }
+}

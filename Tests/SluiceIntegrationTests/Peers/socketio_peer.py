@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Socket.IO peers (python-socketio, which no one here wrote) for the sticky-session tests.
+
+  server NAME   an AsyncServer on aiohttp; prints "PORT <n>"; answers 'echo' with its own name
+  client URL    a Client that starts on HTTP long-polling and upgrades to WebSocket; prints JSON
+"""
+import asyncio
+import json
+import os
+import stat
+import sys
+import threading
+import time
+
+
+def exit_when_parent_goes():
+    # The test holds our stdin pipe; EOF means it is gone (see peer.py).
+    if not stat.S_ISFIFO(os.fstat(0).st_mode):
+        return
+
+    def watch():
+        while os.read(0, 4096):
+            pass
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def server(name):
+    import socketio
+    from aiohttp import web
+    sio = socketio.AsyncServer(async_mode="aiohttp", cors_allowed_origins="*")
+
+    @sio.on("echo")
+    async def echo(sid, data):
+        return {"data": data, "server": name, "transport": sio.transport(sid)}
+
+    app = web.Application()
+    sio.attach(app)
+
+    async def main():
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        print(f"PORT {port}", flush=True)
+        await asyncio.Future()
+
+    asyncio.run(main())
+
+
+def client(url):
+    import socketio
+    result = {"connected": False}
+    sio = socketio.Client(reconnection=False, request_timeout=5)
+    try:
+        sio.connect(url, transports=["polling", "websocket"], wait_timeout=10)
+        result["connected"] = True
+        first = sio.call("echo", "over whatever transport", timeout=5)
+        result["first"] = first
+        # Give the upgrade to WebSocket time to finish, then talk over it.
+        deadline = time.time() + 10
+        while sio.transport() != "websocket" and time.time() < deadline:
+            time.sleep(0.05)
+        result["transport"] = sio.transport()
+        answers = [sio.call("echo", f"message {i}", timeout=5) for i in range(5)]
+        result["servers"] = sorted({a["server"] for a in answers + [first]})
+        result["server_transports"] = [a["transport"] for a in answers]
+        result["echoes"] = [a["data"] for a in answers]
+        sio.disconnect()
+    except Exception as error:
+        result["error"] = f"{type(error).__name__}: {error}"
+    return result
+
+
+if __name__ == "__main__":
+    exit_when_parent_goes()
+    if sys.argv[1] == "server":
+        server(sys.argv[2])
+    else:
+        print(json.dumps(client(sys.argv[2])), flush=True)

@@ -1,0 +1,97 @@
+import NIOHTTP1
+import Testing
+@testable import Sluice
+@testable import SluiceConfig
+
+/// The pool's rules, header filtering and backend choice, with no sockets.
+@Suite("Reverse proxy units")
+struct ProxyUnitTests {
+    @Test("the pool reuses the warmest idle connection, caps idle ones, expires old ones, never keeps an unclean one")
+    func poolState() {
+        var pool = ConnectionPoolState<Int>(maxIdle: 2, idleTimeout: 100)
+        #expect(pool.checkin(1, reusable: true, now: 0) == .keep)
+        #expect(pool.checkin(2, reusable: true, now: 10) == .keep)
+        #expect(pool.checkin(3, reusable: true, now: 20) == .keepAndClose(1))
+        #expect(pool.checkin(4, reusable: false, now: 20) == .close)
+        let (warmest, expired) = pool.checkout(now: 30)
+        #expect(warmest == 3 && expired.isEmpty)
+        #expect(pool.expire(now: 115) == [2])
+        #expect(pool.checkout(now: 115).0 == nil)
+        var none = ConnectionPoolState<Int>(maxIdle: 0, idleTimeout: 100)
+        #expect(none.checkin(1, reusable: true, now: 0) == .close)
+        _ = pool.checkin(5, reusable: true, now: 200)
+        pool.remove(5)
+        #expect(pool.idle.isEmpty)
+    }
+
+    @Test("hop-by-hop headers and any named in Connection are removed; end-to-end ones stay")
+    func hopByHop() {
+        let headers = HTTPHeaders([
+            ("Connection", "keep-alive, X-Private"), ("Keep-Alive", "timeout=5"), ("X-Private", "1"), ("TE", "trailers"),
+            ("Transfer-Encoding", "chunked"), ("Upgrade", "h2c"), ("Proxy-Connection", "x"), ("Trailer", "x"),
+            ("Content-Length", "5"), ("Cookie", "a=b"), ("X-Other", "2"),
+        ])
+        let kept = ForwardedHeaders.endToEnd(headers)
+        #expect(kept.map(\.name).sorted() == ["Content-Length", "Cookie", "X-Other"])
+    }
+
+    @Test("forwarding headers: a client's own X-Forwarded-For is dropped unless it is a trusted proxy")
+    func forwarding() {
+        var headers = HTTPHeaders([("X-Forwarded-For", "10.0.0.9"), ("Forwarded", "for=10.0.0.9")])
+        ForwardedHeaders.addForwarding(to: &headers, client: .init(address: "192.0.2.1", host: "h", tls: true))
+        #expect(headers["x-forwarded-for"] == ["192.0.2.1"])
+        #expect(headers["forwarded"] == [#"for=192.0.2.1;host="h";proto=https"#])
+        var trusted = HTTPHeaders([("X-Forwarded-For", "10.0.0.9")])
+        ForwardedHeaders.addForwarding(to: &trusted, client: .init(address: "192.0.2.1", host: "h", tls: false, trustsIncomingChain: true))
+        #expect(trusted["x-forwarded-for"] == ["10.0.0.9, 192.0.2.1"])
+    }
+
+    static func backends(_ count: Int, _ balance: BalancingConfiguration) -> BackendSet {
+        BackendSet(backends: (0..<count).map { index in
+            Backend(url: try! BackendURL.parse("http://127.0.0.1:\(9000 + index)"), host: "127.0.0.1", port: 9000 + index, path: "/", tls: nil, serverName: nil)
+        }, balance: balance)
+    }
+
+    @Test("client-address stickiness is consistent: adding a backend moves only the clients it wins")
+    func rendezvous() {
+        var balance = BalancingConfiguration()
+        balance.sticky = .clientIP
+        let three = Self.backends(3, balance)
+        let four = Self.backends(4, balance)
+        var moved = 0
+        for last in 1...200 {
+            let client = IPAddress("10.1.\(last / 256).\(last % 256)")!
+            let before = three.candidates(attempts: 1, client: client)[0]
+            let after = four.candidates(attempts: 1, client: client)[0]
+            #expect(three.candidates(attempts: 1, client: client)[0] == before, "stable for the same client")
+            if before != after {
+                moved += 1
+                #expect(after == 3, "a client moved to a backend other than the new one")
+            }
+        }
+        #expect(moved > 20 && moved < 90, "about a quarter of the clients should move, moved \(moved)")
+    }
+
+    @Test("least connections prefers the idlest; max_fails connect failures skip a backend for the cool-down")
+    func leastConnectionsAndHealth() {
+        var balance = BalancingConfiguration()
+        balance.policy = .leastConnections
+        balance.maxFails = 2
+        let set = Self.backends(3, balance)
+        set.began(0)
+        set.began(0)
+        set.began(1)
+        #expect(set.candidates(attempts: 3)[0] == 2)
+        set.connectFailed(2)
+        #expect(!set.isSkipped(2))
+        set.connectFailed(2)
+        #expect(set.isSkipped(2))
+        #expect(!set.candidates(attempts: 3).contains(2))
+        #expect(set.candidates(attempts: 3)[0] == 1)
+        var cookie = BalancingConfiguration()
+        cookie.sticky = .cookie(name: "sb")
+        let sticky = Self.backends(3, cookie)
+        #expect(sticky.candidates(attempts: 3, stickyCookie: sticky.stickyIDs[2])[0] == 2)
+        #expect(Set(sticky.stickyIDs).count == 3)
+    }
+}
