@@ -271,3 +271,85 @@ struct SocketIOTests {
         two.stop()
     }
 }
+
+/// Debian's node-sockjs server behind Sluice and Debian's sockjs-client in headless Chromium
+/// through Sluice, each transport forced in turn. Needs chromium and node-sockjs (`.ci/run`
+/// installs them); without them the suite says so and is skipped.
+@Suite("SockJS through Sluice", .enabled(if: sockJSPeersInstalled(), "needs chromium, node, node-sockjs and node-sockjs-client (apt)"))
+struct SockJSTests {
+    static let peers = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Peers")
+    static let browser = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Conformance/browser/browser_test.py").path
+
+
+    @Test("websocket, xhr-streaming, xhr-polling and eventsource all echo; streamed pushes arrive one by one")
+    func transports() async throws {
+        let server = try NodePeer(Self.peers.appendingPathComponent("sockjs_server.js").path)
+        let gateway = try await TestGateway(yaml: """
+            listeners: [ { name: plain, address: 127.0.0.1:0 } ]
+            routes:
+              - name: app
+                match: { path_prefix: / }
+                backends: ["http://127.0.0.1:\(server.port)"]
+            """)
+        let result = try await PythonPeer.run(["--page", "http://127.0.0.1:\(gateway.port("plain"))/page"], script: Self.browser, timeout: 120)
+        await gateway.stop()
+        server.stop()
+        for transport in ["websocket", "xhr-streaming", "xhr-polling", "eventsource"] {
+            let outcome = try #require(result[transport] as? [String: Any], "\(transport): \(result)")
+            #expect(outcome["echo"] as? Bool == true, "\(transport): \(outcome)")
+            #expect(outcome["used"] as? String == transport, "\(transport): \(outcome)")
+            let ticks = outcome["ticks"] as? [Int] ?? []
+            #expect(ticks.count == 3, "\(transport): \(outcome)")
+            if transport != "xhr-polling" {
+                // Streaming transports: each push arrives when sent (300 ms apart), not batched.
+                let gaps = zip(ticks.dropFirst(), ticks).map { $0 - $1 }
+                #expect(gaps.allSatisfy { $0 > 150 }, "\(transport) pushes arrived together: \(ticks)")
+            }
+        }
+    }
+}
+
+func sockJSPeersInstalled() -> Bool {
+    ["/usr/bin/chromium", "/usr/bin/node", "/usr/share/nodejs/sockjs/index.js", "/usr/share/nodejs/sockjs-client/dist/sockjs.min.js"]
+        .allSatisfy { FileManager.default.fileExists(atPath: $0) }
+}
+
+/// A Node.js peer that prints "PORT n" and exits when its stdin closes.
+final class NodePeer: @unchecked Sendable {
+    private let process = Process()
+    private let lifeline = Pipe()
+    let port: Int
+
+    init(_ script: String) throws {
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/node")
+        process.arguments = [script]
+        // Debian's node modules live in /usr/share/nodejs, which a node not from Debian does not search.
+        process.environment = ProcessInfo.processInfo.environment.merging(["NODE_PATH": "/usr/share/nodejs"]) { _, new in new }
+        process.standardInput = lifeline
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.standardError
+        try process.run()
+        var line = Data()
+        while true {
+            let byte = output.fileHandleForReading.readData(ofLength: 1)
+            if byte.isEmpty || byte == Data("\n".utf8) { break }
+            line.append(byte)
+        }
+        let text = String(decoding: line, as: UTF8.self)
+        guard text.hasPrefix("PORT "), let port = Int(text.dropFirst(5)) else {
+            process.terminate()
+            throw PeerError(message: "node peer did not report a port: '\(text)'")
+        }
+        self.port = port
+    }
+
+    func stop() {
+        guard process.isRunning else { return }
+        kill(process.processIdentifier, SIGKILL)
+        for _ in 0..<200 where process.isRunning { usleep(10_000) }
+    }
+
+    deinit { stop() }
+}

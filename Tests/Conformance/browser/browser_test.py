@@ -5,6 +5,7 @@ WebSocket result exists, so the DOM is polled instead.
 
 usage: browser_test.py WSS_URL [PROTOCOL]   (exit 0 when every check passed)
        browser_test.py --demo HTTPS_URL      (Sluice's demo page echoes through the gateway)
+       browser_test.py --page URL            (prints the JSON a page puts in its #result element)
 """
 import asyncio
 import json
@@ -65,7 +66,7 @@ async def run(url, protocol, page_url=None, expression="document.getElementById(
                 debugger = pages[0]["webSocketDebuggerUrl"]
                 break
             time.sleep(0.1)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             text = await evaluate(debugger, expression)
             if text:
@@ -88,9 +89,17 @@ def demo(url):
     sys.exit(0 if passed else 1)
 
 
+def page(url):
+    """Loads any page and prints the JSON its #result element ends up holding."""
+    print(json.dumps(asyncio.run(run(None, None, page_url=url))), flush=True)
+    sys.exit(0)
+
+
 def main():
     if sys.argv[1] == "--demo":
         demo(sys.argv[2])
+    if sys.argv[1] == "--page":
+        page(sys.argv[2])
     url = sys.argv[1]
     protocol = sys.argv[2] if len(sys.argv) > 2 else None
     outcome = asyncio.run(run(url, protocol))

@@ -1,0 +1,43 @@
+// A SockJS echo server (Debian's node-sockjs) that also serves a test page and Debian's
+// sockjs-client, so headless Chromium can try each SockJS transport through Sluice.
+// Prints "PORT <n>". Exits when its stdin (held by the test) closes.
+const http = require('http');
+const fs = require('fs');
+const path = require('path');
+const sockjs = require('sockjs');
+
+const clientScript = fs.readFileSync('/usr/share/nodejs/sockjs-client/dist/sockjs.min.js');
+const page = fs.readFileSync(path.join(__dirname, 'sockjs_page.html'));
+
+const echo = sockjs.createServer({ log: () => {}, disconnect_delay: 1000 });
+echo.on('connection', (conn) => {
+  conn.on('data', (message) => {
+    if (message === 'ticks') {
+      // Three messages 300 ms apart: a streaming transport must deliver each as it is sent.
+      let count = 0;
+      const timer = setInterval(() => {
+        conn.write(`tick ${count}`);
+        if (++count === 3) clearInterval(timer);
+      }, 300);
+    } else {
+      conn.write(message);
+    }
+  });
+});
+
+const server = http.createServer((request, response) => {
+  if (request.url === '/sockjs.js') {
+    response.writeHead(200, { 'Content-Type': 'application/javascript' });
+    response.end(clientScript);
+  } else if (request.url.startsWith('/page')) {
+    response.writeHead(200, { 'Content-Type': 'text/html' });
+    response.end(page);
+  } else {
+    response.writeHead(404);
+    response.end();
+  }
+});
+echo.installHandlers(server, { prefix: '/echo' });
+server.listen(0, '127.0.0.1', () => console.log(`PORT ${server.address().port}`));
+process.stdin.on('end', () => process.exit(0));
+process.stdin.resume();
