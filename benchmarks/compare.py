@@ -17,6 +17,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -93,6 +94,16 @@ def bench(*args, timeout):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def render_template(work, name, values):
+    """Writes benchmarks/NAME with its __KEY__ placeholders filled into `work`."""
+    text = open(os.path.join(ROOT, "benchmarks", name)).read()
+    for key, value in values.items():
+        text = text.replace(f"__{key}__", str(value))
+    path = os.path.join(work, name.replace(".template", ""))
+    open(path, "w").write(text)
+    return path
+
+
 class Targets:
     """Starts the echo backend and every proxy in front of it, plain and TLS."""
 
@@ -115,12 +126,7 @@ class Targets:
         self.targets[name] = {"port": port, "tls_port": tls_port, "pid": process.pid}
 
     def template(self, name, values):
-        text = open(os.path.join(ROOT, "benchmarks", name)).read()
-        for key, value in values.items():
-            text = text.replace(f"__{key}__", str(value))
-        path = os.path.join(self.work, name.replace(".template", ""))
-        open(path, "w").write(text)
-        return path
+        return render_template(self.work, name, values)
 
     def start_all(self, include_admin):
         echo = free_port()
@@ -225,11 +231,69 @@ def run_hold(targets, name, connections, duration, interval, tls):
     return rows
 
 
+def run_http(work, options):
+    """Scenario H1: wrk with keep-alive against a fast backend directly, through Sluice and
+    through nginx (same number of workers)."""
+    processes, rows = [], {}
+    try:
+        backend = free_port()
+        static = render_template(work, "nginx-static.conf.template", {"WORK": work, "BACKEND": backend})
+        processes.append(subprocess.Popen(["nginx", "-c", static, "-p", work], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_listening(backend)
+        targets = {"direct": (backend, None)}
+        port = free_port()
+        path = os.path.join(work, "sluice-http.yaml")
+        open(path, "w").write(f"""log_level: error
+listeners: [ {{ name: bench, address: "127.0.0.1:{port}", backlog: 4096 }} ]
+routes:
+  - name: app
+    match: {{ path_prefix: / }}
+    backends: ["http://127.0.0.1:{backend}"]
+    http: {{ pool: {{ max_idle: 64 }} }}
+""")
+        sluice = subprocess.Popen([os.path.join(BIN, "sluice"), "run", "--config", path, "--event-loop-threads", str(options.workers)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        processes.append(sluice)
+        wait_listening(port)
+        targets["sluice"] = (port, sluice.pid)
+        port = free_port()
+        proxy = render_template(work, "nginx-http.conf.template",
+                                 {"WORK": work, "BACKEND": backend, "PORT": port, "WORKERS": options.workers})
+        nginx = subprocess.Popen(["nginx", "-c", proxy, "-p", work], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        processes.append(nginx)
+        wait_listening(port)
+        targets["nginx"] = (port, nginx.pid)
+        for name, (port, pid) in targets.items():
+            pids = process_tree(pid) if pid else []
+            before = cpu_seconds(pids)
+            out = subprocess.run(["wrk", "-t1", "-c50", f"-d{options.duration}s", "--latency", f"http://127.0.0.1:{port}/"],
+                                 capture_output=True, text=True, timeout=options.duration + 60).stdout
+            used = cpu_seconds(pids) - before
+            rate = float(next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec")))
+            latency = {line.split()[0]: line.split()[1] for line in out.splitlines() if line.strip().startswith(("50%", "99%"))}
+            errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+            non2xx = next((int(line.split()[-1]) for line in out.splitlines() if "Non-2xx" in line), 0)
+            rows[name] = {"requests_per_second": rate, "p50": latency.get("50%", "?"), "p99": latency.get("99%", "?"),
+                          "cpu_us_per_request": used * 1e6 / (rate * options.duration) if pids and rate else None,
+                          "errors": errors + non2xx}
+            print(f"H1       {name:13} {rate:>9.0f} req/s p50 {rows[name]['p50']} p99 {rows[name]['p99']} "
+                  f"cpu {rows[name]['cpu_us_per_request'] or 0:.2f}µs/req errors {rows[name]['errors']}", flush=True)
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--duration", type=int, default=10)
-    parser.add_argument("--only", default="S1,S2,S3,S4,S5,S6")
+    parser.add_argument("--only", default="S1,S2,S3,S4,S5,S6,H1")
     parser.add_argument("--results", default=os.path.join(ROOT, "benchmarks", "RESULTS.md"))
     options = parser.parse_args()
     wanted = set(options.only.split(","))
@@ -252,6 +316,8 @@ def main():
             sections.append(("load", "S6", args, run_load(targets, "S6", args, options.duration, ["sluice", "sluice+admin"])))
     finally:
         targets.stop()
+    if "H1" in wanted and shutil.which("wrk"):
+        sections.append(("http", "H1", "wrk -t1 -c50 keep-alive, 64-byte responses from nginx", run_http(work, options)))
     write_results(options, sections)
     shutil.rmtree(work, ignore_errors=True)
 
@@ -301,6 +367,14 @@ def write_results(options, sections):
                 lines += ["", f"**Registry, metrics endpoint and access log on vs off:** throughput "
                               f"{rows['sluice+admin']['messages_per_second'] / s['messages_per_second']:.3f}×, CPU per message "
                               f"{ratio(rows['sluice+admin']['cpu_us_per_msg'], s['cpu_us_per_msg'])} (target: cost under 3%)."]
+        elif kind == "http":
+            lines += [f"## {name} ({args})", "", "| target | requests/s | p50 | p99 | proxy CPU µs/request | errors |", "|---|---|---|---|---|---|"]
+            for target, r in rows.items():
+                cpu_req = f"{r['cpu_us_per_request']:.2f}" if r["cpu_us_per_request"] is not None else "—"
+                lines.append(f"| {target} | {r['requests_per_second']:.0f} | {r['p50']} | {r['p99']} | {cpu_req} | {r['errors']} |")
+            if "sluice" in rows and "nginx" in rows:
+                lines += ["", f"**Sluice / nginx:** requests/s {rows['sluice']['requests_per_second'] / rows['nginx']['requests_per_second']:.2f}× (target ≥ 1.00×), "
+                              f"CPU per request {ratio(rows['sluice']['cpu_us_per_request'], rows['nginx']['cpu_us_per_request'])}."]
         else:
             lines += [f"## {name} ({args})", "",
                       "| target | opened | failed | alive at the end | handshakes/s | proxy RSS MiB (held) | RSS per connection KiB |",

@@ -1,4 +1,5 @@
 import Foundation
+import Sluice
 import Testing
 
 /// The `sluice` command as an operator runs it.
@@ -9,14 +10,18 @@ struct CommandLineTests {
     }
 
     /// Runs `sluice` with `arguments`; returns the exit status and what it printed.
-    static func run(_ arguments: [String]) async throws -> (status: Int32, output: String) {
+    static func run(_ arguments: [String], input: String? = nil) async throws -> (status: Int32, output: String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: SluiceProcess.executable)
         process.arguments = arguments
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = pipe
+        let stdin = Pipe()
+        process.standardInput = stdin
         try process.run()
+        if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
+        try stdin.fileHandleForWriting.close()
         for _ in 0..<600 where process.isRunning { try await Task.sleep(for: .milliseconds(50)) }
         let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         return (process.terminationStatus, output)
@@ -27,6 +32,19 @@ struct CommandLineTests {
         let result = try await Self.run(["check", "--config", "\(Self.root)/\(path)"])
         #expect(result.status == 0, "\(result.output)")
         #expect(result.output.contains("routes:"))
+    }
+
+    @Test("passwd prints an htpasswd line whose bcrypt hash libxcrypt verifies; a user name with ':' is refused")
+    func passwd() async throws {
+        let result = try await Self.run(["passwd", "alice", "--cost", "10"], input: "correct horse\n")
+        #expect(result.status == 0, "\(result.output)")
+        let line = result.output.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(line.hasPrefix("alice:$2b$10$"), "\(line)")
+        let hash = String(line.dropFirst("alice:".count))
+        #expect(PasswordHasher.verify(password: "correct horse", hash: hash))
+        #expect(!PasswordHasher.verify(password: "correct horsE", hash: hash))
+        #expect(try await Self.run(["passwd", "a:b"], input: "x\n").status != 0)
+        #expect(try await Self.run(["passwd", "bob"], input: "").status != 0)
     }
 
     @Test("check refuses a broken config, naming the key path and line")
