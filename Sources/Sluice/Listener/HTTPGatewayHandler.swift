@@ -408,6 +408,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 respond(context: context, status, body: message + "\n", contentType: "text/plain; charset=utf-8", keepAlive: keepAlive)
                 if keepAlive {
                     drainQueued(context)
+                    if case .proxying(let next) = state { next.requestReadComplete() }
                     if case .idle = state { resumeReading(context) }
                 }
             },
@@ -418,6 +419,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
                     state = .idle
                     armHeaderTimer(context: context)
                     drainQueued(context)
+                    if case .proxying(let next) = state { next.requestReadComplete() }
                     if case .idle = state { resumeReading(context) }
                 } else {
                     state = .done

@@ -62,8 +62,24 @@ public final class GatewayMetrics: Sendable {
         counter("sluice_tls_handshake_failures_total", [("listener", listener)]).increment()
     }
 
+    /// Per request, so the counters are kept here rather than looked up in the registry each time.
+    private let httpCounters = NIOLockedValueBox<[HTTPCounterKey: CoreMetrics.Counter]>([:])
+
+    private struct HTTPCounterKey: Hashable {
+        var listener: String
+        var route: String?
+        var status: UInt
+    }
+
     func httpRequest(listener: String, route: String?, status: UInt) {
-        counter("sluice_http_requests_total", [("listener", listener), ("route", route ?? "none"), ("status", String(status))]).increment()
+        let key = HTTPCounterKey(listener: listener, route: route, status: status)
+        let counter = httpCounters.withLockedValue { counters in
+            if let existing = counters[key] { return existing }
+            let made = self.counter("sluice_http_requests_total", [("listener", listener), ("route", route ?? "none"), ("status", String(status))])
+            counters[key] = made
+            return made
+        }
+        counter.increment()
     }
 
     func upgrade(route: String, result: String) {

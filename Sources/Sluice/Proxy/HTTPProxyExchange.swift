@@ -144,7 +144,8 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         requestDone = true
         idleTimer?.cancel()
         if let connection {
-            connection.channel.writeAndFlush(NIOAny(HTTPClientRequestPart.end(nil)), promise: nil)
+            // Flushed with the rest of this read (`requestReadComplete`).
+            connection.channel.write(NIOAny(HTTPClientRequestPart.end(nil)), promise: nil)
             armResponseTimer()
         } else {
             pending.append(.end(nil))
@@ -223,7 +224,10 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         for part in pending { connection.channel.write(NIOAny(part), promise: nil) }
         pending = []
         pendingBytes = 0
-        connection.channel.flush()
+        // A pooled connection is attached inside the client's read: the flush at the end of
+        // that read sends the head and what follows in one write. A new connection attaches
+        // later, on its own.
+        if !connection.reused { connection.channel.flush() }
         sentAt = .now()
         pauseClient(!connection.channel.isWritable)
         if requestDone { armResponseTimer() }
