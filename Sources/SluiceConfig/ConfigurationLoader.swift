@@ -392,6 +392,16 @@ final class Decoder {
         if let value = map.optional("idle_timeout") { settings.idleTimeout = try positive(value) }
         if let value = map.optional("max_request_body") { settings.maxRequestBody = try sizeIn(value, 0...(1 << 50)) }
         if let value = map.optional("strip_prefix") { settings.stripPrefix = try value.bool() }
+        if let value = map.optional("rewrite_prefix") {
+            let text = try value.string()
+            guard text.hasPrefix("/"), !text.contains("?"), !text.contains("#"), !text.contains("..") else {
+                throw value.error("rewrite_prefix must be a plain path starting with '/', got '\(text)'")
+            }
+            settings.rewritePrefix = text
+        }
+        if settings.stripPrefix && settings.rewritePrefix != nil {
+            throw node.error("set strip_prefix or rewrite_prefix, not both")
+        }
         if let pool = map.optional("pool") {
             var poolMap = try pool.mapping()
             if let value = poolMap.optional("max_idle") { settings.poolMaxIdle = try value.int(in: 0...10_000) }
@@ -459,6 +469,8 @@ final class Decoder {
         if let value = map.optional("max_websockets_per_user") { limits.maxWebSocketsPerUser = try value.int(in: 1...10_000_000) }
         if let value = map.optional("upgrade_rate") { limits.upgradeRate = try decodeRate(value) }
         if let value = map.optional("upgrade_rate_per_ip") { limits.upgradeRatePerIP = try decodeRate(value) }
+        if let value = map.optional("request_rate") { limits.requestRate = try decodeRate(value) }
+        if let value = map.optional("request_rate_per_ip") { limits.requestRatePerIP = try decodeRate(value) }
         if let value = map.optional("retry_after") { limits.retryAfter = try positive(value) }
         try map.finish()
         return limits

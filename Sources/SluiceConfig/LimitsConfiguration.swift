@@ -26,6 +26,10 @@ public struct RouteLimits: Sendable, Equatable {
     public var upgradeRate: RateLimit?
     /// Upgrades per second from one client address (429 past it).
     public var upgradeRatePerIP: RateLimit?
+    /// Plain HTTP requests per second on the whole route (429 past it).
+    public var requestRate: RateLimit?
+    /// Plain HTTP requests per second from one client address (429 past it).
+    public var requestRatePerIP: RateLimit?
     /// The `Retry-After` sent with 503s and with 429s for connection caps.
     public var retryAfter: Duration = .seconds(5)
 
@@ -33,6 +37,7 @@ public struct RouteLimits: Sendable, Equatable {
 
     public var isEmpty: Bool {
         maxWebSockets == nil && maxWebSocketsPerIP == nil && maxWebSocketsPerUser == nil && upgradeRate == nil && upgradeRatePerIP == nil
+            && requestRate == nil && requestRatePerIP == nil
     }
 }
 

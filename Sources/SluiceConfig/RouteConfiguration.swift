@@ -113,6 +113,8 @@ public struct HTTPProxySettings: Sendable, Equatable {
     public var maxRequestBody: Int?
     /// Remove the route's `path_prefix` before the backend sees the path.
     public var stripPrefix: Bool = false
+    /// Replace the route's `path_prefix` with this one (`/api` → `/v2/api`, say).
+    public var rewritePrefix: String?
     /// Idle pooled connections kept per backend and event loop.
     public var poolMaxIdle: Int = 16
     public var poolIdleTimeout: Duration = .seconds(30)

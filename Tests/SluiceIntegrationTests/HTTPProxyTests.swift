@@ -43,6 +43,34 @@ struct HTTPProxyTests {
         #expect(result.headers["keep-alive"] == nil, "hop-by-hop response header passed through")
     }
 
+    @Test("https backends: verified against a CA file with the configured name, refused (502) when the name does not match; rewrite_prefix")
+    func httpsBackend() async throws {
+        let directory = NSTemporaryDirectory() + "sluice-https-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try TestCertificateAuthority.write(serverName: "app.test", in: directory)
+        let backend = try PythonPeer(["http-backend", "secure", "\(directory)/server.pem,\(directory)/server-key.pem"])
+        let gateway = try await TestGateway(yaml: """
+            listeners: [ { name: plain, address: 127.0.0.1:0 } ]
+            routes:
+              - name: good
+                match: { path_prefix: /good }
+                backends: ["https://127.0.0.1:\(backend.port)"]
+                backend_tls: { ca_file: \(directory)/ca.pem, server_name: app.test }
+                http: { rewrite_prefix: /v2 }
+              - name: wrong
+                match: { path_prefix: /wrong }
+                backends: ["https://127.0.0.1:\(backend.port)"]
+                backend_tls: { ca_file: \(directory)/ca.pem, server_name: other.test }
+            """)
+        let good = try await Curl.run([url(gateway, "/good/x?y=1")])
+        let wrong = try await Curl.run([url(gateway, "/wrong/x")])
+        await gateway.stop()
+        backend.stop()
+        #expect(good.status == 200 && good.json?["backend"] as? String == "secure", "\(good.body)")
+        #expect(good.json?["path"] as? String == "/v2/x?y=1")
+        #expect(wrong.status == 502, "\(wrong.status) \(wrong.body)")
+    }
+
     @Test("keep-alive: pipelined requests are answered in order, over one reused backend connection")
     func pipelining() async throws {
         let backend = try PythonPeer(["http-backend", "one"])
@@ -108,7 +136,7 @@ struct HTTPProxyTests {
         #expect(gaps.allSatisfy { $0 > 0.15 }, "events arrived together, not as sent: \(times)")
     }
 
-    @Test("502 for a refused backend, 504 for a slow one, 413 over max_request_body, a backend dying mid-response cuts the client off")
+    @Test("502 for a refused backend or a malformed answer, 504 for a slow one, 413 over max_request_body, a backend dying mid-response cuts the client off")
     func errors() async throws {
         let backend = try PythonPeer(["http-backend", "one"])
         let gateway = try await TestGateway(yaml: """
@@ -133,10 +161,30 @@ struct HTTPProxyTests {
         #expect(chunkedLarge.status == 413)
         let small = try await Curl.run(["-X", "POST", "--data-binary", "hello", url(gateway, "/app/upload")])
         #expect(small.status == 200 && small.json?["received"] as? Int == 5)
+        let garbage = try await Curl.run([url(gateway, "/app/garbage")])
+        #expect(garbage.status == 502, "a malformed backend response: \(garbage.status)")
         let died = try await Curl.run([url(gateway, "/app/die")])
         #expect(died.status == 200 && died.exitCode != 0, "curl must see the response cut short (exit \(died.exitCode))")
         await gateway.stop()
         backend.stop()
+    }
+
+    @Test("plain requests: request_rate_per_ip answers 429 with Retry-After; a foreign Origin is 403, a missing one is fine")
+    func requestLimitsAndOrigin() async throws {
+        let backend = try PythonPeer(["http-backend", "one"])
+        let gateway = try await Self.gateway([backend], route: [
+            "limits: { request_rate_per_ip: { rate: 1/m, burst: 2 } }", "origin: { allowed: [\"https://app.test\"] }",
+        ])
+        let foreign = try await Curl.run(["-H", "Origin: https://evil.test", "-X", "POST", "--data-binary", "x", url(gateway, "/app/upload")])
+        let same = try await Curl.run(["-H", "Origin: https://app.test", url(gateway, "/app/a")])
+        let none = try await Curl.run([url(gateway, "/app/b")])
+        let limited = try await Curl.run([url(gateway, "/app/c")])
+        await gateway.stop()
+        backend.stop()
+        #expect(foreign.status == 403)
+        #expect(same.status == 200 && none.status == 200)
+        #expect(limited.status == 429, "the third request from one address, past the burst of 2 (the 403 spent none)")
+        #expect(limited.headers["retry-after"].flatMap(Int.init).map { $0 > 1 } == true)
     }
 
     @Test("request smuggling shapes are refused with 400 and a closed connection")

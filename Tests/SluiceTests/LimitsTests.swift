@@ -64,6 +64,23 @@ struct LimitsUnitTests {
         #expect(admitRated(a, at: Self.second) == nil)
     }
 
+    @Test("plain requests spend only the request-rate buckets")
+    func requestRates() {
+        var limits = RouteLimits()
+        limits.requestRatePerIP = RateLimit(perSecond: 1, burst: 2)
+        limits.requestRate = RateLimit(perSecond: 1, burst: 3)
+        limits.maxWebSockets = 1
+        var state = RouteAdmissionState(limits: limits, now: 0)
+        func request(_ ip: IPAddress, _ now: Int64 = 0) -> LimitRejection? { state.admitRequest(ip: ip, now: now) }
+        #expect(request(a) == nil)
+        #expect(request(a) == nil)
+        #expect(request(a) == .requestRatePerIP(retryAfter: 1))
+        #expect(request(b) == nil)
+        #expect(request(b) == .requestRate(retryAfter: 1))
+        #expect(request(a, Self.second) == nil)
+        #expect(state.isIdle, "requests hold no connection count")
+    }
+
     @Test("a lease counts out once however many paths release it")
     func leaseOnce() {
         var limits = RouteLimits()

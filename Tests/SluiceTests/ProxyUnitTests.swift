@@ -95,3 +95,21 @@ struct ProxyUnitTests {
         #expect(Set(sticky.stickyIDs).count == 3)
     }
 }
+
+@Suite("Path prefixes")
+struct PathPrefixTests {
+    @Test("strip_prefix and rewrite_prefix keep the rest of the path and the query")
+    func rewrite() {
+        var strip = HTTPProxySettings()
+        strip.stripPrefix = true
+        #expect(PathPrefix.rewrite("/app/a/b?x=1", matched: "/app", settings: strip) == "/a/b?x=1")
+        #expect(PathPrefix.rewrite("/app", matched: "/app", settings: strip) == "/")
+        #expect(PathPrefix.rewrite("/app?x=1", matched: "/app", settings: strip) == "/?x=1")
+        var rewrite = HTTPProxySettings()
+        rewrite.rewritePrefix = "/v2/api/"
+        #expect(PathPrefix.rewrite("/app/a?x=1", matched: "/app", settings: rewrite) == "/v2/api/a?x=1")
+        #expect(PathPrefix.rewrite("/app", matched: "/app", settings: rewrite) == "/v2/api")
+        #expect(PathPrefix.rewrite("/app/a", matched: "/", settings: rewrite) == "/app/a")
+        #expect(PathPrefix.rewrite("/app/a", matched: "/app", settings: HTTPProxySettings()) == "/app/a")
+    }
+}

@@ -10,6 +10,8 @@ enum LimitRejection: Error, Equatable, Sendable {
     case maxWebSocketsPerUser(retryAfter: Int)
     case upgradeRate(retryAfter: Int)
     case upgradeRatePerIP(retryAfter: Int)
+    case requestRate(retryAfter: Int)
+    case requestRatePerIP(retryAfter: Int)
 
     /// The `limit` label value.
     var label: String {
@@ -21,6 +23,8 @@ enum LimitRejection: Error, Equatable, Sendable {
         case .maxWebSocketsPerUser: "max_websockets_per_user"
         case .upgradeRate: "upgrade_rate"
         case .upgradeRatePerIP: "upgrade_rate_per_ip"
+        case .requestRate: "request_rate"
+        case .requestRatePerIP: "request_rate_per_ip"
         }
     }
 
@@ -36,7 +40,7 @@ enum LimitRejection: Error, Equatable, Sendable {
         switch self {
         case .maxConnections, .maxConnectionsPerIP: 1
         case .maxWebSockets(let seconds), .maxWebSocketsPerIP(let seconds), .maxWebSocketsPerUser(let seconds),
-            .upgradeRate(let seconds), .upgradeRatePerIP(let seconds):
+            .upgradeRate(let seconds), .upgradeRatePerIP(let seconds), .requestRate(let seconds), .requestRatePerIP(let seconds):
             seconds
         }
     }
@@ -44,7 +48,7 @@ enum LimitRejection: Error, Equatable, Sendable {
     /// The upgrade result label for `sluice_websocket_upgrades_total`.
     var upgradeResult: String {
         switch self {
-        case .upgradeRate, .upgradeRatePerIP: "rate_limited"
+        case .upgradeRate, .upgradeRatePerIP, .requestRate, .requestRatePerIP: "rate_limited"
         default: "limit_rejected"
         }
     }
@@ -58,6 +62,7 @@ enum LimitRejection: Error, Equatable, Sendable {
         case .maxWebSocketsPerIP: "too many WebSockets from this address"
         case .maxWebSocketsPerUser: "too many WebSockets for this user"
         case .upgradeRate, .upgradeRatePerIP: "too many connection attempts; slow down"
+        case .requestRate, .requestRatePerIP: "too many requests; slow down"
         }
     }
 }

@@ -12,11 +12,29 @@ struct RouteAdmissionState {
     private(set) var perUser: [String: Int] = [:]
     private var routeBucket: TokenBucket?
     private var ipBuckets: [IPAddress: TokenBucket] = [:]
+    private var requestBucket: TokenBucket?
+    private var requestIPBuckets: [IPAddress: TokenBucket] = [:]
     private var admissionsSinceSweep = 0
 
     init(limits: RouteLimits, now: Int64) {
         self.limits = limits
         routeBucket = limits.upgradeRate.map { TokenBucket($0, now: now) }
+        requestBucket = limits.requestRate.map { TokenBucket($0, now: now) }
+    }
+
+    /// A plain HTTP request: only the request-rate buckets apply (nothing is held open).
+    mutating func admitRequest(ip: IPAddress, now: Int64) -> LimitRejection? {
+        if let rate = limits.requestRatePerIP {
+            var bucket = requestIPBuckets[ip] ?? TokenBucket(rate, now: now)
+            let allowed = bucket.take(now: now)
+            requestIPBuckets[ip] = bucket
+            if !allowed { return .requestRatePerIP(retryAfter: bucket.secondsUntilToken()) }
+            if requestIPBuckets.count > 65_536 { requestIPBuckets = requestIPBuckets.filter { !$0.value.isFull(now: now) } }
+        }
+        if requestBucket != nil {
+            guard requestBucket!.take(now: now) else { return .requestRate(retryAfter: requestBucket!.secondsUntilToken()) }
+        }
+        return nil
     }
 
     /// Counts the connection in, or says which limit refuses it (and counts nothing).
@@ -85,6 +103,12 @@ final class RouteLimiter: Sendable {
             return .failure(rejection)
         }
         return .success(AdmissionLease { [state] in state.withLockedValue { $0.release(ip: ip, user: user) } })
+    }
+
+    /// Checks a plain request against the route's request-rate buckets.
+    func admitRequest(ip: IPAddress) -> LimitRejection? {
+        let now = Self.now()
+        return state.withLockedValue { $0.admitRequest(ip: ip, now: now) }
     }
 
     var active: Int { state.withLockedValue { $0.active } }

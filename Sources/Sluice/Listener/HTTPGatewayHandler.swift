@@ -292,6 +292,17 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         guard UpgradeRequest.isAttempt(head) else {
             if route.servesHTTP {
+                // Browsers send Origin on cross-site requests that can change state; a request
+                // without one (a navigation, a non-browser client) is not refused for that.
+                if let policy = route.configuration.origin, let origin = head.headers.first(name: "origin"), !policy.allows(origin) {
+                    request?.rejection = "origin_rejected"
+                    return refuse(.forbidden, "this origin may not call this route")
+                }
+                if let rejection = route.limiter?.admitRequest(ip: identity.address ?? Self.unknownAddress) {
+                    services.metrics.limitRejected(rejection)
+                    request?.rejection = rejection.label
+                    return refuse(rejection.status, rejection.message, headers: [("Retry-After", String(rejection.retryAfter))])
+                }
                 return .proxy(route, head, path, identity)
             }
             return refuse(.upgradeRequired, "this route accepts WebSocket connections only", headers: [("Upgrade", "websocket")])
@@ -335,33 +346,20 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .proxy:
             break  // started at the head, so the body can stream
         case .upgrade(let route, let head, let upgrade, let path, let identity):
-            guard let authenticator = route.authenticator else {
-                admit(context: context, route: route, head: head, upgrade: upgrade, path: path, identity: identity, user: nil)
-                return
-            }
-            state = .authorizing
-            let authRequest = RouteAuthenticator.Request(head: head, query: path.query, client: identity.address, tls: configuration.tls)
-            authenticator.authenticate(authRequest, on: context.eventLoop).assumeIsolated().whenComplete { [self] result in
-                guard case .authorizing = state else { return }
-                switch result {
-                case .success(.success(let user)):
-                    admit(context: context, route: route, head: head, upgrade: upgrade, path: path, identity: identity, user: user)
-                case .success(.failure(let refusal)):
-                    refuse(context: context, route: route, refusal)
-                case .failure:
-                    refuse(context: context, route: route, AuthRefusal(
-                        status: .serviceUnavailable, message: "authentication is unavailable; retry later", headers: [], result: "auth_unavailable"
-                    ))
-                }
+            authorize(context: context, route: route, head: head, path: path, identity: identity) { [self] user in
+                admit(context: context, route: route, head: head, upgrade: upgrade, path: path, identity: identity, user: user)
             }
         }
     }
 
-    // MARK: Plain HTTP
-
-    private func startProxy(context: ChannelHandlerContext, route: Route, head: HTTPRequestHead, path: RequestPath, identity: ClientIdentity) {
+    /// Runs the route's authentication (none on public routes) with reads held, then `admitted`
+    /// with the identity, or answers the refusal.
+    private func authorize(
+        context: ChannelHandlerContext, route: Route, head: HTTPRequestHead, path: RequestPath, identity: ClientIdentity,
+        admitted: @escaping (Identity?) -> Void
+    ) {
         guard let authenticator = route.authenticator else {
-            beginExchange(context: context, route: route, head: head, path: path, identity: identity, user: nil)
+            admitted(nil)
             return
         }
         state = .authorizing
@@ -371,7 +369,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
             guard case .authorizing = state else { return }
             switch result {
             case .success(.success(let user)):
-                beginExchange(context: context, route: route, head: head, path: path, identity: identity, user: user)
+                admitted(user)
             case .success(.failure(let refusal)):
                 refuse(context: context, route: route, refusal)
             case .failure:
@@ -382,15 +380,18 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
+    // MARK: Plain HTTP
+
+    private func startProxy(context: ChannelHandlerContext, route: Route, head: HTTPRequestHead, path: RequestPath, identity: ClientIdentity) {
+        authorize(context: context, route: route, head: head, path: path, identity: identity) { [self] user in
+            beginExchange(context: context, route: route, head: head, path: path, identity: identity, user: user)
+        }
+    }
+
     private func beginExchange(context: ChannelHandlerContext, route: Route, head: HTTPRequestHead, path: RequestPath, identity: ClientIdentity, user: Identity?) {
         guard let backends = route.backends else { return }
         request?.user = user?.user
-        var target = path.target
-        if route.configuration.http.stripPrefix && route.configuration.match.pathPrefix != "/" {
-            let prefix = route.configuration.match.pathPrefix
-            target = String(target.dropFirst(prefix.count))
-            if !target.hasPrefix("/") { target = "/" + target }
-        }
+        var target = PathPrefix.rewrite(path.target, matched: route.configuration.match.pathPrefix, settings: route.configuration.http)
         for parameter in route.credentialQueryParameters { target = QueryString.removing(parameter, from: target) }
         let client = ForwardedHeaders.Client(
             address: identity.peer?.description, host: head.headers.first(name: "host"), tls: configuration.tls,

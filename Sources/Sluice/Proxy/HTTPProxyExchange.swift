@@ -60,6 +60,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
     private var finished = false
     private var responseTimer: Scheduled<Void>?
     private var idleTimer: Scheduled<Void>?
+    private var lastBodyActivity = NIODeadline.now()
     private var clientReadsPaused = false
     private var sentAt = NIODeadline.now()
     private var endWritten: EventLoopFuture<Void>?
@@ -143,6 +144,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         guard !finished else { return }
         requestDone = true
         idleTimer?.cancel()
+        idleTimer = nil
         if let connection {
             // Flushed with the rest of this read (`requestReadComplete`).
             connection.channel.write(NIOAny(HTTPClientRequestPart.end(nil)), promise: nil)
@@ -379,10 +381,22 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         }
     }
 
+    /// Notes activity in a body. One timer runs at a time and, when it fires, looks at the last
+    /// activity and sleeps again if there was some: no scheduling per chunk.
     private func armIdleTimer() {
-        idleTimer?.cancel()
-        idleTimer = eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(settings.idleTimeout)) { [self] in
-            if responseHead == nil {
+        lastBodyActivity = .now()
+        guard idleTimer == nil else { return }
+        scheduleIdleCheck(at: lastBodyActivity + TimeAmount(settings.idleTimeout))
+    }
+
+    private func scheduleIdleCheck(at deadline: NIODeadline) {
+        idleTimer = eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
+            idleTimer = nil
+            guard !finished else { return }
+            let due = lastBodyActivity + TimeAmount(settings.idleTimeout)
+            if due > .now() {
+                scheduleIdleCheck(at: due)
+            } else if responseHead == nil {
                 fail(.gatewayTimeout, "request body stalled", result: "timeout", keepAlive: false)
             } else {
                 abortBoth()
@@ -393,5 +407,6 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
     private func cancelTimers() {
         responseTimer?.cancel()
         idleTimer?.cancel()
+        idleTimer = nil
     }
 }

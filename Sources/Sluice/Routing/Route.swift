@@ -22,11 +22,7 @@ final class Route: Sendable {
     var name: String { configuration.name }
     /// Plain requests are proxied (some backend is http:// or https://); otherwise a plain
     /// request to a WebSocket route is a 426.
-    var servesHTTP: Bool {
-        configuration.backends.contains { url in
-            if case .remote(let scheme, _, _, _) = url.target { scheme == .http || scheme == .https } else { false }
-        }
-    }
+    let servesHTTP: Bool
     var websocket: WebSocketRouteSettings { configuration.websocket }
 
     init(
@@ -39,6 +35,9 @@ final class Route: Sendable {
         self.metrics = metrics
         self.authenticator = authenticator
         self.identityHeaders = identityHeaders
+        self.servesHTTP = configuration.backends.contains { url in
+            if case .remote(let scheme, _, _, _) = url.target { scheme == .http || scheme == .https } else { false }
+        }
         self.credentialQueryParameters = configuration.auth.methods.compactMap { method in
             if case .jwt(let jwt) = method { jwt.queryParameter } else { nil }
         }

@@ -1,4 +1,5 @@
 import NIOCore
+import NIOPosix
 import NIOSSL
 import Synchronization
 import SluiceConfig
@@ -15,6 +16,19 @@ struct Backend: Sendable {
     var tls: NIOSSLContext?
     /// SNI and verification name for `wss`.
     var serverName: String?
+
+    /// The address itself when `host` is an IP literal: connecting to it skips name resolution
+    /// (NIO's resolver runs getaddrinfo on the event loop) and the happy-eyeballs machinery.
+    var literalAddress: SocketAddress? {
+        guard IPAddressText.isIPv4(host) || IPAddressText.isIPv6(host) else { return nil }
+        return try? SocketAddress(ipAddress: host, port: port)
+    }
+
+    /// Connects `bootstrap` to this backend.
+    func connect(_ bootstrap: ClientBootstrap) -> EventLoopFuture<any Channel> {
+        if let address = literalAddress { return bootstrap.connect(to: address) }
+        return bootstrap.connect(host: host, port: port)
+    }
 
     /// `Host` value naming this backend (default ports omitted).
     var hostHeader: String {

@@ -58,9 +58,21 @@ struct ConnectionPoolState<ID: Hashable & Sendable>: Sendable {
 /// Keep-alive connections to HTTP backends, per backend and per event loop (a request always
 /// uses a connection on its client's loop, so the exchange needs no locks).
 final class UpstreamPool: Sendable {
+    /// Connections are shared only between identical backends: same URL, same TLS context (so
+    /// the same CA and verification) and server name — two routes that verify one address
+    /// differently never share a connection.
     struct Key: Hashable {
         var backend: String
+        var tls: ObjectIdentifier?
+        var serverName: String?
         var loop: ObjectIdentifier
+
+        init(_ backend: Backend, loop: any EventLoop) {
+            self.backend = backend.url.text
+            self.tls = backend.tls.map { ObjectIdentifier($0) }
+            self.serverName = backend.serverName
+            self.loop = ObjectIdentifier(loop)
+        }
     }
 
     private struct Pools: Sendable {
@@ -72,7 +84,7 @@ final class UpstreamPool: Sendable {
 
     /// An idle connection to `backend` on `eventLoop`, or a new one.
     func acquire(_ backend: Backend, settings: PoolSettings, on eventLoop: any EventLoop) -> EventLoopFuture<UpstreamConnection> {
-        let key = Key(backend: backend.url.text, loop: ObjectIdentifier(eventLoop))
+        let key = Key(backend, loop: eventLoop)
         let now = RouteLimiter.now()
         let (reused, expired) = pools.withLockedValue { pools -> (UpstreamConnection?, [UpstreamConnection]) in
             var state = pools.states[key] ?? ConnectionPoolState(maxIdle: settings.maxIdle, idleTimeout: settings.idleTimeout)
@@ -100,7 +112,7 @@ final class UpstreamPool: Sendable {
 
     /// Gives a connection back after an exchange; closes it unless it is `reusable`.
     func release(_ connection: UpstreamConnection, backend: Backend, settings: PoolSettings, reusable: Bool) {
-        let key = Key(backend: backend.url.text, loop: ObjectIdentifier(connection.channel.eventLoop))
+        let key = Key(backend, loop: connection.channel.eventLoop)
         let id = ObjectIdentifier(connection)
         let now = RouteLimiter.now()
         let decision = pools.withLockedValue { pools -> (ConnectionPoolState<ObjectIdentifier>.Checkin, UpstreamConnection?) in
@@ -170,7 +182,7 @@ final class UpstreamConnection: @unchecked Sendable {
 
     static func connect(_ backend: Backend, timeout: TimeAmount, on eventLoop: any EventLoop) -> EventLoopFuture<UpstreamConnection> {
         let handler = UpstreamHTTPHandler()
-        return ClientBootstrap(group: eventLoop)
+        let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(timeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
@@ -184,7 +196,7 @@ final class UpstreamConnection: @unchecked Sendable {
                     try sync.addHandler(handler)
                 }
             }
-            .connect(host: backend.host, port: backend.port)
+        return backend.connect(bootstrap)
             .map { UpstreamConnection(channel: $0, handler: handler) }
     }
 }

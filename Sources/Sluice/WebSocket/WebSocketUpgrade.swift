@@ -144,7 +144,7 @@ final class WebSocketUpgrade {
                     try sync.addHandler(handler)
                 }
             }
-        bootstrap.connect(host: backend.host, port: backend.port).assumeIsolated().whenComplete { [self] result in
+        backend.connect(bootstrap).assumeIsolated().whenComplete { [self] result in
             switch result {
             case .success(let channel):
                 if finished {

@@ -445,7 +445,7 @@ def auth_server():
     server.serve_forever()
 
 
-def http_backend(name):
+def http_backend(name, tls=None):
     """A plain HTTP/1.1 backend (Python's http.server) with one behaviour per path, for the
     reverse-proxy tests. It counts the TCP connections it accepted (GET /stats)."""
     import http.server
@@ -541,6 +541,11 @@ def http_backend(name):
                 self.connection.shutdown(socket.SHUT_RDWR)
                 self.close_connection = True
                 return
+            if path.endswith("/garbage"):
+                self.wfile.write(b"THIS IS NOT HTTP\r\n\r\n")
+                self.wfile.flush()
+                self.close_connection = True
+                return
             if path.endswith("/204"):
                 self.send_response(204)
                 self.end_headers()
@@ -564,6 +569,12 @@ def http_backend(name):
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
+    if tls:
+        # tls is "CERT,KEY": an https:// backend.
+        cert, key = tls.split(",")
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     announce(server.server_address[1])
     server.serve_forever()
 
@@ -634,7 +645,7 @@ def main():
     if role == "backend":
         asyncio.run(backend(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None))
     elif role == "http-backend":
-        http_backend(sys.argv[2] if len(sys.argv) > 2 else "backend")
+        http_backend(sys.argv[2] if len(sys.argv) > 2 else "backend", sys.argv[3] if len(sys.argv) > 3 else None)
     elif role == "http-exchange":
         print(json.dumps(http_exchange(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))), flush=True)
     elif role == "auth-server":

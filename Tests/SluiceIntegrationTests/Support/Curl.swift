@@ -27,7 +27,13 @@ enum Curl {
         process.standardError = FileHandle.nullDevice
         try process.run()
         var data = Data()
-        let reader = Task.detached { output.fileHandleForReading.readDataToEndOfFile() }
+        // The blocking read runs on a Dispatch thread, never on the concurrency pool (two threads
+        // here): a long transfer must not starve every other test's tasks.
+        let reader = Task {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Data, Never>) in
+                DispatchQueue.global().async { continuation.resume(returning: output.fileHandleForReading.readDataToEndOfFile()) }
+            }
+        }
         let deadline = Date().addingTimeInterval(timeout + 5)
         while process.isRunning {
             if Date() > deadline {
