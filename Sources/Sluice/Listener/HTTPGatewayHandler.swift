@@ -22,7 +22,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// What the handler is doing with the current request.
-    private enum State {
+    enum State {
         /// Waiting for a request head.
         case idle
         /// Head seen; the answer is sent when the request ends.
@@ -38,7 +38,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// The answer to give once the request body (if any) has been read.
-    private enum Answer {
+    enum Answer {
         case respond(HTTPResponseStatus, String, headers: [(String, String)], keepAlive: Bool, head: Bool)
         case demoPage(head: Bool, keepAlive: Bool)
         case upgrade(Route, HTTPRequestHead, UpgradeRequest, RequestPath, ClientIdentity)
@@ -55,7 +55,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// The request being answered, for its access-log line.
-    private struct RequestRecord {
+    struct RequestRecord {
         var method: String
         /// The path without its query string, which may carry credentials.
         var path: String
@@ -68,27 +68,27 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         var rejection: String?
     }
 
-    private let configuration: Configuration
-    private let routes: RouteTable
-    private let services: GatewayServices
-    private var logger: Logger { services.logger }
-    private let decoder: ByteToMessageHandler<HTTPRequestDecoder>
-    private let encoder: HTTPResponseEncoder
-    private var state: State = .idle
-    private var headerTimer: Scheduled<Void>?
-    private var request: RequestRecord?
+    let configuration: Configuration
+    let routes: RouteTable
+    let services: GatewayServices
+    var logger: Logger { services.logger }
+    let decoder: ByteToMessageHandler<HTTPRequestDecoder>
+    let encoder: HTTPResponseEncoder
+    var state: State = .idle
+    var headerTimer: Scheduled<Void>?
+    var request: RequestRecord?
     /// A `read()` was held back (backpressure, or a request in flight); issue it when free.
-    private var readHeld = false
+    var readHeld = false
     /// The exchange asked not to read the client (its backend cannot take more).
-    private var clientReadsPaused = false
+    var clientReadsPaused = false
     /// The current request's end was read: nothing more is read until it is answered, so
     /// pipelined requests are answered in order.
-    private var requestEnded = false
+    var requestEnded = false
     /// Request parts read while authentication decides, replayed to the exchange.
-    private var heldParts: [HTTPServerRequestPart] = []
+    var heldParts: [HTTPServerRequestPart] = []
     /// Parts of pipelined requests that arrived while an earlier one was in flight.
-    private var queued: [HTTPServerRequestPart] = []
-    private let pool: UpstreamPool
+    var queued: [HTTPServerRequestPart] = []
+    let pool: UpstreamPool
 
     init(
         configuration: Configuration, routes: RouteTable, services: GatewayServices,
@@ -121,7 +121,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         context.fireChannelInactive()
     }
 
-    private func armHeaderTimer(context: ChannelHandlerContext) {
+    func armHeaderTimer(context: ChannelHandlerContext) {
         headerTimer?.cancel()
         let timeout = TimeAmount(configuration.limits.headerTimeout)
         headerTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
@@ -143,7 +143,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    private func resumeReading(_ context: ChannelHandlerContext) {
+    func resumeReading(_ context: ChannelHandlerContext) {
         guard readHeld else { return }
         readHeld = false
         context.read()
@@ -171,7 +171,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// The current request was read to its end and is still being answered.
-    private var isBusyWithEarlierRequest: Bool {
+    var isBusyWithEarlierRequest: Bool {
         switch state {
         case .proxying, .authorizing: requestEnded
         default: false
@@ -179,14 +179,14 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// Replays pipelined requests once the connection is free again.
-    private func drainQueued(_ context: ChannelHandlerContext) {
+    func drainQueued(_ context: ChannelHandlerContext) {
         while !queued.isEmpty, !isBusyWithEarlierRequest {
             if case .done = state { queued = []; return }
             handle(queued.removeFirst(), context: context)
         }
     }
 
-    private func handle(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+    func handle(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
         switch part {
         case .head(let head):
             guard case .idle = state else { return }
@@ -241,7 +241,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: Decisions
 
     /// Decides the answer from the head alone: limits, framing, routing, upgrade validation.
-    private func answer(for head: HTTPRequestHead, context: ChannelHandlerContext) -> Answer {
+    func answer(for head: HTTPRequestHead, context: ChannelHandlerContext) -> Answer {
         let keepAlive = head.isKeepAlive
         let isHead = head.method == .HEAD
         func refuse(_ status: HTTPResponseStatus, _ message: String, headers: [(String, String)] = [], close: Bool = false) -> Answer {
@@ -324,11 +324,11 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// Counted as one address when the peer's cannot be read (a Unix socket in tests).
-    private static let unknownAddress = IPAddress(bytes: [0, 0, 0, 0])!
+    static let unknownAddress = IPAddress(bytes: [0, 0, 0, 0])!
 
-    private var peerAddress: IPAddress??
+    var peerAddress: IPAddress??
 
-    private func identify(_ head: HTTPRequestHead, context: ChannelHandlerContext) -> ClientIdentity {
+    func identify(_ head: HTTPRequestHead, context: ChannelHandlerContext) -> ClientIdentity {
         if peerAddress == nil { peerAddress = .some(ClientAddress.ip(of: context.channel.remoteAddress)) }
         let peer = peerAddress ?? nil
         let trusted = services.trustedProxies
@@ -337,7 +337,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         return ClientIdentity(peer: peer, address: address, peerIsTrustedProxy: peerIsTrusted)
     }
 
-    private func perform(_ answer: Answer, context: ChannelHandlerContext) {
+    func perform(_ answer: Answer, context: ChannelHandlerContext) {
         switch answer {
         case .respond(let status, let message, let headers, let keepAlive, let isHead):
             respond(context: context, status, body: message + "\n", contentType: "text/plain; charset=utf-8", headers: headers, keepAlive: keepAlive, omitBody: isHead)
@@ -354,7 +354,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Runs the route's authentication (none on public routes) with reads held, then `admitted`
     /// with the identity, or answers the refusal.
-    private func authorize(
+    func authorize(
         context: ChannelHandlerContext, route: Route, head: HTTPRequestHead, path: RequestPath, identity: ClientIdentity,
         admitted: @escaping (Identity?) -> Void
     ) {
@@ -380,242 +380,4 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    // MARK: Plain HTTP
-
-    private func startProxy(context: ChannelHandlerContext, route: Route, head: HTTPRequestHead, path: RequestPath, identity: ClientIdentity) {
-        authorize(context: context, route: route, head: head, path: path, identity: identity) { [self] user in
-            beginExchange(context: context, route: route, head: head, path: path, identity: identity, user: user)
-        }
-    }
-
-    private func beginExchange(context: ChannelHandlerContext, route: Route, head: HTTPRequestHead, path: RequestPath, identity: ClientIdentity, user: Identity?) {
-        guard let backends = route.backends else { return }
-        request?.user = user?.user
-        var target = PathPrefix.rewrite(path.target, matched: route.configuration.match.pathPrefix, settings: route.configuration.http)
-        for parameter in route.credentialQueryParameters { target = QueryString.removing(parameter, from: target) }
-        let client = ForwardedHeaders.Client(
-            address: identity.peer?.description, host: head.headers.first(name: "host"), tls: configuration.tls,
-            trustsIncomingChain: identity.peerIsTrustedProxy
-        )
-        let downstream = HTTPProxyExchange.Downstream(
-            context: context,
-            pauseClientReads: { [self] paused in
-                clientReadsPaused = paused
-                if !paused { resumeReading(context) }
-            },
-            respond: { [self] status, message, result, keepAlive in
-                request?.rejection = result
-                clientReadsPaused = false
-                respond(context: context, status, body: message + "\n", contentType: "text/plain; charset=utf-8", keepAlive: keepAlive)
-                if keepAlive {
-                    drainQueued(context)
-                    if case .proxying(let next) = state { next.requestReadComplete() }
-                    if case .idle = state { resumeReading(context) }
-                }
-            },
-            finished: { [self] status, bytes, reusable, written in
-                logRequest(status: status, bytes: bytes)
-                clientReadsPaused = false
-                if reusable {
-                    state = .idle
-                    armHeaderTimer(context: context)
-                    drainQueued(context)
-                    if case .proxying(let next) = state { next.requestReadComplete() }
-                    if case .idle = state { resumeReading(context) }
-                } else {
-                    state = .done
-                    written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
-                }
-            },
-            abort: { [self] in
-                state = .done
-                context.close(promise: nil)
-            }
-        )
-        let exchange = HTTPProxyExchange(
-            route: route, backends: backends,
-            request: .init(head: head, target: target, client: client, clientIP: identity.address, identity: user),
-            downstream: downstream, pool: pool, services: services
-        )
-        state = .proxying(exchange)
-        exchange.start()
-        let held = heldParts
-        heldParts = []
-        for part in held {
-            switch part {
-            case .body(let buffer): exchange.requestBody(buffer)
-            case .end: exchange.requestEnd()
-            case .head: break
-            }
-        }
-        if !held.isEmpty { exchange.requestReadComplete() }
-    }
-
-    /// The route's limits, then the backend.
-    private func admit(
-        context: ChannelHandlerContext, route: Route, head: HTTPRequestHead, upgrade: UpgradeRequest, path: RequestPath,
-        identity: ClientIdentity, user: Identity?
-    ) {
-        request?.user = user?.user
-        if let limiter = route.limiter {
-            switch limiter.admit(ip: identity.address ?? Self.unknownAddress, user: user?.user) {
-            case .success(let lease):
-                // The client channel closes exactly once, on every path (relay end, refusal,
-                // error, timeout), so its close is where the count is given back.
-                context.channel.closeFuture.whenComplete { _ in lease.release() }
-            case .failure(let rejection):
-                services.metrics.upgrade(route: route.name, result: rejection.upgradeResult)
-                services.metrics.limitRejected(rejection)
-                request?.rejection = rejection.label
-                respond(
-                    context: context, rejection.status, body: rejection.message + "\n", contentType: "text/plain; charset=utf-8",
-                    headers: [("Retry-After", String(rejection.retryAfter))], keepAlive: false
-                )
-                return
-            }
-        }
-        startUpgrade(context: context, route: route, head: head, request: upgrade, path: path, identity: identity, user: user)
-    }
-
-    private func refuse(context: ChannelHandlerContext, route: Route, _ refusal: AuthRefusal) {
-        services.metrics.upgrade(route: route.name, result: refusal.result)
-        request?.rejection = refusal.result
-        if let body = refusal.body {
-            let contentType = refusal.headers.first { $0.0.lowercased() == "content-type" }?.1 ?? "text/plain; charset=utf-8"
-            let headers = refusal.headers.filter { $0.0.lowercased() != "content-type" }
-            respond(context: context, refusal.status, body: String(decoding: body, as: UTF8.self), contentType: contentType, headers: headers, keepAlive: false)
-        } else {
-            respond(context: context, refusal.status, body: refusal.message + "\n", contentType: "text/plain; charset=utf-8", headers: refusal.headers, keepAlive: false)
-        }
-    }
-
-    private func startUpgrade(
-        context: ChannelHandlerContext, route: Route, head: HTTPRequestHead, request upgradeRequest: UpgradeRequest,
-        path: RequestPath, identity: ClientIdentity, user: Identity?
-    ) {
-        let client = ForwardedHeaders.Client(
-            address: identity.peer?.description, host: head.headers.first(name: "host"), tls: configuration.tls,
-            trustsIncomingChain: identity.peerIsTrustedProxy
-        )
-        let downstream = WebSocketUpgrade.Downstream(
-            context: context,
-            respond: { [self] status, message, result in
-                request?.rejection = result
-                respondAndClose(context: context, status, message)
-            },
-            switchToRelay: { [self] head, relayHandler in switchToRelay(context: context, head: head, relayHandler: relayHandler) }
-        )
-        let origin = WebSocketUpgrade.Origin(
-            listener: configuration.listener, client: client, clientAddress: identity.address?.description ?? "unknown",
-            path: request?.path ?? path.path, identity: user, clientIP: identity.address
-        )
-        var target = path.target
-        for parameter in route.credentialQueryParameters { target = QueryString.removing(parameter, from: target) }
-        let upgrade = WebSocketUpgrade(
-            downstream: downstream, route: route, clientHead: head, upgrade: upgradeRequest, requestTarget: target,
-            origin: origin, services: services
-        ) { [self] outcome in
-            switch outcome {
-            case .relaying:
-                request = nil
-            case .responded(let status):
-                if let status { logRequest(status: status, bytes: 0) }
-                state = .done
-            }
-        }
-        state = .upgrading(upgrade)
-        upgrade.start()
-    }
-
-    /// Writes the 101 and leaves the pipeline to the relay; bytes the decoder still holds go to
-    /// the relay handler, in order.
-    private func switchToRelay(context: ChannelHandlerContext, head: HTTPResponseHead, relayHandler: RelayHandler) -> EventLoopFuture<Void> {
-        state = .done
-        context.writeAndFlush(wrapOutboundOut(.head(head)), promise: nil)
-        let pipeline = context.pipeline.syncOperations
-        do {
-            try pipeline.addHandler(relayHandler)
-        } catch {
-            context.close(promise: nil)
-            return context.eventLoop.makeFailedFuture(error)
-        }
-        let channel = context.channel
-        _ = pipeline.removeHandler(context: context)
-        _ = pipeline.removeHandler(encoder)
-        let decoderGone = pipeline.removeHandler(decoder)
-        channel.read()
-        return decoderGone
-    }
-
-    // MARK: Responses
-
-    /// Writes the access-log line and counts the request, once per request.
-    private func logRequest(status: HTTPResponseStatus, bytes: Int) {
-        services.metrics.httpRequest(listener: configuration.listener, route: request?.route, status: status.code)
-        guard let request else { return }
-        self.request = nil
-        guard let accessLog = services.accessLog else { return }
-        var record = AccessRecord(type: "http")
-        record.set("listener", configuration.listener)
-        record.set("route", request.route)
-        record.set("client", request.client?.description)
-        record.set("user", request.user)
-        record.set("method", request.method)
-        record.set("path", request.path)
-        record.set("status", status.code)
-        record.set("bytes_sent", bytes)
-        record.set("duration_ms", Double((NIODeadline.now() - request.startedAt).nanoseconds / 1000) / 1000)
-        record.set("user_agent", request.userAgent)
-        if let rejection = request.rejection { record.set("rejection", rejection) }
-        accessLog.write(record)
-    }
-
-    private func respond(
-        context: ChannelHandlerContext, _ status: HTTPResponseStatus, body: String, contentType: String,
-        headers extra: [(String, String)] = [], keepAlive: Bool, omitBody: Bool = false
-    ) {
-        logRequest(status: status, bytes: omitBody ? 0 : body.utf8.count)
-        var headers = HTTPHeaders()
-        headers.add(name: "Content-Type", value: contentType)
-        headers.add(name: "Content-Length", value: "\(body.utf8.count)")
-        headers.add(name: "Server", value: "sluice")
-        for (name, value) in extra { headers.add(name: name, value: value) }
-        if !keepAlive { headers.add(name: "Connection", value: "close") }
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
-        if !omitBody {
-            var buffer = context.channel.allocator.buffer(capacity: body.utf8.count)
-            buffer.writeString(body)
-            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
-        }
-        if keepAlive {
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-            state = .idle
-            armHeaderTimer(context: context)
-        } else {
-            state = .done
-            context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
-                Self.lingeringClose(context)
-            }
-        }
-    }
-
-    /// Closes after a response the client may still be sending a body to: output first (the
-    /// client reads the answer and a FIN), then, after a grace period or the client's own close,
-    /// the rest. Closing at once with unread input would send a reset that can destroy the
-    /// answer in flight (a 413 to an upload, say).
-    static func lingeringClose(_ context: ChannelHandlerContext) {
-        let channel = context.channel
-        context.close(mode: .output).assumeIsolated().whenComplete { result in
-            if case .failure = result {
-                channel.close(promise: nil)
-                return
-            }
-            channel.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
-            channel.read()
-        }
-    }
-
-    private func respondAndClose(context: ChannelHandlerContext, _ status: HTTPResponseStatus, _ message: String) {
-        respond(context: context, status, body: message + "\n", contentType: "text/plain; charset=utf-8", keepAlive: false)
-    }
 }

@@ -1,0 +1,174 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import SluiceConfig
+
+/// What follows an admitted request: a plain request proxied to a backend, or an upgrade
+/// handed to `WebSocketUpgrade` under the route's limits, and the switch to the relay.
+extension HTTPGatewayHandler {
+
+    func startProxy(context: ChannelHandlerContext, route: Route, head: HTTPRequestHead, path: RequestPath, identity: ClientIdentity) {
+        authorize(context: context, route: route, head: head, path: path, identity: identity) { [self] user in
+            beginExchange(context: context, route: route, head: head, path: path, identity: identity, user: user)
+        }
+    }
+
+    func beginExchange(context: ChannelHandlerContext, route: Route, head: HTTPRequestHead, path: RequestPath, identity: ClientIdentity, user: Identity?) {
+        guard let backends = route.backends else { return }
+        request?.user = user?.user
+        var target = PathPrefix.rewrite(path.target, matched: route.configuration.match.pathPrefix, settings: route.configuration.http)
+        for parameter in route.credentialQueryParameters { target = QueryString.removing(parameter, from: target) }
+        let client = ForwardedHeaders.Client(
+            address: identity.peer?.description, host: head.headers.first(name: "host"), tls: configuration.tls,
+            trustsIncomingChain: identity.peerIsTrustedProxy
+        )
+        let downstream = HTTPProxyExchange.Downstream(
+            context: context,
+            pauseClientReads: { [self] paused in
+                clientReadsPaused = paused
+                if !paused { resumeReading(context) }
+            },
+            respond: { [self] status, message, result, keepAlive in
+                request?.rejection = result
+                clientReadsPaused = false
+                respond(context: context, status, body: message + "\n", contentType: "text/plain; charset=utf-8", keepAlive: keepAlive)
+                if keepAlive {
+                    drainQueued(context)
+                    if case .proxying(let next) = state { next.requestReadComplete() }
+                    if case .idle = state { resumeReading(context) }
+                }
+            },
+            finished: { [self] status, bytes, reusable, written in
+                logRequest(status: status, bytes: bytes)
+                clientReadsPaused = false
+                if reusable {
+                    state = .idle
+                    armHeaderTimer(context: context)
+                    drainQueued(context)
+                    if case .proxying(let next) = state { next.requestReadComplete() }
+                    if case .idle = state { resumeReading(context) }
+                } else {
+                    state = .done
+                    written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+                }
+            },
+            abort: { [self] in
+                state = .done
+                context.close(promise: nil)
+            }
+        )
+        let exchange = HTTPProxyExchange(
+            route: route, backends: backends,
+            request: .init(head: head, target: target, client: client, clientIP: identity.address, identity: user),
+            downstream: downstream, pool: pool, services: services
+        )
+        state = .proxying(exchange)
+        exchange.start()
+        let held = heldParts
+        heldParts = []
+        for part in held {
+            switch part {
+            case .body(let buffer): exchange.requestBody(buffer)
+            case .end: exchange.requestEnd()
+            case .head: break
+            }
+        }
+        if !held.isEmpty { exchange.requestReadComplete() }
+    }
+
+    /// The route's limits, then the backend.
+    func admit(
+        context: ChannelHandlerContext, route: Route, head: HTTPRequestHead, upgrade: UpgradeRequest, path: RequestPath,
+        identity: ClientIdentity, user: Identity?
+    ) {
+        request?.user = user?.user
+        if let limiter = route.limiter {
+            switch limiter.admit(ip: identity.address ?? Self.unknownAddress, user: user?.user) {
+            case .success(let lease):
+                // The client channel closes exactly once, on every path (relay end, refusal,
+                // error, timeout), so its close is where the count is given back.
+                context.channel.closeFuture.whenComplete { _ in lease.release() }
+            case .failure(let rejection):
+                services.metrics.upgrade(route: route.name, result: rejection.upgradeResult)
+                services.metrics.limitRejected(rejection)
+                request?.rejection = rejection.label
+                respond(
+                    context: context, rejection.status, body: rejection.message + "\n", contentType: "text/plain; charset=utf-8",
+                    headers: [("Retry-After", String(rejection.retryAfter))], keepAlive: false
+                )
+                return
+            }
+        }
+        startUpgrade(context: context, route: route, head: head, request: upgrade, path: path, identity: identity, user: user)
+    }
+
+    func refuse(context: ChannelHandlerContext, route: Route, _ refusal: AuthRefusal) {
+        services.metrics.upgrade(route: route.name, result: refusal.result)
+        request?.rejection = refusal.result
+        if let body = refusal.body {
+            let contentType = refusal.headers.first { $0.0.lowercased() == "content-type" }?.1 ?? "text/plain; charset=utf-8"
+            let headers = refusal.headers.filter { $0.0.lowercased() != "content-type" }
+            respond(context: context, refusal.status, body: String(decoding: body, as: UTF8.self), contentType: contentType, headers: headers, keepAlive: false)
+        } else {
+            respond(context: context, refusal.status, body: refusal.message + "\n", contentType: "text/plain; charset=utf-8", headers: refusal.headers, keepAlive: false)
+        }
+    }
+
+    func startUpgrade(
+        context: ChannelHandlerContext, route: Route, head: HTTPRequestHead, request upgradeRequest: UpgradeRequest,
+        path: RequestPath, identity: ClientIdentity, user: Identity?
+    ) {
+        let client = ForwardedHeaders.Client(
+            address: identity.peer?.description, host: head.headers.first(name: "host"), tls: configuration.tls,
+            trustsIncomingChain: identity.peerIsTrustedProxy
+        )
+        let downstream = WebSocketUpgrade.Downstream(
+            context: context,
+            respond: { [self] status, message, result in
+                request?.rejection = result
+                respondAndClose(context: context, status, message)
+            },
+            switchToRelay: { [self] head, relayHandler in switchToRelay(context: context, head: head, relayHandler: relayHandler) }
+        )
+        let origin = WebSocketUpgrade.Origin(
+            listener: configuration.listener, client: client, clientAddress: identity.address?.description ?? "unknown",
+            path: request?.path ?? path.path, identity: user, clientIP: identity.address
+        )
+        var target = path.target
+        for parameter in route.credentialQueryParameters { target = QueryString.removing(parameter, from: target) }
+        let upgrade = WebSocketUpgrade(
+            downstream: downstream, route: route, clientHead: head, upgrade: upgradeRequest, requestTarget: target,
+            origin: origin, services: services
+        ) { [self] outcome in
+            switch outcome {
+            case .relaying:
+                request = nil
+            case .responded(let status):
+                if let status { logRequest(status: status, bytes: 0) }
+                state = .done
+            }
+        }
+        state = .upgrading(upgrade)
+        upgrade.start()
+    }
+
+    /// Writes the 101 and leaves the pipeline to the relay; bytes the decoder still holds go to
+    /// the relay handler, in order.
+    func switchToRelay(context: ChannelHandlerContext, head: HTTPResponseHead, relayHandler: RelayHandler) -> EventLoopFuture<Void> {
+        state = .done
+        context.writeAndFlush(wrapOutboundOut(.head(head)), promise: nil)
+        let pipeline = context.pipeline.syncOperations
+        do {
+            try pipeline.addHandler(relayHandler)
+        } catch {
+            context.close(promise: nil)
+            return context.eventLoop.makeFailedFuture(error)
+        }
+        let channel = context.channel
+        _ = pipeline.removeHandler(context: context)
+        _ = pipeline.removeHandler(encoder)
+        let decoderGone = pipeline.removeHandler(decoder)
+        channel.read()
+        return decoderGone
+    }
+}

@@ -1,0 +1,78 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import SluiceConfig
+
+/// Answers the gateway writes itself, their access-log lines and metrics, and closing after them.
+extension HTTPGatewayHandler {
+
+    /// Writes the access-log line and counts the request, once per request.
+    func logRequest(status: HTTPResponseStatus, bytes: Int) {
+        services.metrics.httpRequest(listener: configuration.listener, route: request?.route, status: status.code)
+        guard let request else { return }
+        self.request = nil
+        guard let accessLog = services.accessLog else { return }
+        var record = AccessRecord(type: "http")
+        record.set("listener", configuration.listener)
+        record.set("route", request.route)
+        record.set("client", request.client?.description)
+        record.set("user", request.user)
+        record.set("method", request.method)
+        record.set("path", request.path)
+        record.set("status", status.code)
+        record.set("bytes_sent", bytes)
+        record.set("duration_ms", Double((NIODeadline.now() - request.startedAt).nanoseconds / 1000) / 1000)
+        record.set("user_agent", request.userAgent)
+        if let rejection = request.rejection { record.set("rejection", rejection) }
+        accessLog.write(record)
+    }
+
+    func respond(
+        context: ChannelHandlerContext, _ status: HTTPResponseStatus, body: String, contentType: String,
+        headers extra: [(String, String)] = [], keepAlive: Bool, omitBody: Bool = false
+    ) {
+        logRequest(status: status, bytes: omitBody ? 0 : body.utf8.count)
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: contentType)
+        headers.add(name: "Content-Length", value: "\(body.utf8.count)")
+        headers.add(name: "Server", value: "sluice")
+        for (name, value) in extra { headers.add(name: name, value: value) }
+        if !keepAlive { headers.add(name: "Connection", value: "close") }
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+        if !omitBody {
+            var buffer = context.channel.allocator.buffer(capacity: body.utf8.count)
+            buffer.writeString(body)
+            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        }
+        if keepAlive {
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            state = .idle
+            armHeaderTimer(context: context)
+        } else {
+            state = .done
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+                Self.lingeringClose(context)
+            }
+        }
+    }
+
+    /// Closes after a response the client may still be sending a body to: output first (the
+    /// client reads the answer and a FIN), then, after a grace period or the client's own close,
+    /// the rest. Closing at once with unread input would send a reset that can destroy the
+    /// answer in flight (a 413 to an upload, say).
+    static func lingeringClose(_ context: ChannelHandlerContext) {
+        let channel = context.channel
+        context.close(mode: .output).assumeIsolated().whenComplete { result in
+            if case .failure = result {
+                channel.close(promise: nil)
+                return
+            }
+            channel.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
+            channel.read()
+        }
+    }
+
+    func respondAndClose(context: ChannelHandlerContext, _ status: HTTPResponseStatus, _ message: String) {
+        respond(context: context, status, body: message + "\n", contentType: "text/plain; charset=utf-8", keepAlive: false)
+    }
+}
