@@ -6,7 +6,6 @@ import SluiceConfig
 /// What follows an admitted request: a plain request proxied to a backend, or an upgrade
 /// handed to `WebSocketUpgrade` under the route's limits, and the switch to the relay.
 extension HTTPGatewayHandler {
-
     func startProxy(context: ChannelHandlerContext, route: Route, head: HTTPRequestHead, path: RequestPath, identity: ClientIdentity) {
         authorize(context: context, route: route, head: head, path: path, identity: identity) { [self] user in
             beginExchange(context: context, route: route, head: head, path: path, identity: identity, user: user)

@@ -5,7 +5,6 @@ import SluiceConfig
 
 /// Answers the gateway writes itself, their access-log lines and metrics, and closing after them.
 extension HTTPGatewayHandler {
-
     /// Writes the access-log line and counts the request, once per request.
     func logRequest(status: HTTPResponseStatus, bytes: Int) {
         services.metrics.httpRequest(listener: configuration.listener, route: request?.route, status: status.code)
