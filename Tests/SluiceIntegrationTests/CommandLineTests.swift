@@ -27,7 +27,7 @@ struct CommandLineTests {
         return (process.terminationStatus, output)
     }
 
-    @Test("check accepts every shipped config", arguments: ["conf/sluice.yaml", "conf/examples/websocket-backends.yaml"])
+    @Test("check accepts every shipped config", arguments: ["conf/sluice.yaml", "conf/examples/websocket-backends.yaml", "conf/examples/app.yaml"])
     func checkShipped(path: String) async throws {
         let result = try await Self.run(["check", "--config", "\(Self.root)/\(path)"])
         #expect(result.status == 0, "\(result.output)")
