@@ -187,6 +187,20 @@ struct HTTPProxyTests {
         #expect(limited.headers["retry-after"].flatMap(Int.init).map { $0 > 1 } == true)
     }
 
+    @Test("a kept-alive backend connection found dead: an idempotent GET is sent again, a POST with a body is not (502)")
+    func staleKeepAliveRetry() async throws {
+        let backend = try PythonPeer(["http-flaky"])
+        let gateway = try await Self.gateway([backend])
+        // One client connection (curl reuses it), so both requests use its event loop's pool.
+        let gets = try await Curl.run([], shell: "curl -s \(url(gateway, "/app/first")) \(url(gateway, "/app/second")) -w ' %{http_code}'")
+        #expect(gets.body.hasSuffix(" 200"), "\(gets.body)")
+        #expect(gets.body.contains("GET /app/second"), "the second GET reached the backend on a fresh connection: \(gets.body)")
+        let post = try await Curl.run([], shell: "curl -s -o /dev/null -w '%{http_code} ' \(url(gateway, "/app/third")) --next -s -o /dev/null -w '%{http_code}' -X POST --data-binary payload \(url(gateway, "/app/fourth"))")
+        await gateway.stop()
+        backend.stop()
+        #expect(post.body == "200 502", "a POST whose connection died is not replayed: \(post.body)")
+    }
+
     @Test("request smuggling shapes are refused with 400 and a closed connection")
     func smuggling() async throws {
         let backend = try PythonPeer(["http-backend", "one"])

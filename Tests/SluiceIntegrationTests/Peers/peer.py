@@ -579,6 +579,49 @@ def http_backend(name, tls=None):
     server.serve_forever()
 
 
+def http_flaky():
+    """A keep-alive HTTP backend that answers the first request on each connection and closes
+    the connection, unanswered, on the second — a kept-alive connection gone stale under a
+    proxy. It counts the requests it answered (GET /answered answers too)."""
+    import threading
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    answered = {"n": 0}
+
+    def serve(conn):
+        served = 0
+        data = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, data = data.split(b"\r\n\r\n", 1)
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                while len(data) < length:
+                    data += conn.recv(65536)
+                data = data[length:]
+                if served == 1:
+                    return  # the stale connection: closed without an answer
+                served += 1
+                answered["n"] += 1
+                body = json.dumps({"answered": answered["n"], "request": head.split(b"\r\n")[0].decode()}).encode()
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nContent-Type: application/json\r\n\r\n%s" % (len(body), body))
+        finally:
+            conn.close()
+
+    announce(server.getsockname()[1])
+    while True:
+        conn, _ = server.accept()
+        threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+
 def http_exchange(host, port, payload, expect):
     """Sends raw bytes (with \\r\\n escapes) and reads until `expect` responses arrived or
     the connection closed; returns the responses' status codes and bodies, in order."""
@@ -646,6 +689,8 @@ def main():
         asyncio.run(backend(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None))
     elif role == "http-backend":
         http_backend(sys.argv[2] if len(sys.argv) > 2 else "backend", sys.argv[3] if len(sys.argv) > 3 else None)
+    elif role == "http-flaky":
+        http_flaky()
     elif role == "http-exchange":
         print(json.dumps(http_exchange(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))), flush=True)
     elif role == "auth-server":
