@@ -11,7 +11,7 @@ struct AdminTests {
 
     @Test("/metrics, parsed by prometheus_client, counts exactly the frames, messages, bytes and closes sent")
     func metricsMatchTraffic() async throws {
-        let backend = try PythonPeer(["backend", "echo"])
+        let backend = try await PythonPeer(["backend", "echo"])
         let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)", top: ["admin: { address: 127.0.0.1:0 }"])
         let session = try PythonSession()
         #expect(try await session.open("a", gateway.url())["status"] as? Int == 101)
@@ -55,7 +55,7 @@ struct AdminTests {
     @Test("/connections lists live WebSockets with their traffic; filters, sort, one by id; DELETE closes with 1008 and 1001")
     func connections() async throws {
         let record = NSTemporaryDirectory() + "sluice-closes-\(UUID().uuidString)"
-        let backend = try PythonPeer(["backend", "record-close", record])
+        let backend = try await PythonPeer(["backend", "record-close", record])
         let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)", top: ["admin: { address: 127.0.0.1:0 }"])
         let session = try PythonSession()
         #expect(try await session.open("quiet", gateway.url("/ws/quiet"), subprotocols: ["chat"])["status"] as? Int == 101)
@@ -142,7 +142,7 @@ struct AdminTests {
     func accessLog() async throws {
         let logFile = NSTemporaryDirectory() + "sluice-access-\(UUID().uuidString).log"
         defer { try? FileManager.default.removeItem(atPath: logFile) }
-        let backend = try PythonPeer(["backend", "echo"])
+        let backend = try await PythonPeer(["backend", "echo"])
         let gateway = try await TestGateway.relay(
             to: "ws://127.0.0.1:\(backend.port)", route: ["limits: { max_websockets_per_ip: 1 }"], top: ["access_log: \(logFile)"]
         )

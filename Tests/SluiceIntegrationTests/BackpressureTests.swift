@@ -6,7 +6,7 @@ import Testing
 struct BackpressureTests {
     @Test("a client that stops reading while the backend sends 1 GiB leaves the gateway's memory bounded")
     func stalledClient() async throws {
-        let backend = try PythonPeer(["backend", "flood", "\(1 << 30)"])
+        let backend = try await PythonPeer(["backend", "flood", "\(1 << 30)"])
         let sluice = try SluiceProcess(yaml: """
             listeners:
               - name: plain

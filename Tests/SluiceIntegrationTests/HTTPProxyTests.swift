@@ -21,7 +21,7 @@ struct HTTPProxyTests {
 
     @Test("a request reaches the backend with end-to-end headers, forwarding headers and Via; hop-by-hop and spoofed identity headers are gone; the prefix can be stripped")
     func headers() async throws {
-        let backend = try PythonPeer(["http-backend", "one"])
+        let backend = try await PythonPeer(["http-backend", "one"])
         let gateway = try await Self.gateway([backend], route: ["http: { strip_prefix: true }"])
         let result = try await Curl.run([
             "-H", "X-Sluice-User: root", "-H", "Connection: keep-alive, X-Drop", "-H", "X-Drop: 1", "-H", "X-Keep: 2",
@@ -48,7 +48,7 @@ struct HTTPProxyTests {
         let directory = NSTemporaryDirectory() + "sluice-https-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         try TestCertificateAuthority.write(serverName: "app.test", in: directory)
-        let backend = try PythonPeer(["http-backend", "secure", "\(directory)/server.pem,\(directory)/server-key.pem"])
+        let backend = try await PythonPeer(["http-backend", "secure", "\(directory)/server.pem,\(directory)/server-key.pem"])
         let gateway = try await TestGateway(yaml: """
             listeners: [ { name: plain, address: 127.0.0.1:0 } ]
             routes:
@@ -73,7 +73,7 @@ struct HTTPProxyTests {
 
     @Test("keep-alive: pipelined requests are answered in order, over one reused backend connection")
     func pipelining() async throws {
-        let backend = try PythonPeer(["http-backend", "one"])
+        let backend = try await PythonPeer(["http-backend", "one"])
         let gateway = try await Self.gateway([backend])
         let requests = ((1...3).map { "GET /app/r\($0) HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n" } + ["GET /app/stats HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n"]).joined()
         let result = try await PythonPeer.run(["http-exchange", "127.0.0.1", "\(gateway.port("plain"))", requests, "4"])
@@ -92,7 +92,7 @@ struct HTTPProxyTests {
 
     @Test("1 GiB up and 1 GiB down stream through with the gateway's memory bounded")
     func largeBodies() async throws {
-        let backend = try PythonPeer(["http-backend", "one"])
+        let backend = try await PythonPeer(["http-backend", "one"])
         let gateway = try await Self.gateway([backend])
         let before = residentBytes()
         let upload = try await Curl.run([], shell: "head -c 1073741824 /dev/zero | curl -s --max-time 300 -T - -H 'Content-Type: application/octet-stream' \(url(gateway, "/app/upload"))", timeout: 300)
@@ -110,7 +110,7 @@ struct HTTPProxyTests {
 
     @Test("server-sent events reach the client one by one, as the backend sends them")
     func serverSentEvents() async throws {
-        let backend = try PythonPeer(["http-backend", "one"])
+        let backend = try await PythonPeer(["http-backend", "one"])
         let gateway = try await Self.gateway([backend])
         let script = """
             import socket, time, json
@@ -138,7 +138,7 @@ struct HTTPProxyTests {
 
     @Test("502 for a refused backend or a malformed answer, 504 for a slow one, 413 over max_request_body, a backend dying mid-response cuts the client off")
     func errors() async throws {
-        let backend = try PythonPeer(["http-backend", "one"])
+        let backend = try await PythonPeer(["http-backend", "one"])
         let gateway = try await TestGateway(yaml: """
             listeners: [ { name: plain, address: 127.0.0.1:0 } ]
             routes:
@@ -171,7 +171,7 @@ struct HTTPProxyTests {
 
     @Test("plain requests: request_rate_per_ip answers 429 with Retry-After; a foreign Origin is 403, a missing one is fine")
     func requestLimitsAndOrigin() async throws {
-        let backend = try PythonPeer(["http-backend", "one"])
+        let backend = try await PythonPeer(["http-backend", "one"])
         let gateway = try await Self.gateway([backend], route: [
             "limits: { request_rate_per_ip: { rate: 1/m, burst: 2 } }", "origin: { allowed: [\"https://app.test\"] }",
         ])
@@ -189,7 +189,7 @@ struct HTTPProxyTests {
 
     @Test("a kept-alive backend connection found dead: an idempotent GET is sent again, a POST with a body is not (502)")
     func staleKeepAliveRetry() async throws {
-        let backend = try PythonPeer(["http-flaky"])
+        let backend = try await PythonPeer(["http-flaky"])
         let gateway = try await Self.gateway([backend])
         // One client connection (curl reuses it), so both requests use its event loop's pool.
         let gets = try await Curl.run([], shell: "curl -s \(url(gateway, "/app/first")) \(url(gateway, "/app/second")) -w ' %{http_code}'")
@@ -203,7 +203,7 @@ struct HTTPProxyTests {
 
     @Test("request smuggling shapes are refused with 400 and a closed connection")
     func smuggling() async throws {
-        let backend = try PythonPeer(["http-backend", "one"])
+        let backend = try await PythonPeer(["http-backend", "one"])
         let gateway = try await Self.gateway([backend])
         let port = "\(gateway.port("plain"))"
         let cases = [
@@ -227,7 +227,7 @@ struct HTTPProxyTests {
 
     @Test("HEAD, 204 and 304 carry no body; Expect: 100-continue is answered; a chunked upload is re-framed")
     func bodiless() async throws {
-        let backend = try PythonPeer(["http-backend", "one"])
+        let backend = try await PythonPeer(["http-backend", "one"])
         let gateway = try await Self.gateway([backend])
         let head = try await Curl.run(["-I", url(gateway, "/app/x")])
         #expect(head.status == 200 && head.body.isEmpty)
@@ -247,8 +247,8 @@ struct HTTPProxyTests {
 
     @Test("balancing: round robin alternates, a cookie or the client address pins a backend, a dead backend is skipped")
     func balancing() async throws {
-        let one = try PythonPeer(["http-backend", "one"])
-        let two = try PythonPeer(["http-backend", "two"])
+        let one = try await PythonPeer(["http-backend", "one"])
+        let two = try await PythonPeer(["http-backend", "two"])
         let robin = try await Self.gateway([one, two])
         var seen: [String] = []
         for _ in 0..<4 { seen.append(try await Curl.run([url(robin, "/app/who")]).headers["x-backend"] ?? "?") }
@@ -308,8 +308,8 @@ struct SocketIOTests {
 
     @Test("with cookie stickiness a client polls, upgrades and talks to one backend; without it, two backends break the session")
     func stickiness() async throws {
-        let one = try PythonPeer(["server", "one"], script: Self.script)
-        let two = try PythonPeer(["server", "two"], script: Self.script)
+        let one = try await PythonPeer(["server", "one"], script: Self.script)
+        let two = try await PythonPeer(["server", "two"], script: Self.script)
         let sticky = try await Self.gateway(one, two, sticky: true)
         for _ in 0..<3 {
             let result = try await PythonPeer.run(["client", "http://127.0.0.1:\(sticky.port("plain"))"], script: Self.script)
@@ -346,7 +346,11 @@ struct SockJSTests {
 
     @Test("websocket, xhr-streaming, xhr-polling and eventsource all echo; streamed pushes arrive one by one")
     func transports() async throws {
-        let server = try NodePeer(Self.peers.appendingPathComponent("sockjs_server.js").path)
+        // Debian's node modules live in /usr/share/nodejs, which a node not from Debian does not search.
+        let server = try await PythonPeer(
+            executable: "/usr/bin/node", arguments: [Self.peers.appendingPathComponent("sockjs_server.js").path],
+            environment: ["NODE_PATH": "/usr/share/nodejs"]
+        )
         let gateway = try await TestGateway(yaml: """
             listeners: [ { name: plain, address: 127.0.0.1:0 } ]
             routes:
@@ -375,43 +379,4 @@ struct SockJSTests {
 func sockJSPeersInstalled() -> Bool {
     ["/usr/bin/chromium", "/usr/bin/node", "/usr/share/nodejs/sockjs/index.js", "/usr/share/nodejs/sockjs-client/dist/sockjs.min.js"]
         .allSatisfy { FileManager.default.fileExists(atPath: $0) }
-}
-
-/// A Node.js peer that prints "PORT n" and exits when its stdin closes.
-final class NodePeer: @unchecked Sendable {
-    private let process = Process()
-    private let lifeline = Pipe()
-    let port: Int
-
-    init(_ script: String) throws {
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/node")
-        process.arguments = [script]
-        // Debian's node modules live in /usr/share/nodejs, which a node not from Debian does not search.
-        process.environment = ProcessInfo.processInfo.environment.merging(["NODE_PATH": "/usr/share/nodejs"]) { _, new in new }
-        process.standardInput = lifeline
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.standardError
-        try process.run()
-        var line = Data()
-        while true {
-            let byte = output.fileHandleForReading.readData(ofLength: 1)
-            if byte.isEmpty || byte == Data("\n".utf8) { break }
-            line.append(byte)
-        }
-        let text = String(decoding: line, as: UTF8.self)
-        guard text.hasPrefix("PORT "), let port = Int(text.dropFirst(5)) else {
-            process.terminate()
-            throw PeerError(message: "node peer did not report a port: '\(text)'")
-        }
-        self.port = port
-    }
-
-    func stop() {
-        guard process.isRunning else { return }
-        kill(process.processIdentifier, SIGKILL)
-        for _ in 0..<200 where process.isRunning { usleep(10_000) }
-    }
-
-    deinit { stop() }
 }

@@ -6,7 +6,7 @@ import Testing
 struct LimitsTests {
     @Test("max_websockets: 503 with Retry-After at the cap; a slot frees when a connection closes or is killed")
     func routeCap() async throws {
-        let backend = try PythonPeer(["backend", "echo"])
+        let backend = try await PythonPeer(["backend", "echo"])
         let gateway = try await TestGateway.relay(
             to: "ws://127.0.0.1:\(backend.port)", route: ["limits: { max_websockets: 2, retry_after: 7s }"]
         )
@@ -31,7 +31,7 @@ struct LimitsTests {
 
     @Test("max_websockets_per_ip: 429; X-Forwarded-For counts only when the peer is a trusted proxy")
     func perIPAndTrustedProxies() async throws {
-        let backend = try PythonPeer(["backend", "echo"])
+        let backend = try await PythonPeer(["backend", "echo"])
         let untrusting = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)", route: ["limits: { max_websockets_per_ip: 1 }"])
         let session = try PythonSession()
         // Without trusted_proxies a client cannot pose as another address.
@@ -60,7 +60,7 @@ struct LimitsTests {
 
     @Test("upgrade_rate_per_ip and upgrade_rate: 429 with Retry-After past the burst")
     func upgradeRate() async throws {
-        let backend = try PythonPeer(["backend", "echo"])
+        let backend = try await PythonPeer(["backend", "echo"])
         // One token a minute after a burst of three: the fourth attempt is refused however slow
         // the machine is. (Refill timing is unit-tested with a hand-driven clock.)
         let gateway = try await TestGateway.relay(
@@ -93,7 +93,7 @@ struct LimitsTests {
 
     @Test("max_connections and max_connections_per_ip close new TCP connections at once, counted in /metrics")
     func connectionCaps() async throws {
-        let backend = try PythonPeer(["backend", "echo"])
+        let backend = try await PythonPeer(["backend", "echo"])
         let gateway = try await TestGateway.relay(
             to: "ws://127.0.0.1:\(backend.port)",
             top: ["limits: { max_connections: 2 }", "admin: { address: 127.0.0.1:0 }"]
@@ -124,7 +124,7 @@ struct LimitsTests {
 
     @Test("every counter returns to zero after thousands of connections end every way")
     func churn() async throws {
-        let backend = try PythonPeer(["backend", "echo"])
+        let backend = try await PythonPeer(["backend", "echo"])
         let gateway = try await TestGateway(yaml: """
             admin: { address: 127.0.0.1:0 }
             limits: { max_connections: 5000, max_connections_per_ip: 5000 }

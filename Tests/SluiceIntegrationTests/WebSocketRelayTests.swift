@@ -11,7 +11,7 @@ struct WebSocketRelayTests {
 
     @Test("text, binary, 16 MiB, fragmented messages, ping passthrough, close code both ways; subprotocol and permessage-deflate end to end")
     func echoEverything() async throws {
-        let backend = try PythonPeer(["backend", "echo"])
+        let backend = try await PythonPeer(["backend", "echo"])
         let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)")
         let result = try await PythonPeer.run(["client", "echo", url(gateway), #"{"subprotocols": ["chat"]}"#])
         await gateway.stop()
@@ -26,7 +26,7 @@ struct WebSocketRelayTests {
 
     @Test("without compression offered, none is negotiated; RSV1 stays illegal")
     func noCompression() async throws {
-        let backend = try PythonPeer(["backend", "echo"])
+        let backend = try await PythonPeer(["backend", "echo"])
         let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)")
         let result = try await PythonPeer.run(["client", "echo", url(gateway), #"{"compression": false}"#])
         await gateway.stop()
@@ -38,7 +38,7 @@ struct WebSocketRelayTests {
 
     @Test("a route's subprotocol list narrows the offer; nothing allowed left is a 400 naming the list")
     func subprotocolNarrowing() async throws {
-        let backend = try PythonPeer(["backend", "echo"])
+        let backend = try await PythonPeer(["backend", "echo"])
         let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)", websocket: ["subprotocols: [superchat]"])
         let narrowed = try await PythonPeer.run(["client", "headers", url(gateway), #"{"subprotocols": ["chat", "superchat"]}"#])
         let refused = try await PythonPeer.run(["client", "status", url(gateway), #"{"subprotocols": ["chat"]}"#])
@@ -53,7 +53,7 @@ struct WebSocketRelayTests {
 
     @Test("the backend sees the client's path, Host, cookies and forwarding headers, not hop-by-hop ones")
     func forwardedHeaders() async throws {
-        let backend = try PythonPeer(["backend", "echo"])
+        let backend = try await PythonPeer(["backend", "echo"])
         let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)")
         let options = #"{"headers": {"Cookie": "session=abc", "X-Forwarded-For": "10.9.8.7", "X-Drop-Me": "1", "Connection": "Upgrade, X-Drop-Me"}}"#
         let result = try await PythonPeer.run(["client", "headers", url(gateway, "/ws/room/../chat?id=7"), options])
@@ -72,7 +72,7 @@ struct WebSocketRelayTests {
 
     @Test("a backend's non-101 answer reaches the client as it came")
     func backendRefuses() async throws {
-        let backend = try PythonPeer(["backend", "reject403"])
+        let backend = try await PythonPeer(["backend", "reject403"])
         let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)")
         let result = try await PythonPeer.run(["client", "status", url(gateway)])
         await gateway.stop()
@@ -94,7 +94,7 @@ struct WebSocketRelayTests {
 
     @Test("when a backend refuses the connection, the next one is tried")
     func failover() async throws {
-        let backend = try PythonPeer(["backend", "echo"])
+        let backend = try await PythonPeer(["backend", "echo"])
         let down = try closedPort()
         let gateway = try await TestGateway(yaml: """
             listeners:
@@ -119,7 +119,7 @@ struct WebSocketRelayTests {
         let directory = NSTemporaryDirectory() + "sluice-wss-backend-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         try TestCertificateAuthority.write(serverName: "backend.test", in: directory)
-        let backend = try PythonPeer(["backend", "echo-tls", "\(directory)/server.pem,\(directory)/server-key.pem"])
+        let backend = try await PythonPeer(["backend", "echo-tls", "\(directory)/server.pem,\(directory)/server-key.pem"])
         let wss = "wss://127.0.0.1:\(backend.port)"
         let verified = try await TestGateway.relay(to: wss, route: ["backend_tls: { ca_file: \(directory)/ca.pem, server_name: backend.test }"])
         let skipped = try await TestGateway.relay(to: wss, route: ["backend_tls: { insecure_skip_verify: true }"])
@@ -136,7 +136,7 @@ struct WebSocketRelayTests {
 
     @Test("an IPv6 listener relays to an IPv4 backend")
     func ipv6Listener() async throws {
-        let backend = try PythonPeer(["backend", "echo"])
+        let backend = try await PythonPeer(["backend", "echo"])
         let gateway = try await TestGateway(yaml: """
             listeners:
               - { name: v6, address: "[::1]:0" }
@@ -151,7 +151,7 @@ struct WebSocketRelayTests {
 
     @Test("a backend that does not answer the handshake in time gets the client a 504")
     func backendSlow() async throws {
-        let backend = try PythonPeer(["backend", "slow", "5"])
+        let backend = try await PythonPeer(["backend", "slow", "5"])
         let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)", websocket: ["handshake_timeout: 500ms"])
         let result = try await PythonPeer.run(["client", "status", url(gateway)])
         await gateway.stop()
@@ -161,7 +161,7 @@ struct WebSocketRelayTests {
 
     @Test("a backend whose Sec-WebSocket-Accept is wrong gets the client a 502")
     func badAccept() async throws {
-        let backend = try PythonPeer(["raw-backend", "bad-accept"])
+        let backend = try await PythonPeer(["raw-backend", "bad-accept"])
         let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)")
         let result = try await PythonPeer.run(["client", "status", url(gateway)])
         await gateway.stop()
@@ -172,7 +172,7 @@ struct WebSocketRelayTests {
 
     @Test("a backend dying mid-stream gets the client a close 1014")
     func backendDies() async throws {
-        let backend = try PythonPeer(["backend", "die"])
+        let backend = try await PythonPeer(["backend", "die"])
         let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)")
         let result = try await PythonPeer.run(["client", "wait-close", url(gateway), #"{"send": "boom", "timeout": 10}"#])
         await gateway.stop()
@@ -182,7 +182,7 @@ struct WebSocketRelayTests {
 
     @Test("a backend's close code and reason reach the client")
     func backendCloses() async throws {
-        let backend = try PythonPeer(["backend", "close-after-first"])
+        let backend = try await PythonPeer(["backend", "close-after-first"])
         let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)")
         let result = try await PythonPeer.run(["client", "wait-close", url(gateway), #"{"send": "hi"}"#])
         await gateway.stop()
@@ -193,7 +193,7 @@ struct WebSocketRelayTests {
 
     @Test("no frame either way for idle_timeout closes the client with 1001")
     func idleTimeout() async throws {
-        let backend = try PythonPeer(["backend", "echo"])
+        let backend = try await PythonPeer(["backend", "echo"])
         let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)", websocket: ["idle_timeout: 400ms"])
         let result = try await PythonPeer.run(["client", "wait-close", url(gateway), #"{"timeout": 10}"#])
         await gateway.stop()
@@ -205,7 +205,7 @@ struct WebSocketRelayTests {
 
     @Test("the gateway pings both sides and consumes the pongs; the connection stays usable")
     func gatewayPings() async throws {
-        let backend = try PythonPeer(["backend", "echo"])
+        let backend = try await PythonPeer(["backend", "echo"])
         let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)", websocket: ["ping_interval: 200ms", "pong_timeout: 2s"])
         let result = try await PythonPeer.run(["raw-client", "answer-pings", "127.0.0.1", "\(gateway.port("plain"))", #"{"path": "/ws", "seconds": 1.5}"#])
         await gateway.stop()
@@ -217,7 +217,7 @@ struct WebSocketRelayTests {
 
     @Test("a client that never answers pings is treated as gone")
     func silentClient() async throws {
-        let backend = try PythonPeer(["backend", "echo"])
+        let backend = try await PythonPeer(["backend", "echo"])
         let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)", websocket: ["ping_interval: 200ms", "pong_timeout: 300ms"])
         let result = try await PythonPeer.run(["raw-client", "ignore-pings", "127.0.0.1", "\(gateway.port("plain"))", #"{"path": "/ws", "seconds": 5}"#])
         await gateway.stop()
@@ -229,7 +229,7 @@ struct WebSocketRelayTests {
 
     @Test("a first frame sent in the same packet as the backend's 101 is not lost")
     func backendFirstFrameSamePacket() async throws {
-        let backend = try PythonPeer(["raw-backend", "first-frame-same-packet"])
+        let backend = try await PythonPeer(["raw-backend", "first-frame-same-packet"])
         let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)")
         let result = try await PythonPeer.run(["client", "first-message", url(gateway), #"{"compression": false}"#])
         await gateway.stop()
@@ -239,7 +239,7 @@ struct WebSocketRelayTests {
 
     @Test("a backend that speaks first right after its handshake is relayed")
     func backendSpeaksFirst() async throws {
-        let backend = try PythonPeer(["backend", "first-frame"])
+        let backend = try await PythonPeer(["backend", "first-frame"])
         let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)")
         let result = try await PythonPeer.run(["client", "first-message", url(gateway)])
         await gateway.stop()
@@ -249,7 +249,7 @@ struct WebSocketRelayTests {
 
     @Test("a client frame sent in the same packet as the upgrade request reaches the backend")
     func clientEarlyFrame() async throws {
-        let backend = try PythonPeer(["backend", "echo"])
+        let backend = try await PythonPeer(["backend", "echo"])
         let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)")
         let result = try await PythonPeer.run(["raw-client", "early-frame", "127.0.0.1", "\(gateway.port("plain"))", #"{"path": "/ws"}"#])
         await gateway.stop()
@@ -260,7 +260,7 @@ struct WebSocketRelayTests {
 
     @Test("a client frame with reserved bits set is failed with 1002 and the connection dropped")
     func clientViolation() async throws {
-        let backend = try PythonPeer(["backend", "echo"])
+        let backend = try await PythonPeer(["backend", "echo"])
         let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)")
         let result = try await PythonPeer.run(["raw-client", "violation", "127.0.0.1", "\(gateway.port("plain"))", #"{"path": "/ws"}"#])
         await gateway.stop()
@@ -272,7 +272,7 @@ struct WebSocketRelayTests {
 
     @Test("a frame over max_frame_size closes the sender with 1009")
     func frameTooBig() async throws {
-        let backend = try PythonPeer(["backend", "echo"])
+        let backend = try await PythonPeer(["backend", "echo"])
         let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)", websocket: ["max_frame_size: 1KiB", "max_message_size: 4KiB"])
         let result = try await PythonPeer.run(["raw-client", "too-big", "127.0.0.1", "\(gateway.port("plain"))", #"{"path": "/ws", "size": 2000}"#])
         await gateway.stop()
@@ -282,7 +282,7 @@ struct WebSocketRelayTests {
 
     @Test("a masked frame from the backend fails the backend; the client gets 1001")
     func backendViolation() async throws {
-        let backend = try PythonPeer(["raw-backend", "masked-frame"])
+        let backend = try await PythonPeer(["raw-backend", "masked-frame"])
         let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)")
         let result = try await PythonPeer.run(["raw-client", "read-frame", "127.0.0.1", "\(gateway.port("plain"))", #"{"path": "/ws"}"#])
         await gateway.stop()
@@ -293,7 +293,7 @@ struct WebSocketRelayTests {
 
     @Test("remask: true re-masks client frames and the backend still reads them")
     func remask() async throws {
-        let backend = try PythonPeer(["backend", "echo"])
+        let backend = try await PythonPeer(["backend", "echo"])
         let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)", websocket: ["remask: true"])
         let result = try await PythonPeer.run(["client", "echo", url(gateway)])
         await gateway.stop()
@@ -321,7 +321,7 @@ func closedPort() throws -> Int {
 struct ShutdownTests {
     @Test("on shutdown every live WebSocket gets a close 1001")
     func shutdownCloses() async throws {
-        let backend = try PythonPeer(["backend", "echo"])
+        let backend = try await PythonPeer(["backend", "echo"])
         let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)")
         let url = "ws://127.0.0.1:\(gateway.port("plain"))/ws"
         let client = Task { () -> Int? in

@@ -1,4 +1,5 @@
 import NIOCore
+import NIOHTTP1
 import NIOPosix
 import NIOSSL
 import Synchronization
@@ -24,8 +25,29 @@ struct Backend: Sendable {
         return try? SocketAddress(ipAddress: host, port: port)
     }
 
-    /// Connects `bootstrap` to this backend.
-    func connect(_ bootstrap: ClientBootstrap) -> EventLoopFuture<any Channel> {
+    /// Connects to this backend with an HTTP/1.1 client pipeline (TLS first for wss/https)
+    /// ending in `handler`. `leftovers` says what the response decoder does with bytes after
+    /// the last response when it leaves: forward them (the relay needs a WebSocket's first frames),
+    /// or drop them.
+    func connectHTTP<Handler: ChannelHandler>(
+        on eventLoop: any EventLoop, timeout: TimeAmount, leftovers: RemoveAfterUpgradeStrategy, handler: Handler
+    ) -> EventLoopFuture<any Channel> {
+        // The initializer runs on `eventLoop`, where the handler was made.
+        let handler = NIOLoopBound(handler, eventLoop: eventLoop)
+        let bootstrap = ClientBootstrap(group: eventLoop)
+            .connectTimeout(timeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    if let tls {
+                        try sync.addHandler(NIOSSLClientHandler(context: tls, serverHostname: serverName))
+                    }
+                    try sync.addHandler(HTTPRequestEncoder())
+                    try sync.addHandler(ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: leftovers)))
+                    try sync.addHandler(handler.value)
+                }
+            }
         if let address = literalAddress { return bootstrap.connect(to: address) }
         return bootstrap.connect(host: host, port: port)
     }

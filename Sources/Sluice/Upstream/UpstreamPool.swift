@@ -182,21 +182,7 @@ final class UpstreamConnection: @unchecked Sendable {
 
     static func connect(_ backend: Backend, timeout: TimeAmount, on eventLoop: any EventLoop) -> EventLoopFuture<UpstreamConnection> {
         let handler = UpstreamHTTPHandler()
-        let bootstrap = ClientBootstrap(group: eventLoop)
-            .connectTimeout(timeout)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let sync = channel.pipeline.syncOperations
-                    if let tls = backend.tls {
-                        try sync.addHandler(NIOSSLClientHandler(context: tls, serverHostname: backend.serverName))
-                    }
-                    try sync.addHandler(HTTPRequestEncoder())
-                    try sync.addHandler(ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes)))
-                    try sync.addHandler(handler)
-                }
-            }
-        return backend.connect(bootstrap)
+        return backend.connectHTTP(on: eventLoop, timeout: timeout, leftovers: .dropBytes, handler: handler)
             .map { UpstreamConnection(channel: $0, handler: handler) }
     }
 }

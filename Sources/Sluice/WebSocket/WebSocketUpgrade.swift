@@ -130,21 +130,9 @@ final class WebSocketUpgrade {
         let handler = UpstreamHandshakeHandler(request: request) { [self] event in
             handshakeEvent(event)
         }
-        let bootstrap = ClientBootstrap(group: eventLoop)
-            .connectTimeout(TimeAmount(route.websocket.connectTimeout))
-            .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let sync = channel.pipeline.syncOperations
-                    if let tls = backend.tls {
-                        try sync.addHandler(NIOSSLClientHandler(context: tls, serverHostname: backend.serverName))
-                    }
-                    try sync.addHandler(HTTPRequestEncoder())
-                    try sync.addHandler(ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .forwardBytes)))
-                    try sync.addHandler(handler)
-                }
-            }
-        backend.connect(bootstrap).assumeIsolated().whenComplete { [self] result in
+        backend.connectHTTP(
+            on: eventLoop, timeout: TimeAmount(route.websocket.connectTimeout), leftovers: .forwardBytes, handler: handler
+        ).assumeIsolated().whenComplete { [self] result in
             switch result {
             case .success(let channel):
                 if finished {

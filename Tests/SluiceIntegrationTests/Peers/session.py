@@ -31,7 +31,7 @@ async def open_connection(command):
     try:
         ws = await connect(command["url"], additional_headers=command.get("headers", {}), max_size=None,
                            subprotocols=command.get("subprotocols"),
-                           ping_interval=None, open_timeout=10, close_timeout=5, compression=None)
+                           ping_interval=None, open_timeout=30, close_timeout=5, compression=None)
     except InvalidStatus as error:
         response = error.response
         return {"status": response.status_code, "body": response.body.decode("utf-8", "replace"),

@@ -1,6 +1,7 @@
 import Foundation
 
-/// A Python peer from `Peers/peer.py`, run as a child process.
+/// A peer run as a child process: the Python peers of `Peers/` (and any other program that
+/// prints "PORT <n>" first and exits when its stdin closes, such as the Node SockJS server).
 ///
 /// Backends report their OS-chosen port on the first line; clients print one JSON object.
 final class PythonPeer: @unchecked Sendable {
@@ -8,31 +9,48 @@ final class PythonPeer: @unchecked Sendable {
         .deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Peers/peer.py").path
 
-    private let process = Process()
+    private let process: Process
     /// The peer's stdin; it exits when this closes (when the test process is gone).
-    private let lifeline = Pipe()
+    private let lifeline: Pipe
     let port: Int
 
     /// Starts a backend (`backend MODE [ARG]` or `raw-backend MODE`) and waits for its port.
-    init(_ arguments: [String], script: String = PythonPeer.script) throws {
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", script] + arguments
+    convenience init(_ arguments: [String], script: String = PythonPeer.script) async throws {
+        try await self.init(executable: "/usr/bin/env", arguments: ["python3", script] + arguments)
+    }
+
+    /// Starts any peer that prints "PORT <n>" on its first line and exits when its stdin closes.
+    init(executable: String, arguments: [String], environment: [String: String] = [:]) async throws {
+        process = Process()
+        lifeline = Pipe()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        }
         process.standardInput = lifeline
         let output = Pipe()
         process.standardOutput = output
         process.standardError = FileHandle.standardError
         try process.run()
-        var line = Data()
+        // Waiting for the port blocks a thread; a Dispatch thread, never one of the two threads
+        // of the concurrency pool that every test (and the gateway's JWT checks) share.
         let handle = output.fileHandleForReading
-        while true {
-            let byte = handle.readData(ofLength: 1)
-            if byte.isEmpty || byte == Data("\n".utf8) { break }
-            line.append(byte)
+        let line = await withCheckedContinuation { (continuation: CheckedContinuation<Data, Never>) in
+            DispatchQueue.global().async {
+                var line = Data()
+                while true {
+                    let byte = handle.readData(ofLength: 1)
+                    if byte.isEmpty || byte == Data("\n".utf8) { break }
+                    line.append(byte)
+                }
+                continuation.resume(returning: line)
+            }
         }
         let text = String(decoding: line, as: UTF8.self)
         guard text.hasPrefix("PORT "), let port = Int(text.dropFirst(5)) else {
             process.terminate()
-            throw PeerError(message: "peer did not report a port: '\(text)'")
+            throw PeerError(message: "peer \(arguments) did not report a port: '\(text)'")
         }
         self.port = port
     }
