@@ -80,7 +80,7 @@ final class ForwardAuthenticator: Sendable {
                 }
                 return outcome
             }
-            .recover { error in .unavailable(reason: "auth service unreachable or slow: \(WebSocketUpgrade.describe(error))") }
+            .recover { error in .unavailable(reason: "auth service unreachable or slow: \(BackendConnectFailure.describe(error))") }
     }
 
     struct Response {

@@ -140,7 +140,7 @@ final class FailureLimiter: Sendable {
 
     /// Seconds to wait when `client` has no failures left, else `nil`.
     func blocked(_ client: IPAddress) -> Int? {
-        let now = RouteLimiter.now()
+        let now = MonotonicClock.nanoseconds()
         return buckets.withLockedValue { buckets in
             guard var bucket = buckets[client] else { return nil }
             if bucket.isFull(now: now) {
@@ -155,7 +155,7 @@ final class FailureLimiter: Sendable {
     }
 
     func record(_ client: IPAddress) {
-        let now = RouteLimiter.now()
+        let now = MonotonicClock.nanoseconds()
         buckets.withLockedValue { buckets in
             if buckets.count > 65_536 { buckets = buckets.filter { !$0.value.isFull(now: now) } }
             var bucket = buckets[client] ?? TokenBucket(limit, now: now)

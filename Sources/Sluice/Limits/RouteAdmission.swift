@@ -92,13 +92,13 @@ final class RouteLimiter: Sendable {
     private let state: NIOLockedValueBox<RouteAdmissionState>
 
     init(limits: RouteLimits) {
-        state = NIOLockedValueBox(RouteAdmissionState(limits: limits, now: Self.now()))
+        state = NIOLockedValueBox(RouteAdmissionState(limits: limits, now: MonotonicClock.nanoseconds()))
     }
 
     /// Admits one WebSocket; the lease must be released when the connection ends (exactly once;
     /// `AdmissionLease.release()` makes later calls no-ops).
     func admit(ip: IPAddress, user: String?) -> Result<AdmissionLease, LimitRejection> {
-        let now = Self.now()
+        let now = MonotonicClock.nanoseconds()
         if let rejection = state.withLockedValue({ $0.admit(ip: ip, user: user, now: now) }) {
             return .failure(rejection)
         }
@@ -107,14 +107,13 @@ final class RouteLimiter: Sendable {
 
     /// Checks a plain request against the route's request-rate buckets.
     func admitRequest(ip: IPAddress) -> LimitRejection? {
-        let now = Self.now()
+        let now = MonotonicClock.nanoseconds()
         return state.withLockedValue { $0.admitRequest(ip: ip, now: now) }
     }
 
     var active: Int { state.withLockedValue { $0.active } }
     var isIdle: Bool { state.withLockedValue { $0.isIdle } }
 
-    static func now() -> Int64 { Int64(clamping: ContinuousClock.now.durationSinceReferenceTime.nanoseconds) }
 }
 
 /// A counted-in connection: `release()` counts it out once, however many paths call it.
@@ -128,16 +127,4 @@ final class AdmissionLease: Sendable {
         guard !released.exchange(true, ordering: .acquiringAndReleasing) else { return }
         onRelease()
     }
-}
-
-extension Duration {
-    var nanoseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000
-    }
-}
-
-extension ContinuousClock.Instant {
-    var durationSinceReferenceTime: Duration { self - ContinuousClock.Instant.referenceInstant }
-    static let referenceInstant = ContinuousClock.now
 }

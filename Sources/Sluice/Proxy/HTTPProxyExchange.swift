@@ -175,18 +175,11 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
 
     // MARK: Backend side
 
-    private enum Failure {
-        case refused(String), timeout
-    }
-
-    private func connectNext(lastFailure: Failure?) {
+    private func connectNext(lastFailure: BackendConnectFailure?) {
         guard !finished else { return }
         guard attempt < candidates.count else {
-            switch lastFailure {
-            case .timeout: fail(.gatewayTimeout, "backend connect timed out", result: "backend_timeout", keepAlive: true)
-            case .refused(let reason): fail(.badGateway, "backend unreachable: \(reason)", result: "backend_refused", keepAlive: true)
-            case nil: fail(.badGateway, "no backend available", result: "no_backend", keepAlive: true)
-            }
+            let answer = BackendConnectFailure.answer(after: lastFailure)
+            fail(answer.status, answer.message, result: answer.result, keepAlive: true)
             return
         }
         let index = candidates[attempt]
@@ -207,11 +200,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
                 attach(connection, index: index)
             case .failure(let error):
                 backends.connectFailed(index)
-                if error is ChannelError, case .connectTimeout = error as! ChannelError {
-                    connectNext(lastFailure: .timeout)
-                } else {
-                    connectNext(lastFailure: .refused(WebSocketUpgrade.describe(error)))
-                }
+                connectNext(lastFailure: BackendConnectFailure(error))
             }
         }
     }
@@ -314,7 +303,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
             connectNext(lastFailure: nil)
             return
         }
-        let reason = error.map { WebSocketUpgrade.describe($0) } ?? "closed the connection"
+        let reason = error.map { BackendConnectFailure.describe($0) } ?? "closed the connection"
         fail(.badGateway, "backend failed before answering (\(reason))", result: "backend_error", keepAlive: false)
     }
 

@@ -95,7 +95,7 @@ final class BackendSet: Sendable {
     /// connection and its retries.
     func candidates(attempts: Int, client: IPAddress? = nil, stickyCookie: String? = nil) -> [Int] {
         let count = backends.count
-        let now = RouteLimiter.now()
+        let now = MonotonicClock.nanoseconds()
         let healthy = (0..<count).filter { stats[$0].skippedUntil.load(ordering: .relaxed) <= now }
         let pool = healthy.isEmpty ? Array(0..<count) : healthy
         var order: [Int]
@@ -155,11 +155,11 @@ final class BackendSet: Sendable {
     func connectFailed(_ index: Int) {
         let count = stats[index].failures.add(1, ordering: .relaxed).newValue
         if count >= balance.maxFails {
-            stats[index].skippedUntil.store(RouteLimiter.now() + balance.coolDown.nanoseconds, ordering: .relaxed)
+            stats[index].skippedUntil.store(MonotonicClock.nanoseconds() + balance.coolDown.nanoseconds, ordering: .relaxed)
             stats[index].failures.store(0, ordering: .relaxed)
         }
     }
-    func isSkipped(_ index: Int) -> Bool { stats[index].skippedUntil.load(ordering: .relaxed) > RouteLimiter.now() }
+    func isSkipped(_ index: Int) -> Bool { stats[index].skippedUntil.load(ordering: .relaxed) > MonotonicClock.nanoseconds() }
 
     /// Builds the set for `route`; `builtinAddresses` maps built-in backends to their loopback ports.
     static func make(for route: RouteConfiguration, routeIndex: Int, builtinPorts: [BackendURL.Builtin: Int]) throws(ConfigError) -> BackendSet {

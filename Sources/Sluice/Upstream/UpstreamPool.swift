@@ -85,7 +85,7 @@ final class UpstreamPool: Sendable {
     /// An idle connection to `backend` on `eventLoop`, or a new one.
     func acquire(_ backend: Backend, settings: PoolSettings, on eventLoop: any EventLoop) -> EventLoopFuture<UpstreamConnection> {
         let key = Key(backend, loop: eventLoop)
-        let now = RouteLimiter.now()
+        let now = MonotonicClock.nanoseconds()
         let (reused, expired) = pools.withLockedValue { pools -> (UpstreamConnection?, [UpstreamConnection]) in
             var state = pools.states[key] ?? ConnectionPoolState(maxIdle: settings.maxIdle, idleTimeout: settings.idleTimeout)
             var (id, expiredIDs) = state.checkout(now: now)
@@ -114,7 +114,7 @@ final class UpstreamPool: Sendable {
     func release(_ connection: UpstreamConnection, backend: Backend, settings: PoolSettings, reusable: Bool) {
         let key = Key(backend, loop: connection.channel.eventLoop)
         let id = ObjectIdentifier(connection)
-        let now = RouteLimiter.now()
+        let now = MonotonicClock.nanoseconds()
         let decision = pools.withLockedValue { pools -> (ConnectionPoolState<ObjectIdentifier>.Checkin, UpstreamConnection?) in
             var state = pools.states[key] ?? ConnectionPoolState(maxIdle: settings.maxIdle, idleTimeout: settings.idleTimeout)
             let checkin = state.checkin(id, reusable: reusable && connection.channel.isActive, now: now)

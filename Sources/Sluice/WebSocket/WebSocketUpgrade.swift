@@ -107,19 +107,11 @@ final class WebSocketUpgrade {
 
     // MARK: Connect
 
-    private enum ConnectFailure {
-        case refused(String)
-        case timeout
-    }
-
-    private func connectNext(lastError: ConnectFailure?) {
+    private func connectNext(lastError: BackendConnectFailure?) {
         guard !finished else { return }
         guard attempt < candidates.count else {
-            switch lastError {
-            case .timeout: fail(.gatewayTimeout, "backend connect timed out", result: "backend_timeout")
-            case .refused(let reason): fail(.badGateway, "backend unreachable: \(reason)", result: "backend_refused")
-            case nil: fail(.badGateway, "no backend available", result: "no_backend")
-            }
+            let answer = BackendConnectFailure.answer(after: lastError)
+            fail(answer.status, answer.message, result: answer.result)
             return
         }
         let index = candidates[attempt]
@@ -152,21 +144,9 @@ final class WebSocketUpgrade {
             case .failure(let error):
                 logger.debug("backend connect failed", metadata: ["backend": "\(backend.url)", "error": "\(error)"])
                 route.backends?.connectFailed(index)
-                if error is ChannelError, case .connectTimeout = error as! ChannelError {
-                    connectNext(lastError: .timeout)
-                } else {
-                    connectNext(lastError: .refused(Self.describe(error)))
-                }
+                connectNext(lastError: BackendConnectFailure(error))
             }
         }
-    }
-
-    static func describe(_ error: any Error) -> String {
-        if let io = error as? IOError { return io.description }
-        if let connect = error as? NIOConnectionError, let first = connect.connectionErrors.first {
-            return describe(first.error)
-        }
-        return "\(error)"
     }
 
     /// The upgrade request the backend receives: the client's end-to-end headers, the validated
@@ -245,7 +225,7 @@ final class WebSocketUpgrade {
                 downstream.context.close(promise: nil)
                 completion(.responded(backendHead?.status))
             } else {
-                fail(.badGateway, "backend closed the connection during the handshake (\(Self.describe(error)))", result: "backend_error")
+                fail(.badGateway, "backend closed the connection during the handshake (\(BackendConnectFailure.describe(error)))", result: "backend_error")
             }
         }
     }

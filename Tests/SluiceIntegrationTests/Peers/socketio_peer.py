@@ -6,24 +6,10 @@
 """
 import asyncio
 import json
-import os
-import stat
 import sys
-import threading
 import time
 
-
-def exit_when_parent_goes():
-    # The test holds our stdin pipe; EOF means it is gone (see peer.py).
-    if not stat.S_ISFIFO(os.fstat(0).st_mode):
-        return
-
-    def watch():
-        while os.read(0, 4096):
-            pass
-        os._exit(0)
-
-    threading.Thread(target=watch, daemon=True).start()
+from peer import exit_when_parent_goes  # the same lifeline as every peer
 
 
 def server(name):
