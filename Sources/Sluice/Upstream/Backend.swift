@@ -147,7 +147,6 @@ final class BackendSet: Sendable {
     /// Counts a request or WebSocket in flight on backend `index` (for least connections).
     func began(_ index: Int) { stats[index].active.add(1, ordering: .relaxed) }
     func ended(_ index: Int) { stats[index].active.subtract(1, ordering: .relaxed) }
-    func inFlight(_ index: Int) -> Int { stats[index].active.load(ordering: .relaxed) }
 
     /// Passive health: connects that succeed reset the count; `max_fails` failures in a row
     /// skip the backend for `cool_down`.

@@ -151,8 +151,6 @@ final class UpstreamPool: Sendable {
         }
         for connection in all { connection.channel.close(promise: nil) }
     }
-
-    var idleCount: Int { pools.withLockedValue { $0.connections.count } }
 }
 
 /// The pool's limits, from the route.
