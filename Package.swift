@@ -37,11 +37,16 @@ let package = Package(
             name: "CCrypt",
             providers: [.apt(["libcrypt-dev"])]
         ),
+        .systemLibrary(
+            name: "CZlib",
+            providers: [.apt(["zlib1g-dev"])]
+        ),
         .target(
             name: "Sluice",
             dependencies: [
                 "SluiceConfig",
                 "CCrypt",
+                "CZlib",
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -106,6 +111,7 @@ let package = Package(
             dependencies: [
                 "Sluice",
                 "SluiceCLI",
+                "SluiceBench",
                 "SluiceConfig",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "X509", package: "swift-certificates"),

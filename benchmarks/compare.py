@@ -8,7 +8,8 @@ usage: benchmarks/compare.py [--workers 1] [--duration 10] [--only S1,S4] [--res
 Scenarios (issue #7): S1 64 B × 50 connections at window 1 and 16; S2 64 KiB × 10 connections,
 window 4; S3 20,000 msgs/s open loop over 100 connections; S4 5,000 idle connections held 20 s
 over ws and wss (RSS per connection, handshakes/s); S5 9,000 connections held 30 s with a
-message every 5 s; S6 S1 w16 with Sluice's admin listener and access log on.
+message every 5 s; S6 S1 w16 with Sluice's admin listener and access log on; S7 1 KiB messages,
+window 16, compressed with permessage-deflate end to end.
 
 Needs release builds (`swift build -c release`), nginx, haproxy and caddy (Debian packages) and
 openssl. Every target is on loopback; every run is bounded in time.
@@ -35,6 +36,9 @@ LOAD_SCENARIOS = [
     ("S1 w16", ["--connections", "50", "--size", "64", "--window", "16"]),
     ("S2", ["--connections", "10", "--size", "65536", "--window", "4"]),
     ("S3", ["--connections", "100", "--size", "64", "--rate", "20000"]),
+    # Not one of the issue's scenarios: S1 w16 with every message compressed (permessage-deflate
+    # negotiated end to end; the proxies pass RSV1 frames through).
+    ("S7 deflate", ["--connections", "50", "--size", "1024", "--window", "16", "--deflate"]),
 ]
 
 
@@ -293,7 +297,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--duration", type=int, default=10)
-    parser.add_argument("--only", default="S1,S2,S3,S4,S5,S6,H1")
+    parser.add_argument("--only", default="S1,S2,S3,S4,S5,S6,S7,H1")
     parser.add_argument("--s6-pairs", type=int, default=4)
     parser.add_argument("--results", default=os.path.join(ROOT, "benchmarks", "RESULTS.md"))
     options = parser.parse_args()

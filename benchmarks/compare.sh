@@ -5,7 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
-for tool in nginx haproxy caddy openssl; do command -v "$tool" > /dev/null || missing+=("$tool"); done
+for tool in nginx haproxy caddy openssl wrk; do command -v "$tool" > /dev/null || missing+=("$tool"); done
+# Build dependencies: libxcrypt (htpasswd hashes) and zlib (permessage-deflate).
+[ -e /usr/include/crypt.h ] || missing+=(libcrypt-dev)
+[ -e /usr/include/zlib.h ] || missing+=(zlib1g-dev)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" > /dev/null
   # The Debian packages start system services; the comparison starts its own instances.

@@ -30,11 +30,12 @@ struct BenchTarget: Sendable {
         }
     }
 
-    /// Opens one WebSocket and puts `handler` (a `WebSocketFrame` handler) behind it;
-    /// `localAddress` spreads source addresses over 127.0.0.x to avoid ephemeral-port exhaustion.
+    /// Opens one WebSocket and puts `handler` (a `WebSocketFrame` handler, made from the
+    /// server's 101) behind it; `localAddress` spreads source addresses over 127.0.0.x to avoid
+    /// ephemeral-port exhaustion; `extensions` is offered in `Sec-WebSocket-Extensions`.
     func open(
-        group: any EventLoopGroup, localAddress: SocketAddress? = nil,
-        handler: @escaping @Sendable () -> any ChannelHandler
+        group: any EventLoopGroup, localAddress: SocketAddress? = nil, extensions: String? = nil,
+        handler: @escaping @Sendable (HTTPResponseHead) throws -> any ChannelHandler
     ) async throws -> any Channel {
         let opened = group.next().makePromise(of: Void.self)
         var bootstrap = ClientBootstrap(group: group)
@@ -44,12 +45,19 @@ struct BenchTarget: Sendable {
         let host = self.host, port = self.port, path = self.path, tls = self.tls
         let channel = try await bootstrap.channelInitializer { channel in
             let key = Data((0..<16).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
-            let sender = UpgradeRequestSender(host: "\(host):\(port)", path: path, failed: opened)
-            let upgrader = NIOWebSocketClientUpgrader(requestKey: key, maxFrameSize: 1 << 26, automaticErrorHandling: true) { channel, _ in
+            let sender = UpgradeRequestSender(host: "\(host):\(port)", path: path, extensions: extensions, failed: opened)
+            let upgrader = NIOWebSocketClientUpgrader(requestKey: key, maxFrameSize: 1 << 26, automaticErrorHandling: true) { channel, response in
                 channel.eventLoop.makeCompletedFuture {
-                    _ = channel.pipeline.syncOperations.removeHandler(sender)
-                    try channel.pipeline.syncOperations.addHandler(handler())
-                    opened.succeed(())
+                    if let sender = try? channel.pipeline.syncOperations.handler(type: UpgradeRequestSender.self) {
+                        _ = channel.pipeline.syncOperations.removeHandler(sender)
+                    }
+                    do {
+                        try channel.pipeline.syncOperations.addHandler(handler(response))
+                        opened.succeed(())
+                    } catch {
+                        opened.fail(error)
+                        throw error
+                    }
                 }
             }
             return channel.eventLoop.makeCompletedFuture {
@@ -70,11 +78,13 @@ final class UpgradeRequestSender: ChannelInboundHandler, RemovableChannelHandler
     typealias OutboundOut = HTTPClientRequestPart
     let host: String
     let path: String
+    let extensions: String?
     let failed: EventLoopPromise<Void>
 
-    init(host: String, path: String, failed: EventLoopPromise<Void>) {
+    init(host: String, path: String, extensions: String?, failed: EventLoopPromise<Void>) {
         self.host = host
         self.path = path
+        self.extensions = extensions
         self.failed = failed
     }
 
@@ -82,6 +92,7 @@ final class UpgradeRequestSender: ChannelInboundHandler, RemovableChannelHandler
         var headers = HTTPHeaders()
         headers.add(name: "Host", value: host)
         headers.add(name: "Content-Length", value: "0")
+        if let extensions { headers.add(name: "Sec-WebSocket-Extensions", value: extensions) }
         context.write(wrapOutboundOut(.head(HTTPRequestHead(version: .http1_1, method: .GET, uri: path, headers: headers))), promise: nil)
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         context.fireChannelActive()

@@ -63,7 +63,7 @@ struct Hold: AsyncParsableCommand {
                 let source = sources[index % sources.count]
                 tasks.addTask {
                     do {
-                        return .success(try await target.open(group: group, localAddress: source) { HoldHandler(interval: interval, tally: tally) })
+                        return .success(try await target.open(group: group, localAddress: source) { _ in HoldHandler(interval: interval, tally: tally) })
                     } catch {
                         return .failure(error)
                     }

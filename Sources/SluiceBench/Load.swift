@@ -6,11 +6,13 @@ import NIOHTTP1
 import NIOPosix
 import NIOWebSocket
 import Histogram
+import Sluice
 
 /// Message load: closed loop (each connection keeps `window` messages in flight) or open loop
 /// (`--rate` messages a second in all, each timed from when it was *due*, so a stall is charged
 /// to every message it delayed — no coordinated omission). Every message carries its time;
-/// latencies go into HdrHistograms.
+/// latencies go into HdrHistograms. With `--deflate` every message is compressed
+/// (permessage-deflate, which the server must accept).
 struct Load: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Message load against a WebSocket echo (through a proxy or not).")
 
@@ -35,6 +37,9 @@ struct Load: AsyncParsableCommand {
     @Flag(help: "Send text frames instead of binary.")
     var text = false
 
+    @Flag(help: "Offer permessage-deflate and compress every message (the server must accept it).")
+    var deflate = false
+
     @Flag(help: "Print one JSON object instead of a table.")
     var json = false
 
@@ -58,14 +63,28 @@ struct Load: AsyncParsableCommand {
                 size: size, window: window, text: text, start: start, deadline: deadline,
                 interval: rate.map { TimeAmount.nanoseconds(Int64(1e9 * Double(connections) / Double($0))) }
             )
-            channels.append(try await target.open(group: group) { LoadHandler(settings: settings, collector: collector) })
+            let offer = deflate ? PerMessageDeflate.clientOffer : nil
+            channels.append(
+                try await target.open(group: group, extensions: offer) { [deflate] response in
+                    LoadHandler(settings: settings, collector: collector, compression: try Self.compression(wanted: deflate, response: response))
+                }
+            )
         }
         try await Task.sleep(for: .nanoseconds(max(0, (start - NIODeadline.now()).nanoseconds)))
         let started = ContinuousClock.now
         try await Task.sleep(until: started + .seconds(duration) + .milliseconds(500))
         for channel in channels { try? await channel.close() }
         try await Task.sleep(for: .milliseconds(200))
-        collector.report(seconds: Double(duration), size: size, connections: connections, window: window, json: json)
+        collector.report(seconds: Double(duration), size: size, connections: connections, window: window, deflate: deflate, json: json)
+    }
+
+    /// The codec for a connection whose 101 is `response`, when compression was asked for.
+    static func compression(wanted: Bool, response: HTTPResponseHead) throws -> (MessageCompressor, MessageDecompressor)? {
+        guard wanted else { return nil }
+        guard let settings = try PerMessageDeflate.accepted(response: response.headers["sec-websocket-extensions"]) else {
+            throw ValidationError("--deflate: the server did not accept permessage-deflate")
+        }
+        return try settings.codec(isServer: false, maxMessageSize: 1 << 26)
     }
 
 }
@@ -87,7 +106,7 @@ final class LoadCollector: Sendable {
         }
     }
 
-    func report(seconds: Double, size: Int, connections: Int, window: Int, json: Bool) {
+    func report(seconds: Double, size: Int, connections: Int, window: Int, deflate: Bool, json: Bool) {
         let snapshot = state.withLockedValue { $0 }
         func percentile(_ p: Double) -> Double {
             snapshot.latencies.totalCount == 0 ? 0 : Double(snapshot.latencies.valueAtPercentile(p * 100)) / 1000
@@ -98,6 +117,7 @@ final class LoadCollector: Sendable {
             "p50_us": percentile(0.50), "p90_us": percentile(0.90), "p99_us": percentile(0.99),
             "p999_us": percentile(0.999), "max_us": Double(snapshot.latencies.totalCount == 0 ? 0 : snapshot.latencies.max) / 1000,
             "errors": Double(snapshot.errors), "connections": Double(connections), "window": Double(window), "size": Double(size),
+            "deflate": deflate ? 1 : 0,
         ]
         if json {
             let data = try! JSONSerialization.data(withJSONObject: values, options: [.sortedKeys])
@@ -133,12 +153,15 @@ private final class LoadHandler: ChannelInboundHandler {
     private var latencies = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
     private var reported = false
     private var pending = ByteBuffer()
+    private var pendingCompressed = false
+    private let compression: (MessageCompressor, MessageDecompressor)?
     private var scheduled = 0
     private var ticker: RepeatedTask?
 
-    init(settings: Settings, collector: LoadCollector) {
+    init(settings: Settings, collector: LoadCollector, compression: (MessageCompressor, MessageDecompressor)?) {
         self.settings = settings
         self.collector = collector
+        self.compression = compression
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -177,7 +200,16 @@ private final class LoadHandler: ChannelInboundHandler {
         var payload = context.channel.allocator.buffer(capacity: settings.size)
         payload.writeInteger(stamp ?? NIODeadline.now().uptimeNanoseconds)
         payload.writeRepeatingByte(UInt8(ascii: "x"), count: settings.size - 8)
-        let frame = WebSocketFrame(fin: true, opcode: settings.text ? .text : .binary, maskKey: .random(), data: payload)
+        if let (compressor, _) = compression {
+            do {
+                payload = try compressor.compress(payload, allocator: context.channel.allocator)
+            } catch {
+                errors += 1
+                context.close(promise: nil)
+                return
+            }
+        }
+        let frame = WebSocketFrame(fin: true, rsv1: compression != nil, opcode: settings.text ? .text : .binary, maskKey: .random(), data: payload)
         context.write(wrapOutboundOut(frame), promise: nil)
     }
 
@@ -186,10 +218,20 @@ private final class LoadHandler: ChannelInboundHandler {
         guard frame.opcode == .binary || frame.opcode == .text || frame.opcode == .continuation else { return }
         // Frames may arrive fragmented by a proxy; a message ends at FIN.
         var data = frame.unmaskedData
+        if frame.opcode != .continuation { pendingCompressed = frame.rsv1 }
         pending.writeBuffer(&data)
         guard frame.fin else { return }
-        let sent = pending.getInteger(at: pending.readerIndex, as: UInt64.self) ?? 0
+        var message = pending
         pending.clear()
+        if pendingCompressed {
+            guard let (_, decompressor) = compression, let plain = try? decompressor.decompress(message, allocator: context.channel.allocator) else {
+                errors += 1
+                context.close(promise: nil)
+                return
+            }
+            message = plain
+        }
+        let sent = message.getInteger(at: message.readerIndex, as: UInt64.self) ?? 0
         let now = NIODeadline.now()
         if now < settings.deadline {
             messages += 1

@@ -16,7 +16,8 @@ struct SluiceBench: AsyncParsableCommand {
     )
 }
 
-/// A WebSocket echo backend, the one every proxy gets in a comparison.
+/// A WebSocket echo backend, the one every proxy gets in a comparison. It accepts
+/// permessage-deflate when a client offers it (`load --deflate`).
 struct Echo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Serve a WebSocket echo backend on loopback.")
 
@@ -28,7 +29,7 @@ struct Echo: AsyncParsableCommand {
 
     func run() async throws {
         let target = try LoopbackTarget(hostPort: listen)
-        let backend = try await EchoBackend.start(group: MultiThreadedEventLoopGroup.singleton, host: target.host, port: target.port)
+        let backend = try await EchoBackend.start(group: MultiThreadedEventLoopGroup.singleton, host: target.host, port: target.port, deflate: true)
         FileHandle.standardOutput.write(Data("echo listening on \(target.host):\(backend.port)\n".utf8))
         try await Task.sleep(for: .seconds(duration))
         await backend.stop()

@@ -1,0 +1,92 @@
+import Foundation
+import NIOPosix
+import Sluice
+import Testing
+
+/// `sluice-bench` as the benchmarks run it, and the built-in echo backend's permessage-deflate,
+/// each against peers over loopback.
+@Suite("sluice-bench and compressed echo")
+struct BenchToolTests {
+    /// `sluice-bench` sits next to the test bundle in the build directory, like `sluice`.
+    static var executable: String {
+        URL(fileURLWithPath: SluiceProcess.executable).deletingLastPathComponent().appendingPathComponent("sluice-bench").path
+    }
+
+    /// Runs `sluice-bench` with `arguments` (bounded to a minute); its exit status, the JSON
+    /// object it printed last (if any), and everything it printed.
+    static func bench(_ arguments: [String]) async throws -> (status: Int32, json: [String: Any]?, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        for _ in 0..<1200 where process.isRunning { try await Task.sleep(for: .milliseconds(50)) }
+        if process.isRunning { process.terminate() }
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        let last = text.split(separator: "\n").last { $0.hasPrefix("{") }
+        let json = last.flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        return (process.terminationStatus, json, text)
+    }
+
+    static func number(_ json: [String: Any]?, _ key: String) -> Double? {
+        (json?[key] as? NSNumber)?.doubleValue
+    }
+
+    @Test("Python websockets negotiates permessage-deflate with the built-in echo through Sluice; every message shape round-trips")
+    func compressedEchoWithRealClient() async throws {
+        let echo = try await EchoBackend.start(group: MultiThreadedEventLoopGroup.singleton, deflate: true)
+        let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(echo.port)")
+        let result = try await PythonPeer.run(["client", "echo", "ws://127.0.0.1:\(gateway.port("plain"))/ws"])
+        await gateway.stop()
+        await echo.stop()
+        #expect(result["error"] == nil, "\(result)")
+        #expect(result["checks"] as? [Bool] == [true, true, true, true, true])
+        #expect((result["extensions"] as? [String]) == ["PerMessageDeflate"])
+        #expect(result["close_code"] as? Int == 4000)
+    }
+
+    @Test("load --deflate through Sluice: compressed messages flow with no errors; against a server without deflate it says so")
+    func loadDeflate() async throws {
+        let echo = try await EchoBackend.start(group: MultiThreadedEventLoopGroup.singleton, deflate: true)
+        let plainEcho = try await EchoBackend.start(group: MultiThreadedEventLoopGroup.singleton)
+        let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(echo.port)")
+        let url = "ws://127.0.0.1:\(gateway.port("plain"))/ws"
+        let compressed = try await Self.bench(["load", "--url", url, "--connections", "4", "--duration", "1", "--deflate", "--json"])
+        let open = try await Self.bench(["load", "--url", url, "--connections", "2", "--duration", "1", "--rate", "200", "--json"])
+        let refused = try await Self.bench(["load", "--url", "ws://127.0.0.1:\(plainEcho.port)/", "--connections", "1", "--duration", "1", "--deflate"])
+        let outside = try await Self.bench(["load", "--url", "ws://192.0.2.1:80/", "--duration", "1"])
+        await gateway.stop()
+        await echo.stop()
+        await plainEcho.stop()
+
+        #expect(compressed.status == 0, "\(compressed.output)")
+        #expect(Self.number(compressed.json, "deflate") == 1)
+        #expect((Self.number(compressed.json, "messages_per_second") ?? 0) > 0, "\(compressed.output)")
+        #expect(Self.number(compressed.json, "errors") == 0)
+        // Open loop at 200 msgs/s for a second.
+        #expect(open.status == 0, "\(open.output)")
+        #expect((150...250).contains(Self.number(open.json, "messages_per_second") ?? 0), "\(open.output)")
+        #expect(refused.status != 0)
+        #expect(refused.output.contains("did not accept permessage-deflate"), "\(refused.output)")
+        #expect(outside.status != 0)
+        #expect(outside.output.contains("only targets loopback"), "\(outside.output)")
+    }
+
+    @Test("hold opens, holds and proves alive every connection through Sluice")
+    func hold() async throws {
+        let echo = try await EchoBackend.start(group: MultiThreadedEventLoopGroup.singleton)
+        let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(echo.port)")
+        let result = try await Self.bench([
+            "hold", "--url", "ws://127.0.0.1:\(gateway.port("plain"))/ws", "--connections", "50", "--duration", "2", "--interval", "1", "--json",
+        ])
+        await gateway.stop()
+        await echo.stop()
+        #expect(result.status == 0, "\(result.output)")
+        #expect(Self.number(result.json, "opened") == 50, "\(result.output)")
+        #expect(Self.number(result.json, "alive") == 50, "\(result.output)")
+        #expect(Self.number(result.json, "failed") == 0, "\(result.output)")
+    }
+}
