@@ -245,6 +245,25 @@ struct HTTPProxyTests {
         backend.stop()
     }
 
+    @Test("a client that half-closes after pipelining its requests gets every answer, then the close; an idle half-close is closed")
+    func halfClose() async throws {
+        let backend = try await PythonPeer(["http-backend", "one"])
+        let gateway = try await Self.gateway([backend])
+        let port = "\(gateway.port("plain"))"
+        // The first answer takes 0.4 s: the client's FIN arrives while it is being proxied.
+        let requests = "GET /app/pause HTTP/1.1\\r\\nHost: x\\r\\n\\r\\nGET /nowhere HTTP/1.1\\r\\nHost: x\\r\\n\\r\\nGET /app/last HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n"
+        let pipelined = try await PythonPeer.run(["http-exchange", "127.0.0.1", port, requests, "3", "half-close"])
+        let idle = try await PythonPeer.run(["http-exchange", "127.0.0.1", port, "", "1", "half-close"])
+        await gateway.stop()
+        backend.stop()
+        let responses = try #require(pipelined["responses"] as? [[String: Any]])
+        #expect(responses.compactMap { $0["status"] as? Int } == [200, 404, 200], "\(pipelined)")
+        #expect((responses.last?["body"] as? String)?.contains("/app/last") == true)
+        #expect(pipelined["closed"] as? Bool == true)
+        #expect((idle["responses"] as? [Any])?.isEmpty == true)
+        #expect(idle["closed"] as? Bool == true)
+    }
+
     @Test("balancing: round robin alternates, a cookie or the client address pins a backend, a dead backend is skipped")
     func balancing() async throws {
         let one = try await PythonPeer(["http-backend", "one"])

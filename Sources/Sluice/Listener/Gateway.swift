@@ -148,6 +148,10 @@ public final class Gateway: Service, Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.socketOption(.so_keepalive), value: 1)
+            // A plain-HTTP client that half-closes after its request still gets the answer
+            // (HTTPGatewayHandler closes once it is written). Over TLS a close_notify ends the
+            // connection, as with every peer proxy.
+            .childChannelOption(.allowRemoteHalfClosure, value: tls == nil)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     metrics.connectionAccepted(listener: listenerName)

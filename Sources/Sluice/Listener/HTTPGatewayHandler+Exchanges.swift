@@ -32,9 +32,7 @@ extension HTTPGatewayHandler {
                 clientReadsPaused = false
                 respond(context: context, status, body: message + "\n", contentType: "text/plain; charset=utf-8", keepAlive: keepAlive)
                 if keepAlive {
-                    drainQueued(context)
-                    if case .proxying(let next) = state { next.requestReadComplete() }
-                    if case .idle = state { resumeReading(context) }
+                    continueAfterAnswer(context)
                 }
             },
             finished: { [self] status, bytes, reusable, written in
@@ -42,10 +40,9 @@ extension HTTPGatewayHandler {
                 clientReadsPaused = false
                 if reusable {
                     state = .idle
+                    lastResponseWritten = written
                     armHeaderTimer(context: context)
-                    drainQueued(context)
-                    if case .proxying(let next) = state { next.requestReadComplete() }
-                    if case .idle = state { resumeReading(context) }
+                    continueAfterAnswer(context)
                 } else {
                     state = .done
                     written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
@@ -73,6 +70,15 @@ extension HTTPGatewayHandler {
             }
         }
         if !held.isEmpty { exchange.requestReadComplete() }
+    }
+
+    /// The connection is free again: pipelined requests go next, then reading resumes — or, if
+    /// the client half-closed, the connection closes once all is answered.
+    func continueAfterAnswer(_ context: ChannelHandlerContext) {
+        drainQueued(context)
+        if case .proxying(let next) = state { next.requestReadComplete() }
+        if case .idle = state { resumeReading(context) }
+        closeIfClientDone(context)
     }
 
     /// The route's limits, then the backend.
@@ -155,6 +161,12 @@ extension HTTPGatewayHandler {
     /// the relay handler, in order.
     func switchToRelay(context: ChannelHandlerContext, head: HTTPResponseHead, relayHandler: RelayHandler) -> EventLoopFuture<Void> {
         state = .done
+        // The relay treats the client's EOF as its end, as it always has.
+        context.channel.setOption(.allowRemoteHalfClosure, value: false).whenFailure { _ in }
+        if clientInputClosed {
+            context.close(promise: nil)
+            return context.eventLoop.makeFailedFuture(ChannelError.inputClosed)
+        }
         context.writeAndFlush(wrapOutboundOut(.head(head)), promise: nil)
         let pipeline = context.pipeline.syncOperations
         do {

@@ -44,7 +44,7 @@ extension HTTPGatewayHandler {
             context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
         }
         if keepAlive {
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            lastResponseWritten = context.writeAndFlush(wrapOutboundOut(.end(nil)))
             state = .idle
             armHeaderTimer(context: context)
         } else {

@@ -8,7 +8,9 @@ import SluiceConfig
 ///
 /// Requests are answered one at a time and in order, so keep-alive and pipelining are safe.
 /// While an upgrade is in flight the handler withholds `read()`, so bytes the client sends
-/// early stay in the decoder and reach the relay in order.
+/// early stay in the decoder and reach the relay in order. While a plain request is proxied the
+/// client is still read (holding reads would cost two `epoll_ctl` calls per request): requests
+/// pipelined behind it wait in `queued`, and reads stop only once something is queued.
 final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
@@ -88,6 +90,11 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     var heldParts: [HTTPServerRequestPart] = []
     /// Parts of pipelined requests that arrived while an earlier one was in flight.
     var queued: [HTTPServerRequestPart] = []
+    /// The client half-closed (plain listeners): what it sent is answered, then the connection
+    /// closes.
+    var clientInputClosed = false
+    /// The write of the last response's end, which a close waits for.
+    var lastResponseWritten: EventLoopFuture<Void>?
     let pool: UpstreamPool
 
     init(
@@ -136,7 +143,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         switch state {
         case .upgrading, .authorizing:
             readHeld = true
-        case .proxying where clientReadsPaused || requestEnded:
+        case .proxying where clientReadsPaused || (requestEnded && !queued.isEmpty):
             readHeld = true
         default:
             context.read()
@@ -147,6 +154,24 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         guard readHeld else { return }
         readHeld = false
         context.read()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            clientInputClosed = true
+            closeIfClientDone(context)
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    /// After the client half-closed: once nothing it sent is left to answer, close when the
+    /// last answer is written.
+    func closeIfClientDone(_ context: ChannelHandlerContext) {
+        guard clientInputClosed, case .idle = state, queued.isEmpty else { return }
+        state = .done
+        headerTimer?.cancel()
+        let written = lastResponseWritten ?? context.eventLoop.makeSucceededVoidFuture()
+        written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {

@@ -532,6 +532,8 @@ def http_backend(name, tls=None):
                 return
             if path.endswith("/slow"):
                 time.sleep(3)
+            if path.endswith("/pause"):
+                time.sleep(0.4)
             if path.endswith("/die"):
                 self.send_response(200)
                 self.send_header("Content-Length", "100000")
@@ -622,11 +624,14 @@ def http_flaky():
         threading.Thread(target=serve, args=(conn,), daemon=True).start()
 
 
-def http_exchange(host, port, payload, expect):
-    """Sends raw bytes (with \\r\\n escapes) and reads until `expect` responses arrived or
-    the connection closed; returns the responses' status codes and bodies, in order."""
+def http_exchange(host, port, payload, expect, half_close=False):
+    """Sends raw bytes (with \\r\\n escapes), half-closes if asked, and reads until `expect`
+    responses arrived or the connection closed; returns the responses' status codes and bodies,
+    in order, and whether the server closed."""
     sock = socket.create_connection((host, int(port)), timeout=10)
     sock.sendall(payload.encode().decode("unicode_escape").encode("latin-1"))
+    if half_close:
+        sock.shutdown(socket.SHUT_WR)
     data = b""
     responses = []
     closed = False
@@ -692,7 +697,8 @@ def main():
     elif role == "http-flaky":
         http_flaky()
     elif role == "http-exchange":
-        print(json.dumps(http_exchange(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))), flush=True)
+        half_close = len(sys.argv) > 6 and sys.argv[6] == "half-close"
+        print(json.dumps(http_exchange(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), half_close)), flush=True)
     elif role == "auth-server":
         auth_server()
     elif role == "raw-backend":
