@@ -93,14 +93,16 @@ struct Load: AsyncParsableCommand {
 final class LoadCollector: Sendable {
     private struct State {
         var messages = 0
+        var sent = 0
         var errors = 0
         var latencies = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
     }
     private let state = NIOLockedValueBox(State())
 
-    func add(messages: Int, latencies: Histogram<UInt64>, errors: Int) {
+    func add(messages: Int, sent: Int, latencies: Histogram<UInt64>, errors: Int) {
         state.withLockedValue {
             $0.messages += messages
+            $0.sent += sent
             $0.errors += errors
             $0.latencies.add(latencies)
         }
@@ -116,7 +118,7 @@ final class LoadCollector: Sendable {
             "messages_per_second": rate, "megabytes_per_second": rate * Double(size) / 1_000_000,
             "p50_us": percentile(0.50), "p90_us": percentile(0.90), "p99_us": percentile(0.99),
             "p999_us": percentile(0.999), "max_us": Double(snapshot.latencies.totalCount == 0 ? 0 : snapshot.latencies.max) / 1000,
-            "errors": Double(snapshot.errors), "connections": Double(connections), "window": Double(window), "size": Double(size),
+            "errors": Double(snapshot.errors), "messages_sent": Double(snapshot.sent), "connections": Double(connections), "window": Double(window), "size": Double(size),
             "deflate": deflate ? 1 : 0,
         ]
         if json {
@@ -149,6 +151,8 @@ private final class LoadHandler: ChannelInboundHandler {
     private let settings: Settings
     private let collector: LoadCollector
     private var messages = 0
+    /// Messages sent during the measurement (open loop: exactly the schedule's).
+    private var sent = 0
     private var errors = 0
     private var latencies = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
     private var reported = false
@@ -197,6 +201,7 @@ private final class LoadHandler: ChannelInboundHandler {
     }
 
     private func send(_ context: ChannelHandlerContext, stamp: UInt64? = nil) {
+        sent += 1
         var payload = context.channel.allocator.buffer(capacity: settings.size)
         payload.writeInteger(stamp ?? NIODeadline.now().uptimeNanoseconds)
         payload.writeRepeatingByte(UInt8(ascii: "x"), count: settings.size - 8)
@@ -257,6 +262,6 @@ private final class LoadHandler: ChannelInboundHandler {
     private func report() {
         guard !reported else { return }
         reported = true
-        collector.add(messages: messages, latencies: latencies, errors: errors)
+        collector.add(messages: messages, sent: sent, latencies: latencies, errors: errors)
     }
 }

@@ -66,9 +66,11 @@ struct BenchToolTests {
         #expect(Self.number(compressed.json, "deflate") == 1)
         #expect((Self.number(compressed.json, "messages_per_second") ?? 0) > 0, "\(compressed.output)")
         #expect(Self.number(compressed.json, "errors") == 0)
-        // Open loop at 200 msgs/s for a second.
+        // Open loop at 200 msgs/s for a second: the schedule, not the replies, sets what is sent
+        // (how many replies come back in time depends on the machine's load).
         #expect(open.status == 0, "\(open.output)")
-        #expect((150...250).contains(Self.number(open.json, "messages_per_second") ?? 0), "\(open.output)")
+        #expect((190...210).contains(Self.number(open.json, "messages_sent") ?? 0), "\(open.output)")
+        #expect((Self.number(open.json, "messages_per_second") ?? 0) > 0, "\(open.output)")
         #expect(refused.status != 0)
         #expect(refused.output.contains("did not accept permessage-deflate"), "\(refused.output)")
         #expect(outside.status != 0)

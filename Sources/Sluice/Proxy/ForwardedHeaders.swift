@@ -4,18 +4,21 @@ import NIOHTTP1
 /// out (RFC 9110 §7.6.1, and any named in `Connection`), forwarding headers in.
 enum ForwardedHeaders {
     /// Headers meaningful only for one connection.
-    static let hopByHop: Set<String> = [
-        "connection", "proxy-connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade",
-    ]
+    static let hopByHop = ["connection", "proxy-connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade"]
 
-    /// `headers` without hop-by-hop fields and without any field `Connection` names.
+    /// `headers` without hop-by-hop fields and without any field `Connection` names. Most
+    /// requests carry none but `Connection` itself: nothing is copied when nothing goes.
     static func endToEnd(_ headers: HTTPHeaders) -> HTTPHeaders {
-        var named = hopByHop
-        for token in HeaderTokens.list(headers, "connection") { named.insert(token.lowercased()) }
-        var result = HTTPHeaders()
-        for (name, value) in headers where !named.contains(name.lowercased()) {
-            result.add(name: name, value: value)
+        let named = HeaderTokens.list(headers, "connection")
+        var dropped: [String] = []
+        for (name, _) in headers {
+            let drop = hopByHop.contains { HeaderTokens.equalIgnoringASCIICase(name, $0) }
+                || named.contains { HeaderTokens.equalIgnoringASCIICase(name, $0) }
+            if drop && !dropped.contains(where: { HeaderTokens.equalIgnoringASCIICase(name, $0) }) { dropped.append(name) }
         }
+        guard !dropped.isEmpty else { return headers }
+        var result = headers
+        for name in dropped { result.remove(name: name) }
         return result
     }
 

@@ -93,7 +93,11 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
 
     /// Idempotent methods without a body may be sent again on another connection.
     private var retriable: Bool {
-        !requestHasBody && [.GET, .HEAD, .OPTIONS, .PUT, .DELETE, .TRACE].contains(request.head.method)
+        guard !requestHasBody else { return false }
+        switch request.head.method {
+        case .GET, .HEAD, .OPTIONS, .PUT, .DELETE, .TRACE: return true
+        default: return false
+        }
     }
 
     // MARK: Client side
@@ -103,7 +107,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
             fail(.payloadTooLarge, "request body larger than \(limit) bytes", result: "too_large", keepAlive: false)
             return
         }
-        if request.head.headers[canonicalForm: "expect"].contains(where: { $0.lowercased() == "100-continue" }) {
+        if HeaderTokens.contains(request.head.headers, "expect", token: "100-continue") {
             // Sluice reads the body itself, so it answers the expectation itself.
             downstream.context.writeAndFlush(NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
         }
@@ -126,7 +130,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         }
         let part = HTTPClientRequestPart.body(.byteBuffer(buffer))
         if let connection {
-            connection.channel.write(NIOAny(part), promise: nil)
+            connection.channel.write(part, promise: nil)
             if !connection.channel.isWritable { pauseClient(true) }
         } else {
             pending.append(part)
@@ -147,7 +151,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         idleTimer = nil
         if let connection {
             // Flushed with the rest of this read (`requestReadComplete`).
-            connection.channel.write(NIOAny(HTTPClientRequestPart.end(nil)), promise: nil)
+            connection.channel.write(HTTPClientRequestPart.end(nil), promise: nil)
             armResponseTimer()
         } else {
             pending.append(.end(nil))
@@ -211,8 +215,8 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         backends.began(index)
         connection.handler.delegate = self
         connection.handler.paused = !downstream.context.channel.isWritable
-        connection.channel.write(NIOAny(HTTPClientRequestPart.head(upstreamHead(for: backends.backend(index)))), promise: nil)
-        for part in pending { connection.channel.write(NIOAny(part), promise: nil) }
+        connection.channel.write(HTTPClientRequestPart.head(upstreamHead(for: backends.backend(index))), promise: nil)
+        for part in pending { connection.channel.write(part, promise: nil) }
         pending = []
         pendingBytes = 0
         // A pooled connection is attached inside the client's read: the flush at the end of
@@ -281,7 +285,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
     }
 
     private func clientKeepAlive(_ response: HTTPResponseHead?) -> Bool {
-        request.head.isKeepAlive && (response.map { !$0.headers[canonicalForm: "connection"].contains { $0.lowercased() == "close" } } ?? true)
+        request.head.isKeepAlive && !(response.map { HeaderTokens.contains($0.headers, "connection", token: "close") } ?? false)
     }
 
     func upstreamClosed(_ error: (any Error)?) {

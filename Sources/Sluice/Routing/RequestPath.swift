@@ -27,7 +27,7 @@ public struct RequestPath: Sendable, Equatable {
     /// Parses and normalises an origin-form (`/a/b?q`) or absolute-form (`http://h/a`) target.
     public static func parse(_ uri: String) throws(Problem) -> RequestPath {
         var target = Substring(uri)
-        if let schemeEnd = target.range(of: "://"), !target.hasPrefix("/") {
+        if !target.hasPrefix("/"), let schemeEnd = target.range(of: "://") {
             let scheme = target[..<schemeEnd.lowerBound].lowercased()
             guard scheme == "http" || scheme == "https" || scheme == "ws" || scheme == "wss" else { throw .notOriginForm }
             let afterScheme = target[schemeEnd.upperBound...]

@@ -139,23 +139,3 @@ struct UpgradeResponse: Equatable {
         return UpgradeResponse(protocol: chosen.first, extensions: extensions, usesExtensions: !names.isEmpty)
     }
 }
-
-/// Comma-separated header lists (RFC 9110 §5.6.1), across repeated headers.
-enum HeaderTokens {
-    static func list(_ headers: HTTPHeaders, _ name: String) -> [String] {
-        headers[name].flatMap { $0.split(separator: ",") }
-            .map { $0.trimmingCharacters(in: .whitespaces) }
-            .filter { !$0.isEmpty }
-    }
-
-    /// Lower-cased names of the extensions in `Sec-WebSocket-Extensions` (parameters dropped).
-    static func extensionNames(_ headers: HTTPHeaders) -> [String] {
-        list(headers, "sec-websocket-extensions").compactMap { item in
-            item.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
-        }
-    }
-
-    static func contains(_ headers: HTTPHeaders, _ name: String, token: String) -> Bool {
-        list(headers, name).contains { $0.caseInsensitiveCompare(token) == .orderedSame }
-    }
-}
