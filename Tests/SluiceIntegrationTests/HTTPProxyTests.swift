@@ -169,6 +169,29 @@ struct HTTPProxyTests {
         backend.stop()
     }
 
+    @Test("a body that stalls past idle_timeout: a request body gets a 504, a response body cuts the client off")
+    func stalledBodies() async throws {
+        let backend = try await PythonPeer(["http-backend", "one"])
+        let gateway = try await Self.gateway([backend], route: ["http: { idle_timeout: 1s }"])
+        let port = "\(gateway.port("plain"))"
+        let started = ContinuousClock.now
+        let request = try await PythonPeer.run([
+            "http-exchange", "127.0.0.1", port, "POST /app/upload HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 100\\r\\n\\r\\nonly ten..", "1",
+        ])
+        let response = try await PythonPeer.run(["http-exchange", "127.0.0.1", port, "GET /app/stall HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n", "1"])
+        let elapsed = ContinuousClock.now - started
+        await gateway.stop()
+        backend.stop()
+        let answered = try #require(request["responses"] as? [[String: Any]])
+        #expect(answered.first?["status"] as? Int == 504, "\(request)")
+        #expect((answered.first?["body"] as? String)?.contains("stalled") == true)
+        // The stalled response: its head and ten bytes went out, then the connection closed
+        // (the backend itself would have stalled for 4 s).
+        #expect((response["responses"] as? [Any])?.isEmpty == true, "\(response)")
+        #expect(response["closed"] as? Bool == true)
+        #expect(elapsed < .seconds(6), "both stalls end at the 1 s idle timeout, not the backend's 4 s")
+    }
+
     @Test("plain requests: request_rate_per_ip answers 429 with Retry-After; a foreign Origin is 403, a missing one is fine")
     func requestLimitsAndOrigin() async throws {
         let backend = try await PythonPeer(["http-backend", "one"])

@@ -21,42 +21,10 @@ extension HTTPGatewayHandler {
             address: identity.peer?.description, host: head.headers.first(name: "host"), tls: configuration.tls,
             trustsIncomingChain: identity.peerIsTrustedProxy
         )
-        let downstream = HTTPProxyExchange.Downstream(
-            context: context,
-            pauseClientReads: { [self] paused in
-                clientReadsPaused = paused
-                if !paused { resumeReading(context) }
-            },
-            respond: { [self] status, message, result, keepAlive in
-                request?.rejection = result
-                clientReadsPaused = false
-                respond(context: context, status, body: message + "\n", contentType: "text/plain; charset=utf-8", keepAlive: keepAlive)
-                if keepAlive {
-                    continueAfterAnswer(context)
-                }
-            },
-            finished: { [self] status, bytes, reusable, written in
-                logRequest(status: status, bytes: bytes)
-                clientReadsPaused = false
-                if reusable {
-                    state = .idle
-                    lastResponseWritten = written
-                    armHeaderTimer(context: context)
-                    continueAfterAnswer(context)
-                } else {
-                    state = .done
-                    written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
-                }
-            },
-            abort: { [self] in
-                state = .done
-                context.close(promise: nil)
-            }
-        )
         let exchange = HTTPProxyExchange(
             route: route, backends: backends,
             request: .init(head: head, target: target, client: client, clientIP: identity.address, identity: user),
-            downstream: downstream, pool: pool, services: services
+            client: context, downstream: self, pool: pool, services: services
         )
         state = .proxying(exchange)
         exchange.start()
@@ -70,6 +38,45 @@ extension HTTPGatewayHandler {
             }
         }
         if !held.isEmpty { exchange.requestReadComplete() }
+    }
+
+    // MARK: HTTPProxyDownstream (the exchange's view of this connection)
+
+    func pauseClientReads(_ paused: Bool) {
+        clientReadsPaused = paused
+        if !paused, let context { resumeReading(context) }
+    }
+
+    func exchangeFailed(_ status: HTTPResponseStatus, _ message: String, result: String, keepAlive: Bool) {
+        guard let context else { return }
+        request?.rejection = result
+        clientReadsPaused = false
+        respond(context: context, status, body: message + "\n", contentType: "text/plain; charset=utf-8", keepAlive: keepAlive)
+        if keepAlive { continueAfterAnswer(context) }
+    }
+
+    func exchangeFinished(status: HTTPResponseStatus, bytes: Int, reusable: Bool, written: EventLoopFuture<Void>) {
+        guard let context else { return }
+        logRequest(status: status, bytes: bytes)
+        clientReadsPaused = false
+        if reusable {
+            state = .idle
+            lastResponseWritten = written
+            armHeaderTimer(context: context)
+            continueAfterAnswer(context)
+        } else {
+            state = .done
+            written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        }
+    }
+
+    func exchangeAborted() {
+        state = .done
+        context?.close(promise: nil)
+    }
+
+    func watch(until deadline: NIODeadline) {
+        if let context { watch(until: deadline, context: context) }
     }
 
     /// The connection is free again: pipelined requests go next, then reading resumes — or, if

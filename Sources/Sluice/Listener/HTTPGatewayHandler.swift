@@ -11,7 +11,7 @@ import SluiceConfig
 /// early stay in the decoder and reach the relay in order. While a plain request is proxied the
 /// client is still read (holding reads would cost two `epoll_ctl` calls per request): requests
 /// pipelined behind it wait in `queued`, and reads stop only once something is queued.
-final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
+final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, HTTPProxyDownstream {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
@@ -77,7 +77,14 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     let decoder: ByteToMessageHandler<HTTPRequestDecoder>
     let encoder: HTTPResponseEncoder
     var state: State = .idle
-    var headerTimer: Scheduled<Void>?
+    /// The connection's one timer. It is re-armed only when a deadline comes sooner than the
+    /// one it waits for; when it fires it looks at what is due (the next request head, or the
+    /// exchange's response and body deadlines) and sleeps again if nothing is. Scheduling and
+    /// cancelling three timers per request cost about 6% of a proxied request's CPU.
+    var watchdog: Scheduled<Void>?
+    var watchdogDeadline: NIODeadline?
+    /// When the next request head must have arrived; nil while a request is being answered.
+    var headerDeadline: NIODeadline?
     var request: RequestRecord?
     /// A `read()` was held back (backpressure, or a request in flight); issue it when free.
     var readHeld = false
@@ -96,6 +103,8 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// The write of the last response's end, which a close waits for.
     var lastResponseWritten: EventLoopFuture<Void>?
     let pool: UpstreamPool
+    /// This handler's context while it is in the pipeline (exchanges call back through it).
+    var context: ChannelHandlerContext?
 
     init(
         configuration: Configuration, routes: RouteTable, services: GatewayServices,
@@ -112,7 +121,13 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: Lifecycle
 
     func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
         if context.channel.isActive { armHeaderTimer(context: context) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        stopWatchdog()
+        self.context = nil
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -121,7 +136,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        headerTimer?.cancel()
+        stopWatchdog()
         if case .upgrading(let upgrade) = state { upgrade.cancel() }
         if case .proxying(let exchange) = state { exchange.cancel() }
         state = .done
@@ -129,12 +144,45 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func armHeaderTimer(context: ChannelHandlerContext) {
-        headerTimer?.cancel()
-        let timeout = TimeAmount(configuration.limits.headerTimeout)
-        headerTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
-            guard case .idle = state else { return }
-            respondAndClose(context: context, .requestTimeout, "request head not received in time")
+        let deadline = context.eventLoop.now + TimeAmount(configuration.limits.headerTimeout)
+        headerDeadline = deadline
+        watch(until: deadline, context: context)
+    }
+
+    /// Makes sure the watchdog fires no later than `deadline`.
+    func watch(until deadline: NIODeadline, context: ChannelHandlerContext) {
+        if let pending = watchdogDeadline, pending <= deadline { return }
+        watchdog?.cancel()
+        watchdogDeadline = deadline
+        watchdog = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
+            watchdog = nil
+            watchdogDeadline = nil
+            watchdogFired(context: context)
         }
+    }
+
+    private func watchdogFired(context: ChannelHandlerContext) {
+        let now = context.eventLoop.now
+        switch state {
+        case .idle:
+            guard let deadline = headerDeadline else { return }
+            if deadline <= now {
+                respondAndClose(context: context, .requestTimeout, "request head not received in time")
+            } else {
+                watch(until: deadline, context: context)
+            }
+        case .proxying(let exchange):
+            if let next = exchange.checkDeadlines(now: now) { watch(until: next, context: context) }
+        default:
+            break
+        }
+    }
+
+    func stopWatchdog() {
+        watchdog?.cancel()
+        watchdog = nil
+        watchdogDeadline = nil
+        headerDeadline = nil
     }
 
     // MARK: Reads
@@ -169,7 +217,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func closeIfClientDone(_ context: ChannelHandlerContext) {
         guard clientInputClosed, case .idle = state, queued.isEmpty else { return }
         state = .done
-        headerTimer?.cancel()
+        stopWatchdog()
         let written = lastResponseWritten ?? context.eventLoop.makeSucceededVoidFuture()
         written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
     }
@@ -215,7 +263,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         switch part {
         case .head(let head):
             guard case .idle = state else { return }
-            headerTimer?.cancel()
+            headerDeadline = nil
             let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
             request = RequestRecord(
                 method: head.method.rawValue, path: path, client: nil,

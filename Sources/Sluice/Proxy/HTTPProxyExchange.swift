@@ -13,19 +13,6 @@ import SluiceConfig
 /// response head become 502/504 (or 413 for an oversized body); after it, the client
 /// connection is closed, since a response cannot be taken back.
 final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
-    /// What the exchange needs from the client side; implemented by the HTTP handler.
-    struct Downstream {
-        var context: ChannelHandlerContext
-        /// Stop or resume reading the client (request body backpressure).
-        var pauseClientReads: (Bool) -> Void
-        /// A short error response before any response head was written.
-        var respond: (HTTPResponseStatus, String, _ result: String, _ keepAlive: Bool) -> Void
-        /// The exchange ended: the status sent, body bytes sent, whether the client connection
-        /// may carry another request, and the write of the response's end.
-        var finished: (_ status: HTTPResponseStatus, _ bytes: Int, _ reusable: Bool, _ written: EventLoopFuture<Void>) -> Void
-        /// The client connection must close (a response was cut short).
-        var abort: () -> Void
-    }
 
     /// Everything about the request decided before the exchange starts.
     struct Request {
@@ -40,7 +27,9 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
     private let route: Route
     private let backends: BackendSet
     private let request: Request
-    private let downstream: Downstream
+    private let downstream: any HTTPProxyDownstream
+    /// The client connection's context: response parts are written here.
+    private let client: ChannelHandlerContext
     private let pool: UpstreamPool
     private let services: GatewayServices
     private let settings: HTTPProxySettings
@@ -58,21 +47,28 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
     private var responseDone = false
     private var responseBytes = 0
     private var finished = false
-    private var responseTimer: Scheduled<Void>?
-    private var idleTimer: Scheduled<Void>?
-    private var lastBodyActivity = NIODeadline.now()
+    /// When the backend must have answered (the request was sent); nil otherwise.
+    private var responseDeadline: NIODeadline?
+    /// A body is streaming (the request's, then the response's): it may not stall longer than
+    /// the idle timeout.
+    private var watchingBody = false
+    private var lastBodyActivity = NIODeadline.uptimeNanoseconds(0)
     private var clientReadsPaused = false
-    private var sentAt = NIODeadline.now()
+    private var sentAt = NIODeadline.uptimeNanoseconds(0)
     private var endWritten: EventLoopFuture<Void>?
     /// The backend finished answering before the request body ended: its connection is not reused.
     private var responseEndedEarly = false
     private let requestHasBody: Bool
     private let requestChunked: Bool
 
-    init(route: Route, backends: BackendSet, request: Request, downstream: Downstream, pool: UpstreamPool, services: GatewayServices) {
+    init(
+        route: Route, backends: BackendSet, request: Request, client: ChannelHandlerContext, downstream: any HTTPProxyDownstream,
+        pool: UpstreamPool, services: GatewayServices
+    ) {
         self.route = route
         self.backends = backends
         self.request = request
+        self.client = client
         self.downstream = downstream
         self.pool = pool
         self.services = services
@@ -86,7 +82,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         requestHasBody = requestChunked || length > 0
     }
 
-    private var eventLoop: any EventLoop { downstream.context.eventLoop }
+    private var eventLoop: any EventLoop { client.eventLoop }
 
     /// A response head went to the client: an error now can only cut the connection.
     var responseStarted: Bool { responseHead != nil }
@@ -109,7 +105,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         }
         if HeaderTokens.contains(request.head.headers, "expect", token: "100-continue") {
             // Sluice reads the body itself, so it answers the expectation itself.
-            downstream.context.writeAndFlush(NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
+            client.writeAndFlush(NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
         }
         var sticky: String?
         if case .cookie(let name) = backends.balance.sticky { sticky = CookieHeader.value(named: name, in: request.head.headers) }
@@ -147,8 +143,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
     func requestEnd() {
         guard !finished else { return }
         requestDone = true
-        idleTimer?.cancel()
-        idleTimer = nil
+        watchingBody = false
         if let connection {
             // Flushed with the rest of this read (`requestReadComplete`).
             connection.channel.write(HTTPClientRequestPart.end(nil), promise: nil)
@@ -214,7 +209,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         backendIndex = index
         backends.began(index)
         connection.handler.delegate = self
-        connection.handler.paused = !downstream.context.channel.isWritable
+        connection.handler.paused = !client.channel.isWritable
         connection.channel.write(HTTPClientRequestPart.head(upstreamHead(for: backends.backend(index))), promise: nil)
         for part in pending { connection.channel.write(part, promise: nil) }
         pending = []
@@ -250,23 +245,23 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         switch part {
         case .head(let head):
             if head.status.code < 200 { return }  // interim answers; Sluice sent its own 100
-            responseTimer?.cancel()
+            responseDeadline = nil
             responseHead = head
             route.metrics?.responseTime.recordNanoseconds((NIODeadline.now() - sentAt).nanoseconds)
-            downstream.context.write(NIOAny(HTTPServerResponsePart.head(clientHead(for: head))), promise: nil)
-            if request.head.method == .HEAD || [204, 304].contains(head.status.code) { downstream.context.flush() }
+            client.write(NIOAny(HTTPServerResponsePart.head(clientHead(for: head))), promise: nil)
+            if request.head.method == .HEAD || head.status.code == 204 || head.status.code == 304 { client.flush() }
             armIdleTimer()
         case .body(let buffer):
             responseBytes += buffer.readableBytes
             // Each chunk goes out as it came: server-sent events and streamed responses are
             // never held back.
-            downstream.context.writeAndFlush(NIOAny(HTTPServerResponsePart.body(.byteBuffer(buffer))), promise: nil)
-            if !downstream.context.channel.isWritable { connection?.handler.paused = true }
+            client.writeAndFlush(NIOAny(HTTPServerResponsePart.body(.byteBuffer(buffer))), promise: nil)
+            if !client.channel.isWritable { connection?.handler.paused = true }
             armIdleTimer()
         case .end:
             responseDone = true
             responseEndedEarly = !requestDone
-            endWritten = downstream.context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)))
+            endWritten = client.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)))
             complete()
         }
     }
@@ -328,9 +323,9 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         cancelTimers()
         let reusableUpstream = !responseEndedEarly && (responseHead.map { $0.isKeepAlive } ?? false)
         releaseConnection(reusable: reusableUpstream)
-        downstream.finished(
-            responseHead?.status ?? .badGateway, responseBytes, clientKeepAlive(responseHead),
-            endWritten ?? eventLoop.makeSucceededVoidFuture()
+        downstream.exchangeFinished(
+            status: responseHead?.status ?? .badGateway, bytes: responseBytes, reusable: clientKeepAlive(responseHead),
+            written: endWritten ?? eventLoop.makeSucceededVoidFuture()
         )
     }
 
@@ -341,7 +336,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         releaseConnection(reusable: false)
         services.logger.info("proxy request failed", metadata: ["route": "\(route.name)", "status": "\(status.code)", "reason": "\(message)"])
         // The client's body may be unread: keep the connection only if there was none.
-        downstream.respond(status, message, result, keepAlive && requestDone && request.head.isKeepAlive)
+        downstream.exchangeFailed(status, message, result: result, keepAlive: keepAlive && requestDone && request.head.isKeepAlive)
     }
 
     private func abortBoth() {
@@ -349,7 +344,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         finished = true
         cancelTimers()
         releaseConnection(reusable: false)
-        downstream.abort()
+        downstream.exchangeAborted()
     }
 
     private func releaseConnection(reusable: Bool) {
@@ -367,39 +362,64 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
     }
 
     private func armResponseTimer() {
-        responseTimer?.cancel()
-        responseTimer = eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(settings.responseTimeout)) { [self] in
-            guard responseHead == nil else { return }
-            fail(.gatewayTimeout, "backend did not answer in time", result: "backend_timeout", keepAlive: false)
-        }
+        let deadline = eventLoop.now + TimeAmount(settings.responseTimeout)
+        responseDeadline = deadline
+        downstream.watch(until: deadline)
     }
 
-    /// Notes activity in a body. One timer runs at a time and, when it fires, looks at the last
-    /// activity and sleeps again if there was some: no scheduling per chunk.
+    /// Notes activity in a body; the connection's watchdog compares it with the idle timeout
+    /// when it fires, so nothing is scheduled per chunk.
     private func armIdleTimer() {
-        lastBodyActivity = .now()
-        guard idleTimer == nil else { return }
-        scheduleIdleCheck(at: lastBodyActivity + TimeAmount(settings.idleTimeout))
+        lastBodyActivity = eventLoop.now
+        guard !watchingBody else { return }
+        watchingBody = true
+        downstream.watch(until: lastBodyActivity + TimeAmount(settings.idleTimeout))
     }
 
-    private func scheduleIdleCheck(at deadline: NIODeadline) {
-        idleTimer = eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
-            idleTimer = nil
-            guard !finished else { return }
-            let due = lastBodyActivity + TimeAmount(settings.idleTimeout)
-            if due > .now() {
-                scheduleIdleCheck(at: due)
-            } else if responseHead == nil {
-                fail(.gatewayTimeout, "request body stalled", result: "timeout", keepAlive: false)
-            } else {
-                abortBoth()
+    /// Fails what is overdue at `now`; otherwise the next deadline to check, if any.
+    func checkDeadlines(now: NIODeadline) -> NIODeadline? {
+        guard !finished else { return nil }
+        var next: NIODeadline?
+        if let deadline = responseDeadline, responseHead == nil {
+            if deadline <= now {
+                fail(.gatewayTimeout, "backend did not answer in time", result: "backend_timeout", keepAlive: false)
+                return nil
             }
+            next = deadline
         }
+        if watchingBody {
+            let due = lastBodyActivity + TimeAmount(settings.idleTimeout)
+            if due <= now {
+                if responseHead == nil {
+                    fail(.gatewayTimeout, "request body stalled", result: "timeout", keepAlive: false)
+                } else {
+                    abortBoth()
+                }
+                return nil
+            }
+            next = min(next ?? due, due)
+        }
+        return next
     }
 
     private func cancelTimers() {
-        responseTimer?.cancel()
-        idleTimer?.cancel()
-        idleTimer = nil
+        responseDeadline = nil
+        watchingBody = false
     }
+}
+
+/// What an exchange needs from the client connection; the HTTP handler implements it (one
+/// object per connection, not closures per request).
+protocol HTTPProxyDownstream: AnyObject {
+    /// Stop or resume reading the client (request body backpressure).
+    func pauseClientReads(_ paused: Bool)
+    /// A short error response before any response head was written.
+    func exchangeFailed(_ status: HTTPResponseStatus, _ message: String, result: String, keepAlive: Bool)
+    /// The exchange ended: the status sent, body bytes sent, whether the client connection may
+    /// carry another request, and the write of the response's end.
+    func exchangeFinished(status: HTTPResponseStatus, bytes: Int, reusable: Bool, written: EventLoopFuture<Void>)
+    /// The client connection must close (a response was cut short).
+    func exchangeAborted()
+    /// The exchange has a deadline; `checkDeadlines` must run by then.
+    func watch(until deadline: NIODeadline)
 }

@@ -534,6 +534,16 @@ def http_backend(name, tls=None):
                 time.sleep(3)
             if path.endswith("/pause"):
                 time.sleep(0.4)
+            if path.endswith("/stall"):
+                # A tenth of the promised body, then silence.
+                self.send_response(200)
+                self.send_header("Content-Length", "100")
+                self.end_headers()
+                self.wfile.write(b"x" * 10)
+                self.wfile.flush()
+                time.sleep(4)
+                self.close_connection = True
+                return
             if path.endswith("/die"):
                 self.send_response(200)
                 self.send_header("Content-Length", "100000")
