@@ -174,12 +174,10 @@ struct HTTPProxyTests {
         let backend = try await PythonPeer(["http-backend", "one"])
         let gateway = try await Self.gateway([backend], route: ["http: { idle_timeout: 1s }"])
         let port = "\(gateway.port("plain"))"
-        let started = ContinuousClock.now
         let request = try await PythonPeer.run([
             "http-exchange", "127.0.0.1", port, "POST /app/upload HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 100\\r\\n\\r\\nonly ten..", "1",
         ])
         let response = try await PythonPeer.run(["http-exchange", "127.0.0.1", port, "GET /app/stall HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n", "1"])
-        let elapsed = ContinuousClock.now - started
         await gateway.stop()
         backend.stop()
         let answered = try #require(request["responses"] as? [[String: Any]])
@@ -189,7 +187,7 @@ struct HTTPProxyTests {
         // (the backend itself would have stalled for 4 s).
         #expect((response["responses"] as? [Any])?.isEmpty == true, "\(response)")
         #expect(response["closed"] as? Bool == true)
-        #expect(elapsed < .seconds(6), "both stalls end at the 1 s idle timeout, not the backend's 4 s")
+        #expect((response["elapsed"] as? Double ?? 99) < 3.5, "the stall ends at the 1 s idle timeout, not the backend's 4 s: \(response)")
     }
 
     @Test("plain requests: request_rate_per_ip answers 429 with Retry-After; a foreign Origin is 403, a missing one is fine")

@@ -44,6 +44,12 @@ struct ProxyUnitTests {
         var trusted = HTTPHeaders([("X-Forwarded-For", "10.0.0.9")])
         ForwardedHeaders.addForwarding(to: &trusted, client: .init(address: "192.0.2.1", host: "h", tls: false, trustsIncomingChain: true))
         #expect(trusted["x-forwarded-for"] == ["10.0.0.9, 192.0.2.1"])
+        var chained = HTTPHeaders([("Forwarded", "for=10.0.0.9"), ("X-Forwarded-Proto", "gopher"), ("Host", "h")])
+        ForwardedHeaders.addForwarding(to: &chained, client: .init(address: "2001:db8::1", host: "bad host", tls: false, trustsIncomingChain: true))
+        #expect(chained["forwarded"] == [#"for=10.0.0.9, for="[2001:db8::1]";proto=http"#])
+        #expect(chained["x-forwarded-proto"] == ["http"])
+        #expect(chained["x-forwarded-host"] == ["bad host"])
+        #expect(chained["host"] == ["h"])
     }
 
     static func backends(_ count: Int, _ balance: BalancingConfiguration) -> BackendSet {

@@ -17,10 +17,7 @@ extension HTTPGatewayHandler {
         request?.user = user?.user
         var target = PathPrefix.rewrite(path.target, matched: route.configuration.match.pathPrefix, settings: route.configuration.http)
         for parameter in route.credentialQueryParameters { target = QueryString.removing(parameter, from: target) }
-        let client = ForwardedHeaders.Client(
-            address: identity.peer?.description, host: head.headers.first(name: "host"), tls: configuration.tls,
-            trustsIncomingChain: identity.peerIsTrustedProxy
-        )
+        let client = forwardingClient(head, identity)
         let exchange = HTTPProxyExchange(
             route: route, backends: backends,
             request: .init(head: head, target: target, client: client, clientIP: identity.address, identity: user),
@@ -130,10 +127,7 @@ extension HTTPGatewayHandler {
         context: ChannelHandlerContext, route: Route, head: HTTPRequestHead, request upgradeRequest: UpgradeRequest,
         path: RequestPath, identity: ClientIdentity, user: Identity?
     ) {
-        let client = ForwardedHeaders.Client(
-            address: identity.peer?.description, host: head.headers.first(name: "host"), tls: configuration.tls,
-            trustsIncomingChain: identity.peerIsTrustedProxy
-        )
+        let client = forwardingClient(head, identity)
         let downstream = WebSocketUpgrade.Downstream(
             context: context,
             respond: { [self] status, message, result in

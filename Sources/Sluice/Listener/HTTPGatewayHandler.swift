@@ -400,6 +400,17 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     static let unknownAddress = IPAddress(bytes: [0, 0, 0, 0])!
 
     var peerAddress: IPAddress??
+    /// The peer's address as text, made once per connection.
+    var peerText: String??
+
+    /// Who asked, as the backend is told in the forwarding headers.
+    func forwardingClient(_ head: HTTPRequestHead, _ identity: ClientIdentity) -> ForwardedHeaders.Client {
+        if peerText == nil { peerText = .some(identity.peer?.description) }
+        return ForwardedHeaders.Client(
+            address: peerText ?? nil, host: head.headers.first(name: "host"), tls: configuration.tls,
+            trustsIncomingChain: identity.peerIsTrustedProxy
+        )
+    }
 
     func identify(_ head: HTTPRequestHead, context: ChannelHandlerContext) -> ClientIdentity {
         if peerAddress == nil { peerAddress = .some(ClientAddress.ip(of: context.channel.remoteAddress)) }

@@ -37,26 +37,28 @@ enum ForwardedHeaders {
     /// `X-Forwarded-Host` and `Forwarded`.
     static func addForwarding(to headers: inout HTTPHeaders, client: Client) {
         let proto = client.tls ? "https" : "http"
-        if !client.trustsIncomingChain {
-            headers.remove(name: "x-forwarded-for")
-            headers.remove(name: "forwarded")
+        var chainFor = "", chainForwarded = ""
+        if client.trustsIncomingChain {
+            chainFor = headers["x-forwarded-for"].joined(separator: ", ")
+            chainForwarded = headers["forwarded"].joined(separator: ", ")
         }
+        for name in ["x-forwarded-for", "forwarded", "x-forwarded-proto", "x-forwarded-host"] { headers.remove(name: name) }
         if let address = client.address {
-            let previous = headers["x-forwarded-for"].joined(separator: ", ")
-            headers.replaceOrAdd(name: "X-Forwarded-For", value: previous.isEmpty ? address : "\(previous), \(address)")
+            headers.add(name: "X-Forwarded-For", value: chainFor.isEmpty ? address : chainFor + ", " + address)
+        } else if !chainFor.isEmpty {
+            headers.add(name: "X-Forwarded-For", value: chainFor)
         }
-        headers.replaceOrAdd(name: "X-Forwarded-Proto", value: proto)
-        if let host = client.host { headers.replaceOrAdd(name: "X-Forwarded-Host", value: host) }
-        var element: [String] = []
+        headers.add(name: "X-Forwarded-Proto", value: proto)
+        if let host = client.host { headers.add(name: "X-Forwarded-Host", value: host) }
+        var element = ""
         if let address = client.address {
-            element.append(address.contains(":") ? "for=\"[\(address)]\"" : "for=\(address)")
+            element = address.utf8.contains(UInt8(ascii: ":")) ? "for=\"[" + address + "]\";" : "for=" + address + ";"
         }
-        if let host = client.host, host.allSatisfy({ $0.isASCII && !$0.isWhitespace && $0 != "\"" && $0 != "\\" }) {
-            element.append("host=\"\(host)\"")
+        // A host goes into the quoted-string only if it needs no escaping.
+        if let host = client.host, host.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }) {
+            element += "host=\"" + host + "\";"
         }
-        element.append("proto=\(proto)")
-        let previous = headers["forwarded"].joined(separator: ", ")
-        let value = element.joined(separator: ";")
-        headers.replaceOrAdd(name: "Forwarded", value: previous.isEmpty ? value : "\(previous), \(value)")
+        element += "proto=" + proto
+        headers.add(name: "Forwarded", value: chainForwarded.isEmpty ? element : chainForwarded + ", " + element)
     }
 }

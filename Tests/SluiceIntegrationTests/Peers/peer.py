@@ -639,6 +639,7 @@ def http_exchange(host, port, payload, expect, half_close=False):
     responses arrived or the connection closed; returns the responses' status codes and bodies,
     in order, and whether the server closed."""
     sock = socket.create_connection((host, int(port)), timeout=10)
+    started = time.monotonic()
     sock.sendall(payload.encode().decode("unicode_escape").encode("latin-1"))
     if half_close:
         sock.shutdown(socket.SHUT_WR)
@@ -674,7 +675,7 @@ def http_exchange(host, port, payload, expect, half_close=False):
     except OSError:
         closed = True
     sock.close()
-    return {"responses": responses, "closed": closed}
+    return {"responses": responses, "closed": closed, "elapsed": time.monotonic() - started}
 
 
 def exit_when_parent_goes():
