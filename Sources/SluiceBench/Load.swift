@@ -56,11 +56,9 @@ struct Load: AsyncParsableCommand {
         let collector = LoadCollector()
         let group = MultiThreadedEventLoopGroup.singleton
         var channels: [any Channel] = []
-        let deadline = NIODeadline.now() + .seconds(Int64(duration)) + .seconds(Int64(connections / 500 + 2))
-        let start = NIODeadline.now() + .seconds(Int64(connections / 500 + 2))
         for _ in 0..<connections {
             let settings = LoadHandler.Settings(
-                size: size, window: window, text: text, start: start, deadline: deadline,
+                size: size, window: window, text: text,
                 interval: rate.map { TimeAmount.nanoseconds(Int64(1e9 * Double(connections) / Double($0))) }
             )
             let offer = deflate ? PerMessageDeflate.clientOffer : nil
@@ -70,9 +68,11 @@ struct Load: AsyncParsableCommand {
                 }
             )
         }
-        try await Task.sleep(for: .nanoseconds(max(0, (start - NIODeadline.now()).nanoseconds)))
-        let started = ContinuousClock.now
-        try await Task.sleep(until: started + .seconds(duration) + .milliseconds(500))
+        // The measurement starts once every connection is open, however long opening took.
+        let start = NIODeadline.now() + .milliseconds(200)
+        let measured = LoadWindow(start: start, deadline: start + .seconds(Int64(duration)))
+        for channel in channels { channel.pipeline.fireUserInboundEventTriggered(measured) }
+        try await Task.sleep(for: .milliseconds(200) + .seconds(duration) + .milliseconds(500))
         for channel in channels { try? await channel.close() }
         try await Task.sleep(for: .milliseconds(200))
         collector.report(seconds: Double(duration), size: size, connections: connections, window: window, deflate: deflate, json: json)
@@ -132,6 +132,12 @@ final class LoadCollector: Sendable {
     }
 }
 
+/// When the measurement runs, sent to every connection's handler once all are open.
+private struct LoadWindow: Sendable {
+    var start: NIODeadline
+    var deadline: NIODeadline
+}
+
 /// One connection's loop: closed (`window` in flight) or open (one message per `interval`).
 private final class LoadHandler: ChannelInboundHandler {
     typealias InboundIn = WebSocketFrame
@@ -141,10 +147,7 @@ private final class LoadHandler: ChannelInboundHandler {
         var size: Int
         var window: Int
         var text: Bool
-        /// Measurement starts here (after every connection is open) and ends at `deadline`.
-        var start: NIODeadline
-        var deadline: NIODeadline
-        /// Open loop: one message per interval, on a fixed schedule from `start`.
+        /// Open loop: one message per interval, on a fixed schedule from the window's start.
         var interval: TimeAmount?
     }
 
@@ -161,6 +164,8 @@ private final class LoadHandler: ChannelInboundHandler {
     private let compression: (MessageCompressor, MessageDecompressor)?
     private var scheduled = 0
     private var ticker: RepeatedTask?
+    /// The measurement window; nothing is sent or counted before it arrives.
+    private var measured: LoadWindow?
 
     init(settings: Settings, collector: LoadCollector, compression: (MessageCompressor, MessageDecompressor)?) {
         self.settings = settings
@@ -168,8 +173,10 @@ private final class LoadHandler: ChannelInboundHandler {
         self.compression = compression
     }
 
-    func handlerAdded(context: ChannelHandlerContext) {
-        let start = settings.start
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard let window = event as? LoadWindow else { return context.fireUserInboundEventTriggered(event) }
+        measured = window
+        let start = window.start
         context.eventLoop.assumeIsolated().scheduleTask(deadline: start) { [self] in
             if let interval = settings.interval {
                 // Send whatever is due every millisecond; each message carries the time it was
@@ -189,7 +196,7 @@ private final class LoadHandler: ChannelInboundHandler {
 
     private func sendDue(_ context: ChannelHandlerContext, start: NIODeadline, interval: TimeAmount) {
         let now = NIODeadline.now()
-        guard now < settings.deadline, now >= start else { return }
+        guard let measured, now < measured.deadline, now >= start else { return }
         let due = Int((now - start).nanoseconds / interval.nanoseconds) + 1
         guard due > scheduled else { return }
         while scheduled < due {
@@ -236,11 +243,11 @@ private final class LoadHandler: ChannelInboundHandler {
             }
             message = plain
         }
-        let sent = message.getInteger(at: message.readerIndex, as: UInt64.self) ?? 0
+        let stamp = message.getInteger(at: message.readerIndex, as: UInt64.self) ?? 0
         let now = NIODeadline.now()
-        if now < settings.deadline {
+        if let measured, now < measured.deadline {
             messages += 1
-            _ = latencies.record(now.uptimeNanoseconds &- sent)
+            _ = latencies.record(now.uptimeNanoseconds &- stamp)
             if settings.interval == nil {
                 send(context)
                 context.flush()

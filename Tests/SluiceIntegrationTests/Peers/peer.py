@@ -176,7 +176,7 @@ async def client(scenario, url, extra):
                 payload = os.urandom(1024)
                 await ws.send(payload)
                 checks.append(await ws.recv() == payload)
-                big = os.urandom(16 << 20)
+                big = os.urandom(options.get("big", 16 << 20))
                 await ws.send(big)
                 checks.append(await ws.recv() == big)
                 await ws.send(["frag", "ment", "ed"])
