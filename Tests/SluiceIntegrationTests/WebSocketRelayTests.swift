@@ -207,11 +207,12 @@ struct WebSocketRelayTests {
     func gatewayPings() async throws {
         let backend = try await PythonPeer(["backend", "echo"])
         let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)", websocket: ["ping_interval: 200ms", "pong_timeout: 2s"])
-        let result = try await PythonPeer.run(["raw-client", "answer-pings", "127.0.0.1", "\(gateway.port("plain"))", #"{"path": "/ws", "seconds": 1.5}"#])
+        let result = try await PythonPeer.run(["raw-client", "answer-pings", "127.0.0.1", "\(gateway.port("plain"))", #"{"path": "/ws", "seconds": 2.5}"#])
         await gateway.stop()
         backend.stop()
         #expect(result["echo"] as? String == "alive", "\(result)")
-        #expect((result["pings"] as? Int ?? 0) >= 3)
+        // Every 200 ms for 2.5 s: about twelve, and at least three on a loaded machine.
+        #expect((result["pings"] as? Int ?? 0) >= 3, "\(result)")
         #expect((result["ping_payloads"] as? [String])?.allSatisfy { $0.hasPrefix("sluice-ping-") } == true)
     }
 
