@@ -81,7 +81,7 @@ struct Load: AsyncParsableCommand {
     /// The codec for a connection whose 101 is `response`, when compression was asked for.
     static func compression(wanted: Bool, response: HTTPResponseHead) throws -> (MessageCompressor, MessageDecompressor)? {
         guard wanted else { return nil }
-        guard let settings = try PerMessageDeflate.accepted(response: response.headers["sec-websocket-extensions"]) else {
+        guard let settings = try PerMessageDeflate.accepted(response: response.headers) else {
             throw ValidationError("--deflate: the server did not accept permessage-deflate")
         }
         return try settings.codec(isServer: false, maxMessageSize: 1 << 26)

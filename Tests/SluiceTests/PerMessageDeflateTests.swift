@@ -1,4 +1,5 @@
 import NIOCore
+import NIOHTTP1
 import Testing
 
 @testable import Sluice
@@ -10,6 +11,8 @@ struct PerMessageDeflateTests {
 
     func bytes(_ buffer: ByteBuffer) -> [UInt8] { Array(buffer.readableBytesView) }
     func buffer(_ bytes: [UInt8]) -> ByteBuffer { ByteBuffer(bytes: bytes) }
+    /// Headers carrying `values` as separate `Sec-WebSocket-Extensions` fields.
+    static func extensions(_ values: String...) -> HTTPHeaders { HTTPHeaders(values.map { ("Sec-WebSocket-Extensions", $0) }) }
 
     @Test("the RFC 7692 §7.2.3 examples: 'Hello' alone, and twice with a shared window")
     func rfcExamples() throws {
@@ -65,25 +68,25 @@ struct PerMessageDeflateTests {
 
     @Test("a server accepts the first offer it can honour and answers with what it will do")
     func serverNegotiation() throws {
-        #expect(PerMessageDeflate.accept(offers: ["permessage-deflate; client_max_window_bits"])?.response == "permessage-deflate")
-        let narrowed = try #require(PerMessageDeflate.accept(offers: ["permessage-deflate; server_no_context_takeover; server_max_window_bits=10"]))
+        #expect(PerMessageDeflate.accept(offers: Self.extensions("permessage-deflate; client_max_window_bits"))?.response == "permessage-deflate")
+        let narrowed = try #require(PerMessageDeflate.accept(offers: Self.extensions("permessage-deflate; server_no_context_takeover; server_max_window_bits=10")))
         #expect(narrowed.response == "permessage-deflate; server_no_context_takeover; server_max_window_bits=10")
         #expect(narrowed.0.serverNoContextTakeover && narrowed.0.serverMaxWindowBits == 10)
         // An offer with an unknown parameter or a bad value is skipped for the next one.
-        let second = PerMessageDeflate.accept(offers: ["permessage-deflate; mystery=1, permessage-deflate; server_max_window_bits=16", "permessage-deflate; client_no_context_takeover"])
+        let second = PerMessageDeflate.accept(offers: Self.extensions("permessage-deflate; mystery=1, permessage-deflate; server_max_window_bits=16", "permessage-deflate; client_no_context_takeover"))
         #expect(second?.response == "permessage-deflate; client_no_context_takeover")
-        #expect(PerMessageDeflate.accept(offers: ["x-webkit-deflate-frame"]) == nil)
-        #expect(PerMessageDeflate.accept(offers: ["permessage-deflate; server_no_context_takeover; server_no_context_takeover"]) == nil)
-        #expect(PerMessageDeflate.accept(offers: []) == nil)
+        #expect(PerMessageDeflate.accept(offers: Self.extensions("x-webkit-deflate-frame")) == nil)
+        #expect(PerMessageDeflate.accept(offers: Self.extensions("permessage-deflate; server_no_context_takeover; server_no_context_takeover")) == nil)
+        #expect(PerMessageDeflate.accept(offers: HTTPHeaders()) == nil)
     }
 
     @Test("a client reads the server's answer; answers it cannot honour are errors")
     func clientNegotiation() throws {
-        #expect(try PerMessageDeflate.accepted(response: []) == nil)
-        let settings = try #require(try PerMessageDeflate.accepted(response: ["permessage-deflate; client_no_context_takeover; client_max_window_bits=12"]))
+        #expect(try PerMessageDeflate.accepted(response: HTTPHeaders()) == nil)
+        let settings = try #require(try PerMessageDeflate.accepted(response: Self.extensions("permessage-deflate; client_no_context_takeover; client_max_window_bits=12")))
         #expect(settings.clientNoContextTakeover && settings.clientMaxWindowBits == 12)
-        #expect(throws: PerMessageDeflate.NegotiationError.self) { try PerMessageDeflate.accepted(response: ["permessage-deflate; client_max_window_bits=8"]) }
-        #expect(throws: PerMessageDeflate.NegotiationError.self) { try PerMessageDeflate.accepted(response: ["permessage-deflate; client_max_window_bits"]) }
-        #expect(throws: PerMessageDeflate.NegotiationError.self) { try PerMessageDeflate.accepted(response: ["permessage-deflate, permessage-deflate"]) }
+        #expect(throws: PerMessageDeflate.NegotiationError.self) { try PerMessageDeflate.accepted(response: Self.extensions("permessage-deflate; client_max_window_bits=8")) }
+        #expect(throws: PerMessageDeflate.NegotiationError.self) { try PerMessageDeflate.accepted(response: Self.extensions("permessage-deflate; client_max_window_bits")) }
+        #expect(throws: PerMessageDeflate.NegotiationError.self) { try PerMessageDeflate.accepted(response: Self.extensions("permessage-deflate, permessage-deflate")) }
     }
 }

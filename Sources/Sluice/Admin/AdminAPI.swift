@@ -98,7 +98,7 @@ struct AdminAPI: Sendable {
         let presented = head.headers.first(name: "authorization").flatMap { value -> String? in
             let parts = value.split(separator: " ", maxSplits: 1)
             guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
-            return String(parts[1]).trimmingSpacesAndTabs()
+            return parts[1].trimmingSpacesAndTabs()
         }
         if let presented, ConstantTime.equal(Array(presented.utf8), Array(token.utf8)) { return nil }
         var response = Response.text(.unauthorized, "a bearer token is required")

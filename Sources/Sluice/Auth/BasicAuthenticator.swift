@@ -67,7 +67,7 @@ final class BasicAuthenticator: Sendable {
         guard let value = headers.first(name: "authorization") else { return nil }
         let parts = value.split(separator: " ", maxSplits: 1)
         guard parts.count == 2, parts[0].lowercased() == "basic", parts[1].utf8.count <= 4096,
-            let data = Data(base64Encoded: String(parts[1]).trimmingSpacesAndTabs()),
+            let data = Data(base64Encoded: parts[1].trimmingSpacesAndTabs()),
             let text = String(data: data, encoding: .utf8), let colon = text.firstIndex(of: ":")
         else { return nil }
         return (String(text[..<colon]), String(text[text.index(after: colon)...]))

@@ -118,7 +118,7 @@ final class JWTVerifier: Sendable {
         if let cookie = configuration.cookie, let value = CookieHeader.value(named: cookie, in: headers) { return value }
         if configuration.bearer, let value = headers.first(name: "authorization") {
             let parts = value.split(separator: " ", maxSplits: 1)
-            if parts.count == 2, parts[0].lowercased() == "bearer" { return String(parts[1]).trimmingSpacesAndTabs() }
+            if parts.count == 2, parts[0].lowercased() == "bearer" { return parts[1].trimmingSpacesAndTabs() }
         }
         if let parameter = configuration.queryParameter, let query {
             return QueryString.value(of: parameter, in: query)

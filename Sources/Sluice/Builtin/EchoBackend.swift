@@ -19,7 +19,7 @@ public final class EchoBackend: Sendable {
 
     public static func start(group: any EventLoopGroup, host: String = "127.0.0.1", port: Int = 0, deflate: Bool = false) async throws -> EchoBackend {
         @Sendable func negotiated(_ head: HTTPRequestHead) -> (PerMessageDeflate, response: String)? {
-            deflate ? PerMessageDeflate.accept(offers: head.headers["sec-websocket-extensions"]) : nil
+            deflate ? PerMessageDeflate.accept(offers: head.headers) : nil
         }
         let upgrader = NIOWebSocketServerUpgrader(
             maxFrameSize: EchoHandler.maxCompressedSize,

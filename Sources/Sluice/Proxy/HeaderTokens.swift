@@ -40,3 +40,13 @@ enum HeaderTokens {
         return true
     }
 }
+
+extension StringProtocol {
+    /// Without leading and trailing spaces and tabs (header whitespace; no Foundation).
+    func trimmingSpacesAndTabs() -> String {
+        var slice = self[...]
+        while let first = slice.first, first == " " || first == "\t" { slice.removeFirst() }
+        while let last = slice.last, last == " " || last == "\t" { slice.removeLast() }
+        return String(slice)
+    }
+}

@@ -1,5 +1,6 @@
 import CZlib
 import NIOCore
+import NIOHTTP1
 
 /// The permessage-deflate extension (RFC 7692): its negotiated parameters and the codec that
 /// compresses and decompresses whole messages.
@@ -31,11 +32,11 @@ public struct PerMessageDeflate: Sendable, Equatable {
         public var description: String
     }
 
-    /// The server's choice among a client's offers (`Sec-WebSocket-Extensions` values): the
-    /// first permessage-deflate offer it can honour, and the response header value; nil when
-    /// none was offered or none is valid (the connection then goes uncompressed).
-    public static func accept(offers headerValues: [String]) -> (PerMessageDeflate, response: String)? {
-        for offer in headerValues.flatMap({ splitList($0) }) {
+    /// The server's choice among a client's offers (its `Sec-WebSocket-Extensions`): the first
+    /// permessage-deflate offer it can honour, and the response header value; nil when none was
+    /// offered or none is valid (the connection then goes uncompressed).
+    public static func accept(offers request: HTTPHeaders) -> (PerMessageDeflate, response: String)? {
+        for offer in HeaderTokens.list(request, "sec-websocket-extensions") {
             guard let (name, parameters) = parseElement(offer), name == Self.name else { continue }
             guard let settings = try? PerMessageDeflate(parameters: parameters, fromServer: false) else { continue }
             var response = [Self.name]
@@ -47,12 +48,13 @@ public struct PerMessageDeflate: Sendable, Equatable {
         return nil
     }
 
-    /// The client's reading of the server's response to `clientOffer`; nil when the server did
-    /// not accept the extension.
-    public static func accepted(response headerValues: [String]) throws(NegotiationError) -> PerMessageDeflate? {
-        let elements = headerValues.flatMap { splitList($0) }.compactMap { parseElement($0) }
+    /// The client's reading of the server's response to `clientOffer` (its 101's headers); nil
+    /// when the server did not accept the extension.
+    public static func accepted(response: HTTPHeaders) throws(NegotiationError) -> PerMessageDeflate? {
+        let answer = HeaderTokens.list(response, "sec-websocket-extensions")
+        let elements = answer.compactMap { parseElement($0) }
         guard let element = elements.first(where: { $0.name == Self.name }) else { return nil }
-        guard elements.count == 1 else { throw NegotiationError(description: "the server accepted more than one extension: \(headerValues)") }
+        guard elements.count == 1 else { throw NegotiationError(description: "the server accepted more than one extension: \(answer)") }
         return try PerMessageDeflate(parameters: element.parameters, fromServer: true)
     }
 
@@ -89,12 +91,8 @@ public struct PerMessageDeflate: Sendable, Equatable {
         return bits
     }
 
-    private static func splitList(_ value: String) -> [Substring] {
-        value.split(separator: ",")
-    }
-
     /// `name; key; key=value; key="value"` → lower-cased name and parameters.
-    private static func parseElement(_ element: Substring) -> (name: String, parameters: [(String, String?)])? {
+    private static func parseElement(_ element: String) -> (name: String, parameters: [(String, String?)])? {
         let parts = element.split(separator: ";").map { $0.trimmingSpacesAndTabs() }
         guard let name = parts.first, !name.isEmpty else { return nil }
         let parameters = parts.dropFirst().map { part -> (String, String?) in
