@@ -33,6 +33,37 @@ struct ProxyUnitTests {
         ])
         let kept = ForwardedHeaders.endToEnd(headers)
         #expect(kept.map(\.name).sorted() == ["Content-Length", "Cookie", "X-Other"])
+        let upstream = ForwardedHeaders.endToEnd(headers, dropping: ["cookie", "host"])
+        #expect(upstream.map(\.name) == ["Content-Length", "X-Other"], "order kept, named fields dropped")
+    }
+
+    @Test("request framing is read in one pass: lengths, chunked, Host count, size, and the smuggling verdicts")
+    func framing() {
+        func read(_ fields: [(String, String)]) -> RequestFraming { RequestFraming.read(HTTPHeaders(fields)) }
+        let plain = read([("Host", "h"), ("content-length", "5")])
+        #expect(plain.problem == nil && plain.contentLength == 5 && plain.hasBody && !plain.chunked && plain.hostCount == 1)
+        #expect(plain.fieldCount == 2 && plain.fieldBytes == "Host".utf8.count + 1 + 4 + "content-length".utf8.count + 1 + 4)
+        #expect(read([("Content-Length", "5, 5")]).problem == nil)
+        #expect(read([("Content-Length", "0")]).hasBody == false)
+        #expect(read([("Content-Length", "5"), ("Content-Length", "6")]).problem == .conflictingLengths)
+        #expect(read([("Content-Length", "5"), ("Transfer-Encoding", "chunked")]).problem == .lengthAndTransferEncoding)
+        #expect(read([("Transfer-Encoding", "gzip, chunked")]).problem == .unsupportedTransferEncoding)
+        #expect(read([("Transfer-Encoding", "chunked"), ("Transfer-Encoding", "chunked")]).problem == .unsupportedTransferEncoding)
+        let chunked = read([("TRANSFER-ENCODING", " Chunked ")])
+        #expect(chunked.problem == nil && chunked.chunked && chunked.hasBody && chunked.contentLength == nil)
+        #expect(read([("Host", "a, b")]).hostCount == 2)
+        #expect(read([("Host", "a"), ("host", "a")]).hostCount == 2)
+        #expect(read([("Host", "")]).hostCount == 0)
+    }
+
+    @Test("header lists are split on commas and trimmed, across repeated fields, without case")
+    func tokens() {
+        let headers = HTTPHeaders([("Connection", " keep-alive ,, Upgrade\t"), ("connection", "X-A"), ("Other", "close")])
+        #expect(HeaderTokens.list(headers, "connection") == ["keep-alive", "Upgrade", "X-A"])
+        #expect(HeaderTokens.contains(headers, "CONNECTION", token: "upgrade"))
+        #expect(!HeaderTokens.contains(headers, "connection", token: "close"))
+        #expect(HeaderTokens.list(headers, "absent").isEmpty)
+        #expect(" \t a b \t".trimmingSpacesAndTabs() == "a b" && "   ".trimmingSpacesAndTabs().isEmpty)
     }
 
     @Test("forwarding headers: a client's own X-Forwarded-For is dropped unless it is a trusted proxy")

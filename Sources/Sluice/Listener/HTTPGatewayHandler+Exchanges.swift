@@ -6,13 +6,23 @@ import SluiceConfig
 /// What follows an admitted request: a plain request proxied to a backend, or an upgrade
 /// handed to `WebSocketUpgrade` under the route's limits, and the switch to the relay.
 extension HTTPGatewayHandler {
-    func startProxy(context: ChannelHandlerContext, route: Route, head: HTTPRequestHead, path: RequestPath, identity: ClientIdentity) {
+    func startProxy(
+        context: ChannelHandlerContext, route: Route, head: HTTPRequestHead, path: RequestPath, identity: ClientIdentity, framing: RequestFraming
+    ) {
+        guard route.authenticator != nil else {
+            // Public route: no closure to keep for an answer that is already known.
+            beginExchange(context: context, route: route, head: head, path: path, identity: identity, framing: framing, user: nil)
+            return
+        }
         authorize(context: context, route: route, head: head, path: path, identity: identity) { [self] user in
-            beginExchange(context: context, route: route, head: head, path: path, identity: identity, user: user)
+            beginExchange(context: context, route: route, head: head, path: path, identity: identity, framing: framing, user: user)
         }
     }
 
-    func beginExchange(context: ChannelHandlerContext, route: Route, head: HTTPRequestHead, path: RequestPath, identity: ClientIdentity, user: Identity?) {
+    func beginExchange(
+        context: ChannelHandlerContext, route: Route, head: HTTPRequestHead, path: RequestPath, identity: ClientIdentity,
+        framing: RequestFraming, user: Identity?
+    ) {
         guard let backends = route.backends else { return }
         request?.user = user?.user
         var target = PathPrefix.rewrite(path.target, matched: route.configuration.match.pathPrefix, settings: route.configuration.http)
@@ -20,7 +30,7 @@ extension HTTPGatewayHandler {
         let client = forwardingClient(head, identity)
         let exchange = HTTPProxyExchange(
             route: route, backends: backends,
-            request: .init(head: head, target: target, client: client, clientIP: identity.address, identity: user),
+            request: .init(head: head, framing: framing, target: target, client: client, clientIP: identity.address, identity: user),
             client: context, downstream: self, pool: pool, services: services
         )
         state = .proxying(exchange)

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -7,7 +8,14 @@ import SluiceConfig
 extension HTTPGatewayHandler {
     /// Writes the access-log line and counts the request, once per request.
     func logRequest(status: HTTPResponseStatus, bytes: Int) {
-        services.metrics.httpRequest(listener: configuration.listener, route: request?.route, status: status.code)
+        let route = request?.route
+        if let last = lastRequestCounter, last.status == status.code, last.route == route {
+            last.counter.increment()
+        } else {
+            let counter = services.metrics.httpRequestCounter(listener: configuration.listener, route: route, status: status.code)
+            lastRequestCounter = (route, status.code, counter)
+            counter.increment()
+        }
         guard let request else { return }
         self.request = nil
         guard let accessLog = services.accessLog else { return }

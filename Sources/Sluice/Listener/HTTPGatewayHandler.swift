@@ -1,3 +1,4 @@
+import CoreMetrics
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -44,7 +45,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
         case respond(HTTPResponseStatus, String, headers: [(String, String)], keepAlive: Bool, head: Bool)
         case demoPage(head: Bool, keepAlive: Bool)
         case upgrade(Route, HTTPRequestHead, UpgradeRequest, RequestPath, ClientIdentity)
-        case proxy(Route, HTTPRequestHead, RequestPath, ClientIdentity)
+        case proxy(Route, HTTPRequestHead, RequestPath, ClientIdentity, RequestFraming)
     }
 
     /// Who is asking, once the forwarding headers have been weighed.
@@ -86,6 +87,8 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     /// When the next request head must have arrived; nil while a request is being answered.
     var headerDeadline: NIODeadline?
     var request: RequestRecord?
+    /// The requests counter the last answer on this connection counted in.
+    var lastRequestCounter: (route: String?, status: UInt, counter: CoreMetrics.Counter)?
     /// A `read()` was held back (backpressure, or a request in flight); issue it when free.
     var readHeld = false
     /// The exchange asked not to read the client (its backend cannot take more).
@@ -264,15 +267,15 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
         case .head(let head):
             guard case .idle = state else { return }
             headerDeadline = nil
-            let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
+            let path = head.uri.utf8.firstIndex(of: UInt8(ascii: "?")).map { String(head.uri[..<$0]) } ?? head.uri
             request = RequestRecord(
                 method: head.method.rawValue, path: path, client: nil,
                 userAgent: head.headers.first(name: "user-agent"), startedAt: .now()
             )
             requestEnded = false
             let answer = answer(for: head, context: context)
-            if case .proxy(let route, let head, let path, let identity) = answer {
-                startProxy(context: context, route: route, head: head, path: path, identity: identity)
+            if case .proxy(let route, let head, let path, let identity, let framing) = answer {
+                startProxy(context: context, route: route, head: head, path: path, identity: identity, framing: framing)
             } else {
                 state = .pending(answer)
             }
@@ -324,24 +327,12 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
         if head.method.rawValue.utf8.count + head.uri.utf8.count + 10 > limits.maxRequestLine {
             return refuse(.uriTooLong, "request line longer than \(limits.maxRequestLine) bytes", close: true)
         }
-        var headerBytes = 0
-        for (name, value) in head.headers { headerBytes += name.utf8.count + value.utf8.count + 4 }
-        if head.headers.count > limits.maxHeaders || headerBytes > limits.maxHeaderBytes {
+        let framing = RequestFraming.read(head.headers)
+        if framing.fieldCount > limits.maxHeaders || framing.fieldBytes > limits.maxHeaderBytes {
             return refuse(.requestHeaderFieldsTooLarge, "request headers exceed \(limits.maxHeaders) fields or \(limits.maxHeaderBytes) bytes", close: true)
         }
-        let lengths = head.headers[canonicalForm: "content-length"]
-        if head.headers.contains(name: "transfer-encoding") && !lengths.isEmpty {
-            return refuse(.badRequest, "both Content-Length and Transfer-Encoding", close: true)
-        }
-        if Set(lengths).count > 1 {
-            return refuse(.badRequest, "conflicting Content-Length values", close: true)
-        }
-        let codings = head.headers[canonicalForm: "transfer-encoding"]
-        if !codings.isEmpty && (codings.count != 1 || codings[0].lowercased() != "chunked") {
-            // Only a lone, final `chunked` is framing Sluice and every backend read the same way.
-            return refuse(.badRequest, "Transfer-Encoding other than chunked", close: true)
-        }
-        if head.version.major == 1 && head.version.minor >= 1 && head.headers[canonicalForm: "host"].count != 1 {
+        if let problem = framing.problem { return refuse(.badRequest, problem.message, close: true) }
+        if head.version.major == 1 && head.version.minor >= 1 && framing.hostCount != 1 {
             return refuse(.badRequest, "exactly one Host header is required", close: true)
         }
         let path: RequestPath
@@ -376,7 +367,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
                     request?.rejection = rejection.label
                     return refuse(rejection.status, rejection.message, headers: [("Retry-After", String(rejection.retryAfter))])
                 }
-                return .proxy(route, head, path, identity)
+                return .proxy(route, head, path, identity, framing)
             }
             return refuse(.upgradeRequired, "this route accepts WebSocket connections only", headers: [("Upgrade", "websocket")])
         }

@@ -72,14 +72,19 @@ public final class GatewayMetrics: Sendable {
     }
 
     func httpRequest(listener: String, route: String?, status: UInt) {
+        httpRequestCounter(listener: listener, route: route, status: status).increment()
+    }
+
+    /// The requests counter for one listener, route and status (connections keep the last one
+    /// they used: most requests on a connection repeat it).
+    func httpRequestCounter(listener: String, route: String?, status: UInt) -> CoreMetrics.Counter {
         let key = HTTPCounterKey(listener: listener, route: route, status: status)
-        let counter = httpCounters.withLockedValue { counters in
+        return httpCounters.withLockedValue { counters in
             if let existing = counters[key] { return existing }
             let made = self.counter("sluice_http_requests_total", [("listener", listener), ("route", route ?? "none"), ("status", String(status))])
             counters[key] = made
             return made
         }
-        counter.increment()
     }
 
     func upgrade(route: String, result: String) {

@@ -6,21 +6,27 @@ enum ForwardedHeaders {
     /// Headers meaningful only for one connection.
     static let hopByHop = ["connection", "proxy-connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade"]
 
-    /// `headers` without hop-by-hop fields and without any field `Connection` names. Most
-    /// requests carry none but `Connection` itself: nothing is copied when nothing goes.
-    static func endToEnd(_ headers: HTTPHeaders) -> HTTPHeaders {
-        let named = HeaderTokens.list(headers, "connection")
-        var dropped: [String] = []
-        for (name, _) in headers {
-            let drop = hopByHop.contains { HeaderTokens.equalIgnoringASCIICase(name, $0) }
-                || named.contains { HeaderTokens.equalIgnoringASCIICase(name, $0) }
-            if drop && !dropped.contains(where: { HeaderTokens.equalIgnoringASCIICase(name, $0) }) { dropped.append(name) }
+    /// `headers` without hop-by-hop fields, without any field `Connection` names, and without
+    /// the fields in `dropping` (lower-case names), made in one pass with room for the fields the
+    /// caller adds.
+    static func endToEnd(_ headers: HTTPHeaders, dropping extra: [String] = []) -> HTTPHeaders {
+        var connectionValues: [String] = []
+        for (name, value) in headers where HeaderTokens.equalIgnoringASCIICase(name, "connection") { connectionValues.append(value) }
+        var kept: [(String, String)] = []
+        kept.reserveCapacity(headers.count + 8)
+        for (name, value) in headers {
+            if hopByHop.contains(where: { HeaderTokens.equalIgnoringASCIICase(name, $0) }) { continue }
+            if extra.contains(where: { HeaderTokens.equalIgnoringASCIICase(name, $0) }) { continue }
+            let named = connectionValues.contains { list in
+                HeaderTokens.firstElement(of: list) { HeaderTokens.equalIgnoringASCIICase($0, name) }
+            }
+            if !named { kept.append((name, value)) }
         }
-        guard !dropped.isEmpty else { return headers }
-        var result = headers
-        for name in dropped { result.remove(name: name) }
-        return result
+        return HTTPHeaders(kept)
     }
+
+    /// The fields `addForwarding` writes; whatever a client sent in them is replaced.
+    static let forwardingNames = ["x-forwarded-for", "forwarded", "x-forwarded-proto", "x-forwarded-host"]
 
     /// Who asked, as the backend is told.
     struct Client {
@@ -38,11 +44,14 @@ enum ForwardedHeaders {
     static func addForwarding(to headers: inout HTTPHeaders, client: Client) {
         let proto = client.tls ? "https" : "http"
         var chainFor = "", chainForwarded = ""
-        if client.trustsIncomingChain {
-            chainFor = headers["x-forwarded-for"].joined(separator: ", ")
-            chainForwarded = headers["forwarded"].joined(separator: ", ")
+        let present = headers.contains { field in forwardingNames.contains { HeaderTokens.equalIgnoringASCIICase(field.name, $0) } }
+        if present {
+            if client.trustsIncomingChain {
+                chainFor = headers["x-forwarded-for"].joined(separator: ", ")
+                chainForwarded = headers["forwarded"].joined(separator: ", ")
+            }
+            for name in forwardingNames { headers.remove(name: name) }
         }
-        for name in ["x-forwarded-for", "forwarded", "x-forwarded-proto", "x-forwarded-host"] { headers.remove(name: name) }
         if let address = client.address {
             headers.add(name: "X-Forwarded-For", value: chainFor.isEmpty ? address : chainFor + ", " + address)
         } else if !chainFor.isEmpty {

@@ -17,6 +17,8 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
     /// Everything about the request decided before the exchange starts.
     struct Request {
         var head: HTTPRequestHead
+        /// Body framing and length, read once with the head.
+        var framing: RequestFraming
         /// Normalised path and query, token parameters removed, prefix stripped if asked.
         var target: String
         var client: ForwardedHeaders.Client
@@ -76,10 +78,8 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         poolSettings = PoolSettings(
             maxIdle: settings.poolMaxIdle, idleTimeout: settings.poolIdleTimeout.nanoseconds, connectTimeout: TimeAmount(settings.connectTimeout)
         )
-        let headers = request.head.headers
-        requestChunked = headers.contains(name: "transfer-encoding")
-        let length = headers.first(name: "content-length").flatMap(Int.init) ?? 0
-        requestHasBody = requestChunked || length > 0
+        requestChunked = request.framing.chunked
+        requestHasBody = request.framing.hasBody
     }
 
     private var eventLoop: any EventLoop { client.eventLoop }
@@ -99,7 +99,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
     // MARK: Client side
 
     func start() {
-        if let limit = settings.maxRequestBody, let length = request.head.headers.first(name: "content-length").flatMap(Int.init), length > limit {
+        if let limit = settings.maxRequestBody, let length = request.framing.contentLength, length > limit {
             fail(.payloadTooLarge, "request body larger than \(limit) bytes", result: "too_large", keepAlive: false)
             return
         }
@@ -184,14 +184,16 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         let index = candidates[attempt]
         attempt += 1
         let backend = backends.backend(index)
+        if let pooled = pool.takeIdle(backend, settings: poolSettings, on: eventLoop) {
+            attach(pooled, index: index)
+            return
+        }
         let startedAt = NIODeadline.now()
-        pool.acquire(backend, settings: poolSettings, on: eventLoop).hop(to: eventLoop).assumeIsolated().whenComplete { [self] result in
+        UpstreamConnection.connect(backend, timeout: poolSettings.connectTimeout, on: eventLoop).hop(to: eventLoop).assumeIsolated().whenComplete { [self] result in
             switch result {
             case .success(let connection):
-                if !connection.reused {
-                    backends.connectSucceeded(index)
-                    route.metrics?.connectTime.recordNanoseconds((NIODeadline.now() - startedAt).nanoseconds)
-                }
+                backends.connectSucceeded(index)
+                route.metrics?.connectTime.recordNanoseconds((NIODeadline.now() - startedAt).nanoseconds)
                 guard !finished else {
                     pool.release(connection, backend: backend, settings: poolSettings, reusable: true)
                     return
@@ -227,10 +229,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
     /// The request as the backend sees it: end-to-end headers only, Sluice's identity and
     /// forwarding headers, and framing Sluice chose.
     private func upstreamHead(for backend: Backend) -> HTTPRequestHead {
-        var headers = ForwardedHeaders.endToEnd(request.head.headers)
-        for name in route.identityHeaders { headers.remove(name: name) }
-        headers.remove(name: "expect")
-        headers.remove(name: "host")
+        var headers = ForwardedHeaders.endToEnd(request.head.headers, dropping: route.requestFieldsReplaced)
         for (name, value) in request.identity?.headers ?? [] { headers.add(name: name, value: value) }
         let host = route.configuration.hostHeader == .backend ? backend.hostHeader : (request.head.headers.first(name: "host") ?? backend.hostHeader)
         headers.add(name: "Host", value: host)

@@ -2,15 +2,13 @@ import NIOHTTP1
 
 /// Comma-separated header lists (RFC 9110 §5.6.1), across repeated headers, and the
 /// case-insensitive comparisons header names and tokens need. Every proxied request goes
-/// through these, so they work on bytes: no Foundation, no lower-cased copies.
+/// through these, so they work on UTF-8 bytes: no Foundation, no grapheme breaking, no
+/// lower-cased copies, and no arrays unless a list is asked for.
 enum HeaderTokens {
     static func list(_ headers: HTTPHeaders, _ name: String) -> [String] {
         var tokens: [String] = []
-        for value in headers[name] {
-            for part in value.split(separator: ",") {
-                let token = part.trimmingSpacesAndTabs()
-                if !token.isEmpty { tokens.append(token) }
-            }
+        for (field, value) in headers where equalIgnoringASCIICase(field, name) {
+            _ = firstElement(of: value) { tokens.append(String($0)); return false }
         }
         return tokens
     }
@@ -23,10 +21,23 @@ enum HeaderTokens {
     }
 
     static func contains(_ headers: HTTPHeaders, _ name: String, token: String) -> Bool {
-        for value in headers[name] {
-            for part in value.split(separator: ",") where equalIgnoringASCIICase(part.trimmingSpacesAndTabs(), token) {
-                return true
-            }
+        for (field, value) in headers where equalIgnoringASCIICase(field, name) {
+            if firstElement(of: value, where: { equalIgnoringASCIICase($0, token) }) { return true }
+        }
+        return false
+    }
+
+    /// Whether `predicate` holds for an element of the list `value` (non-empty, spaces and tabs
+    /// trimmed), trying them in order. Elements are slices of `value`: nothing is copied.
+    static func firstElement(of value: String, where predicate: (Substring) -> Bool) -> Bool {
+        let bytes = value.utf8
+        var start = bytes.startIndex
+        while start < bytes.endIndex {
+            var end = start
+            while end < bytes.endIndex, bytes[end] != UInt8(ascii: ",") { end = bytes.index(after: end) }
+            let element = bytes[start..<end].trimmingSpacesAndTabs
+            if !element.isEmpty, predicate(value[element.startIndex..<element.endIndex]) { return true }
+            start = end < bytes.endIndex ? bytes.index(after: end) : end
         }
         return false
     }
@@ -41,12 +52,21 @@ enum HeaderTokens {
     }
 }
 
+extension BidirectionalCollection where Element == UInt8 {
+    /// Without leading and trailing spaces and tabs (header whitespace).
+    var trimmingSpacesAndTabs: SubSequence {
+        var slice = self[...]
+        while let first = slice.first, first == UInt8(ascii: " ") || first == UInt8(ascii: "\t") { slice = slice.dropFirst() }
+        while let last = slice.last, last == UInt8(ascii: " ") || last == UInt8(ascii: "\t") { slice = slice.dropLast() }
+        return slice
+    }
+}
+
 extension StringProtocol {
     /// Without leading and trailing spaces and tabs (header whitespace; no Foundation).
     func trimmingSpacesAndTabs() -> String {
-        var slice = self[...]
-        while let first = slice.first, first == " " || first == "\t" { slice.removeFirst() }
-        while let last = slice.last, last == " " || last == "\t" { slice.removeLast() }
-        return String(slice)
+        let whole = Substring(self)
+        let trimmed = whole.utf8.trimmingSpacesAndTabs
+        return String(whole[trimmed.startIndex..<trimmed.endIndex])
     }
 }

@@ -27,7 +27,7 @@ public struct RequestPath: Sendable, Equatable {
     /// Parses and normalises an origin-form (`/a/b?q`) or absolute-form (`http://h/a`) target.
     public static func parse(_ uri: String) throws(Problem) -> RequestPath {
         var target = Substring(uri)
-        if !target.hasPrefix("/"), let schemeEnd = target.range(of: "://") {
+        if target.utf8.first != UInt8(ascii: "/"), let schemeEnd = target.range(of: "://") {
             let scheme = target[..<schemeEnd.lowerBound].lowercased()
             guard scheme == "http" || scheme == "https" || scheme == "ws" || scheme == "wss" else { throw .notOriginForm }
             let afterScheme = target[schemeEnd.upperBound...]
@@ -38,13 +38,13 @@ public struct RequestPath: Sendable, Equatable {
                 target = "/"
             }
         }
-        guard target.hasPrefix("/") else { throw .notOriginForm }
-        if let hash = target.firstIndex(of: "#") { target = target[..<hash] }
+        guard target.utf8.first == UInt8(ascii: "/") else { throw .notOriginForm }
+        if let hash = target.utf8.firstIndex(of: UInt8(ascii: "#")) { target = target[..<hash] }
         var query: String?
         var rawPath = target
-        if let mark = target.firstIndex(of: "?") {
+        if let mark = target.utf8.firstIndex(of: UInt8(ascii: "?")) {
             rawPath = target[..<mark]
-            query = String(target[target.index(after: mark)...])
+            query = String(target[target.utf8.index(after: mark)...])
         }
         let decoded = try decodeUnreserved(rawPath)
         return RequestPath(path: removeDotSegments(decoded), query: query)
@@ -52,8 +52,8 @@ public struct RequestPath: Sendable, Equatable {
 
     /// Decodes `%XX` escapes of unreserved characters (RFC 3986 §2.3) and upper-cases the rest.
     static func decodeUnreserved(_ path: Substring) throws(Problem) -> String {
+        guard path.utf8.contains(UInt8(ascii: "%")) else { return String(path) }
         var bytes = Array(path.utf8)
-        guard bytes.contains(UInt8(ascii: "%")) else { return String(path) }
         var output: [UInt8] = []
         output.reserveCapacity(bytes.count)
         var index = 0
@@ -81,6 +81,11 @@ public struct RequestPath: Sendable, Equatable {
 
     /// RFC 3986 §5.2.4, with empty segments merged (`//a` is `/a`), as nginx's `merge_slashes`.
     static func removeDotSegments(_ path: String) -> String {
+        isNormalised(path) ? path : mergingSegments(path)
+    }
+
+    /// `removeDotSegments` done segment by segment.
+    static func mergingSegments(_ path: String) -> String {
         var segments: [Substring] = []
         let parts = path.split(separator: "/", omittingEmptySubsequences: true)
         for part in parts {
@@ -94,6 +99,30 @@ public struct RequestPath: Sendable, Equatable {
         let endsWithSlash = path.hasSuffix("/") || path.hasSuffix("/.") || path.hasSuffix("/..")
         if endsWithSlash && !segments.isEmpty { result += "/" }
         return result
+    }
+
+    /// Starts with `/` and has no empty, `.` or `..` segment: most paths, returned as they are.
+    static func isNormalised(_ path: String) -> Bool {
+        var bytes = path.utf8.makeIterator()
+        guard bytes.next() == UInt8(ascii: "/") else { return false }
+        var segmentLength = 0
+        var segmentDots = 0
+        var ended = false
+        while !ended {
+            let byte = bytes.next()
+            ended = byte == nil
+            if byte == nil || byte == UInt8(ascii: "/") {
+                // An empty segment is only allowed as the whole path ("/") or after a final "/".
+                if segmentLength == 0 && !ended { return false }
+                if segmentLength > 0 && segmentLength == segmentDots && segmentDots <= 2 { return false }
+                segmentLength = 0
+                segmentDots = 0
+            } else {
+                segmentLength += 1
+                if byte == UInt8(ascii: ".") { segmentDots += 1 }
+            }
+        }
+        return true
     }
 
     private static func isUnreserved(_ byte: UInt8) -> Bool {

@@ -16,6 +16,9 @@ final class Route: Sendable {
     /// Identity headers of every route (lower-cased): removed from what any client sends, so
     /// no one can pose as a user by sending them.
     let identityHeaders: Set<String>
+    /// Request fields a proxied request never carries as the client sent them: the identity
+    /// headers, `Expect` (Sluice answers it) and `Host` (set per backend).
+    let requestFieldsReplaced: [String]
     /// Query parameters that carry tokens on this route; removed before the backend.
     let credentialQueryParameters: [String]
 
@@ -35,6 +38,7 @@ final class Route: Sendable {
         self.metrics = metrics
         self.authenticator = authenticator
         self.identityHeaders = identityHeaders
+        self.requestFieldsReplaced = identityHeaders.sorted() + ["expect", "host"]
         self.servesHTTP = configuration.backends.contains { url in
             if case .remote(let scheme, _, _, _) = url.target { scheme == .http || scheme == .https } else { false }
         }
@@ -64,14 +68,15 @@ final class Route: Sendable {
 /// The routing table of one listener, with routes resolved to `Route`s.
 struct RouteTable: Sendable {
     private let router: Router
-    private let routes: [String: Route]
+    /// The routes in the order the router was given their configurations.
+    private let routes: [Route]
 
     init(routes: [Route], listener: String) {
         router = Router(routes: routes.map(\.configuration), listener: listener)
-        self.routes = Dictionary(uniqueKeysWithValues: routes.map { ($0.name, $0) })
+        self.routes = routes
     }
 
     func route(host: String?, path: String) -> Route? {
-        router.route(host: host, path: path).flatMap { routes[$0.name] }
+        router.index(host: host, path: path).map { routes[$0] }
     }
 }

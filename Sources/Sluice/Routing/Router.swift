@@ -10,9 +10,12 @@ import SluiceConfig
 public struct Router: Sendable {
     struct Entry: Sendable {
         let prefix: String
-        let route: RouteConfiguration
+        /// Position in `routes`.
+        let index: Int
     }
 
+    /// The routes as given (some may be scoped to other listeners): entries point into it.
+    private let routes: [RouteConfiguration]
     private var exact: [String: [Entry]] = [:]
     private var wildcards: [(suffix: String, entries: [Entry])] = []
     private var anyHost: [Entry] = []
@@ -20,8 +23,9 @@ public struct Router: Sendable {
     /// Builds the table for `listener`; routes scoped to other listeners are left out.
     public init(routes: [RouteConfiguration], listener: String) {
         var wildcardTable: [String: [Entry]] = [:]
-        for route in routes where route.listeners.isEmpty || route.listeners.contains(listener) {
-            let entry = Entry(prefix: route.match.pathPrefix, route: route)
+        self.routes = routes
+        for (index, route) in routes.enumerated() where route.listeners.isEmpty || route.listeners.contains(listener) {
+            let entry = Entry(prefix: route.match.pathPrefix, index: index)
             switch route.match.host {
             case nil:
                 anyHost.append(entry)
@@ -41,14 +45,19 @@ public struct Router: Sendable {
 
     /// The route for `host` (a `Host` header value, port allowed) and a normalised `path`.
     public func route(host: String?, path: String) -> RouteConfiguration? {
-        let name = host.map(Self.hostName(from:))
-        if let name {
-            if let entries = exact[name], let entry = Self.longestPrefix(entries, path) { return entry.route }
+        index(host: host, path: path).map { routes[$0] }
+    }
+
+    /// Where in the routes the router was built from the route for `host` and `path` is. Without host-scoped routes the host is not even read.
+    func index(host: String?, path: String) -> Int? {
+        if let host, !exact.isEmpty || !wildcards.isEmpty {
+            let name = Self.hostName(from: host)
+            if let entries = exact[name], let entry = Self.longestPrefix(entries, path) { return entry.index }
             for wildcard in wildcards where name.hasSuffix(wildcard.suffix) && name.utf8.count > wildcard.suffix.utf8.count {
-                if let entry = Self.longestPrefix(wildcard.entries, path) { return entry.route }
+                if let entry = Self.longestPrefix(wildcard.entries, path) { return entry.index }
             }
         }
-        return Self.longestPrefix(anyHost, path)?.route
+        return Self.longestPrefix(anyHost, path)?.index
     }
 
     /// Lower-cased host without port; bracketed IPv6 literals lose their brackets.
@@ -69,8 +78,8 @@ public struct Router: Sendable {
 
     /// Segment-boundary prefix match.
     static func matches(prefix: String, path: String) -> Bool {
-        if prefix == "/" { return true }
-        guard path.hasPrefix(prefix) else { return false }
+        if prefix.utf8.count == 1 && prefix.utf8.first == UInt8(ascii: "/") { return true }
+        guard path.utf8.starts(with: prefix.utf8) else { return false }
         let rest = path.utf8.dropFirst(prefix.utf8.count)
         return rest.isEmpty || rest.first == UInt8(ascii: "/")
     }

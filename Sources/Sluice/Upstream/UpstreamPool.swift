@@ -44,6 +44,8 @@ struct ConnectionPoolState<ID: Hashable & Sendable>: Sendable {
 
     /// Idle connections past the timeout, removed.
     mutating func expire(now: Int64) -> [ID] {
+        // Returned in order, so the oldest is first: usually nothing is due and nothing is made.
+        guard let oldest = idle.first, now - oldest.since >= idleTimeout else { return [] }
         let expired = idle.filter { now - $0.since >= idleTimeout }.map(\.id)
         idle.removeAll { now - $0.since >= idleTimeout }
         return expired
@@ -82,8 +84,9 @@ final class UpstreamPool: Sendable {
 
     private let pools = NIOLockedValueBox(Pools())
 
-    /// An idle connection to `backend` on `eventLoop`, or a new one.
-    func acquire(_ backend: Backend, settings: PoolSettings, on eventLoop: any EventLoop) -> EventLoopFuture<UpstreamConnection> {
+    /// An idle connection to `backend` on `eventLoop`, if one is kept: taken at once, without
+    /// a future, on the hot path of every proxied request.
+    func takeIdle(_ backend: Backend, settings: PoolSettings, on eventLoop: any EventLoop) -> UpstreamConnection? {
         let key = Key(backend, loop: eventLoop)
         let now = MonotonicClock.nanoseconds()
         let (reused, expired) = pools.withLockedValue { pools -> (UpstreamConnection?, [UpstreamConnection]) in
@@ -103,11 +106,8 @@ final class UpstreamPool: Sendable {
             return (found, expired)
         }
         for connection in expired { connection.channel.close(promise: nil) }
-        if let reused {
-            reused.reused = true
-            return eventLoop.makeSucceededFuture(reused)
-        }
-        return UpstreamConnection.connect(backend, timeout: settings.connectTimeout, on: eventLoop)
+        reused?.reused = true
+        return reused
     }
 
     /// Gives a connection back after an exchange; closes it unless it is `reusable`.
@@ -132,7 +132,9 @@ final class UpstreamPool: Sendable {
         if case .close = decision.0 { connection.channel.close(promise: nil) }
         decision.1?.channel.close(promise: nil)
         guard case .close = decision.0 else {
-            // An idle connection the backend closes leaves the pool at once.
+            // An idle connection the backend closes leaves the pool at once. Key and identity
+            // stay the same for the connection's life: the hook is made once.
+            guard connection.onIdleClose == nil else { return }
             connection.onIdleClose = { [pools] in
                 pools.withLockedValue { pools in
                     pools.states[key]?.remove(id)
@@ -199,7 +201,9 @@ final class UpstreamHTTPHandler: ChannelDuplexHandler, @unchecked Sendable {
         func upstreamWritable()
     }
 
-    weak var delegate: (any Delegate)?
+    /// Held strongly and cleared by the exchange when it lets the connection go (every ending
+    /// does), or here when the connection fails: no weak reference to make per request.
+    var delegate: (any Delegate)?
     var onIdleClose: (() -> Void)?
     /// The client is not writable: stop reading the backend.
     var paused = false {
