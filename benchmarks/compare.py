@@ -236,8 +236,8 @@ def run_hold(targets, name, connections, duration, interval, tls):
 
 
 def run_http(work, options):
-    """Scenario H1: wrk with keep-alive against a fast backend directly, through Sluice and
-    through nginx (same number of workers)."""
+    """Scenario H1: wrk with keep-alive against a fast backend directly, through Sluice, through
+    nginx (same number of workers), and through a bare NIO byte tunnel (the floor)."""
     processes, rows = [], {}
     try:
         backend = free_port()
@@ -267,6 +267,15 @@ routes:
         processes.append(nginx)
         wait_listening(port)
         targets["nginx"] = (port, nginx.pid)
+        # The floor: NIO relaying the same bytes with no HTTP work at all (one backend
+        # connection per client connection, same threads).
+        port = free_port()
+        tunnel = subprocess.Popen([os.path.join(BIN, "sluice-bench"), "tunnel", "--listen", f"127.0.0.1:{port}",
+                                   "--backend", f"127.0.0.1:{backend}", "--threads", str(options.workers), "--duration", "7200"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        processes.append(tunnel)
+        wait_listening(port)
+        targets["nio-tunnel"] = (port, tunnel.pid)
         for name, (port, pid) in targets.items():
             pids = process_tree(pid) if pid else []
             before = cpu_seconds(pids)
@@ -391,6 +400,10 @@ def write_results(options, sections):
             if "sluice" in rows and "nginx" in rows:
                 lines += ["", f"**Sluice / nginx:** requests/s {rows['sluice']['requests_per_second'] / rows['nginx']['requests_per_second']:.2f}× (target ≥ 1.00×), "
                               f"CPU per request {ratio(rows['sluice']['cpu_us_per_request'], rows['nginx']['cpu_us_per_request'])}."]
+            if "nio-tunnel" in rows and "nginx" in rows:
+                lines += ["", f"**NIO byte tunnel / nginx** (no HTTP work; the floor of a proxy built on NIO channels): requests/s "
+                              f"{rows['nio-tunnel']['requests_per_second'] / rows['nginx']['requests_per_second']:.2f}×, CPU per request "
+                              f"{ratio(rows['nio-tunnel']['cpu_us_per_request'], rows['nginx']['cpu_us_per_request'])}."]
         else:
             lines += [f"## {name} ({args})", "",
                       "| target | opened | failed | alive at the end | handshakes/s | proxy RSS MiB (held) | RSS per connection KiB |",

@@ -83,6 +83,36 @@ struct BenchToolTests {
         #expect(outside.output.contains("only targets loopback"), "\(outside.output)")
     }
 
+    @Test("tunnel relays HTTP byte for byte to a real backend, two requests on one kept-alive connection; it refuses targets off loopback")
+    func tunnel() async throws {
+        let backend = try await PythonPeer(["http-backend", "one"])
+        defer { backend.stop() }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.executable)
+        process.arguments = ["tunnel", "--backend", "127.0.0.1:\(backend.port)", "--duration", "30"]
+        let output = Pipe()
+        process.standardOutput = output
+        try process.run()
+        defer { process.terminate() }
+        var line = ""
+        while !line.contains("\n") {
+            let data = output.fileHandleForReading.availableData
+            if data.isEmpty { break }
+            line += String(decoding: data, as: UTF8.self)
+        }
+        let port = try #require(line.split(separator: ":").last.flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }, "\(line)")
+        let probe = try await Curl.run(["-H", "X-Probe: 7", "http://127.0.0.1:\(port)/a?x=1"])
+        #expect(probe.status == 200, "\(probe.body)")
+        #expect(probe.json?["path"] as? String == "/a?x=1", "\(probe.body)")
+        #expect((probe.json?["headers"] as? [String: String])?["x-probe"] == "7", "the request went through unchanged: \(probe.body)")
+        // curl keeps the connection for the second URL: both answers come through it, in order.
+        let both = try await Curl.run(["http://127.0.0.1:\(port)/a", "http://127.0.0.1:\(port)/b"])
+        let first = both.body.range(of: #""path": "/a""#), second = both.body.range(of: #""path": "/b""#)
+        #expect(both.status == 200 && first != nil && second != nil && first!.lowerBound < second!.lowerBound, "\(both.body)")
+        let refused = try await Self.bench(["tunnel", "--backend", "192.0.2.1:80", "--duration", "1"])
+        #expect(refused.status != 0 && refused.output.contains("loopback"), "\(refused.output)")
+    }
+
     @Test("hold opens, holds and proves alive every connection through Sluice")
     func hold() async throws {
         let echo = try await EchoBackend.start(group: MultiThreadedEventLoopGroup.singleton)
