@@ -43,14 +43,16 @@ struct HTTPProxyTests {
         #expect(result.headers["keep-alive"] == nil, "hop-by-hop response header passed through")
     }
 
-    @Test("https backends: verified against a CA file with the configured name, refused (502) when the name does not match; rewrite_prefix")
+    @Test("https backends: verified against a CA file with the configured name, refused (502) when the name does not match; rewrite_prefix; https all the way, chunked and kept alive")
     func httpsBackend() async throws {
         let directory = NSTemporaryDirectory() + "sluice-https-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         try TestCertificateAuthority.write(serverName: "app.test", in: directory)
         let backend = try await PythonPeer(["http-backend", "secure", "\(directory)/server.pem,\(directory)/server-key.pem"])
         let gateway = try await TestGateway(yaml: """
-            listeners: [ { name: plain, address: 127.0.0.1:0 } ]
+            listeners:
+              - { name: plain, address: 127.0.0.1:0 }
+              - { name: secure, address: 127.0.0.1:0, tls: { certificates: [ { cert: \(directory)/server.pem, key: \(directory)/server-key.pem } ] } }
             routes:
               - name: good
                 match: { path_prefix: /good }
@@ -64,8 +66,16 @@ struct HTTPProxyTests {
             """)
         let good = try await Curl.run([url(gateway, "/good/x?y=1")])
         let wrong = try await Curl.run([url(gateway, "/wrong/x")])
+        let port = gateway.port("secure")
+        let secure = "https://app.test:\(port)"
+        let both = try await Curl.run([], shell: """
+            curl -s --cacert \(directory)/ca.pem --resolve app.test:\(port):127.0.0.1 -o /dev/null -o /dev/null \
+              -w '%{http_code}:%{num_connects}:%{size_download} ' \(secure)/good/sse \(secure)/good/a
+            """)
         await gateway.stop()
         backend.stop()
+        // The SSE body: four events of 15 bytes, chunked by Sluice over TLS; then a second request on the same connection.
+        #expect(both.body.hasPrefix("200:1:60 200:0:"), "\(both.body)")
         #expect(good.status == 200 && good.json?["backend"] as? String == "secure", "\(good.body)")
         #expect(good.json?["path"] as? String == "/v2/x?y=1")
         #expect(wrong.status == 502, "\(wrong.status) \(wrong.body)")
@@ -168,6 +178,27 @@ struct HTTPProxyTests {
         #expect(died.status == 200 && died.exitCode != 0, "curl must see the response cut short (exit \(died.exitCode))")
         await gateway.stop()
         backend.stop()
+    }
+
+    @Test("responses are re-framed for the client: a body that runs until the backend closes reaches HTTP/1.1 clients chunked on a kept connection and HTTP/1.0 clients until close; interim 103s are passed over; bytes after a response are never the next one")
+    func responseFraming() async throws {
+        let backend = try await PythonPeer(["http-backend", "one"])
+        let gateway = try await Self.gateway([backend])
+        let unframed = try await Curl.run([url(gateway, "/app/unframed")])
+        let kept = try await Curl.run([], shell: "curl -s -o /dev/null -o /dev/null -w '%{http_code}:%{num_connects} ' \(url(gateway, "/app/unframed")) \(url(gateway, "/app/a"))")
+        let old = try await Curl.run(["--http1.0", url(gateway, "/app/unframed")])
+        let early = try await Curl.run([url(gateway, "/app/early")])
+        let extra = try await Curl.run([], shell: "curl -s \(url(gateway, "/app/extra")) \(url(gateway, "/app/after"))")
+        await gateway.stop()
+        backend.stop()
+        #expect(unframed.status == 200 && unframed.body == "until close\n", "\(unframed.body)")
+        #expect(unframed.headers["transfer-encoding"] == "chunked" && unframed.headers["connection"] == nil)
+        #expect(kept.body == "200:1 200:0 ", "the client connection outlived the backend's: \(kept.body)")
+        #expect(old.status == 200 && old.body == "until close\n" && old.headers["transfer-encoding"] == nil)
+        #expect(old.headers["connection"] == "close")
+        #expect(early.status == 200 && early.json?["path"] as? String == "/app/early", "\(early.status) \(early.body)")
+        #expect(extra.body.hasPrefix("ok{") && !extra.body.contains("EVIL"), "the stray bytes were dropped with their connection: \(extra.body)")
+        #expect(extra.body.contains("\"/app/after\""))
     }
 
     @Test("a body that stalls past idle_timeout: a request body gets a 504, a response body cuts the client off")

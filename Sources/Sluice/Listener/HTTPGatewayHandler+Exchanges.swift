@@ -28,10 +28,13 @@ extension HTTPGatewayHandler {
         var target = PathPrefix.rewrite(path.target, matched: route.configuration.match.pathPrefix, settings: route.configuration.http)
         for parameter in route.credentialQueryParameters { target = QueryString.removing(parameter, from: target) }
         let client = forwardingClient(head, identity)
+        let forwarding = forwardingBlock(for: client, context: context)
         let exchange = HTTPProxyExchange(
             route: route, backends: backends,
-            request: .init(head: head, framing: framing, target: target, client: client, clientIP: identity.address, identity: user),
-            client: context, downstream: self, pool: pool, services: services
+            request: .init(
+                head: head, framing: framing, target: target, client: client, forwarding: forwarding, clientIP: identity.address, identity: user
+            ),
+            client: context, clientBytes: responseBytesContext(context), downstream: self, pool: pool, services: services
         )
         state = .proxying(exchange)
         exchange.start()
@@ -45,6 +48,25 @@ extension HTTPGatewayHandler {
             }
         }
         if !held.isEmpty { exchange.requestReadComplete() }
+    }
+
+    /// The forwarding fields and `Via` for `client`, rendered once per connection and `Host`;
+    /// nil when a trusted proxy's chain makes them depend on each request.
+    func forwardingBlock(for client: ForwardedHeaders.Client, context: ChannelHandlerContext) -> ByteBuffer? {
+        guard !client.trustsIncomingChain else { return nil }
+        if let cached = forwardingCache, cached.host == client.host { return cached.block }
+        let block = HTTPWireFormat.forwardingBlock(client, allocator: context.channel.allocator)
+        forwardingCache = (client.host, block)
+        return block
+    }
+
+    /// Where already-framed response bytes are written: the context of the HTTP encoder before
+    /// this handler, so they pass beneath it (or this one, in a pipeline without an encoder).
+    func responseBytesContext(_ context: ChannelHandlerContext) -> ChannelHandlerContext {
+        if let encoderContext { return encoderContext }
+        let found = (try? context.pipeline.syncOperations.context(handlerType: HTTPResponseEncoder.self)) ?? context
+        encoderContext = found
+        return found
     }
 
     // MARK: HTTPProxyDownstream (the exchange's view of this connection)

@@ -87,6 +87,11 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     /// When the next request head must have arrived; nil while a request is being answered.
     var headerDeadline: NIODeadline?
     var request: RequestRecord?
+    /// The HTTP encoder's context, found at the first proxied request.
+    var encoderContext: ChannelHandlerContext?
+    /// The forwarding fields of this connection's requests, by `Host` (they depend on nothing else
+    /// unless a trusted proxy sends a chain).
+    var forwardingCache: (host: String?, block: ByteBuffer)?
     /// The requests counter the last answer on this connection counted in.
     var lastRequestCounter: (route: String?, status: UInt, counter: CoreMetrics.Counter)?
     /// A `read()` was held back (backpressure, or a request in flight); issue it when free.
@@ -131,6 +136,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     func handlerRemoved(context: ChannelHandlerContext) {
         stopWatchdog()
         self.context = nil
+        encoderContext = nil
     }
 
     func channelActive(context: ChannelHandlerContext) {

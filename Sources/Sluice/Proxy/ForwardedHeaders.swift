@@ -10,19 +10,24 @@ enum ForwardedHeaders {
     /// the fields in `dropping` (lower-case names), made in one pass with room for the fields the
     /// caller adds.
     static func endToEnd(_ headers: HTTPHeaders, dropping extra: [String] = []) -> HTTPHeaders {
-        var connectionValues: [String] = []
-        for (name, value) in headers where HeaderTokens.equalIgnoringASCIICase(name, "connection") { connectionValues.append(value) }
         var kept: [(String, String)] = []
         kept.reserveCapacity(headers.count + 8)
+        forEachEndToEnd(headers, dropping: extra) { kept.append(($0, $1)) }
+        return HTTPHeaders(kept)
+    }
+
+    /// Calls `body` with each field `endToEnd` keeps, in order.
+    static func forEachEndToEnd(_ headers: HTTPHeaders, dropping extra: [String], _ body: (String, String) -> Void) {
+        var connectionValues: [String] = []
+        for (name, value) in headers where HeaderTokens.equalIgnoringASCIICase(name, "connection") { connectionValues.append(value) }
         for (name, value) in headers {
             if hopByHop.contains(where: { HeaderTokens.equalIgnoringASCIICase(name, $0) }) { continue }
             if extra.contains(where: { HeaderTokens.equalIgnoringASCIICase(name, $0) }) { continue }
             let named = connectionValues.contains { list in
                 HeaderTokens.firstElement(of: list) { HeaderTokens.equalIgnoringASCIICase($0, name) }
             }
-            if !named { kept.append((name, value)) }
+            if !named { body(name, value) }
         }
-        return HTTPHeaders(kept)
     }
 
     /// The fields `addForwarding` writes; whatever a client sent in them is replaced.
@@ -40,25 +45,37 @@ enum ForwardedHeaders {
     }
 
     /// Adds `X-Forwarded-For` (appended to a trusted chain), `X-Forwarded-Proto`,
-    /// `X-Forwarded-Host` and `Forwarded`.
+    /// `X-Forwarded-Host` and `Forwarded`, replacing what the client sent in them.
     static func addForwarding(to headers: inout HTTPHeaders, client: Client) {
-        let proto = client.tls ? "https" : "http"
-        var chainFor = "", chainForwarded = ""
         let present = headers.contains { field in forwardingNames.contains { HeaderTokens.equalIgnoringASCIICase(field.name, $0) } }
-        if present {
-            if client.trustsIncomingChain {
-                chainFor = headers["x-forwarded-for"].joined(separator: ", ")
-                chainForwarded = headers["forwarded"].joined(separator: ", ")
-            }
-            for name in forwardingNames { headers.remove(name: name) }
+        guard present else {
+            for (name, value) in fields(for: client) { headers.add(name: name, value: value) }
+            return
         }
+        let chains = incomingChains(headers, client: client)
+        for name in forwardingNames { headers.remove(name: name) }
+        for (name, value) in fields(for: client, chains: chains) { headers.add(name: name, value: value) }
+    }
+
+    /// The `X-Forwarded-For` and `Forwarded` chains a trusted proxy sent (empty otherwise).
+    static func incomingChains(_ headers: HTTPHeaders, client: Client) -> (for: String, forwarded: String) {
+        guard client.trustsIncomingChain else { return ("", "") }
+        return (headers["x-forwarded-for"].joined(separator: ", "), headers["forwarded"].joined(separator: ", "))
+    }
+
+    /// The forwarding fields for `client`, extending `chains`. Without chains they depend only on
+    /// the client connection and its `Host`, so a connection can keep them between requests.
+    static func fields(for client: Client, chains: (for: String, forwarded: String) = ("", "")) -> [(String, String)] {
+        let proto = client.tls ? "https" : "http"
+        var fields: [(String, String)] = []
+        fields.reserveCapacity(4)
         if let address = client.address {
-            headers.add(name: "X-Forwarded-For", value: chainFor.isEmpty ? address : chainFor + ", " + address)
-        } else if !chainFor.isEmpty {
-            headers.add(name: "X-Forwarded-For", value: chainFor)
+            fields.append(("X-Forwarded-For", chains.for.isEmpty ? address : chains.for + ", " + address))
+        } else if !chains.for.isEmpty {
+            fields.append(("X-Forwarded-For", chains.for))
         }
-        headers.add(name: "X-Forwarded-Proto", value: proto)
-        if let host = client.host { headers.add(name: "X-Forwarded-Host", value: host) }
+        fields.append(("X-Forwarded-Proto", proto))
+        if let host = client.host { fields.append(("X-Forwarded-Host", host)) }
         var element = ""
         if let address = client.address {
             element = address.utf8.contains(UInt8(ascii: ":")) ? "for=\"[" + address + "]\";" : "for=" + address + ";"
@@ -68,6 +85,7 @@ enum ForwardedHeaders {
             element += "host=\"" + host + "\";"
         }
         element += "proto=" + proto
-        headers.add(name: "Forwarded", value: chainForwarded.isEmpty ? element : chainForwarded + ", " + element)
+        fields.append(("Forwarded", chains.forwarded.isEmpty ? element : chains.forwarded + ", " + element))
+        return fields
     }
 }

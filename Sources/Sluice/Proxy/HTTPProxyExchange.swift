@@ -22,6 +22,9 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         /// Normalised path and query, token parameters removed, prefix stripped if asked.
         var target: String
         var client: ForwardedHeaders.Client
+        /// `client`'s forwarding fields and `Via`, rendered, when they do not depend on this
+        /// request's own headers (no trusted incoming chain).
+        var forwarding: ByteBuffer?
         var clientIP: IPAddress?
         var identity: Identity?
     }
@@ -30,8 +33,11 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
     private let backends: BackendSet
     private let request: Request
     private let downstream: any HTTPProxyDownstream
-    /// The client connection's context: response parts are written here.
+    /// The client connection's context: interim answers go here, through the HTTP encoder.
     private let client: ChannelHandlerContext
+    /// Where the proxied response's bytes go: beneath the client's HTTP encoder, since they
+    /// are framed here already.
+    private let clientBytes: ChannelHandlerContext
     private let pool: UpstreamPool
     private let services: GatewayServices
     private let settings: HTTPProxySettings
@@ -41,11 +47,17 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
     private var attempt = 0
     private var backendIndex: Int?
     private var connection: UpstreamConnection?
-    private var pending: [HTTPClientRequestPart] = []
+    /// Request bytes read before a backend connection was ready.
+    private var pending: [ByteBuffer] = []
     private var pendingBytes = 0
     private var requestDone = false
     private var requestBodyBytes = 0
-    private var responseHead: HTTPResponseHead?
+    private var responseHead: UpstreamResponseParser.Head?
+    /// The client gets the body in chunks framed here (the backend's was chunked or ran until
+    /// it closed).
+    private var rechunkResponse = false
+    /// The client connection may carry another request after this response.
+    private var clientKeepsAlive = false
     private var responseDone = false
     private var responseBytes = 0
     private var finished = false
@@ -64,13 +76,14 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
     private let requestChunked: Bool
 
     init(
-        route: Route, backends: BackendSet, request: Request, client: ChannelHandlerContext, downstream: any HTTPProxyDownstream,
-        pool: UpstreamPool, services: GatewayServices
+        route: Route, backends: BackendSet, request: Request, client: ChannelHandlerContext, clientBytes: ChannelHandlerContext,
+        downstream: any HTTPProxyDownstream, pool: UpstreamPool, services: GatewayServices
     ) {
         self.route = route
         self.backends = backends
         self.request = request
         self.client = client
+        self.clientBytes = clientBytes
         self.downstream = downstream
         self.pool = pool
         self.services = services
@@ -124,16 +137,27 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
             }
             return
         }
-        let part = HTTPClientRequestPart.body(.byteBuffer(buffer))
-        if let connection {
-            connection.channel.write(part, promise: nil)
-            if !connection.channel.isWritable { pauseClient(true) }
+        guard buffer.readableBytes > 0 else { return }
+        if requestChunked {
+            // Re-framed here: the backend reads exactly the chunks Sluice writes.
+            sendRequestBytes(HTTPWireFormat.chunkPrefix(size: buffer.readableBytes, allocator: client.channel.allocator))
+            sendRequestBytes(buffer)
+            sendRequestBytes(HTTPWireFormat.crlf)
         } else {
-            pending.append(part)
-            pendingBytes += buffer.readableBytes
-            if pendingBytes > 64 * 1024 { pauseClient(true) }
+            sendRequestBytes(buffer)
         }
         armIdleTimer()
+    }
+
+    private func sendRequestBytes(_ bytes: ByteBuffer) {
+        if let connection {
+            connection.channel.write(bytes, promise: nil)
+            if !connection.channel.isWritable { pauseClient(true) }
+        } else {
+            pending.append(bytes)
+            pendingBytes += bytes.readableBytes
+            if pendingBytes > 64 * 1024 { pauseClient(true) }
+        }
     }
 
     func requestReadComplete() {
@@ -144,13 +168,9 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         guard !finished else { return }
         requestDone = true
         watchingBody = false
-        if let connection {
-            // Flushed with the rest of this read (`requestReadComplete`).
-            connection.channel.write(HTTPClientRequestPart.end(nil), promise: nil)
-            armResponseTimer()
-        } else {
-            pending.append(.end(nil))
-        }
+        // Flushed with the rest of this read (`requestReadComplete`).
+        if requestChunked { sendRequestBytes(HTTPWireFormat.lastChunk) }
+        if connection != nil { armResponseTimer() }
         if responseDone { complete() }
     }
 
@@ -212,7 +232,8 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         backends.began(index)
         connection.handler.delegate = self
         connection.handler.paused = !client.channel.isWritable
-        connection.channel.write(HTTPClientRequestPart.head(upstreamHead(for: backends.backend(index))), promise: nil)
+        connection.handler.expectResponse(toHEAD: request.head.method == .HEAD)
+        connection.channel.write(upstreamHead(for: backends.backend(index)), promise: nil)
         for part in pending { connection.channel.write(part, promise: nil) }
         pending = []
         pendingBytes = 0
@@ -228,58 +249,83 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
 
     /// The request as the backend sees it: end-to-end headers only, Sluice's identity and
     /// forwarding headers, and framing Sluice chose.
-    private func upstreamHead(for backend: Backend) -> HTTPRequestHead {
-        var headers = ForwardedHeaders.endToEnd(request.head.headers, dropping: route.requestFieldsReplaced)
-        for (name, value) in request.identity?.headers ?? [] { headers.add(name: name, value: value) }
+    private func upstreamHead(for backend: Backend) -> ByteBuffer {
+        var head = client.channel.allocator.buffer(capacity: 512)
+        head.writeRequestLine(request.head.method, backend.target(for: request.target))
+        ForwardedHeaders.forEachEndToEnd(request.head.headers, dropping: route.requestFieldsReplaced) { head.writeField($0, $1) }
+        for (name, value) in request.identity?.headers ?? [] { head.writeField(name, value) }
         let host = route.configuration.hostHeader == .backend ? backend.hostHeader : (request.head.headers.first(name: "host") ?? backend.hostHeader)
-        headers.add(name: "Host", value: host)
-        if requestChunked { headers.add(name: "Transfer-Encoding", value: "chunked") }
-        ForwardedHeaders.addForwarding(to: &headers, client: request.client)
-        headers.add(name: "Via", value: "1.1 sluice")
-        return HTTPRequestHead(version: .http1_1, method: request.head.method, uri: backend.target(for: request.target), headers: headers)
+        head.writeField("Host", host)
+        if requestChunked { head.writeStaticString("Transfer-Encoding: chunked\r\n") }
+        if let forwarding = request.forwarding {
+            head.writeImmutableBuffer(forwarding)
+        } else {
+            let chains = ForwardedHeaders.incomingChains(request.head.headers, client: request.client)
+            for (name, value) in ForwardedHeaders.fields(for: request.client, chains: chains) { head.writeField(name, value) }
+            head.writeStaticString("Via: 1.1 sluice\r\n")
+        }
+        head.writeStaticString("\r\n")
+        return head
     }
 
-    func upstreamRead(_ part: HTTPClientResponsePart) {
+    func upstreamRead(_ event: UpstreamResponseParser.Event) {
         guard !finished else { return }
-        switch part {
+        switch event {
         case .head(let head):
-            if head.status.code < 200 { return }  // interim answers; Sluice sent its own 100
             responseDeadline = nil
             responseHead = head
             route.metrics?.responseTime.recordNanoseconds((NIODeadline.now() - sentAt).nanoseconds)
-            client.write(NIOAny(HTTPServerResponsePart.head(clientHead(for: head))), promise: nil)
-            if request.head.method == .HEAD || head.status.code == 204 || head.status.code == 304 { client.flush() }
+            clientBytes.write(NIOAny(clientHead(for: head)), promise: nil)
             armIdleTimer()
         case .body(let buffer):
             responseBytes += buffer.readableBytes
-            // Each chunk goes out as it came: server-sent events and streamed responses are
-            // never held back.
-            client.writeAndFlush(NIOAny(HTTPServerResponsePart.body(.byteBuffer(buffer))), promise: nil)
+            if rechunkResponse {
+                clientBytes.write(NIOAny(HTTPWireFormat.chunkPrefix(size: buffer.readableBytes, allocator: client.channel.allocator)), promise: nil)
+                clientBytes.write(NIOAny(buffer), promise: nil)
+                clientBytes.write(NIOAny(HTTPWireFormat.crlf), promise: nil)
+            } else {
+                clientBytes.write(NIOAny(buffer), promise: nil)
+            }
+            // Flushed when this read of the backend is done (`upstreamReadComplete`): each
+            // chunk goes out as it came, server-sent events are never held back.
             if !client.channel.isWritable { connection?.handler.paused = true }
             armIdleTimer()
         case .end:
             responseDone = true
             responseEndedEarly = !requestDone
-            endWritten = client.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)))
+            let written = eventLoop.makePromise(of: Void.self)
+            clientBytes.writeAndFlush(NIOAny(rechunkResponse ? HTTPWireFormat.lastChunk : ByteBuffer()), promise: written)
+            endWritten = written.futureResult
             complete()
         }
     }
 
-    /// The response head as the client sees it.
-    private func clientHead(for head: HTTPResponseHead) -> HTTPResponseHead {
-        var headers = ForwardedHeaders.endToEnd(head.headers)
-        headers.add(name: "Via", value: "1.1 sluice")
+    func upstreamReadComplete() {
+        client.flush()
+    }
+
+    /// The response head as the client sees it, and how its body will be framed.
+    private func clientHead(for head: UpstreamResponseParser.Head) -> ByteBuffer {
+        var additions = HTTPWireFormat.ResponseAdditions()
         if let index = backendIndex, case .cookie(let name) = backends.balance.sticky,
             CookieHeader.value(named: name, in: request.head.headers) != backends.stickyIDs[index]
         {
-            headers.add(name: "Set-Cookie", value: "\(name)=\(backends.stickyIDs[index]); Path=/; HttpOnly; SameSite=Lax")
+            additions.setCookie = "\(name)=\(backends.stickyIDs[index]); Path=/; HttpOnly; SameSite=Lax"
         }
-        if !clientKeepAlive(head) { headers.replaceOrAdd(name: "Connection", value: "close") }
-        return HTTPResponseHead(version: .http1_1, status: head.status, headers: headers)
-    }
-
-    private func clientKeepAlive(_ response: HTTPResponseHead?) -> Bool {
-        request.head.isKeepAlive && !(response.map { HeaderTokens.contains($0.headers, "connection", token: "close") } ?? false)
+        let clientIsHTTP11 = request.head.version.major == 1 && request.head.version.minor >= 1
+        var keepAlive = request.head.isKeepAlive && !head.closeRequested
+        switch head.framing {
+        case .chunked, .untilClose:
+            // HTTP/1.1 clients get chunks; an HTTP/1.0 client reads until Sluice closes.
+            if clientIsHTTP11 { rechunkResponse = true } else { keepAlive = false }
+        case .none, .length:
+            break
+        }
+        clientKeepsAlive = keepAlive
+        additions.chunked = rechunkResponse
+        additions.close = !keepAlive
+        additions.keepAliveForHTTP10 = keepAlive && !clientIsHTTP11
+        return HTTPWireFormat.responseHead(head, adding: additions, allocator: client.channel.allocator)
     }
 
     func upstreamClosed(_ error: (any Error)?) {
@@ -320,10 +366,10 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         }
         finished = true
         cancelTimers()
-        let reusableUpstream = !responseEndedEarly && (responseHead.map { $0.isKeepAlive } ?? false)
+        let reusableUpstream = !responseEndedEarly && (responseHead?.keepAlive ?? false) && (connection?.handler.isReusable ?? false)
         releaseConnection(reusable: reusableUpstream)
         downstream.exchangeFinished(
-            status: responseHead?.status ?? .badGateway, bytes: responseBytes, reusable: clientKeepAlive(responseHead),
+            status: HTTPResponseStatus(statusCode: responseHead?.status ?? 502), bytes: responseBytes, reusable: clientKeepsAlive,
             written: endWritten ?? eventLoop.makeSucceededVoidFuture()
         )
     }

@@ -17,7 +17,8 @@ final class Route: Sendable {
     /// no one can pose as a user by sending them.
     let identityHeaders: Set<String>
     /// Request fields a proxied request never carries as the client sent them: the identity
-    /// headers, `Expect` (Sluice answers it) and `Host` (set per backend).
+    /// headers, `Expect` (Sluice answers it), `Host` (set per backend) and the forwarding fields
+    /// (Sluice writes them, extending a trusted proxy's chain).
     let requestFieldsReplaced: [String]
     /// Query parameters that carry tokens on this route; removed before the backend.
     let credentialQueryParameters: [String]
@@ -38,7 +39,7 @@ final class Route: Sendable {
         self.metrics = metrics
         self.authenticator = authenticator
         self.identityHeaders = identityHeaders
-        self.requestFieldsReplaced = identityHeaders.sorted() + ["expect", "host"]
+        self.requestFieldsReplaced = identityHeaders.sorted() + ["expect", "host"] + ForwardedHeaders.forwardingNames
         self.servesHTTP = configuration.backends.contains { url in
             if case .remote(let scheme, _, _, _) = url.target { scheme == .http || scheme == .https } else { false }
         }

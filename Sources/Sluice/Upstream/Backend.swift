@@ -32,6 +32,18 @@ struct Backend: Sendable {
     func connectHTTP<Handler: ChannelHandler>(
         on eventLoop: any EventLoop, timeout: TimeAmount, leftovers: RemoveAfterUpgradeStrategy, handler: Handler
     ) -> EventLoopFuture<any Channel> {
+        connect(on: eventLoop, timeout: timeout, codecs: leftovers, handler: handler)
+    }
+
+    /// Connects to this backend (TLS first for https) with `handler` reading and writing the
+    /// bytes itself: the proxy's own HTTP/1.1 framing, no NIO codecs.
+    func connectBytes<Handler: ChannelHandler>(on eventLoop: any EventLoop, timeout: TimeAmount, handler: Handler) -> EventLoopFuture<any Channel> {
+        connect(on: eventLoop, timeout: timeout, codecs: nil, handler: handler)
+    }
+
+    private func connect<Handler: ChannelHandler>(
+        on eventLoop: any EventLoop, timeout: TimeAmount, codecs leftovers: RemoveAfterUpgradeStrategy?, handler: Handler
+    ) -> EventLoopFuture<any Channel> {
         // The initializer runs on `eventLoop`, where the handler was made.
         let handler = NIOLoopBound(handler, eventLoop: eventLoop)
         let bootstrap = ClientBootstrap(group: eventLoop)
@@ -43,8 +55,10 @@ struct Backend: Sendable {
                     if let tls {
                         try sync.addHandler(NIOSSLClientHandler(context: tls, serverHostname: serverName))
                     }
-                    try sync.addHandler(HTTPRequestEncoder())
-                    try sync.addHandler(ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: leftovers)))
+                    if let leftovers {
+                        try sync.addHandler(HTTPRequestEncoder())
+                        try sync.addHandler(ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: leftovers)))
+                    }
                     try sync.addHandler(handler.value)
                 }
             }

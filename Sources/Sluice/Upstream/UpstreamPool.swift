@@ -182,21 +182,23 @@ final class UpstreamConnection: @unchecked Sendable {
 
     static func connect(_ backend: Backend, timeout: TimeAmount, on eventLoop: any EventLoop) -> EventLoopFuture<UpstreamConnection> {
         let handler = UpstreamHTTPHandler()
-        return backend.connectHTTP(on: eventLoop, timeout: timeout, leftovers: .dropBytes, handler: handler)
+        return backend.connectBytes(on: eventLoop, timeout: timeout, handler: handler)
             .map { UpstreamConnection(channel: $0, handler: handler) }
     }
 }
 
-/// The end of a backend connection's pipeline: hands response parts to the exchange using the
-/// connection, and holds reads back while the client cannot take more.
-final class UpstreamHTTPHandler: ChannelDuplexHandler, @unchecked Sendable {
-    typealias InboundIn = HTTPClientResponsePart
-    typealias OutboundIn = HTTPClientRequestPart
-    typealias OutboundOut = HTTPClientRequestPart
+/// The end of a backend connection's pipeline (the only handler after TLS): reads responses
+/// with `UpstreamResponseParser` and hands their events to the exchange using the connection;
+/// holds reads back while the client cannot take more. Requests are written to the channel as
+/// bytes the exchange framed.
+final class UpstreamHTTPHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
 
     /// What the exchange in progress wants to hear.
     protocol Delegate: AnyObject {
-        func upstreamRead(_ part: HTTPClientResponsePart)
+        func upstreamRead(_ event: UpstreamResponseParser.Event)
+        /// The bytes of one read were handed over: time to flush what they became.
+        func upstreamReadComplete()
         func upstreamClosed(_ error: (any Error)?)
         func upstreamWritable()
     }
@@ -211,12 +213,45 @@ final class UpstreamHTTPHandler: ChannelDuplexHandler, @unchecked Sendable {
     }
     private var readHeld = false
     private var context: ChannelHandlerContext?
+    private var parser = UpstreamResponseParser()
+
+    /// A request went out: read its response next.
+    func expectResponse(toHEAD: Bool) {
+        parser.expectResponse(toHEAD: toHEAD)
+    }
+
+    /// The last response was read to its end and nothing else came: another request may use
+    /// this connection.
+    var isReusable: Bool { parser.isReusable }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
     func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        delegate?.upstreamRead(unwrapInboundIn(data))
+        var buffer = unwrapInboundIn(data)
+        while true {
+            let event: UpstreamResponseParser.Event?
+            do {
+                event = try parser.next(&buffer)
+            } catch {
+                failed(context: context, error)
+                return
+            }
+            guard let event else { break }
+            delegate?.upstreamRead(event)
+            if case .end = event, buffer.readableBytes > 0 {
+                // Bytes after a complete response, before any other request could be answered:
+                // the backend is out of step; never trust this connection again.
+                context.close(promise: nil)
+                return
+            }
+        }
+        if parser.sawStrayBytes { context.close(promise: nil) }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        delegate?.upstreamReadComplete()
+        context.fireChannelReadComplete()
     }
 
     func read(context: ChannelHandlerContext) {
@@ -229,6 +264,10 @@ final class UpstreamHTTPHandler: ChannelDuplexHandler, @unchecked Sendable {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        failed(context: context, error)
+    }
+
+    private func failed(context: ChannelHandlerContext, _ error: any Error) {
         let delegate = self.delegate
         self.delegate = nil
         delegate?.upstreamClosed(error)
@@ -237,8 +276,20 @@ final class UpstreamHTTPHandler: ChannelDuplexHandler, @unchecked Sendable {
 
     func channelInactive(context: ChannelHandlerContext) {
         if let delegate {
-            self.delegate = nil
-            delegate.upstreamClosed(nil)
+            // A body that runs until the backend closes ends here; anything else was cut short.
+            do {
+                if let end = try parser.inputClosed() {
+                    delegate.upstreamRead(end)
+                    delegate.upstreamReadComplete()
+                }
+                if let still = self.delegate {
+                    self.delegate = nil
+                    still.upstreamClosed(nil)
+                }
+            } catch {
+                self.delegate = nil
+                delegate.upstreamClosed(error)
+            }
         } else {
             onIdleClose?()
         }

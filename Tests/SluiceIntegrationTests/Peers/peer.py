@@ -558,6 +558,23 @@ def http_backend(name, tls=None):
                 self.wfile.flush()
                 self.close_connection = True
                 return
+            if path.endswith("/unframed"):
+                # No Content-Length, no chunks: the body ends when the connection does.
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.end_headers()
+                self.wfile.write(b"until close\n")
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            if path.endswith("/early"):
+                self.wfile.write(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n")
+                self.wfile.flush()
+            if path.endswith("/extra"):
+                # A response, then bytes that look like another nobody asked for.
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nEVIL!")
+                self.wfile.flush()
+                return
             if path.endswith("/204"):
                 self.send_response(204)
                 self.end_headers()

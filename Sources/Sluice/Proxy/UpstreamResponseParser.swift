@@ -1,0 +1,485 @@
+import NIOCore
+
+/// Reads a backend's HTTP/1.1 responses from its bytes as they arrive: the head as byte ranges
+/// (no `String` per field, no `HTTPHeaders`), then the body as slices of what was read, framed
+/// as RFC 9112 §6.3 says. The proxy copies the head's end-to-end fields to the client verbatim
+/// and forwards the slices, so a response costs no parsing beyond finding its boundaries.
+///
+/// Strict where two readers could disagree: bare CR or LF, obs-fold, a field name with spaces,
+/// `Content-Length` values that differ or are not digits, `Content-Length` with
+/// `Transfer-Encoding`, or bad chunk syntax make the response malformed (the proxy answers 502,
+/// or cuts the client off once the head went out) and the connection is never reused.
+struct UpstreamResponseParser {
+    /// One field line of a head: offsets into `Head.bytes`.
+    struct Field {
+        var name: Range<Int>
+        var value: Range<Int>
+        /// Neither hop-by-hop (RFC 9110 §7.6.1) nor named in `Connection`: passed to the client.
+        var endToEnd: Bool
+    }
+
+    /// How the body after a head ends.
+    enum Framing: Equatable {
+        /// No body: a response to HEAD, or 1xx, 204, 304.
+        case none
+        case length(Int)
+        case chunked
+        /// Read until the backend closes (no length and no chunked coding).
+        case untilClose
+    }
+
+    /// A response head, as received.
+    struct Head {
+        var status: Int
+        /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+        var minorVersion: Int
+        /// From the status line to the blank line.
+        var bytes: ByteBuffer
+        var reason: Range<Int>
+        var fields: [Field]
+        var framing: Framing
+        /// The backend will take another request on this connection after this response.
+        var keepAlive: Bool
+        /// The backend sent `Connection: close`.
+        var closeRequested: Bool
+    }
+
+    enum Event {
+        case head(Head)
+        case body(ByteBuffer)
+        case end
+    }
+
+    /// Why a response cannot be read; the message names the fault for the operator.
+    struct Malformed: Error, Equatable, CustomStringConvertible {
+        var reason: String
+        var description: String { "malformed response: \(reason)" }
+    }
+
+    private enum State {
+        /// No request is waiting for an answer.
+        case idle
+        case head
+        case fixedBody(remaining: Int)
+        case chunkSize
+        case chunkData(remaining: Int)
+        case chunkDataEnd
+        case trailers
+        case untilClose
+        case failed
+    }
+
+    private var state = State.idle
+    private var respondingToHEAD = false
+    /// Bytes of a head or a chunk-size or trailer line not yet complete.
+    private var partial: ByteBuffer?
+    private var trailerBytes = 0
+    /// The message ended with the event just returned: `.end` comes next.
+    private var endDue = false
+    /// Bytes came that belong to no response: the connection cannot be trusted again.
+    private(set) var sawStrayBytes = false
+    let maxHeadBytes: Int
+
+    init(maxHeadBytes: Int = 64 * 1024) {
+        self.maxHeadBytes = maxHeadBytes
+    }
+
+    /// A request was sent: its response comes next.
+    mutating func expectResponse(toHEAD: Bool) {
+        respondingToHEAD = toHEAD
+        state = .head
+        partial = nil
+        endDue = false
+    }
+
+    /// Between responses, with nothing unexpected seen: the connection may carry another request.
+    var isReusable: Bool {
+        if case .idle = state { return !sawStrayBytes && partial == nil && !endDue }
+        return false
+    }
+
+    /// The next event from `buffer`, reading only as far as it needs; nil once `buffer` is used
+    /// up without completing one. Pull-based, so whoever handles an event may send the next
+    /// request (and call `expectResponse`) before the next call.
+    mutating func next(_ buffer: inout ByteBuffer) throws(Malformed) -> Event? {
+        if endDue {
+            endDue = false
+            return .end
+        }
+        while buffer.readableBytes > 0 {
+            switch state {
+            case .idle, .failed:
+                sawStrayBytes = true
+                buffer.moveReaderIndex(forwardBy: buffer.readableBytes)
+            case .head:
+                guard let head = try readHead(&buffer) else { return nil }
+                if head.status < 200 {
+                    // Interim answers (100, 103): the final one follows.
+                    guard head.status != 101 else { try fail("switched protocols on a plain request") }
+                    continue
+                }
+                switch head.framing {
+                case .none: finish()
+                case .length(let length): if length == 0 { finish() } else { state = .fixedBody(remaining: length) }
+                case .chunked: state = .chunkSize
+                case .untilClose: state = .untilClose
+                }
+                return .head(head)
+            case .fixedBody(let remaining):
+                let slice = buffer.readSlice(length: min(remaining, buffer.readableBytes))!
+                if remaining == slice.readableBytes { finish() } else { state = .fixedBody(remaining: remaining - slice.readableBytes) }
+                return .body(slice)
+            case .chunkSize:
+                guard let line = try readLine(&buffer, limit: 4096, what: "chunk size line") else { return nil }
+                let size: Int
+                do throws(Malformed) { size = try Self.chunkSize(line) } catch { try fail(error.reason) }
+                state = size == 0 ? .trailers : .chunkData(remaining: size)
+                trailerBytes = 0
+            case .chunkData(let remaining):
+                let slice = buffer.readSlice(length: min(remaining, buffer.readableBytes))!
+                state = remaining == slice.readableBytes ? .chunkDataEnd : .chunkData(remaining: remaining - slice.readableBytes)
+                return .body(slice)
+            case .chunkDataEnd:
+                guard let line = try readLine(&buffer, limit: 2, what: "chunk end") else { return nil }
+                guard line.readableBytes == 0 else { try fail("chunk data longer than its size") }
+                state = .chunkSize
+            case .trailers:
+                guard let line = try readLine(&buffer, limit: 4096, what: "trailer line") else { return nil }
+                trailerBytes += line.readableBytes + 2
+                if trailerBytes > maxHeadBytes { try fail("trailers larger than \(maxHeadBytes) bytes") }
+                // Trailers are not passed on (nor were they asked for): the blank line ends the body.
+                if line.readableBytes == 0 {
+                    state = .idle
+                    return .end
+                }
+            case .untilClose:
+                return .body(buffer.readSlice(length: buffer.readableBytes)!)
+            }
+        }
+        if endDue {
+            endDue = false
+            return .end
+        }
+        return nil
+    }
+
+    /// The backend closed its side: `.end` of a body read until close; nil if no response was
+    /// under way (between responses, or before a byte of the awaited one — the caller decides
+    /// what a request without an answer means); an error if a response was cut short.
+    mutating func inputClosed() throws(Malformed) -> Event? {
+        switch state {
+        case .idle, .failed: return nil
+        case .untilClose:
+            state = .idle
+            return .end
+        case .head where partial == nil: return nil
+        default: try fail("closed the connection in the middle of a response")
+        }
+    }
+
+    /// The message ended: `.end` is the next event.
+    private mutating func finish() {
+        state = .idle
+        endDue = true
+    }
+
+    private mutating func fail(_ reason: String) throws(Malformed) -> Never {
+        state = .failed
+        partial = nil
+        throw Malformed(reason: reason)
+    }
+
+    // MARK: Lines and heads
+
+    /// What is held of an incomplete line or head, followed by all of `buffer` (used up). Without
+    /// anything held, `buffer` itself: nothing is copied in the usual case of a whole head or
+    /// line in one read.
+    private func gather(_ buffer: inout ByteBuffer) -> ByteBuffer {
+        defer { buffer.moveReaderIndex(forwardBy: buffer.readableBytes) }
+        guard var held = partial else { return buffer }
+        held.writeBuffer(&buffer)
+        return held
+    }
+
+    /// The next CRLF-terminated line without its CRLF, once complete; nil while more is needed.
+    private mutating func readLine(_ buffer: inout ByteBuffer, limit: Int, what: String) throws(Malformed) -> ByteBuffer? {
+        let searched = partial?.readableBytes ?? 0
+        var pending = gather(&buffer)
+        partial = pending
+        let view = pending.readableBytesView
+        guard let newline = view.dropFirst(max(0, searched - 1)).firstIndex(of: UInt8(ascii: "\n")) else {
+            if pending.readableBytes > limit + 2 { try fail("\(what) longer than \(limit) bytes") }
+            return nil
+        }
+        let length = newline - view.startIndex
+        guard length >= 1, view[newline - 1] == UInt8(ascii: "\r") else { try fail("bare LF in \(what)") }
+        if length - 1 > limit { try fail("\(what) longer than \(limit) bytes") }
+        let line = pending.readSlice(length: length - 1)!
+        pending.moveReaderIndex(forwardBy: 2)
+        // What followed the line goes back to the caller's buffer.
+        buffer = pending
+        partial = nil
+        return line
+    }
+
+    /// The head, once its blank line has arrived; nil while more is needed.
+    private mutating func readHead(_ buffer: inout ByteBuffer) throws(Malformed) -> Head? {
+        let searched = partial?.readableBytes ?? 0
+        var pending = gather(&buffer)
+        guard let end = Self.headEnd(in: pending.readableBytesView, from: max(0, searched - 3)) else {
+            if pending.readableBytes > maxHeadBytes { try fail("response head larger than \(maxHeadBytes) bytes") }
+            partial = pending
+            return nil
+        }
+        if end > maxHeadBytes { try fail("response head larger than \(maxHeadBytes) bytes") }
+        let bytes = pending.readSlice(length: end)!
+        partial = nil
+        buffer = pending
+        do {
+            return try Self.parseHead(bytes, respondingToHEAD: respondingToHEAD)
+        } catch {
+            try fail(error.reason)
+        }
+    }
+
+    /// The length of the head including its blank line, if complete.
+    static func headEnd(in view: ByteBufferView, from offset: Int) -> Int? {
+        var index = view.startIndex + offset
+        while let newline = view[index...].firstIndex(of: UInt8(ascii: "\n")) {
+            // CRLF CRLF: the LF ends a line that is empty (CR only).
+            if newline - view.startIndex >= 3, view[newline - 1] == UInt8(ascii: "\r"), view[newline - 2] == UInt8(ascii: "\n") {
+                return newline + 1 - view.startIndex
+            }
+            index = newline + 1
+        }
+        return nil
+    }
+
+    static func parseHead(_ bytes: ByteBuffer, respondingToHEAD: Bool) throws(Malformed) -> Head {
+        let parsed = bytes.withUnsafeReadableBytes { raw -> Result<Head, Malformed> in
+            var reader = HeadReader(raw)
+            do throws(Malformed) {
+                return .success(try reader.read(bytes, respondingToHEAD: respondingToHEAD))
+            } catch {
+                return .failure(error)
+            }
+        }
+        return try parsed.get()
+    }
+
+    /// A chunk-size line: hex digits, then optional extensions (ignored).
+    static func chunkSize(_ line: ByteBuffer) throws(Malformed) -> Int {
+        var size = 0
+        var digits = 0
+        for byte in line.readableBytesView {
+            guard let value = hexValue(byte) else {
+                guard digits > 0, byte == UInt8(ascii: ";") || byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") else {
+                    throw Malformed(reason: "invalid chunk size")
+                }
+                break
+            }
+            digits += 1
+            guard digits <= 15 else { throw Malformed(reason: "chunk size too large") }
+            size = size << 4 | Int(value)
+        }
+        guard digits > 0 else { throw Malformed(reason: "invalid chunk size") }
+        return size
+    }
+
+    static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+}
+
+/// Parses one complete response head from its bytes (ending in CRLF CRLF).
+private struct HeadReader {
+    let raw: UnsafeRawBufferPointer
+    var position = 0
+
+    init(_ raw: UnsafeRawBufferPointer) {
+        self.raw = raw
+    }
+
+    typealias Malformed = UpstreamResponseParser.Malformed
+
+    /// The next line's range without CRLF; every line of a complete head ends in one.
+    mutating func line() throws(Malformed) -> Range<Int> {
+        let start = position
+        while raw[position] != UInt8(ascii: "\n") { position += 1 }
+        guard position > start, raw[position - 1] == UInt8(ascii: "\r") else { throw Malformed(reason: "bare LF in the response head") }
+        defer { position += 1 }
+        return start..<(position - 1)
+    }
+
+    func equalsIgnoringCase(_ range: Range<Int>, _ lowercase: StaticString) -> Bool {
+        guard range.count == lowercase.utf8CodeUnitCount else { return false }
+        let expected = lowercase.utf8Start
+        for offset in 0..<range.count where !Self.sameIgnoringCase(raw[range.lowerBound + offset], expected[offset]) { return false }
+        return true
+    }
+
+    func equalsIgnoringCase(_ a: Range<Int>, _ b: Range<Int>) -> Bool {
+        a.count == b.count && zip(a, b).allSatisfy { Self.sameIgnoringCase(raw[$0], raw[$1]) }
+    }
+
+    /// Equal bytes, or the same ASCII letter in either case.
+    static func sameIgnoringCase(_ x: UInt8, _ y: UInt8) -> Bool {
+        x == y || (x | 0x20 == y | 0x20 && (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(x | 0x20))
+    }
+
+    /// Calls `body` with each comma-separated element of `range`, trimmed.
+    func forEachElement(_ range: Range<Int>, _ body: (Range<Int>) -> Void) {
+        var start = range.lowerBound
+        while start <= range.upperBound {
+            var end = start
+            while end < range.upperBound && raw[end] != UInt8(ascii: ",") { end += 1 }
+            var low = start, high = end
+            while low < high && (raw[low] == UInt8(ascii: " ") || raw[low] == UInt8(ascii: "\t")) { low += 1 }
+            while high > low && (raw[high - 1] == UInt8(ascii: " ") || raw[high - 1] == UInt8(ascii: "\t")) { high -= 1 }
+            if low < high { body(low..<high) }
+            start = end + 1
+        }
+    }
+
+    static let hopByHop: [StaticString] = ["connection", "proxy-connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade"]
+
+    mutating func read(_ bytes: ByteBuffer, respondingToHEAD: Bool) throws(Malformed) -> UpstreamResponseParser.Head {
+        // Status line: HTTP/1.x SP 3DIGIT [SP reason]
+        let statusLine = try line()
+        let http: StaticString = "HTTP/1."
+        guard statusLine.count >= 12, (0..<7).allSatisfy({ raw[statusLine.lowerBound + $0] == http.utf8Start[$0] }) else {
+            throw Malformed(reason: "not an HTTP/1.x status line")
+        }
+        let minor = raw[statusLine.lowerBound + 7]
+        guard minor == UInt8(ascii: "0") || minor == UInt8(ascii: "1"), raw[statusLine.lowerBound + 8] == UInt8(ascii: " ") else {
+            throw Malformed(reason: "not an HTTP/1.x status line")
+        }
+        var status = 0
+        for offset in 9..<12 {
+            let digit = raw[statusLine.lowerBound + offset]
+            guard digit >= UInt8(ascii: "0"), digit <= UInt8(ascii: "9") else { throw Malformed(reason: "invalid status code") }
+            status = status * 10 + Int(digit - UInt8(ascii: "0"))
+        }
+        guard status >= 100 else { throw Malformed(reason: "invalid status code") }
+        var reason = statusLine.upperBound..<statusLine.upperBound
+        if statusLine.count > 12 {
+            guard raw[statusLine.lowerBound + 12] == UInt8(ascii: " ") else { throw Malformed(reason: "invalid status code") }
+            reason = (statusLine.lowerBound + 13)..<statusLine.upperBound
+            for index in reason where Self.isControl(raw[index]) { throw Malformed(reason: "control character in the reason phrase") }
+        }
+
+        var fields: [UpstreamResponseParser.Field] = []
+        fields.reserveCapacity(12)
+        var length: Range<Int>?
+        var lengthsDiffer = false
+        var transferEncoding = false
+        var lastCodingChunked = false
+        var connectionClose = false
+        var connectionKeepAlive = false
+        var connectionNamed: [Range<Int>] = []
+        while true {
+            let fieldLine = try line()
+            if fieldLine.isEmpty { break }
+            let first = raw[fieldLine.lowerBound]
+            guard first != UInt8(ascii: " "), first != UInt8(ascii: "\t") else { throw Malformed(reason: "obs-fold in the response head") }
+            var colon = fieldLine.lowerBound
+            while colon < fieldLine.upperBound && raw[colon] != UInt8(ascii: ":") {
+                guard Self.isTokenByte(raw[colon]) else { throw Malformed(reason: "invalid field name in the response head") }
+                colon += 1
+            }
+            guard colon < fieldLine.upperBound, colon > fieldLine.lowerBound else { throw Malformed(reason: "field line without a name") }
+            var valueStart = colon + 1
+            var valueEnd = fieldLine.upperBound
+            while valueStart < valueEnd && (raw[valueStart] == UInt8(ascii: " ") || raw[valueStart] == UInt8(ascii: "\t")) { valueStart += 1 }
+            while valueEnd > valueStart && (raw[valueEnd - 1] == UInt8(ascii: " ") || raw[valueEnd - 1] == UInt8(ascii: "\t")) { valueEnd -= 1 }
+            for index in valueStart..<valueEnd where Self.isControl(raw[index]) {
+                throw Malformed(reason: "control character in a field value")
+            }
+            let name = fieldLine.lowerBound..<colon
+            let value = valueStart..<valueEnd
+            var endToEnd = true
+            switch name.count {
+            case 14 where equalsIgnoringCase(name, "content-length"):
+                var failed = false
+                forEachElement(value) { element in
+                    guard element.allSatisfy({ raw[$0] >= UInt8(ascii: "0") && raw[$0] <= UInt8(ascii: "9") }), element.count <= 18 else {
+                        failed = true
+                        return
+                    }
+                    if let seen = length {
+                        lengthsDiffer = lengthsDiffer || !raw[seen].elementsEqual(raw[element])
+                    } else {
+                        length = element
+                    }
+                }
+                if failed || value.isEmpty { throw Malformed(reason: "invalid Content-Length") }
+            case 17 where equalsIgnoringCase(name, "transfer-encoding"):
+                transferEncoding = true
+                endToEnd = false
+                forEachElement(value) { element in lastCodingChunked = equalsIgnoringCase(element, "chunked") }
+            case 10 where equalsIgnoringCase(name, "connection"):
+                endToEnd = false
+                forEachElement(value) { element in
+                    if equalsIgnoringCase(element, "close") {
+                        connectionClose = true
+                    } else if equalsIgnoringCase(element, "keep-alive") {
+                        connectionKeepAlive = true
+                    } else {
+                        connectionNamed.append(element)
+                    }
+                }
+            default:
+                endToEnd = !Self.hopByHop.contains { equalsIgnoringCase(name, $0) }
+            }
+            fields.append(.init(name: name, value: value, endToEnd: endToEnd))
+        }
+        if !connectionNamed.isEmpty {
+            for index in fields.indices where fields[index].endToEnd {
+                let name = fields[index].name
+                if connectionNamed.contains(where: { equalsIgnoringCase($0, name) }) {
+                    fields[index].endToEnd = false
+                }
+            }
+        }
+
+        let framing: UpstreamResponseParser.Framing
+        if respondingToHEAD || status < 200 || status == 204 || status == 304 {
+            framing = .none
+        } else if transferEncoding {
+            guard length == nil else { throw Malformed(reason: "both Content-Length and Transfer-Encoding") }
+            framing = lastCodingChunked ? .chunked : .untilClose
+        } else if let length {
+            guard !lengthsDiffer else { throw Malformed(reason: "conflicting Content-Length values") }
+            framing = .length(raw[length].reduce(0) { $0 * 10 + Int($1 - UInt8(ascii: "0")) })
+        } else {
+            framing = .untilClose
+        }
+        let keepAlive = framing != .untilClose && !connectionClose && (minor == UInt8(ascii: "1") || connectionKeepAlive)
+        return .init(
+            status: status, minorVersion: minor == UInt8(ascii: "1") ? 1 : 0, bytes: bytes, reason: reason, fields: fields,
+            framing: framing, keepAlive: keepAlive, closeRequested: connectionClose
+        )
+    }
+
+    /// tchar (RFC 9110 §5.6.2).
+    static func isTokenByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"): true
+        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"), UInt8(ascii: "'"),
+            UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "_"),
+            UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
+            true
+        default: false
+        }
+    }
+
+    /// CTLs other than HTAB, and DEL: never valid in a field value or reason phrase.
+    static func isControl(_ byte: UInt8) -> Bool {
+        (byte < 0x20 && byte != UInt8(ascii: "\t")) || byte == 0x7F
+    }
+}
