@@ -109,6 +109,8 @@ final class BackendSet: Sendable {
     /// connection and its retries.
     func candidates(attempts: Int, client: IPAddress? = nil, stickyCookie: String? = nil) -> [Int] {
         let count = backends.count
+        // One backend: nothing to choose, whatever its health (a lone backend is never skipped).
+        if count == 1 { return [0] }
         let now = MonotonicClock.nanoseconds()
         let healthy = (0..<count).filter { stats[$0].skippedUntil.load(ordering: .relaxed) <= now }
         let pool = healthy.isEmpty ? Array(0..<count) : healthy

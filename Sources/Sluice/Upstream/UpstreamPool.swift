@@ -90,8 +90,9 @@ final class UpstreamPool: Sendable {
         let key = Key(backend, loop: eventLoop)
         let now = MonotonicClock.nanoseconds()
         let (reused, expired) = pools.withLockedValue { pools -> (UpstreamConnection?, [UpstreamConnection]) in
-            var state = pools.states[key] ?? ConnectionPoolState(maxIdle: settings.maxIdle, idleTimeout: settings.idleTimeout)
-            var (id, expiredIDs) = state.checkout(now: now)
+            // Mutated in place: a copy of the state would copy its array on every request.
+            let fresh = ConnectionPoolState<ObjectIdentifier>(maxIdle: settings.maxIdle, idleTimeout: settings.idleTimeout)
+            var (id, expiredIDs) = pools.states[key, default: fresh].checkout(now: now)
             var expired = expiredIDs.compactMap { pools.connections.removeValue(forKey: $0) }
             var found: UpstreamConnection?
             while let candidate = id {
@@ -99,10 +100,9 @@ final class UpstreamPool: Sendable {
                     found = connection
                     break
                 }
-                (id, expiredIDs) = state.checkout(now: now)
+                (id, expiredIDs) = pools.states[key, default: fresh].checkout(now: now)
                 expired += expiredIDs.compactMap { pools.connections.removeValue(forKey: $0) }
             }
-            pools.states[key] = state
             return (found, expired)
         }
         for connection in expired { connection.channel.close(promise: nil) }
@@ -116,8 +116,8 @@ final class UpstreamPool: Sendable {
         let id = ObjectIdentifier(connection)
         let now = MonotonicClock.nanoseconds()
         let decision = pools.withLockedValue { pools -> (ConnectionPoolState<ObjectIdentifier>.Checkin, UpstreamConnection?) in
-            var state = pools.states[key] ?? ConnectionPoolState(maxIdle: settings.maxIdle, idleTimeout: settings.idleTimeout)
-            let checkin = state.checkin(id, reusable: reusable && connection.channel.isActive, now: now)
+            let fresh = ConnectionPoolState<ObjectIdentifier>(maxIdle: settings.maxIdle, idleTimeout: settings.idleTimeout)
+            let checkin = pools.states[key, default: fresh].checkin(id, reusable: reusable && connection.channel.isActive, now: now)
             var evicted: UpstreamConnection?
             switch checkin {
             case .keep: pools.connections[id] = connection
@@ -126,7 +126,6 @@ final class UpstreamPool: Sendable {
                 evicted = pools.connections.removeValue(forKey: old)
             case .close: break
             }
-            pools.states[key] = state
             return (checkin, evicted)
         }
         if case .close = decision.0 { connection.channel.close(promise: nil) }
