@@ -100,7 +100,7 @@ struct HTTPProxyTests {
         backend.stop()
     }
 
-    @Test("1 GiB up and 1 GiB down stream through with the gateway's memory bounded")
+    @Test("1 GiB up and 1 GiB down stream through with the gateway's memory bounded; slow readers of sized and chunked bodies too")
     func largeBodies() async throws {
         let backend = try await PythonPeer(["http-backend", "one"])
         let gateway = try await Self.gateway([backend])
@@ -111,9 +111,21 @@ struct HTTPProxyTests {
         let afterUpload = residentBytes()
         let download = try await Curl.run([], shell: "curl -s --max-time 300 -o /dev/null -w '%{http_code} %{size_download}' \(url(gateway, "/app/download?bytes=1073741824"))", timeout: 300)
         let afterDownload = residentBytes()
+        // Clients reading slower than the backend writes: the backend is read only as fast as
+        // they take it, for a sized body and for a chunked one (re-chunked by Sluice).
+        var slow: [String] = []
+        var slowGrowth: [Int] = []
+        for query in ["bytes=67108864", "bytes=67108864&chunked=1"] {
+            let start = residentBytes()
+            let result = try await Curl.run([], shell: "curl -s --max-time 300 --limit-rate 16M -o /dev/null -w '%{http_code} %{size_download}' '\(url(gateway, "/app/download?" + query))'", timeout: 300)
+            slow.append(result.body)
+            slowGrowth.append((residentBytes() - start) >> 20)
+        }
         await gateway.stop()
         backend.stop()
         #expect(download.body == "200 1073741824", "\(download.body)")
+        #expect(slow == ["200 67108864", "200 67108864"], "\(slow)")
+        #expect(slowGrowth.allSatisfy { $0 < 24 }, "RSS grew \(slowGrowth) MiB while slow clients downloaded 64 MiB")
         #expect(afterUpload - before < 128 << 20, "RSS grew \((afterUpload - before) >> 20) MiB on upload")
         #expect(afterDownload - before < 128 << 20, "RSS grew \((afterDownload - before) >> 20) MiB on download")
     }

@@ -190,8 +190,10 @@ final class UpstreamConnection: @unchecked Sendable {
 /// with `UpstreamResponseParser` and hands their events to the exchange using the connection;
 /// holds reads back while the client cannot take more. Requests are written to the channel as
 /// bytes the exchange framed.
-final class UpstreamHTTPHandler: ChannelInboundHandler, @unchecked Sendable {
+final class UpstreamHTTPHandler: ChannelDuplexHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
+    /// Outbound only for `read`, which is held while the client cannot take more; writes pass.
+    typealias OutboundIn = ByteBuffer
 
     /// What the exchange in progress wants to hear.
     protocol Delegate: AnyObject {

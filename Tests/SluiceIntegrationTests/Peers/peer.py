@@ -521,14 +521,21 @@ def http_backend(name, tls=None):
                 self.wfile.write(b"0\r\n\r\n")
                 return
             if path.endswith("/download"):
-                total = int(self.path.split("bytes=")[1])
+                total = int(self.path.split("bytes=")[1].split("&")[0])
+                chunked = "chunked=1" in self.path
                 self.send_response(200)
-                self.send_header("Content-Length", str(total))
+                if chunked:
+                    self.send_header("Transfer-Encoding", "chunked")
+                else:
+                    self.send_header("Content-Length", str(total))
                 self.end_headers()
                 block = b"\xab" * (1 << 20)
                 while total > 0:
-                    self.wfile.write(block[:min(total, len(block))])
-                    total -= min(total, len(block))
+                    piece = block[:min(total, len(block))]
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+                    total -= len(piece)
+                if chunked:
+                    self.wfile.write(b"0\r\n\r\n")
                 return
             if path.endswith("/slow"):
                 time.sleep(3)
