@@ -31,8 +31,6 @@ struct UpstreamResponseParser {
     /// A response head, as received.
     struct Head {
         var status: Int
-        /// 0 for HTTP/1.0, 1 for HTTP/1.1.
-        var minorVersion: Int
         /// From the status line to the blank line.
         var bytes: ByteBuffer
         var reason: Range<Int>
@@ -461,7 +459,7 @@ private struct HeadReader {
         }
         let keepAlive = framing != .untilClose && !connectionClose && (minor == UInt8(ascii: "1") || connectionKeepAlive)
         return .init(
-            status: status, minorVersion: minor == UInt8(ascii: "1") ? 1 : 0, bytes: bytes, reason: reason, fields: fields,
+            status: status, bytes: bytes, reason: reason, fields: fields,
             framing: framing, keepAlive: keepAlive, closeRequested: connectionClose
         )
     }
