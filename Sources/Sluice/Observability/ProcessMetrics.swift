@@ -14,12 +14,15 @@ final class ProcessMetrics: Sendable {
     private let startTime: Gauge
 
     init(registry: PrometheusCollectorRegistry) {
-        residentMemory = registry.makeGauge(name: "process_resident_memory_bytes", labels: [], help: "Resident memory size in bytes.")
-        virtualMemory = registry.makeGauge(name: "process_virtual_memory_bytes", labels: [], help: "Virtual memory size in bytes.")
-        openFDs = registry.makeGauge(name: "process_open_fds", labels: [], help: "Number of open file descriptors.")
-        maxFDs = registry.makeGauge(name: "process_max_fds", labels: [], help: "Maximum number of open file descriptors.")
-        cpuSeconds = registry.makeGauge(name: "process_cpu_seconds_total", labels: [], help: "Total user and system CPU time spent in seconds.")
-        startTime = registry.makeGauge(name: "process_start_time_seconds", labels: [], help: "Start time of the process since unix epoch in seconds.")
+        func gauge(_ name: String, _ unit: String, _ help: String) -> Gauge {
+            registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "process", metricName: name, unitName: unit, helpText: help))
+        }
+        residentMemory = gauge("resident_memory", "bytes", "Resident memory size in bytes.")
+        virtualMemory = gauge("virtual_memory", "bytes", "Virtual memory size in bytes.")
+        openFDs = gauge("open", "fds", "Number of open file descriptors.")
+        maxFDs = gauge("max", "fds", "Maximum number of open file descriptors.")
+        cpuSeconds = gauge("cpu_seconds", "total", "Total user and system CPU time spent in seconds.")
+        startTime = gauge("start_time", "seconds", "Start time of the process since unix epoch in seconds.")
     }
 
     func update() {

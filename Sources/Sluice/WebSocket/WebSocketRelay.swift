@@ -140,22 +140,24 @@ final class WebSocketRelay {
     private func startTimers() {
         if let idle = configuration.idleTimeout { scheduleIdleCheck(at: lastActivity + idle) }
         if let lifetime = configuration.maxLifetime {
-            timers.append(eventLoop.scheduleTask(in: lifetime) { [self] in
+            timers.append(eventLoop.assumeIsolated().scheduleTask(in: lifetime) { [self] in
                 perform(machine.closeBoth(downstreamCode: CloseCode.goingAway, upstreamCode: CloseCode.goingAway, reason: "maximum lifetime reached"))
             })
         }
         if let expiry = expiryDelay {
-            timers.append(eventLoop.scheduleTask(in: expiry) { [self] in
+            timers.append(eventLoop.assumeIsolated().scheduleTask(in: expiry) { [self] in
                 perform(machine.closeBoth(downstreamCode: CloseCode.policyViolation, upstreamCode: CloseCode.goingAway, reason: "credential expired"))
             })
         }
         if let interval = configuration.pingInterval {
-            pingTask = eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { [self] _ in pingTick() }
+            // Repeated tasks take only Sendable closures; the relay is bound to its loop instead.
+            let relay = NIOLoopBound(self, eventLoop: eventLoop)
+            pingTask = eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in relay.value.pingTick() }
         }
     }
 
     private func scheduleIdleCheck(at deadline: NIODeadline) {
-        timers.append(eventLoop.scheduleTask(deadline: deadline) { [self] in
+        timers.append(eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
             guard let idle = configuration.idleTimeout, !machine.isFinished else { return }
             if NIODeadline.now() - lastActivity >= idle {
                 logger.debug("websocket idle timeout", metadata: ["route": "\(configuration.route)"])
@@ -348,7 +350,7 @@ final class WebSocketRelay {
             case .disconnect(let side):
                 disconnect(side)
             case .startCloseTimer:
-                closeTimer = eventLoop.scheduleTask(in: configuration.closeTimeout) { [self] in
+                closeTimer = eventLoop.assumeIsolated().scheduleTask(in: configuration.closeTimeout) { [self] in
                     perform(machine.closeTimedOut())
                 }
             case .finished:
