@@ -60,11 +60,11 @@ extension HTTPGatewayHandler {
         return block
     }
 
-    /// Where already-framed response bytes are written: the context of the HTTP encoder before
-    /// this handler, so they pass beneath it (or this one, in a pipeline without an encoder).
+    /// Where already-framed response bytes are written: the context of this connection's HTTP
+    /// encoder, so they pass beneath it (or this handler's, if the encoder is not in the pipeline).
     func responseBytesContext(_ context: ChannelHandlerContext) -> ChannelHandlerContext {
         if let encoderContext { return encoderContext }
-        let found = (try? context.pipeline.syncOperations.context(handlerType: HTTPResponseEncoder.self)) ?? context
+        let found = (try? context.pipeline.syncOperations.context(handler: encoder)) ?? context
         encoderContext = found
         return found
     }

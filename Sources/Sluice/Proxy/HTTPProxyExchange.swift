@@ -140,9 +140,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         guard buffer.readableBytes > 0 else { return }
         if requestChunked {
             // Re-framed here: the backend reads exactly the chunks Sluice writes.
-            sendRequestBytes(HTTPWireFormat.chunkPrefix(size: buffer.readableBytes, allocator: client.channel.allocator))
-            sendRequestBytes(buffer)
-            sendRequestBytes(HTTPWireFormat.crlf)
+            HTTPWireFormat.chunk(buffer, allocator: client.channel.allocator) { sendRequestBytes($0) }
         } else {
             sendRequestBytes(buffer)
         }
@@ -254,15 +252,14 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         head.writeRequestLine(request.head.method, backend.target(for: request.target))
         ForwardedHeaders.forEachEndToEnd(request.head.headers, dropping: route.requestFieldsReplaced) { head.writeField($0, $1) }
         for (name, value) in request.identity?.headers ?? [] { head.writeField(name, value) }
-        let host = route.configuration.hostHeader == .backend ? backend.hostHeader : (request.head.headers.first(name: "host") ?? backend.hostHeader)
+        let host = route.configuration.hostHeader == .backend ? backend.hostHeader : (request.client.host ?? backend.hostHeader)
         head.writeField("Host", host)
         if requestChunked { head.writeStaticString("Transfer-Encoding: chunked\r\n") }
         if let forwarding = request.forwarding {
             head.writeImmutableBuffer(forwarding)
         } else {
             let chains = ForwardedHeaders.incomingChains(request.head.headers, client: request.client)
-            for (name, value) in ForwardedHeaders.fields(for: request.client, chains: chains) { head.writeField(name, value) }
-            head.writeStaticString("Via: 1.1 sluice\r\n")
+            HTTPWireFormat.writeForwarding(request.client, chains: chains, into: &head)
         }
         head.writeStaticString("\r\n")
         return head
@@ -280,9 +277,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         case .body(let buffer):
             responseBytes += buffer.readableBytes
             if rechunkResponse {
-                clientBytes.write(NIOAny(HTTPWireFormat.chunkPrefix(size: buffer.readableBytes, allocator: client.channel.allocator)), promise: nil)
-                clientBytes.write(NIOAny(buffer), promise: nil)
-                clientBytes.write(NIOAny(HTTPWireFormat.crlf), promise: nil)
+                HTTPWireFormat.chunk(buffer, allocator: client.channel.allocator) { clientBytes.write(NIOAny($0), promise: nil) }
             } else {
                 clientBytes.write(NIOAny(buffer), promise: nil)
             }
@@ -307,11 +302,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
     /// The response head as the client sees it, and how its body will be framed.
     private func clientHead(for head: UpstreamResponseParser.Head) -> ByteBuffer {
         var additions = HTTPWireFormat.ResponseAdditions()
-        if let index = backendIndex, case .cookie(let name) = backends.balance.sticky,
-            CookieHeader.value(named: name, in: request.head.headers) != backends.stickyIDs[index]
-        {
-            additions.setCookie = "\(name)=\(backends.stickyIDs[index]); Path=/; HttpOnly; SameSite=Lax"
-        }
+        if let index = backendIndex { additions.setCookie = backends.stickyCookie(for: index, requestHeaders: request.head.headers) }
         let clientIsHTTP11 = request.head.version.major == 1 && request.head.version.minor >= 1
         var keepAlive = request.head.isKeepAlive && !head.closeRequested
         switch head.framing {

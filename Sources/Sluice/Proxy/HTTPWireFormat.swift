@@ -10,19 +10,30 @@ enum HTTPWireFormat {
     static let lastChunk = ByteBuffer(string: "0\r\n\r\n")
     static let crlf = ByteBuffer(string: "\r\n")
 
-    /// The size line that goes before a chunk of `size` bytes.
-    static func chunkPrefix(size: Int, allocator: ByteBufferAllocator) -> ByteBuffer {
-        var prefix = allocator.buffer(capacity: 18)
-        prefix.writeString(String(size, radix: 16))
-        prefix.writeStaticString("\r\n")
-        return prefix
+    /// The `Via` field Sluice adds both ways.
+    static let via: StaticString = "Via: 1.1 sluice\r\n"
+
+    /// `data` as one chunk of a chunked body: its size line, the data (not copied), CRLF, each
+    /// handed to `write` in order.
+    static func chunk(_ data: ByteBuffer, allocator: ByteBufferAllocator, _ write: (ByteBuffer) -> Void) {
+        var sizeLine = allocator.buffer(capacity: 18)
+        sizeLine.writeString(String(data.readableBytes, radix: 16))
+        sizeLine.writeStaticString("\r\n")
+        write(sizeLine)
+        write(data)
+        write(crlf)
+    }
+
+    /// The forwarding fields for `client` (extending a trusted proxy's `chains`) and `Via`.
+    static func writeForwarding(_ client: ForwardedHeaders.Client, chains: (for: String, forwarded: String) = ("", ""), into buffer: inout ByteBuffer) {
+        for (name, value) in ForwardedHeaders.fields(for: client, chains: chains) { buffer.writeField(name, value) }
+        buffer.writeStaticString(via)
     }
 
     /// The forwarding fields and `Via` a connection's requests carry, rendered once.
     static func forwardingBlock(_ client: ForwardedHeaders.Client, allocator: ByteBufferAllocator) -> ByteBuffer {
         var block = allocator.buffer(capacity: 256)
-        for (name, value) in ForwardedHeaders.fields(for: client) { block.writeField(name, value) }
-        block.writeStaticString("Via: 1.1 sluice\r\n")
+        writeForwarding(client, into: &block)
         return block
     }
 
@@ -56,7 +67,7 @@ enum HTTPWireFormat {
                 out.writeStaticString("\r\n")
             }
         }
-        out.writeStaticString("Via: 1.1 sluice\r\n")
+        out.writeStaticString(via)
         if let cookie = additions.setCookie {
             out.writeStaticString("Set-Cookie: ")
             out.writeString(cookie)

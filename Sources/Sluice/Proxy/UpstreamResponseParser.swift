@@ -314,11 +314,9 @@ private struct HeadReader {
         return start..<(position - 1)
     }
 
-    func equalsIgnoringCase(_ range: Range<Int>, _ lowercase: StaticString) -> Bool {
-        guard range.count == lowercase.utf8CodeUnitCount else { return false }
-        let expected = lowercase.utf8Start
-        for offset in 0..<range.count where !Self.sameIgnoringCase(raw[range.lowerBound + offset], expected[offset]) { return false }
-        return true
+    /// The bytes in `range` against a lower-case name or token.
+    func equalsIgnoringCase(_ range: Range<Int>, _ lowercase: String) -> Bool {
+        range.count == lowercase.utf8.count && zip(range, lowercase.utf8).allSatisfy { Self.sameIgnoringCase(raw[$0], $1) }
     }
 
     func equalsIgnoringCase(_ a: Range<Int>, _ b: Range<Int>) -> Bool {
@@ -344,7 +342,6 @@ private struct HeadReader {
         }
     }
 
-    static let hopByHop: [StaticString] = ["connection", "proxy-connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade"]
 
     mutating func read(_ bytes: ByteBuffer, respondingToHEAD: Bool) throws(Malformed) -> UpstreamResponseParser.Head {
         // Status line: HTTP/1.x SP 3DIGIT [SP reason]
@@ -432,7 +429,7 @@ private struct HeadReader {
                     }
                 }
             default:
-                endToEnd = !Self.hopByHop.contains { equalsIgnoringCase(name, $0) }
+                endToEnd = !ForwardedHeaders.hopByHop.contains { equalsIgnoringCase(name, $0) }
             }
             fields.append(.init(name: name, value: value, endToEnd: endToEnd))
         }

@@ -95,6 +95,13 @@ final class BackendSet: Sendable {
     /// Cookie values naming each backend (a digest of its URL, stable across restarts).
     let stickyIDs: [String]
 
+    /// The `Set-Cookie` value that pins a client to backend `index`, when stickiness is by
+    /// cookie and the request (`headers`) does not already carry that pin.
+    func stickyCookie(for index: Int, requestHeaders headers: HTTPHeaders) -> String? {
+        guard case .cookie(let name) = balance.sticky, CookieHeader.value(named: name, in: headers) != stickyIDs[index] else { return nil }
+        return "\(name)=\(stickyIDs[index]); Path=/; HttpOnly; SameSite=Lax"
+    }
+
     init(backends: [Backend], balance: BalancingConfiguration = BalancingConfiguration()) {
         precondition(!backends.isEmpty, "a route has at least one backend")
         self.backends = backends

@@ -245,10 +245,8 @@ final class WebSocketUpgrade {
         headers.add(name: "Upgrade", value: "websocket")
         headers.add(name: "Connection", value: "Upgrade")
         headers.add(name: "Sec-WebSocket-Accept", value: upgrade.expectedAccept)
-        if let backends = route.backends, let index = currentIndex, case .cookie(let name) = backends.balance.sticky,
-            CookieHeader.value(named: name, in: clientHead.headers) != backends.stickyIDs[index]
-        {
-            headers.add(name: "Set-Cookie", value: "\(name)=\(backends.stickyIDs[index]); Path=/; HttpOnly; SameSite=Lax")
+        if let index = currentIndex, let cookie = route.backends?.stickyCookie(for: index, requestHeaders: clientHead.headers) {
+            headers.add(name: "Set-Cookie", value: cookie)
         }
         let head = HTTPResponseHead(version: .http1_1, status: .switchingProtocols, headers: headers)
 
