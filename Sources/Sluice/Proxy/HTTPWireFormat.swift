@@ -49,7 +49,7 @@ enum HTTPWireFormat {
     }
 
     /// The client's response head: HTTP/1.1 with the backend's status and reason, its
-    /// end-to-end fields as they came, `Via`, and `additions`.
+    /// end-to-end field lines as they came (byte for byte), `Via`, and `additions`.
     static func responseHead(_ head: UpstreamResponseParser.Head, adding additions: ResponseAdditions, allocator: ByteBufferAllocator) -> ByteBuffer {
         var out = allocator.buffer(capacity: head.bytes.readableBytes + 64 + (additions.setCookie?.utf8.count ?? 0))
         out.writeStaticString("HTTP/1.1 ")
@@ -60,12 +60,18 @@ enum HTTPWireFormat {
         head.bytes.withUnsafeReadableBytes { raw in
             out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[head.reason]))
             out.writeStaticString("\r\n")
-            for field in head.fields where field.endToEnd {
-                out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[field.name]))
-                out.writeStaticString(": ")
-                out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[field.value]))
-                out.writeStaticString("\r\n")
+            // Field lines are copied in runs: usually one copy for all of them, or a few around
+            // the hop-by-hop fields left out.
+            var run: Range<Int>?
+            for field in head.fields {
+                if field.endToEnd {
+                    run = (run?.lowerBound ?? field.name.lowerBound)..<field.lineEnd
+                } else if let copied = run {
+                    out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[copied]))
+                    run = nil
+                }
             }
+            if let copied = run { out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[copied])) }
         }
         out.writeStaticString(via)
         if let cookie = additions.setCookie {

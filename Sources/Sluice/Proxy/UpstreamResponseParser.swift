@@ -14,6 +14,8 @@ struct UpstreamResponseParser {
     struct Field {
         var name: Range<Int>
         var value: Range<Int>
+        /// Just past the field line's CRLF: a run of fields passed on is copied as it came.
+        var lineEnd: Int
         /// Neither hop-by-hop (RFC 9110 §7.6.1) nor named in `Connection`: passed to the client.
         var endToEnd: Bool
     }
@@ -431,7 +433,7 @@ private struct HeadReader {
             default:
                 endToEnd = !ForwardedHeaders.hopByHop.contains { equalsIgnoringCase(name, $0) }
             }
-            fields.append(.init(name: name, value: value, endToEnd: endToEnd))
+            fields.append(.init(name: name, value: value, lineEnd: fieldLine.upperBound + 2, endToEnd: endToEnd))
         }
         if !connectionNamed.isEmpty {
             for index in fields.indices where fields[index].endToEnd {
