@@ -84,18 +84,17 @@ extension HTTPGatewayHandler {
         if keepAlive { continueAfterAnswer(context) }
     }
 
-    func exchangeFinished(status: HTTPResponseStatus, bytes: Int, reusable: Bool, written: EventLoopFuture<Void>) {
+    func exchangeFinished(status: HTTPResponseStatus, bytes: Int, reusable: Bool, written: EventLoopFuture<Void>?) {
         guard let context else { return }
         logRequest(status: status, bytes: bytes)
         clientReadsPaused = false
         if reusable {
             state = .idle
-            lastResponseWritten = written
             armHeaderTimer(context: context)
             continueAfterAnswer(context)
         } else {
             state = .done
-            written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            closeAfterWrites(context, written)
         }
     }
 

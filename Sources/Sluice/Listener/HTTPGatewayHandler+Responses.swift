@@ -52,7 +52,7 @@ extension HTTPGatewayHandler {
             context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
         }
         if keepAlive {
-            lastResponseWritten = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
             state = .idle
             armHeaderTimer(context: context)
         } else {

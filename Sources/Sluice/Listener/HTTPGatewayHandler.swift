@@ -108,8 +108,6 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     /// The client half-closed (plain listeners): what it sent is answered, then the connection
     /// closes.
     var clientInputClosed = false
-    /// The write of the last response's end, which a close waits for.
-    var lastResponseWritten: EventLoopFuture<Void>?
     let pool: UpstreamPool
     /// This handler's context while it is in the pipeline (exchanges call back through it).
     var context: ChannelHandlerContext?
@@ -227,8 +225,15 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
         guard clientInputClosed, case .idle = state, queued.isEmpty else { return }
         state = .done
         stopWatchdog()
-        let written = lastResponseWritten ?? context.eventLoop.makeSucceededVoidFuture()
-        written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        closeAfterWrites(context, nil)
+    }
+
+    /// Closes once everything written so far is out: after `written` if given, otherwise after
+    /// an empty write queued behind the rest (writes complete in order), so no response needs
+    /// to keep a promise in case the connection closes after it.
+    func closeAfterWrites(_ context: ChannelHandlerContext, _ written: EventLoopFuture<Void>?) {
+        let done = written ?? responseBytesContext(context).writeAndFlush(NIOAny(ByteBuffer()))
+        done.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {

@@ -69,6 +69,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
     private var lastBodyActivity = NIODeadline.uptimeNanoseconds(0)
     private var clientReadsPaused = false
     private var sentAt = NIODeadline.uptimeNanoseconds(0)
+    /// The write of the response's end, kept only when the client connection closes after it.
     private var endWritten: EventLoopFuture<Void>?
     /// The backend finished answering before the request body ended: its connection is not reused.
     private var responseEndedEarly = false
@@ -149,7 +150,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
 
     private func sendRequestBytes(_ bytes: ByteBuffer) {
         if let connection {
-            connection.channel.write(bytes, promise: nil)
+            connection.handler.write(bytes)
             if !connection.channel.isWritable { pauseClient(true) }
         } else {
             pending.append(bytes)
@@ -159,7 +160,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
     }
 
     func requestReadComplete() {
-        connection?.channel.flush()
+        connection?.handler.flushWrites()
     }
 
     func requestEnd() {
@@ -231,18 +232,17 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         connection.handler.delegate = self
         connection.handler.paused = !client.channel.isWritable
         connection.handler.expectResponse(toHEAD: request.head.method == .HEAD)
-        connection.channel.write(upstreamHead(for: backends.backend(index)), promise: nil)
-        for part in pending { connection.channel.write(part, promise: nil) }
+        connection.handler.write(upstreamHead(for: backends.backend(index)))
+        for part in pending { connection.handler.write(part) }
         pending = []
         pendingBytes = 0
         // A pooled connection is attached inside the client's read: the flush at the end of
         // that read sends the head and what follows in one write. A new connection attaches
         // later, on its own.
-        if !connection.reused { connection.channel.flush() }
+        if !connection.reused { connection.handler.flushWrites() }
         sentAt = .now()
         pauseClient(!connection.channel.isWritable)
         if requestDone { armResponseTimer() }
-        connection.channel.read()
     }
 
     /// The request as the backend sees it: end-to-end headers only, Sluice's identity and
@@ -288,15 +288,22 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         case .end:
             responseDone = true
             responseEndedEarly = !requestDone
-            let written = eventLoop.makePromise(of: Void.self)
-            clientBytes.writeAndFlush(NIOAny(rechunkResponse ? HTTPWireFormat.lastChunk : ByteBuffer()), promise: written)
-            endWritten = written.futureResult
+            if clientKeepsAlive {
+                // Nothing waits for this write: no promise, and no write at all for a sized body.
+                if rechunkResponse { clientBytes.write(NIOAny(HTTPWireFormat.lastChunk), promise: nil) }
+                clientBytes.flush()
+            } else {
+                // The connection closes once the response is out.
+                let written = eventLoop.makePromise(of: Void.self)
+                clientBytes.writeAndFlush(NIOAny(rechunkResponse ? HTTPWireFormat.lastChunk : ByteBuffer()), promise: written)
+                endWritten = written.futureResult
+            }
             complete()
         }
     }
 
     func upstreamReadComplete() {
-        client.flush()
+        clientBytes.flush()
     }
 
     /// The response head as the client sees it, and how its body will be framed.
@@ -361,7 +368,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         releaseConnection(reusable: reusableUpstream)
         downstream.exchangeFinished(
             status: HTTPResponseStatus(statusCode: responseHead?.status ?? 502), bytes: responseBytes, reusable: clientKeepsAlive,
-            written: endWritten ?? eventLoop.makeSucceededVoidFuture()
+            written: endWritten
         )
     }
 
@@ -452,8 +459,8 @@ protocol HTTPProxyDownstream: AnyObject {
     /// A short error response before any response head was written.
     func exchangeFailed(_ status: HTTPResponseStatus, _ message: String, result: String, keepAlive: Bool)
     /// The exchange ended: the status sent, body bytes sent, whether the client connection may
-    /// carry another request, and the write of the response's end.
-    func exchangeFinished(status: HTTPResponseStatus, bytes: Int, reusable: Bool, written: EventLoopFuture<Void>)
+    /// carry another request, and (when it may not) the write of the response's end.
+    func exchangeFinished(status: HTTPResponseStatus, bytes: Int, reusable: Bool, written: EventLoopFuture<Void>?)
     /// The client connection must close (a response was cut short).
     func exchangeAborted()
     /// The exchange has a deadline; `checkDeadlines` must run by then.

@@ -216,6 +216,16 @@ final class UpstreamHTTPHandler: ChannelDuplexHandler, @unchecked Sendable {
     private var context: ChannelHandlerContext?
     private var parser = UpstreamResponseParser()
 
+    /// Request bytes, written from this handler's place at the end of the pipeline (a write to
+    /// the channel would enter at its tail and pass through this handler first).
+    func write(_ bytes: ByteBuffer) {
+        context?.write(NIOAny(bytes), promise: nil)
+    }
+
+    func flushWrites() {
+        context?.flush()
+    }
+
     /// A request went out: read its response next.
     func expectResponse(toHEAD: Bool) {
         parser.expectResponse(toHEAD: toHEAD)
