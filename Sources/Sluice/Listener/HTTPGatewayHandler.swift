@@ -60,11 +60,16 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     /// The request being answered, for its access-log line.
     struct RequestRecord {
         var method: String
+        /// The request target as it came; logged without its query string.
+        var uri: String
         /// The path without its query string, which may carry credentials.
-        var path: String
+        var path: String {
+            uri.utf8.firstIndex(of: UInt8(ascii: "?")).map { String(uri[..<$0]) } ?? uri
+        }
         var route: String?
         var client: IPAddress?
         var user: String?
+        /// Read only when there is an access log to write it to.
         var userAgent: String?
         var startedAt: NIODeadline
         /// Why an upgrade was refused (a result label, or the limit's name).
@@ -278,10 +283,9 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
         case .head(let head):
             guard case .idle = state else { return }
             headerDeadline = nil
-            let path = head.uri.utf8.firstIndex(of: UInt8(ascii: "?")).map { String(head.uri[..<$0]) } ?? head.uri
             request = RequestRecord(
-                method: head.method.rawValue, path: path, client: nil,
-                userAgent: head.headers.first(name: "user-agent"), startedAt: .now()
+                method: head.method.rawValue, uri: head.uri, client: nil,
+                userAgent: services.accessLog == nil ? nil : head.headers.first(name: "user-agent"), startedAt: .now()
             )
             requestEnded = false
             let answer = answer(for: head, context: context)

@@ -19,7 +19,8 @@ struct Backend: Sendable {
     var serverName: String?
 
     /// The address itself when `host` is an IP literal: connecting to it skips name resolution
-    /// (NIO's resolver runs getaddrinfo on the event loop) and the happy-eyeballs machinery.
+    /// (NIO's resolver hands getaddrinfo to a dispatch queue and back) and the happy-eyeballs
+    /// machinery.
     var literalAddress: SocketAddress? {
         guard IPAddressText.isIPv4(host) || IPAddressText.isIPv6(host) else { return nil }
         return try? SocketAddress(ipAddress: host, port: port)
