@@ -22,18 +22,14 @@ struct HTTPGatewayHandlerTests {
                 Route(configuration: wsRoute, backends: try BackendSet.make(for: wsRoute, routeIndex: 0, builtinPorts: [:])),
                 Route(configuration: demo, backends: nil),
             ]
-            let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
-            let encoder = HTTPResponseEncoder()
-            try channel.pipeline.syncOperations.addHandler(encoder)
-            try channel.pipeline.syncOperations.addHandler(decoder)
-            try channel.pipeline.syncOperations.addHandler(HTTPGatewayHandler(
+            try HTTPGatewayHandler.install(
+                on: channel.pipeline.syncOperations,
                 configuration: .init(listener: "test", tls: false, limits: limits),
                 routes: RouteTable(routes: routes, listener: "test"),
                 services: GatewayServices(
                     registry: ConnectionRegistry(), metrics: GatewayMetrics(), accessLog: nil, limits: GlobalLimits(), logger: Logger(label: "test")
-                ),
-                decoder: decoder, encoder: encoder
-            ))
+                )
+            )
             try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         }
 

@@ -174,14 +174,7 @@ public final class Gateway: Service, Sendable {
                             metrics.tlsHandshakeFailed(listener: listenerName)
                         })
                     }
-                    let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
-                    let encoder = HTTPResponseEncoder()
-                    try sync.addHandler(encoder)
-                    try sync.addHandler(decoder)
-                    try sync.addHandler(HTTPGatewayHandler(
-                        configuration: httpConfiguration, routes: routes, services: services,
-                        decoder: decoder, encoder: encoder
-                    ))
+                    try HTTPGatewayHandler.install(on: sync, configuration: httpConfiguration, routes: routes, services: services)
                 }
             }
         do {

@@ -80,6 +80,8 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     let routes: RouteTable
     let services: GatewayServices
     var logger: Logger { services.logger }
+    /// NIO's request decoder: in the pipeline once the fast path has stepped aside for it,
+    /// which every upgrade request makes it do.
     let decoder: ByteToMessageHandler<HTTPRequestDecoder>
     let encoder: HTTPResponseEncoder
     var state: State = .idle
@@ -127,6 +129,19 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
         self.services = services
         self.decoder = decoder
         self.encoder = encoder
+    }
+
+    /// The HTTP side of a client connection, after TLS if any: the response encoder, the fast
+    /// path for simple request heads (which puts NIO's request decoder in its place when it
+    /// meets anything else), and the gateway.
+    static func install(
+        on pipeline: ChannelPipeline.SynchronousOperations, configuration: Configuration, routes: RouteTable, services: GatewayServices
+    ) throws {
+        let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
+        let encoder = HTTPResponseEncoder()
+        try pipeline.addHandler(encoder)
+        try pipeline.addHandler(RequestFastPath(decoder: decoder))
+        try pipeline.addHandler(HTTPGatewayHandler(configuration: configuration, routes: routes, services: services, decoder: decoder, encoder: encoder))
     }
 
     // MARK: Lifecycle

@@ -367,7 +367,7 @@ private struct HeadReader {
         if statusLine.count > 12 {
             guard raw[statusLine.lowerBound + 12] == UInt8(ascii: " ") else { throw Malformed(reason: "invalid status code") }
             reason = (statusLine.lowerBound + 13)..<statusLine.upperBound
-            for index in reason where Self.isControl(raw[index]) { throw Malformed(reason: "control character in the reason phrase") }
+            for index in reason where HTTPSyntax.isControl(raw[index]) { throw Malformed(reason: "control character in the reason phrase") }
         }
 
         var fields: [UpstreamResponseParser.Field] = []
@@ -386,7 +386,7 @@ private struct HeadReader {
             guard first != UInt8(ascii: " "), first != UInt8(ascii: "\t") else { throw Malformed(reason: "obs-fold in the response head") }
             var colon = fieldLine.lowerBound
             while colon < fieldLine.upperBound && raw[colon] != UInt8(ascii: ":") {
-                guard Self.isTokenByte(raw[colon]) else { throw Malformed(reason: "invalid field name in the response head") }
+                guard HTTPSyntax.isTokenByte(raw[colon]) else { throw Malformed(reason: "invalid field name in the response head") }
                 colon += 1
             }
             guard colon < fieldLine.upperBound, colon > fieldLine.lowerBound else { throw Malformed(reason: "field line without a name") }
@@ -394,7 +394,7 @@ private struct HeadReader {
             var valueEnd = fieldLine.upperBound
             while valueStart < valueEnd && (raw[valueStart] == UInt8(ascii: " ") || raw[valueStart] == UInt8(ascii: "\t")) { valueStart += 1 }
             while valueEnd > valueStart && (raw[valueEnd - 1] == UInt8(ascii: " ") || raw[valueEnd - 1] == UInt8(ascii: "\t")) { valueEnd -= 1 }
-            for index in valueStart..<valueEnd where Self.isControl(raw[index]) {
+            for index in valueStart..<valueEnd where HTTPSyntax.isControl(raw[index]) {
                 throw Malformed(reason: "control character in a field value")
             }
             let name = fieldLine.lowerBound..<colon
@@ -461,22 +461,5 @@ private struct HeadReader {
             status: status, bytes: bytes, reason: reason, fields: fields,
             framing: framing, keepAlive: keepAlive, closeRequested: connectionClose
         )
-    }
-
-    /// tchar (RFC 9110 §5.6.2).
-    static func isTokenByte(_ byte: UInt8) -> Bool {
-        switch byte {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"): true
-        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"), UInt8(ascii: "'"),
-            UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "_"),
-            UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
-            true
-        default: false
-        }
-    }
-
-    /// CTLs other than HTAB, and DEL: never valid in a field value or reason phrase.
-    static func isControl(_ byte: UInt8) -> Bool {
-        (byte < 0x20 && byte != UInt8(ascii: "\t")) || byte == 0x7F
     }
 }

@@ -1,0 +1,147 @@
+import NIOHTTP1
+
+/// Reads the commonest request there is — a head with no body, in plain syntax — straight from
+/// its bytes, so that most requests skip NIO's decoder and the llhttp machinery behind it.
+///
+/// It is a fast path, never a second opinion: it accepts a strict subset of what llhttp
+/// accepts, and everything else (a body, `Transfer-Encoding`, an upgrade, obs-fold, a bare LF,
+/// trailing whitespace, bytes outside printable ASCII, an unusual method or target form, a head
+/// not complete in the bytes at hand) is declined and goes to NIO's decoder from the same
+/// message boundary. So the smuggling defences and error answers stay llhttp's and the
+/// gateway's, and a request read here yields the same `HTTPRequestHead` NIO would have made
+/// (checked against NIO's decoder in the tests).
+enum SimpleRequestHead {
+    enum Outcome {
+        /// A complete head of `length` bytes, with no body.
+        case request(HTTPRequestHead, length: Int)
+        /// Not for the fast path; NIO's decoder reads these bytes.
+        case declined
+    }
+
+    /// Longer heads are left to NIO's decoder (and the gateway's limits).
+    static let maxLength = 16 * 1024
+    static let maxFields = 128
+
+    static func parse(_ raw: UnsafeRawBufferPointer) -> Outcome {
+        var reader = Reader(raw: raw)
+        return reader.read() ?? .declined
+    }
+
+    private struct Reader {
+        let raw: UnsafeRawBufferPointer
+        var position = 0
+
+        var end: Int { min(raw.count, SimpleRequestHead.maxLength) }
+
+        mutating func read() -> Outcome? {
+            guard let method = readMethod(), take(UInt8(ascii: " ")) else { return nil }
+            let targetStart = position
+            guard position < end, raw[position] == UInt8(ascii: "/") else { return nil }
+            while position < end, Self.isTargetByte(raw[position]) { position += 1 }
+            let target = targetStart..<position
+            guard take(UInt8(ascii: " ")), let version = readVersion(), takeCRLF() else { return nil }
+
+            var headers = HTTPHeaders()
+            headers.reserveCapacity(16)
+            while true {
+                guard position < end else { return nil }
+                if raw[position] == UInt8(ascii: "\r") {
+                    guard takeCRLF() else { return nil }
+                    break
+                }
+                guard headers.count < SimpleRequestHead.maxFields, let (name, value) = readField() else { return nil }
+                guard admits(name: name, value: value) else { return nil }
+                headers.add(name: string(name), value: string(value))
+            }
+            let head = HTTPRequestHead(version: version, method: method, uri: string(target), headers: headers)
+            return .request(head, length: position)
+        }
+
+        mutating func take(_ byte: UInt8) -> Bool {
+            guard position < end, raw[position] == byte else { return false }
+            position += 1
+            return true
+        }
+
+        mutating func takeCRLF() -> Bool {
+            take(UInt8(ascii: "\r")) && take(UInt8(ascii: "\n"))
+        }
+
+        /// The methods read here; any other goes to NIO's decoder.
+        mutating func readMethod() -> HTTPMethod? {
+            let start = position
+            while position < end, raw[position] >= UInt8(ascii: "A"), raw[position] <= UInt8(ascii: "Z") { position += 1 }
+            let name = raw[start..<position]
+            for (text, method) in Self.methods where name.elementsEqual(text.utf8) { return method }
+            return nil
+        }
+
+        static let methods: [(String, HTTPMethod)] = [
+            ("GET", .GET), ("HEAD", .HEAD), ("POST", .POST), ("PUT", .PUT), ("DELETE", .DELETE), ("OPTIONS", .OPTIONS), ("PATCH", .PATCH),
+        ]
+
+        mutating func readVersion() -> HTTPVersion? {
+            let prefix: StaticString = "HTTP/1."
+            guard end - position >= prefix.utf8CodeUnitCount + 1 else { return nil }
+            for offset in 0..<prefix.utf8CodeUnitCount where raw[position + offset] != prefix.utf8Start[offset] { return nil }
+            position += prefix.utf8CodeUnitCount
+            switch raw[position] {
+            case UInt8(ascii: "1"): position += 1; return .http1_1
+            case UInt8(ascii: "0"): position += 1; return .http1_0
+            default: return nil
+            }
+        }
+
+        /// `name: value CRLF` with a token name, optional leading whitespace, and a value of
+        /// printable ASCII, spaces and tabs that does not end in whitespace.
+        mutating func readField() -> (Range<Int>, Range<Int>)? {
+            let nameStart = position
+            while position < end, HTTPSyntax.isTokenByte(raw[position]) { position += 1 }
+            let name = nameStart..<position
+            guard !name.isEmpty, take(UInt8(ascii: ":")) else { return nil }
+            while position < end, raw[position] == UInt8(ascii: " ") || raw[position] == UInt8(ascii: "\t") { position += 1 }
+            let valueStart = position
+            while position < end, (raw[position] >= 0x20 && raw[position] < 0x7F) || raw[position] == UInt8(ascii: "\t") { position += 1 }
+            let value = valueStart..<position
+            if let last = value.last, raw[last] == UInt8(ascii: " ") || raw[last] == UInt8(ascii: "\t") { return nil }
+            guard takeCRLF() else { return nil }
+            return (name, value)
+        }
+
+        /// Fields that decide framing or a change of protocol send the request to NIO's decoder.
+        func admits(name: Range<Int>, value: Range<Int>) -> Bool {
+            switch name.count {
+            case 14 where equalsIgnoringCase(name, "content-length"): return false
+            case 17 where equalsIgnoringCase(name, "transfer-encoding"): return false
+            case 7 where equalsIgnoringCase(name, "upgrade"): return false
+            case 10 where equalsIgnoringCase(name, "connection"):
+                return equalsIgnoringCase(value, "keep-alive") || equalsIgnoringCase(value, "close")
+            default: return true
+            }
+        }
+
+        func equalsIgnoringCase(_ range: Range<Int>, _ lowercase: StaticString) -> Bool {
+            guard range.count == lowercase.utf8CodeUnitCount else { return false }
+            for (index, offset) in zip(range, 0...) where raw[index] | 0x20 != lowercase.utf8Start[offset] | 0x20 { return false }
+            return true
+        }
+
+        func string(_ range: Range<Int>) -> String {
+            String(decoding: UnsafeRawBufferPointer(rebasing: raw[range]), as: UTF8.self)
+        }
+
+        /// What an origin-form target may hold here: unreserved, sub-delims, ":", "@", "/", "?"
+        /// and "%" (RFC 3986). Anything else, a fragment included, is left to NIO's decoder.
+        static func isTargetByte(_ byte: UInt8) -> Bool {
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"): true
+            case UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"), UInt8(ascii: "!"), UInt8(ascii: "$"),
+                UInt8(ascii: "&"), UInt8(ascii: "'"), UInt8(ascii: "("), UInt8(ascii: ")"), UInt8(ascii: "*"), UInt8(ascii: "+"),
+                UInt8(ascii: ","), UInt8(ascii: ";"), UInt8(ascii: "="), UInt8(ascii: ":"), UInt8(ascii: "@"), UInt8(ascii: "/"),
+                UInt8(ascii: "?"), UInt8(ascii: "%"):
+                true
+            default: false
+            }
+        }
+    }
+}

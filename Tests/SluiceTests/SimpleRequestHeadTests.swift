@@ -1,0 +1,179 @@
+import NIOCore
+import NIOEmbedded
+import NIOHTTP1
+import Testing
+@testable import Sluice
+
+/// The fast path for simple request heads: what it reads must be exactly what NIO's decoder
+/// reads, and everything else must go to NIO's decoder untouched.
+@Suite("Simple request heads (fast path)")
+struct SimpleRequestHeadTests {
+    /// Collects the request parts that reach the end of a pipeline.
+    final class Collector: ChannelInboundHandler {
+        typealias InboundIn = HTTPServerRequestPart
+        var parts: [HTTPServerRequestPart] = []
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) { parts.append(unwrapInboundIn(data)) }
+    }
+
+    /// What NIO's own decoder makes of `text`.
+    static func nioParts(_ text: String) throws -> [HTTPServerRequestPart] {
+        let channel = EmbeddedChannel()
+        let collector = Collector()
+        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)))
+        try channel.pipeline.syncOperations.addHandler(collector)
+        try channel.writeInbound(ByteBuffer(string: text))
+        _ = try? channel.finish()
+        return collector.parts
+    }
+
+    static func parse(_ text: String) -> SimpleRequestHead.Outcome {
+        ByteBuffer(string: text).withUnsafeReadableBytes { SimpleRequestHead.parse($0) }
+    }
+
+    static func describe(_ head: HTTPRequestHead) -> String {
+        "\(head.method.rawValue) \(head.uri) \(head.version) keepAlive=\(head.isKeepAlive) "
+            + head.headers.map { "[\($0.name)|\($0.value)]" }.joined()
+    }
+
+    @Test("what the fast path reads, NIO's decoder reads the same", arguments: [
+        "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET /index.html?x=1&y=%20z HTTP/1.1\r\nHost: example.com:8080\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\n\r\n",
+        "HEAD /a/b/../c HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
+        "GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n",
+        "GET / HTTP/1.0\r\n\r\n",
+        "DELETE /item/7 HTTP/1.1\r\nHost: a\r\nX-Empty:\r\nX-Tabs:\tin\tside\r\n\r\n",
+        "OPTIONS /x HTTP/1.1\r\nHost: a\r\nOrigin: https://b.example\r\nCookie: a=1; b=2\r\nCookie: c=3\r\n\r\n",
+        "POST /form HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.1, 10.0.0.2\r\n\r\n",
+        "PATCH /p HTTP/1.1\r\nHost: a\r\nAuthorization: Basic dXNlcjpwYXNz\r\nExpect: 100-continue\r\n\r\n",
+        "GET /~user/!$&'()*+,;=:@ HTTP/1.1\r\nHost: a\r\nX-Odd-Name_1.2~|`^#$%&'*+!: v\r\n\r\n",
+    ])
+    func agreesWithNIO(_ text: String) throws {
+        guard case .request(let head, let length) = Self.parse(text) else {
+            Issue.record("declined: \(text.debugDescription)")
+            return
+        }
+        #expect(length == text.utf8.count)
+        let parts = try Self.nioParts(text)
+        guard parts.count == 2, case .head(let nioHead) = parts[0], case .end(nil) = parts[1] else {
+            Issue.record("NIO read \(parts) from \(text.debugDescription)")
+            return
+        }
+        #expect(Self.describe(head) == Self.describe(nioHead))
+    }
+
+    @Test("everything else is declined, to be read by NIO's decoder", arguments: [
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nTRANSFER-ENCODING: identity\r\n\r\n",
+        "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Fold: a\r\n b\r\n\r\n",
+        "GET / HTTP/1.1\nHost: a\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a \r\n\r\n",
+        "GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+        "GET / HTTP/1.1\r\n Host: a\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\u{7F}\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: caf\u{E9}\r\n\r\n",
+        "GET / HTTP/1.1\r\nX\u{1}: a\r\n\r\n",
+        "GET /a#frag HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET /a\"b HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+        "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+        "CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n",
+        "PROPFIND / HTTP/1.1\r\nHost: a\r\n\r\n",
+        "get / HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET  / HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET / HTTP/1.1 \r\nHost: a\r\n\r\n",
+        "GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+        "GET / HTTP/1.10\r\nHost: a\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\n\r",
+        "GET / HTT",
+        "",
+    ])
+    func declines(_ text: String) {
+        guard case .declined = Self.parse(text) else {
+            Issue.record("read by the fast path: \(text.debugDescription)")
+            return
+        }
+    }
+
+    @Test("heads longer than the fast path's limit, or with too many fields, are declined")
+    func declinesLongHeads() {
+        let long = "GET / HTTP/1.1\r\nHost: a\r\nX-Long: \(String(repeating: "a", count: SimpleRequestHead.maxLength))\r\n\r\n"
+        guard case .declined = Self.parse(long) else { Issue.record("long head read"); return }
+        let many = "GET / HTTP/1.1\r\n" + (0...SimpleRequestHead.maxFields).map { "X-\($0): v\r\n" }.joined() + "\r\n"
+        guard case .declined = Self.parse(many) else { Issue.record("head with too many fields read"); return }
+    }
+
+    /// A pipeline as a client connection has it: the fast path, then what reads requests.
+    static func pipeline() throws -> (EmbeddedChannel, Collector, ByteToMessageHandler<HTTPRequestDecoder>) {
+        let channel = EmbeddedChannel()
+        let collector = Collector()
+        let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
+        try channel.pipeline.syncOperations.addHandler(RequestFastPath(decoder: decoder))
+        try channel.pipeline.syncOperations.addHandler(collector)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        return (channel, collector, decoder)
+    }
+
+    static func summary(_ parts: [HTTPServerRequestPart]) -> [String] {
+        parts.map { part in
+            switch part {
+            case .head(let head): "head \(head.method.rawValue) \(head.uri)"
+            case .body(let body): "body \(String(buffer: body))"
+            case .end: "end"
+            }
+        }
+    }
+
+    @Test("pipelined requests keep their order when the fast path hands over to NIO's decoder mid-read")
+    func handsOverInOrder() throws {
+        let (channel, collector, _) = try Self.pipeline()
+        try channel.writeInbound(ByteBuffer(string:
+            "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n"
+            + "POST /3 HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nbody"
+            + "GET /4 HTTP/1.1\r\nHost: a\r\n\r\n"))
+        // Bodies may arrive in more than one part; joined, they are the body sent.
+        let summary = Self.summary(collector.parts).reduce(into: [String]()) { joined, line in
+            if line.hasPrefix("body "), let last = joined.last, last.hasPrefix("body ") {
+                joined[joined.count - 1] = last + line.dropFirst(5)
+            } else {
+                joined.append(line)
+            }
+        }
+        #expect(summary == ["head GET /1", "end", "head GET /2", "end", "head POST /3", "body body", "end", "head GET /4", "end"])
+        // The fast path has left, and NIO's decoder reads what follows.
+        #expect(throws: (any Error).self) { try channel.pipeline.syncOperations.handler(type: RequestFastPath.self) }
+        #expect((try? channel.pipeline.syncOperations.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)) != nil)
+        try channel.writeInbound(ByteBuffer(string: "GET /5 HTTP/1.1\r\nHost: a\r\n\r\n"))
+        #expect(Self.summary(collector.parts).suffix(2) == ["head GET /5", "end"])
+        _ = try? channel.finish()
+    }
+
+    @Test("a head split across reads is finished by NIO's decoder; simple heads stay on the fast path")
+    func splitHead() throws {
+        let (channel, collector, _) = try Self.pipeline()
+        try channel.writeInbound(ByteBuffer(string: "GET /1 HTTP/1.1\r\nHost: a\r\n\r\n"))
+        try channel.writeInbound(ByteBuffer(string: "GET /2 HTTP/1.1\r\nHost: a\r\n\r\n"))
+        #expect((try? channel.pipeline.syncOperations.handler(type: RequestFastPath.self)) != nil)
+        try channel.writeInbound(ByteBuffer(string: "GET /3 HTTP/1.1\r\nHo"))
+        try channel.writeInbound(ByteBuffer(string: "st: a\r\n\r\n"))
+        #expect(Self.summary(collector.parts) == ["head GET /1", "end", "head GET /2", "end", "head GET /3", "end"])
+        #expect(throws: (any Error).self) { try channel.pipeline.syncOperations.handler(type: RequestFastPath.self) }
+        _ = try? channel.finish()
+    }
+
+    @Test("a malformed request after simple ones reaches NIO's decoder and fails there")
+    func malformedAfterSimple() throws {
+        let (channel, collector, _) = try Self.pipeline()
+        #expect(throws: HTTPParserError.self) {
+            try channel.writeInbound(ByteBuffer(string:
+                "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nPOST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nx"))
+        }
+        #expect(Self.summary(collector.parts).prefix(2) == ["head GET /1", "end"])
+        _ = try? channel.finish()
+    }
+}
