@@ -77,33 +77,26 @@ final class UpstreamPool: Sendable {
         }
     }
 
-    private struct Pools: Sendable {
-        var states: [Key: ConnectionPoolState<ObjectIdentifier>] = [:]
-        var connections: [ObjectIdentifier: UpstreamConnection] = [:]
-    }
-
-    private let pools = NIOLockedValueBox(Pools())
+    /// The idle connections themselves are the pool state's entries: taking one and giving it
+    /// back is an array operation, with no second table to keep in step.
+    private let states = NIOLockedValueBox([Key: ConnectionPoolState<UpstreamConnection>]())
 
     /// An idle connection to `backend` on `eventLoop`, if one is kept: taken at once, without
     /// a future, on the hot path of every proxied request.
     func takeIdle(_ backend: Backend, settings: PoolSettings, on eventLoop: any EventLoop) -> UpstreamConnection? {
         let key = Key(backend, loop: eventLoop)
         let now = MonotonicClock.nanoseconds()
-        let (reused, expired) = pools.withLockedValue { pools -> (UpstreamConnection?, [UpstreamConnection]) in
+        let (reused, expired) = states.withLockedValue { states -> (UpstreamConnection?, [UpstreamConnection]) in
             // Mutated in place: a copy of the state would copy its array on every request.
-            let fresh = ConnectionPoolState<ObjectIdentifier>(maxIdle: settings.maxIdle, idleTimeout: settings.idleTimeout)
-            var (id, expiredIDs) = pools.states[key, default: fresh].checkout(now: now)
-            var expired = expiredIDs.compactMap { pools.connections.removeValue(forKey: $0) }
-            var found: UpstreamConnection?
-            while let candidate = id {
-                if let connection = pools.connections.removeValue(forKey: candidate), connection.channel.isActive {
-                    found = connection
-                    break
-                }
-                (id, expiredIDs) = pools.states[key, default: fresh].checkout(now: now)
-                expired += expiredIDs.compactMap { pools.connections.removeValue(forKey: $0) }
+            let fresh = ConnectionPoolState<UpstreamConnection>(maxIdle: settings.maxIdle, idleTimeout: settings.idleTimeout)
+            var (candidate, expired) = states[key, default: fresh].checkout(now: now)
+            // One the backend closed but whose close was not seen yet is dropped; try the next.
+            while let connection = candidate, !connection.channel.isActive {
+                let next = states[key, default: fresh].checkout(now: now)
+                candidate = next.0
+                expired += next.expired
             }
-            return (found, expired)
+            return (candidate, expired)
         }
         for connection in expired { connection.channel.close(promise: nil) }
         reused?.reused = true
@@ -113,42 +106,33 @@ final class UpstreamPool: Sendable {
     /// Gives a connection back after an exchange; closes it unless it is `reusable`.
     func release(_ connection: UpstreamConnection, backend: Backend, settings: PoolSettings, reusable: Bool) {
         let key = Key(backend, loop: connection.channel.eventLoop)
-        let id = ObjectIdentifier(connection)
         let now = MonotonicClock.nanoseconds()
-        let decision = pools.withLockedValue { pools -> (ConnectionPoolState<ObjectIdentifier>.Checkin, UpstreamConnection?) in
-            let fresh = ConnectionPoolState<ObjectIdentifier>(maxIdle: settings.maxIdle, idleTimeout: settings.idleTimeout)
-            let checkin = pools.states[key, default: fresh].checkin(id, reusable: reusable && connection.channel.isActive, now: now)
-            var evicted: UpstreamConnection?
-            switch checkin {
-            case .keep: pools.connections[id] = connection
-            case .keepAndClose(let old):
-                pools.connections[id] = connection
-                evicted = pools.connections.removeValue(forKey: old)
-            case .close: break
-            }
-            return (checkin, evicted)
+        let checkin = states.withLockedValue { states in
+            let fresh = ConnectionPoolState<UpstreamConnection>(maxIdle: settings.maxIdle, idleTimeout: settings.idleTimeout)
+            return states[key, default: fresh].checkin(connection, reusable: reusable && connection.channel.isActive, now: now)
         }
-        if case .close = decision.0 { connection.channel.close(promise: nil) }
-        decision.1?.channel.close(promise: nil)
-        guard case .close = decision.0 else {
+        switch checkin {
+        case .close:
+            connection.channel.close(promise: nil)
+        case .keepAndClose(let evicted):
+            evicted.channel.close(promise: nil)
+            fallthrough
+        case .keep:
             // An idle connection the backend closes leaves the pool at once. Key and identity
             // stay the same for the connection's life: the hook is made once.
             guard connection.onIdleClose == nil else { return }
-            connection.onIdleClose = { [pools] in
-                pools.withLockedValue { pools in
-                    pools.states[key]?.remove(id)
-                    pools.connections.removeValue(forKey: id)
-                }
+            connection.onIdleClose = { [states, weak connection] in
+                guard let connection else { return }
+                states.withLockedValue { states in states[key]?.remove(connection) }
             }
-            return
         }
     }
 
     /// Closes every idle connection (shutdown).
     func closeAll() {
-        let all = pools.withLockedValue { pools in
-            defer { pools = Pools() }
-            return Array(pools.connections.values)
+        let all = states.withLockedValue { states in
+            defer { states = [:] }
+            return states.values.flatMap { $0.idle.map(\.id) }
         }
         for connection in all { connection.channel.close(promise: nil) }
     }
@@ -162,8 +146,12 @@ struct PoolSettings: Sendable {
     var connectTimeout: TimeAmount
 }
 
-/// One HTTP/1.1 connection to a backend and the handler at its end.
-final class UpstreamConnection: @unchecked Sendable {
+/// One HTTP/1.1 connection to a backend and the handler at its end. Equal only to itself, so
+/// the pool's state can hold connections as its entries.
+final class UpstreamConnection: Hashable, @unchecked Sendable {
+    static func == (lhs: UpstreamConnection, rhs: UpstreamConnection) -> Bool { lhs === rhs }
+    func hash(into hasher: inout Hasher) { hasher.combine(ObjectIdentifier(self)) }
+
     let channel: any Channel
     let handler: UpstreamHTTPHandler
     /// Taken from the pool (a stale keep-alive connection may fail before answering).
