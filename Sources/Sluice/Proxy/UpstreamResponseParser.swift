@@ -316,6 +316,9 @@ private struct HeadReader {
         return start..<(position - 1)
     }
 
+    /// Bit n is set when a hop-by-hop field name is n bytes long.
+    static let hopByHopLengths: UInt64 = ForwardedHeaders.hopByHop.reduce(0) { $0 | (1 << $1.utf8.count) }
+
     /// The bytes in `range` against a lower-case name or token.
     func equalsIgnoringCase(_ range: Range<Int>, _ lowercase: String) -> Bool {
         range.count == lowercase.utf8.count && zip(range, lowercase.utf8).allSatisfy { Self.sameIgnoringCase(raw[$0], $1) }
@@ -431,7 +434,10 @@ private struct HeadReader {
                     }
                 }
             default:
-                endToEnd = !ForwardedHeaders.hopByHop.contains { equalsIgnoringCase(name, $0) }
+                // Most fields are not as long as any hop-by-hop name: no comparison at all.
+                if name.count < 64, Self.hopByHopLengths & (1 << name.count) != 0 {
+                    endToEnd = !ForwardedHeaders.hopByHop.contains { equalsIgnoringCase(name, $0) }
+                }
             }
             fields.append(.init(name: name, value: value, lineEnd: fieldLine.upperBound + 2, endToEnd: endToEnd))
         }
