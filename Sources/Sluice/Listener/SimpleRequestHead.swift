@@ -120,10 +120,8 @@ enum SimpleRequestHead {
             }
         }
 
-        func equalsIgnoringCase(_ range: Range<Int>, _ lowercase: StaticString) -> Bool {
-            guard range.count == lowercase.utf8CodeUnitCount else { return false }
-            for (index, offset) in zip(range, 0...) where raw[index] | 0x20 != lowercase.utf8Start[offset] | 0x20 { return false }
-            return true
+        func equalsIgnoringCase(_ range: Range<Int>, _ lowercase: String) -> Bool {
+            HTTPSyntax.equalsIgnoringCase(raw[range], lowercase.utf8)
         }
 
         func string(_ range: Range<Int>) -> String {

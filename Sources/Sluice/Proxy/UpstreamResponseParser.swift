@@ -321,16 +321,11 @@ private struct HeadReader {
 
     /// The bytes in `range` against a lower-case name or token.
     func equalsIgnoringCase(_ range: Range<Int>, _ lowercase: String) -> Bool {
-        range.count == lowercase.utf8.count && zip(range, lowercase.utf8).allSatisfy { Self.sameIgnoringCase(raw[$0], $1) }
+        HTTPSyntax.equalsIgnoringCase(raw[range], lowercase.utf8)
     }
 
     func equalsIgnoringCase(_ a: Range<Int>, _ b: Range<Int>) -> Bool {
-        a.count == b.count && zip(a, b).allSatisfy { Self.sameIgnoringCase(raw[$0], raw[$1]) }
-    }
-
-    /// Equal bytes, or the same ASCII letter in either case.
-    static func sameIgnoringCase(_ x: UInt8, _ y: UInt8) -> Bool {
-        x == y || (x | 0x20 == y | 0x20 && (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(x | 0x20))
+        HTTPSyntax.equalsIgnoringCase(raw[a], raw[b])
     }
 
     /// Calls `body` with each comma-separated element of `range`, trimmed.
