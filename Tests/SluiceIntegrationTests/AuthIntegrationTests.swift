@@ -161,8 +161,10 @@ struct AuthIntegrationTests {
               - name: app
                 match: { path_prefix: /ws }
                 backends: ["ws://127.0.0.1:\(backend.port)"]
+                # 2 s: a freshly started auth server under the whole suite's load can take over 1 s
+                # to answer its first call; the slow case still sleeps past it (3 s).
                 auth:
-                  methods: [ { forward: { url: "\(authURL)", timeout: 1s, copy_headers: [X-User-Id, X-Team], user_header: X-User-Id } } ]
+                  methods: [ { forward: { url: "\(authURL)", timeout: 2s, copy_headers: [X-User-Id, X-Team], user_header: X-User-Id } } ]
                   failure_limit: { rate: 1/m, burst: 3 }
                 origin: { allowed: ["https://app.test"] }
               - name: cached
