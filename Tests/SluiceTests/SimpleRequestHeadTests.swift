@@ -100,6 +100,53 @@ struct SimpleRequestHeadTests {
         }
     }
 
+    /// SplitMix64: a seeded generator, so a failing mutation can be found again.
+    struct SeededGenerator: RandomNumberGenerator {
+        var state: UInt64
+        mutating func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+    }
+
+    @Test("random mutations of simple requests: whatever the fast path reads, NIO's decoder reads the same")
+    func mutationsAgreeWithNIO() throws {
+        let seeds = [
+            "GET /a/b?c=d HTTP/1.1\r\nHost: example.com\r\nUser-Agent: x/1\r\nConnection: keep-alive\r\n\r\n",
+            "HEAD / HTTP/1.0\r\nHost: a\r\nAccept: */*\r\n\r\n",
+        ].map { Array($0.utf8) }
+        // Bytes where parsers tend to disagree.
+        let alphabet: [UInt8] = Array(" \t\r\n:;,/?#%@\"\\aZ0-~".utf8) + [0x00, 0x01, 0x0B, 0x7F, 0x80, 0xC3, 0xFF]
+        var random = SeededGenerator(state: 0x5EED)
+        var read = 0
+        for round in 0..<20_000 {
+            var bytes = seeds[round % seeds.count]
+            for _ in 0..<Int.random(in: 1...3, using: &random) {
+                let index = Int.random(in: 0..<bytes.count, using: &random)
+                switch Int.random(in: 0..<3, using: &random) {
+                case 0: bytes[index] = alphabet.randomElement(using: &random)!
+                case 1: bytes.insert(alphabet.randomElement(using: &random)!, at: index)
+                default: if bytes.count > 1 { bytes.remove(at: index) }
+                }
+            }
+            let buffer = ByteBuffer(bytes: bytes)
+            guard case .request(let head, let length) = buffer.withUnsafeReadableBytes({ SimpleRequestHead.parse($0) }) else { continue }
+            read += 1
+            let text = String(decoding: bytes, as: UTF8.self)
+            let nio = try Self.nioParts(String(decoding: bytes[..<length], as: UTF8.self))
+            guard nio.count == 2, case .head(let nioHead) = nio[0], case .end(nil) = nio[1] else {
+                Issue.record("round \(round): the fast path read \(text.debugDescription), NIO read \(nio)")
+                continue
+            }
+            #expect(Self.describe(head) == Self.describe(nioHead), "round \(round): \(text.debugDescription)")
+        }
+        // Enough mutations kept a readable head for the comparison to mean something.
+        #expect(read > 2000, "only \(read) mutated requests were read by the fast path")
+    }
+
     @Test("heads longer than the fast path's limit, or with too many fields, are declined")
     func declinesLongHeads() {
         let long = "GET / HTTP/1.1\r\nHost: a\r\nX-Long: \(String(repeating: "a", count: SimpleRequestHead.maxLength))\r\n\r\n"
