@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""Scenario H1 in alternating pairs with pinned cores: the way to compare two builds of Sluice,
+or Sluice with nginx, on a machine whose speed drifts.
+
+usage: benchmarks/h1_pairs.py [--against nginx | --against PATH/TO/OTHER/sluice] [--sluice PATH]
+                              [--rounds 8] [--duration 5]
+
+Against nginx it prints Sluice/nginx; against another build B it prints B/A (A is --sluice).
+
+Each proxy runs alone on core 1 (one event-loop thread, one nginx worker); wrk and the static
+nginx backend share core 0. Every round measures one, then the other, each after a one-second warm-up, and
+prints requests/s and the proxy's CPU per request (user and system, from /proc). The medians of
+the per-round ratios B/A are the figures to read: single rounds swing by a third on these
+machines, and a drift hits both halves of a round alike. Needs two cores, nginx and wrk; every
+target is on loopback and every run is bounded in time.
+"""
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compare import BIN, cpu_seconds, free_port, process_tree, render_template, wait_listening  # noqa: E402
+
+
+def start(command, core):
+    return subprocess.Popen(["taskset", "-c", str(core)] + command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def measure(port, pid, duration):
+    """requests/s and CPU µs per request of the proxy at `pid`, after a warm-up."""
+    url = f"http://127.0.0.1:{port}/"
+    subprocess.run(["taskset", "-c", "0", "wrk", "-t1", "-c50", "-d1s", url], capture_output=True, timeout=60)
+    pids = process_tree(pid)
+    before = cpu_seconds(pids)
+    out = subprocess.run(["taskset", "-c", "0", "wrk", "-t1", "-c50", f"-d{duration}s", url],
+                         capture_output=True, text=True, timeout=duration + 60).stdout
+    used = cpu_seconds(pids) - before
+    rate = float(next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec")))
+    return rate, used * 1e6 / (rate * duration)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sluice", default=os.path.join(BIN, "sluice"))
+    parser.add_argument("--against", default="nginx", help="nginx, or the path of another sluice binary")
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--duration", type=int, default=5)
+    options = parser.parse_args()
+    if (os.cpu_count() or 1) < 2:
+        sys.exit("h1_pairs needs two cores: one for the proxy, one for wrk and the backend")
+    work = tempfile.mkdtemp(prefix="sluice-h1-pairs-")
+    processes = []
+    try:
+        backend = free_port()
+        static = render_template(work, "nginx-static.conf.template", {"WORK": work, "BACKEND": backend})
+        processes.append(start(["nginx", "-c", static, "-p", work], 0))
+        wait_listening(backend)
+
+        def sluice(binary, name):
+            port = free_port()
+            path = os.path.join(work, f"{name}.yaml")
+            with open(path, "w") as config:
+                config.write(f"""log_level: error
+listeners: [ {{ name: bench, address: "127.0.0.1:{port}", backlog: 4096 }} ]
+routes:
+  - name: app
+    match: {{ path_prefix: / }}
+    backends: ["http://127.0.0.1:{backend}"]
+    http: {{ pool: {{ max_idle: 64 }} }}
+""")
+            process = start([binary, "run", "--config", path, "--event-loop-threads", "1"], 1)
+            processes.append(process)
+            wait_listening(port)
+            return port, process.pid
+
+        # Ratios are second/first: Sluice against nginx, or the --against build against --sluice.
+        if options.against == "nginx":
+            port = free_port()
+            proxy = render_template(work, "nginx-http.conf.template", {"WORK": work, "BACKEND": backend, "PORT": port, "WORKERS": 1})
+            nginx = start(["nginx", "-c", proxy, "-p", work], 1)
+            processes.append(nginx)
+            wait_listening(port)
+            a, b, labels = (port, nginx.pid), sluice(options.sluice, "sluice"), ("nginx", "sluice")
+        else:
+            a, b, labels = sluice(options.sluice, "a"), sluice(options.against, "b"), ("A", "B")
+        rates, cpus = [], []
+        for round_number in range(1, options.rounds + 1):
+            rate_a, cpu_a = measure(*a, options.duration)
+            rate_b, cpu_b = measure(*b, options.duration)
+            rates.append(rate_b / rate_a)
+            cpus.append(cpu_b / cpu_a)
+            print(f"round {round_number}: {labels[0]} {rate_a:8.0f} req/s {cpu_a:6.1f} µs/req   "
+                  f"{labels[1]} {rate_b:8.0f} req/s {cpu_b:6.1f} µs/req   {labels[1]}/{labels[0]} {rates[-1]:.2f}× {cpus[-1]:.2f}× CPU",
+                  flush=True)
+        print(f"median {labels[1]}/{labels[0]}: requests/s {statistics.median(rates):.2f}× "
+              f"(rounds {min(rates):.2f}–{max(rates):.2f}×), CPU per request {statistics.median(cpus):.2f}×")
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+if __name__ == "__main__":
+    main()
