@@ -235,6 +235,22 @@ def run_hold(targets, name, connections, duration, interval, tls):
     return rows
 
 
+def write_http_config(work, name, port, backend):
+    """Sluice's configuration for scenario H1: one route on `port` proxying everything to the
+    static nginx on `backend`. Returns its path."""
+    path = os.path.join(work, f"{name}.yaml")
+    with open(path, "w") as config:
+        config.write(f"""log_level: error
+listeners: [ {{ name: bench, address: "127.0.0.1:{port}", backlog: 4096 }} ]
+routes:
+  - name: app
+    match: {{ path_prefix: / }}
+    backends: ["http://127.0.0.1:{backend}"]
+    http: {{ pool: {{ max_idle: 64 }} }}
+""")
+    return path
+
+
 def run_http(work, options):
     """Scenario H1: wrk with keep-alive against a fast backend directly, through Sluice, through
     nginx (same number of workers), and through a bare NIO byte tunnel (the floor)."""
@@ -246,15 +262,7 @@ def run_http(work, options):
         wait_listening(backend)
         targets = {"direct": (backend, None)}
         port = free_port()
-        path = os.path.join(work, "sluice-http.yaml")
-        open(path, "w").write(f"""log_level: error
-listeners: [ {{ name: bench, address: "127.0.0.1:{port}", backlog: 4096 }} ]
-routes:
-  - name: app
-    match: {{ path_prefix: / }}
-    backends: ["http://127.0.0.1:{backend}"]
-    http: {{ pool: {{ max_idle: 64 }} }}
-""")
+        path = write_http_config(work, "sluice-http", port, backend)
         sluice = subprocess.Popen([os.path.join(BIN, "sluice"), "run", "--config", path, "--event-loop-threads", str(options.workers)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         processes.append(sluice)

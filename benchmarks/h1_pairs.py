@@ -22,7 +22,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare import BIN, cpu_seconds, free_port, process_tree, render_template, wait_listening  # noqa: E402
+from compare import BIN, cpu_seconds, free_port, process_tree, render_template, wait_listening, write_http_config  # noqa: E402
 
 
 def start(command, core):
@@ -61,16 +61,7 @@ def main():
 
         def sluice(binary, name):
             port = free_port()
-            path = os.path.join(work, f"{name}.yaml")
-            with open(path, "w") as config:
-                config.write(f"""log_level: error
-listeners: [ {{ name: bench, address: "127.0.0.1:{port}", backlog: 4096 }} ]
-routes:
-  - name: app
-    match: {{ path_prefix: / }}
-    backends: ["http://127.0.0.1:{backend}"]
-    http: {{ pool: {{ max_idle: 64 }} }}
-""")
+            path = write_http_config(work, name, port, backend)
             process = start([binary, "run", "--config", path, "--event-loop-threads", "1"], 1)
             processes.append(process)
             wait_listening(port)
