@@ -1,4 +1,5 @@
 import NIOHTTP1
+import NIOSSL
 import Testing
 @testable import Sluice
 @testable import SluiceConfig
@@ -22,6 +23,42 @@ struct ProxyUnitTests {
         _ = pool.checkin(5, reusable: true, now: 200)
         pool.remove(5)
         #expect(pool.idle.isEmpty)
+    }
+
+    @Test("backends share pooled connections only with identical backends: same URL, TLS context and server name")
+    func poolIdentity() throws {
+        func backend(_ text: String, tls: NIOSSLContext? = nil, serverName: String? = nil) throws -> Backend {
+            let url = try BackendURL.parse(text)
+            return Backend(url: url, host: "127.0.0.1", port: 8080, path: "/", tls: tls, serverName: serverName)
+        }
+        let one = try backend("http://127.0.0.1:8080"), same = try backend("http://127.0.0.1:8080")
+        #expect(one.poolIdentity == same.poolIdentity && one.poolIdentity.hashValue == same.poolIdentity.hashValue)
+        #expect(one.poolIdentity != (try backend("http://127.0.0.1:8081")).poolIdentity)
+        let context = try NIOSSLContext(configuration: .makeClientConfiguration())
+        let other = try NIOSSLContext(configuration: .makeClientConfiguration())
+        let verified = try backend("https://127.0.0.1:8080", tls: context, serverName: "a.example")
+        #expect(verified.poolIdentity == (try backend("https://127.0.0.1:8080", tls: context, serverName: "a.example")).poolIdentity)
+        #expect(verified.poolIdentity != (try backend("https://127.0.0.1:8080", tls: other, serverName: "a.example")).poolIdentity)
+        #expect(verified.poolIdentity != (try backend("https://127.0.0.1:8080", tls: context, serverName: "b.example")).poolIdentity)
+        #expect(verified.poolIdentity != (try backend("https://127.0.0.1:8080", tls: context)).poolIdentity)
+        #expect(try backend("http://127.0.0.1:8080").hostHeader == "127.0.0.1:8080")
+    }
+
+    @Test("names and tokens compare without ASCII case, and only letters fold")
+    func caseInsensitiveBytes() {
+        func equal(_ a: String, _ b: StaticString) -> Bool {
+            Array(a.utf8).withUnsafeBytes { HTTPSyntax.equalsIgnoringCase($0[...], b) }
+        }
+        #expect(equal("Content-Length", "content-length") && equal("CONNECTION", "connection") && equal("", ""))
+        #expect(!equal("content-lengt", "content-length") && !equal("content-lengthx", "content-length"))
+        // '@' and '`', '[' and '{' differ by the case bit but are not letters.
+        #expect(!equal("@", "`") && !equal("[", "{") && !equal("keep_alive", "keep-alive"))
+        #expect(Array("xx-Upgrade".utf8).withUnsafeBytes { HTTPSyntax.equalsIgnoringCase($0[3...], "upgrade") })
+        #expect(HeaderTokens.equalIgnoringASCIICase("Keep-Alive", "keep-alive"))
+        #expect(HeaderTokens.equalIgnoringASCIICase("Host"[...], "host"))
+        #expect(!HeaderTokens.equalIgnoringASCIICase("@host", "`host") && !HeaderTokens.equalIgnoringASCIICase("host", "hosts"))
+        // A substring after a multi-byte character compares from its own start.
+        #expect(HeaderTokens.equalIgnoringASCIICase("ÄHost".dropFirst(), "HOST"))
     }
 
     @Test("hop-by-hop headers and any named in Connection are removed; end-to-end ones stay")

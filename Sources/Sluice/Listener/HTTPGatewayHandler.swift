@@ -77,6 +77,8 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     }
 
     let configuration: Configuration
+    /// `configuration`'s header timeout, converted once: it is armed before every request.
+    let headerTimeout: TimeAmount
     let routes: RouteTable
     let services: GatewayServices
     var logger: Logger { services.logger }
@@ -125,6 +127,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     ) {
         self.pool = services.pool
         self.configuration = configuration
+        self.headerTimeout = TimeAmount(configuration.limits.headerTimeout)
         self.routes = routes
         self.services = services
         self.decoder = decoder
@@ -171,7 +174,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     }
 
     func armHeaderTimer(context: ChannelHandlerContext) {
-        let deadline = context.eventLoop.now + TimeAmount(configuration.limits.headerTimeout)
+        let deadline = context.eventLoop.now + headerTimeout
         headerDeadline = deadline
         watch(until: deadline, context: context)
     }

@@ -120,8 +120,8 @@ enum SimpleRequestHead {
             }
         }
 
-        func equalsIgnoringCase(_ range: Range<Int>, _ lowercase: String) -> Bool {
-            HTTPSyntax.equalsIgnoringCase(raw[range], lowercase.utf8)
+        func equalsIgnoringCase(_ range: Range<Int>, _ lowercase: StaticString) -> Bool {
+            HTTPSyntax.equalsIgnoringCase(raw[range], lowercase)
         }
 
         func string(_ range: Range<Int>) -> String {

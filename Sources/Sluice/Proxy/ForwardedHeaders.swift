@@ -4,7 +4,11 @@ import NIOHTTP1
 /// out (RFC 9110 §7.6.1, and any named in `Connection`), forwarding headers in.
 enum ForwardedHeaders {
     /// Headers meaningful only for one connection.
-    static let hopByHop = ["connection", "proxy-connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade"]
+    static let hopByHop = hopByHopNames.map { $0.description }
+    /// The same names as written in the source, for comparisons on raw bytes.
+    static let hopByHopNames: [StaticString] = [
+        "connection", "proxy-connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade",
+    ]
 
     /// `headers` without hop-by-hop fields, without any field `Connection` names, and without
     /// the fields in `dropping` (lower-case names), made in one pass with room for the fields the

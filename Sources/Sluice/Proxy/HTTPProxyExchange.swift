@@ -41,7 +41,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
     private let pool: UpstreamPool
     private let services: GatewayServices
     private let settings: HTTPProxySettings
-    private let poolSettings: PoolSettings
+    private let times: Route.ProxyTimes
 
     private var candidates: [Int] = []
     private var attempt = 0
@@ -89,9 +89,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         self.pool = pool
         self.services = services
         settings = route.configuration.http
-        poolSettings = PoolSettings(
-            maxIdle: settings.poolMaxIdle, idleTimeout: settings.poolIdleTimeout.nanoseconds, connectTimeout: TimeAmount(settings.connectTimeout)
-        )
+        times = route.proxyTimes
         requestChunked = request.framing.chunked
         requestHasBody = request.framing.hasBody
     }
@@ -203,18 +201,18 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         let index = candidates[attempt]
         attempt += 1
         let backend = backends.backend(index)
-        if let pooled = pool.takeIdle(backend, settings: poolSettings, on: eventLoop) {
+        if let pooled = pool.takeIdle(backend, settings: times.pool, on: eventLoop) {
             attach(pooled, index: index)
             return
         }
         let startedAt = NIODeadline.now()
-        UpstreamConnection.connect(backend, timeout: poolSettings.connectTimeout, on: eventLoop).hop(to: eventLoop).assumeIsolated().whenComplete { [self] result in
+        UpstreamConnection.connect(backend, timeout: times.pool.connectTimeout, on: eventLoop).hop(to: eventLoop).assumeIsolated().whenComplete { [self] result in
             switch result {
             case .success(let connection):
                 backends.connectSucceeded(index)
                 route.metrics?.connectTime.recordNanoseconds((NIODeadline.now() - startedAt).nanoseconds)
                 guard !finished else {
-                    pool.release(connection, backend: backend, settings: poolSettings, reusable: true)
+                    pool.release(connection, backend: backend, settings: times.pool, reusable: true)
                     return
                 }
                 attach(connection, index: index)
@@ -398,14 +396,14 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         if let index = backendIndex {
             backends.ended(index)
             backendIndex = nil
-            pool.release(connection, backend: backends.backend(index), settings: poolSettings, reusable: reusable)
+            pool.release(connection, backend: backends.backend(index), settings: times.pool, reusable: reusable)
         } else {
             connection.channel.close(promise: nil)
         }
     }
 
     private func armResponseTimer() {
-        let deadline = eventLoop.now + TimeAmount(settings.responseTimeout)
+        let deadline = eventLoop.now + times.response
         responseDeadline = deadline
         downstream.watch(until: deadline)
     }
@@ -416,7 +414,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         lastBodyActivity = eventLoop.now
         guard !watchingBody else { return }
         watchingBody = true
-        downstream.watch(until: lastBodyActivity + TimeAmount(settings.idleTimeout))
+        downstream.watch(until: lastBodyActivity + times.idle)
     }
 
     /// Fails what is overdue at `now`; otherwise the next deadline to check, if any.
@@ -431,7 +429,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
             next = deadline
         }
         if watchingBody {
-            let due = lastBodyActivity + TimeAmount(settings.idleTimeout)
+            let due = lastBodyActivity + times.idle
             if due <= now {
                 if responseHead == nil {
                     fail(.gatewayTimeout, "request body stalled", result: "timeout", keepAlive: false)

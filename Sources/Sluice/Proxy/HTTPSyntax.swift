@@ -12,9 +12,23 @@ enum HTTPSyntax {
         }
     }
 
-    /// Two byte strings equal but for the case of ASCII letters (names and tokens).
-    static func equalsIgnoringCase<Other: Collection<UInt8>>(_ bytes: Slice<UnsafeRawBufferPointer>, _ other: Other) -> Bool {
-        bytes.count == other.count && zip(bytes, other).allSatisfy { sameIgnoringCase($0, $1) }
+    /// Two byte strings equal but for the case of ASCII letters (names and tokens). Indexed
+    /// loops over raw bytes: every response field and most request heads pass through here.
+    static func equalsIgnoringCase(_ bytes: Slice<UnsafeRawBufferPointer>, _ other: Slice<UnsafeRawBufferPointer>) -> Bool {
+        guard bytes.count == other.count else { return false }
+        var index = bytes.startIndex, otherIndex = other.startIndex
+        while index < bytes.endIndex {
+            guard sameIgnoringCase(bytes.base[index], other.base[otherIndex]) else { return false }
+            index += 1
+            otherIndex += 1
+        }
+        return true
+    }
+
+    /// `bytes` against a lower-case name or token written in the source.
+    static func equalsIgnoringCase(_ bytes: Slice<UnsafeRawBufferPointer>, _ lowercase: StaticString) -> Bool {
+        guard bytes.count == lowercase.utf8CodeUnitCount else { return false }
+        return lowercase.withUTF8Buffer { equalsIgnoringCase(bytes, UnsafeRawBufferPointer($0)[...]) }
     }
 
     /// Equal bytes, or the same ASCII letter in either case.

@@ -45,6 +45,13 @@ enum HeaderTokens {
     /// ASCII case-insensitive equality, as header names and most tokens compare.
     static func equalIgnoringASCIICase(_ a: some StringProtocol, _ b: some StringProtocol) -> Bool {
         guard a.utf8.count == b.utf8.count else { return false }
+        // Native strings keep their UTF-8 contiguous: compare the bytes in place.
+        let compared = a.utf8.withContiguousStorageIfAvailable { x in
+            b.utf8.withContiguousStorageIfAvailable { y in
+                HTTPSyntax.equalsIgnoringCase(UnsafeRawBufferPointer(x)[...], UnsafeRawBufferPointer(y)[...])
+            }
+        }
+        if let compared = compared ?? nil { return compared }
         for (x, y) in zip(a.utf8, b.utf8) where x != y {
             guard x | 0x20 == y | 0x20, (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(x | 0x20) else { return false }
         }

@@ -22,6 +22,24 @@ final class Route: Sendable {
     let requestFieldsReplaced: [String]
     /// Query parameters that carry tokens on this route; removed before the backend.
     let credentialQueryParameters: [String]
+    /// The plain-HTTP timeouts and pool limits, converted once rather than per request.
+    let proxyTimes: ProxyTimes
+
+    /// `HTTPProxySettings`' durations as NIO time amounts, and the pool's limits.
+    struct ProxyTimes: Sendable {
+        let response: TimeAmount
+        let idle: TimeAmount
+        let pool: PoolSettings
+
+        init(_ settings: HTTPProxySettings) {
+            response = TimeAmount(settings.responseTimeout)
+            idle = TimeAmount(settings.idleTimeout)
+            pool = PoolSettings(
+                maxIdle: settings.poolMaxIdle, idleTimeout: settings.poolIdleTimeout.nanoseconds,
+                connectTimeout: TimeAmount(settings.connectTimeout)
+            )
+        }
+    }
 
     var name: String { configuration.name }
     /// Plain requests are proxied (some backend is http:// or https://); otherwise a plain
@@ -43,6 +61,7 @@ final class Route: Sendable {
         self.servesHTTP = configuration.backends.contains { url in
             if case .remote(let scheme, _, _, _) = url.target { scheme == .http || scheme == .https } else { false }
         }
+        self.proxyTimes = ProxyTimes(configuration.http)
         self.credentialQueryParameters = configuration.auth.methods.compactMap { method in
             if case .jwt(let jwt) = method { jwt.queryParameter } else { nil }
         }

@@ -8,22 +8,66 @@ import Crypto
 import Foundation
 
 /// One backend ready to connect to: address, scheme, and for `wss` the TLS context built once.
-struct Backend: Sendable {
-    var url: BackendURL
-    var host: String
-    var port: Int
-    var path: String
+/// A class, made once per configuration: every proxied request refers to its backend, and a
+/// reference costs one retain where a copy of the fields costs one per field.
+final class Backend: Sendable {
+    let url: BackendURL
+    let host: String
+    let port: Int
+    let path: String
     /// `nil` for plain `ws`.
-    var tls: NIOSSLContext?
+    let tls: NIOSSLContext?
     /// SNI and verification name for `wss`.
-    var serverName: String?
-
+    let serverName: String?
     /// The address itself when `host` is an IP literal: connecting to it skips name resolution
     /// (NIO's resolver hands getaddrinfo to a dispatch queue and back) and the happy-eyeballs
     /// machinery.
-    var literalAddress: SocketAddress? {
-        guard IPAddressText.isIPv4(host) || IPAddressText.isIPv6(host) else { return nil }
-        return try? SocketAddress(ipAddress: host, port: port)
+    let literalAddress: SocketAddress?
+    /// `Host` value naming this backend (default ports omitted).
+    let hostHeader: String
+    /// Which pooled connections this backend may use, hashed once.
+    let poolIdentity: PoolIdentity
+
+    init(url: BackendURL, host: String, port: Int, path: String, tls: NIOSSLContext?, serverName: String?) {
+        self.url = url
+        self.host = host
+        self.port = port
+        self.path = path
+        self.tls = tls
+        self.serverName = serverName
+        literalAddress = IPAddressText.isIPv4(host) || IPAddressText.isIPv6(host) ? try? SocketAddress(ipAddress: host, port: port) : nil
+        let defaultPort = tls == nil ? 80 : 443
+        let name = host.contains(":") ? "[\(host)]" : host
+        hostHeader = port == defaultPort ? name : "\(name):\(port)"
+        poolIdentity = PoolIdentity(url: url.text, tls: tls.map { ObjectIdentifier($0) }, serverName: serverName)
+    }
+
+    /// Connections are shared only between identical backends: same URL, same TLS context (so
+    /// the same CA and verification) and server name. Two routes that verify one address
+    /// differently never share a connection; two routes naming the same backend do.
+    struct PoolIdentity: Hashable, Sendable {
+        let url: String
+        let tls: ObjectIdentifier?
+        let serverName: String?
+        /// Computed once: the pool looks an identity up twice per request.
+        let hash: Int
+
+        init(url: String, tls: ObjectIdentifier?, serverName: String?) {
+            self.url = url
+            self.tls = tls
+            self.serverName = serverName
+            var hasher = Hasher()
+            hasher.combine(url)
+            hasher.combine(tls)
+            hasher.combine(serverName)
+            hash = hasher.finalize()
+        }
+
+        func hash(into hasher: inout Hasher) { hasher.combine(hash) }
+
+        static func == (lhs: PoolIdentity, rhs: PoolIdentity) -> Bool {
+            lhs.hash == rhs.hash && lhs.tls == rhs.tls && lhs.url == rhs.url && lhs.serverName == rhs.serverName
+        }
     }
 
     /// Connects to this backend with an HTTP/1.1 client pipeline (TLS first for wss/https)
@@ -65,13 +109,6 @@ struct Backend: Sendable {
             }
         if let address = literalAddress { return bootstrap.connect(to: address) }
         return bootstrap.connect(host: host, port: port)
-    }
-
-    /// `Host` value naming this backend (default ports omitted).
-    var hostHeader: String {
-        let defaultPort = tls == nil ? 80 : 443
-        let name = host.contains(":") ? "[\(host)]" : host
-        return port == defaultPort ? name : "\(name):\(port)"
     }
 
     /// The request target for a client path: the backend URL's path, then the client's.

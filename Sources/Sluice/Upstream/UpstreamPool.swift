@@ -60,19 +60,13 @@ struct ConnectionPoolState<ID: Hashable & Sendable>: Sendable {
 /// Keep-alive connections to HTTP backends, per backend and per event loop (a request always
 /// uses a connection on its client's loop, so the exchange needs no locks).
 final class UpstreamPool: Sendable {
-    /// Connections are shared only between identical backends: same URL, same TLS context (so
-    /// the same CA and verification) and server name — two routes that verify one address
-    /// differently never share a connection.
+    /// Connections are kept per backend identity (`Backend.PoolIdentity`) and event loop.
     struct Key: Hashable {
-        var backend: String
-        var tls: ObjectIdentifier?
-        var serverName: String?
-        var loop: ObjectIdentifier
+        let backend: Backend.PoolIdentity
+        let loop: ObjectIdentifier
 
         init(_ backend: Backend, loop: any EventLoop) {
-            self.backend = backend.url.text
-            self.tls = backend.tls.map { ObjectIdentifier($0) }
-            self.serverName = backend.serverName
+            self.backend = backend.poolIdentity
             self.loop = ObjectIdentifier(loop)
         }
     }
