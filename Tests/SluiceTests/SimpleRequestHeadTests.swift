@@ -46,9 +46,12 @@ struct SimpleRequestHeadTests {
         "POST /form HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.1, 10.0.0.2\r\n\r\n",
         "PATCH /p HTTP/1.1\r\nHost: a\r\nAuthorization: Basic dXNlcjpwYXNz\r\nExpect: 100-continue\r\n\r\n",
         "GET /~user/!$&'()*+,;=:@ HTTP/1.1\r\nHost: a\r\nX-Odd-Name_1.2~|`^#$%&'*+!: v\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a, b\r\nHost: ,c ,\r\n\r\n",
+        "GET / HTTP/1.0\r\nHost: a\r\nConnection: Close\r\n\r\n",
+        "GET / HTTP/1.1\r\n\r\n",
     ])
     func agreesWithNIO(_ text: String) throws {
-        guard case .request(let head, let length) = Self.parse(text) else {
+        guard case .request(let head, let length, let vetted) = Self.parse(text) else {
             Issue.record("declined: \(text.debugDescription)")
             return
         }
@@ -59,6 +62,12 @@ struct SimpleRequestHeadTests {
             return
         }
         #expect(Self.describe(head) == Self.describe(nioHead))
+        #expect(vetted == Self.vetted(nioHead), "what the gateway would read from NIO's head")
+    }
+
+    /// What the gateway reads from a head NIO decoded, which the fast path hands it instead.
+    static func vetted(_ head: HTTPRequestHead) -> SimpleRequestHead.Vetted {
+        SimpleRequestHead.Vetted(framing: RequestFraming.read(head.headers), keepAlive: head.isKeepAlive, host: head.headers.first(name: "host"))
     }
 
     @Test("everything else is declined, to be read by NIO's decoder", arguments: [
@@ -68,6 +77,8 @@ struct SimpleRequestHeadTests {
         "GET / HTTP/1.1\r\nHost: a\r\nTRANSFER-ENCODING: identity\r\n\r\n",
         "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
         "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\nConnection: KEEP-ALIVE\r\n\r\n",
+        "GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n",
         "GET / HTTP/1.1\r\nHost: a\r\nX-Fold: a\r\n b\r\n\r\n",
         "GET / HTTP/1.1\nHost: a\r\n\r\n",
         "GET / HTTP/1.1\r\nHost: a\n\r\n",
@@ -117,6 +128,7 @@ struct SimpleRequestHeadTests {
         let seeds = [
             "GET /a/b?c=d HTTP/1.1\r\nHost: example.com\r\nUser-Agent: x/1\r\nConnection: keep-alive\r\n\r\n",
             "HEAD / HTTP/1.0\r\nHost: a\r\nAccept: */*\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a,b\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n",
         ].map { Array($0.utf8) }
         // Bytes where parsers tend to disagree.
         let alphabet: [UInt8] = Array(" \t\r\n:;,/?#%@\"\\aZ0-~".utf8) + [0x00, 0x01, 0x0B, 0x7F, 0x80, 0xC3, 0xFF]
@@ -133,7 +145,7 @@ struct SimpleRequestHeadTests {
                 }
             }
             let buffer = ByteBuffer(bytes: bytes)
-            guard case .request(let head, let length) = buffer.withUnsafeReadableBytes({ SimpleRequestHead.parse($0) }) else { continue }
+            guard case .request(let head, let length, let vetted) = buffer.withUnsafeReadableBytes({ SimpleRequestHead.parse($0) }) else { continue }
             read += 1
             let text = String(decoding: bytes, as: UTF8.self)
             let nio = try Self.nioParts(String(decoding: bytes[..<length], as: UTF8.self))
@@ -142,6 +154,7 @@ struct SimpleRequestHeadTests {
                 continue
             }
             #expect(Self.describe(head) == Self.describe(nioHead), "round \(round): \(text.debugDescription)")
+            #expect(vetted == Self.vetted(nioHead), "round \(round): \(text.debugDescription)")
         }
         // Enough mutations kept a readable head for the comparison to mean something.
         #expect(read > 2000, "only \(read) mutated requests were read by the fast path")
@@ -160,7 +173,7 @@ struct SimpleRequestHeadTests {
         let channel = EmbeddedChannel()
         let collector = Collector()
         let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
-        try channel.pipeline.syncOperations.addHandler(RequestFastPath(decoder: decoder))
+        try channel.pipeline.syncOperations.addHandler(RequestFastPath(decoder: decoder, gateway: nil))
         try channel.pipeline.syncOperations.addHandler(collector)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         return (channel, collector, decoder)

@@ -32,7 +32,8 @@ extension HTTPGatewayHandler {
         let exchange = HTTPProxyExchange(
             route: route, backends: backends,
             request: .init(
-                head: head, framing: framing, target: target, client: client, forwarding: forwarding, clientIP: identity.address, identity: user
+                head: head, framing: framing, keepAlive: requestKeepAlive, target: target, client: client, forwarding: forwarding,
+                clientIP: identity.address, identity: user
             ),
             client: context, clientBytes: responseBytesContext(context), downstream: self, pool: pool, services: services
         )

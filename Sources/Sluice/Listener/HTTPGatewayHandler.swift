@@ -96,6 +96,10 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     /// When the next request head must have arrived; nil while a request is being answered.
     var headerDeadline: NIODeadline?
     var request: RequestRecord?
+    /// The current request's first `Host` value.
+    var requestHost: String?
+    /// The current request lets the connection stay open (its version and `Connection`).
+    var requestKeepAlive = false
     /// The HTTP encoder's context, found at the first proxied request.
     var encoderContext: ChannelHandlerContext?
     /// The forwarding fields of this connection's requests, by `Host` (they depend on nothing else
@@ -143,8 +147,9 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
         let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
         let encoder = HTTPResponseEncoder()
         try pipeline.addHandler(encoder)
-        try pipeline.addHandler(RequestFastPath(decoder: decoder))
-        try pipeline.addHandler(HTTPGatewayHandler(configuration: configuration, routes: routes, services: services, decoder: decoder, encoder: encoder))
+        let gateway = HTTPGatewayHandler(configuration: configuration, routes: routes, services: services, decoder: decoder, encoder: encoder)
+        try pipeline.addHandler(RequestFastPath(decoder: decoder, gateway: gateway))
+        try pipeline.addHandler(gateway)
     }
 
     // MARK: Lifecycle
@@ -270,14 +275,19 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let part = unwrapInboundIn(data)
+        receive(unwrapInboundIn(data), vetted: nil, context: context)
+    }
+
+    /// A request part from NIO's decoder (through `channelRead`), or straight from the fast path
+    /// in front of this handler with what it already learned of the head.
+    func receive(_ part: HTTPServerRequestPart, vetted: SimpleRequestHead.Vetted?, context: ChannelHandlerContext) {
         // Pipelined requests parsed while one is still being proxied wait their turn, so
-        // answers go out in order.
+        // answers go out in order (the head is read again then).
         if !queued.isEmpty || isBusyWithEarlierRequest {
             queued.append(part)
             return
         }
-        handle(part, context: context)
+        handle(part, vetted: vetted, context: context)
     }
 
     /// The current request was read to its end and is still being answered.
@@ -296,17 +306,18 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
         }
     }
 
-    func handle(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+    func handle(_ part: HTTPServerRequestPart, vetted: SimpleRequestHead.Vetted? = nil, context: ChannelHandlerContext) {
         switch part {
         case .head(let head):
             guard case .idle = state else { return }
             headerDeadline = nil
+            requestHost = vetted.map { $0.host } ?? head.headers.first(name: "host")
             request = RequestRecord(
                 method: head.method.rawValue, uri: head.uri, client: nil,
                 userAgent: services.accessLog == nil ? nil : head.headers.first(name: "user-agent"), startedAt: .now()
             )
             requestEnded = false
-            let answer = answer(for: head, context: context)
+            let answer = answer(for: head, vetted: vetted, context: context)
             if case .proxy(let route, let head, let path, let identity, let framing) = answer {
                 startProxy(context: context, route: route, head: head, path: path, identity: identity, framing: framing)
             } else {
@@ -350,8 +361,10 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     // MARK: Decisions
 
     /// Decides the answer from the head alone: limits, framing, routing, upgrade validation.
-    func answer(for head: HTTPRequestHead, context: ChannelHandlerContext) -> Answer {
-        let keepAlive = head.isKeepAlive
+    /// A head the fast path `vetted` is not read again for what it learned.
+    func answer(for head: HTTPRequestHead, vetted: SimpleRequestHead.Vetted?, context: ChannelHandlerContext) -> Answer {
+        let keepAlive = vetted?.keepAlive ?? head.isKeepAlive
+        requestKeepAlive = keepAlive
         let isHead = head.method == .HEAD
         func refuse(_ status: HTTPResponseStatus, _ message: String, headers: [(String, String)] = [], close: Bool = false) -> Answer {
             .respond(status, message, headers: headers, keepAlive: keepAlive && !close, head: isHead)
@@ -360,7 +373,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
         if head.method.rawValue.utf8.count + head.uri.utf8.count + 10 > limits.maxRequestLine {
             return refuse(.uriTooLong, "request line longer than \(limits.maxRequestLine) bytes", close: true)
         }
-        let framing = RequestFraming.read(head.headers)
+        let framing = vetted?.framing ?? RequestFraming.read(head.headers)
         if framing.fieldCount > limits.maxHeaders || framing.fieldBytes > limits.maxHeaderBytes {
             return refuse(.requestHeaderFieldsTooLarge, "request headers exceed \(limits.maxHeaders) fields or \(limits.maxHeaderBytes) bytes", close: true)
         }
@@ -374,10 +387,9 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
         } catch {
             return refuse(.badRequest, "invalid request target", close: true)
         }
-        let host = head.headers.first(name: "host")
         let identity = identify(head, context: context)
         request?.client = identity.address
-        guard let route = routes.route(host: host, path: path.path) else {
+        guard let route = routes.route(host: requestHost, path: path.path) else {
             return refuse(.notFound, "no route for this host and path")
         }
         request?.route = route.name
@@ -387,7 +399,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
             }
             return .demoPage(head: isHead, keepAlive: keepAlive)
         }
-        guard UpgradeRequest.isAttempt(head) else {
+        guard vetted == nil && UpgradeRequest.isAttempt(head) else {
             if route.servesHTTP {
                 // Browsers send Origin on cross-site requests that can change state; a request
                 // without one (a navigation, a non-browser client) is not refused for that.
@@ -431,7 +443,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     func forwardingClient(_ head: HTTPRequestHead, _ identity: ClientIdentity) -> ForwardedHeaders.Client {
         if peerText == nil { peerText = .some(identity.peer?.description) }
         return ForwardedHeaders.Client(
-            address: peerText ?? nil, host: head.headers.first(name: "host"), tls: configuration.tls,
+            address: peerText ?? nil, host: requestHost, tls: configuration.tls,
             trustsIncomingChain: identity.peerIsTrustedProxy
         )
     }

@@ -17,21 +17,31 @@ final class RequestFastPath: ChannelInboundHandler, RemovableChannelHandler {
 
     /// NIO's decoder, added behind this handler when it steps aside.
     let decoder: ByteToMessageHandler<HTTPRequestDecoder>
+    /// The handler right behind this one, given each head directly with what was learned
+    /// reading it: no pipeline hop, no type-erased part, and the fields are not read again.
+    /// Without one, the parts go down the pipeline.
+    let gateway: HTTPGatewayHandler?
 
-    init(decoder: ByteToMessageHandler<HTTPRequestDecoder>) {
+    init(decoder: ByteToMessageHandler<HTTPRequestDecoder>, gateway: HTTPGatewayHandler?) {
         self.decoder = decoder
+        self.gateway = gateway
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var buffer = unwrapInboundIn(data)
         while buffer.readableBytes > 0, context.channel.isActive {
-            guard case .request(let head, let length) = buffer.withUnsafeReadableBytes({ SimpleRequestHead.parse($0) }) else {
+            guard case .request(let head, let length, let vetted) = buffer.withUnsafeReadableBytes({ SimpleRequestHead.parse($0) }) else {
                 stepAside(context: context, handing: buffer)
                 return
             }
             buffer.moveReaderIndex(forwardBy: length)
-            context.fireChannelRead(wrapInboundOut(.head(head)))
-            context.fireChannelRead(wrapInboundOut(.end(nil)))
+            if let gateway, let next = gateway.context {
+                gateway.receive(.head(head), vetted: vetted, context: next)
+                gateway.receive(.end(nil), vetted: nil, context: next)
+            } else {
+                context.fireChannelRead(wrapInboundOut(.head(head)))
+                context.fireChannelRead(wrapInboundOut(.end(nil)))
+            }
         }
     }
 

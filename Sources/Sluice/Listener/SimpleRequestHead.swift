@@ -13,9 +13,19 @@ import NIOHTTP1
 enum SimpleRequestHead {
     enum Outcome {
         /// A complete head of `length` bytes, with no body.
-        case request(HTTPRequestHead, length: Int)
+        case request(HTTPRequestHead, length: Int, vetted: Vetted)
         /// Not for the fast path; NIO's decoder reads these bytes.
         case declined
+    }
+
+    /// What the gateway would read again from the head's fields, learned while reading them:
+    /// its framing (sizes, `Host` count, no body), whether the connection stays open, its
+    /// `Host`, and that it is no upgrade attempt (no `Upgrade` field, no `Connection` token but
+    /// `keep-alive` or `close`). Equal to what the gateway derives from NIO's head (tested).
+    struct Vetted: Equatable {
+        var framing = RequestFraming()
+        var keepAlive = false
+        var host: String?
     }
 
     /// Longer heads are left to NIO's decoder (and the gateway's limits).
@@ -43,6 +53,10 @@ enum SimpleRequestHead {
 
             var headers = HTTPHeaders()
             headers.reserveCapacity(16)
+            var vetted = Vetted()
+            // At most one `Connection` field, `keep-alive` or `close`: with more, llhttp's verdict
+            // (which NIO's decoder keeps) and the one `HTTPHeaders` computes can differ.
+            var connection: Bool?
             while true {
                 guard position < end else { return nil }
                 if raw[position] == UInt8(ascii: "\r") {
@@ -50,11 +64,52 @@ enum SimpleRequestHead {
                     break
                 }
                 guard headers.count < SimpleRequestHead.maxFields, let (name, value) = readField() else { return nil }
-                guard admits(name: name, value: value) else { return nil }
-                headers.add(name: string(name), value: string(value))
+                let valueString = string(value)
+                // Fields that decide framing or a change of protocol send the request to NIO's
+                // decoder; `Host` and `Connection` are noted on the way.
+                switch name.count {
+                case 14 where equalsIgnoringCase(name, "content-length"): return nil
+                case 17 where equalsIgnoringCase(name, "transfer-encoding"): return nil
+                case 7 where equalsIgnoringCase(name, "upgrade"): return nil
+                case 10 where equalsIgnoringCase(name, "connection"):
+                    guard connection == nil else { return nil }
+                    if equalsIgnoringCase(value, "close") {
+                        connection = false
+                    } else if equalsIgnoringCase(value, "keep-alive") {
+                        connection = true
+                    } else {
+                        return nil
+                    }
+                case 4 where equalsIgnoringCase(name, "host"):
+                    vetted.framing.hostCount += elementCount(value)
+                    if vetted.host == nil { vetted.host = valueString }
+                default:
+                    break
+                }
+                vetted.framing.fieldCount += 1
+                vetted.framing.fieldBytes += name.count + value.count + 4
+                headers.add(name: string(name), value: valueString)
             }
+            vetted.keepAlive = connection ?? (version == .http1_1)
             let head = HTTPRequestHead(version: version, method: method, uri: string(target), headers: headers)
-            return .request(head, length: position)
+            return .request(head, length: position, vetted: vetted)
+        }
+
+        /// Non-empty elements of a comma-separated list, as `HeaderTokens.firstElement` counts
+        /// them (the value has no leading or trailing whitespace, and no control bytes).
+        func elementCount(_ range: Range<Int>) -> Int {
+            var count = 0
+            var filled = false
+            for index in range {
+                switch raw[index] {
+                case UInt8(ascii: ","):
+                    if filled { count += 1 }
+                    filled = false
+                case UInt8(ascii: " "), UInt8(ascii: "\t"): break
+                default: filled = true
+                }
+            }
+            return filled ? count + 1 : count
         }
 
         mutating func take(_ byte: UInt8) -> Bool {
@@ -72,11 +127,14 @@ enum SimpleRequestHead {
             let start = position
             while position < end, raw[position] >= UInt8(ascii: "A"), raw[position] <= UInt8(ascii: "Z") { position += 1 }
             let name = raw[start..<position]
-            for (text, method) in Self.methods where name.elementsEqual(text.utf8) { return method }
+            for (text, method) in Self.methods where HTTPSyntax.equalsIgnoringCase(name, text) {
+                return method
+            }
             return nil
         }
 
-        static let methods: [(String, HTTPMethod)] = [
+        /// Upper-case names only (`readMethod` reads no other bytes), so the comparison is exact.
+        static let methods: [(StaticString, HTTPMethod)] = [
             ("GET", .GET), ("HEAD", .HEAD), ("POST", .POST), ("PUT", .PUT), ("DELETE", .DELETE), ("OPTIONS", .OPTIONS), ("PATCH", .PATCH),
         ]
 
@@ -106,18 +164,6 @@ enum SimpleRequestHead {
             if let last = value.last, raw[last] == UInt8(ascii: " ") || raw[last] == UInt8(ascii: "\t") { return nil }
             guard takeCRLF() else { return nil }
             return (name, value)
-        }
-
-        /// Fields that decide framing or a change of protocol send the request to NIO's decoder.
-        func admits(name: Range<Int>, value: Range<Int>) -> Bool {
-            switch name.count {
-            case 14 where equalsIgnoringCase(name, "content-length"): return false
-            case 17 where equalsIgnoringCase(name, "transfer-encoding"): return false
-            case 7 where equalsIgnoringCase(name, "upgrade"): return false
-            case 10 where equalsIgnoringCase(name, "connection"):
-                return equalsIgnoringCase(value, "keep-alive") || equalsIgnoringCase(value, "close")
-            default: return true
-            }
         }
 
         func equalsIgnoringCase(_ range: Range<Int>, _ lowercase: StaticString) -> Bool {

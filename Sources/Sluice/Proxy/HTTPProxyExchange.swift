@@ -19,6 +19,8 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         var head: HTTPRequestHead
         /// Body framing and length, read once with the head.
         var framing: RequestFraming
+        /// The client lets its connection stay open after this request.
+        var keepAlive: Bool
         /// Normalised path and query, token parameters removed, prefix stripped if asked.
         var target: String
         var client: ForwardedHeaders.Client
@@ -309,7 +311,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         var additions = HTTPWireFormat.ResponseAdditions()
         if let index = backendIndex { additions.setCookie = backends.stickyCookie(for: index, requestHeaders: request.head.headers) }
         let clientIsHTTP11 = request.head.version.major == 1 && request.head.version.minor >= 1
-        var keepAlive = request.head.isKeepAlive && !head.closeRequested
+        var keepAlive = request.keepAlive && !head.closeRequested
         switch head.framing {
         case .chunked, .untilClose:
             // HTTP/1.1 clients get chunks; an HTTP/1.0 client reads until Sluice closes.
@@ -377,7 +379,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         releaseConnection(reusable: false)
         services.logger.info("proxy request failed", metadata: ["route": "\(route.name)", "status": "\(status.code)", "reason": "\(message)"])
         // The client's body may be unread: keep the connection only if there was none.
-        downstream.exchangeFailed(status, message, result: result, keepAlive: keepAlive && requestDone && request.head.isKeepAlive)
+        downstream.exchangeFailed(status, message, result: result, keepAlive: keepAlive && requestDone && request.keepAlive)
     }
 
     private func abortBoth() {
