@@ -290,8 +290,9 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
             responseEndedEarly = !requestDone
             if clientKeepsAlive {
                 // Nothing waits for this write: no promise, and no write at all for a sized body.
+                // Sent with the loop's other flushes of this wake-up.
                 if rechunkResponse { clientBytes.write(NIOAny(HTTPWireFormat.lastChunk), promise: nil) }
-                clientBytes.flush()
+                DeferredFlushes.flushSoon(clientBytes)
             } else {
                 // The connection closes once the response is out.
                 let written = eventLoop.makePromise(of: Void.self)

@@ -204,8 +204,9 @@ final class UpstreamHTTPHandler: ChannelDuplexHandler, @unchecked Sendable {
         context?.write(NIOAny(bytes), promise: nil)
     }
 
+    /// Sends what was written once the loop has handled this wake-up's events (`DeferredFlushes`).
     func flushWrites() {
-        context?.flush()
+        if let context { DeferredFlushes.flushSoon(context) }
     }
 
     /// A request went out: read its response next.
