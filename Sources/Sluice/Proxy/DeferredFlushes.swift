@@ -20,6 +20,8 @@ final class DeferredFlushes {
     nonisolated(unsafe) private static let perThread = ThreadSpecificVariable<DeferredFlushes>()
 
     private var pending: [ChannelHandlerContext] = []
+    /// The batch being flushed; swapped with `pending` so that neither array is reallocated.
+    private var flushing: [ChannelHandlerContext] = []
     /// The loop the pending flushes belong to.
     private var loop: (any EventLoop)?
 
@@ -46,9 +48,11 @@ final class DeferredFlushes {
     }
 
     private func run() {
-        let contexts = pending
-        pending.removeAll(keepingCapacity: true)
+        swap(&pending, &flushing)
         loop = nil
-        for context in contexts { context.flush() }
+        // A flush can lead to more flushes asked for (a write completing, say): they go into
+        // `pending` and a task of their own.
+        for index in flushing.indices { flushing[index].flush() }
+        flushing.removeAll(keepingCapacity: true)
     }
 }
