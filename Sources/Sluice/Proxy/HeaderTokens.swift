@@ -52,9 +52,7 @@ enum HeaderTokens {
             }
         }
         if let compared = compared ?? nil { return compared }
-        for (x, y) in zip(a.utf8, b.utf8) where x != y {
-            guard x | 0x20 == y | 0x20, (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(x | 0x20) else { return false }
-        }
+        for (x, y) in zip(a.utf8, b.utf8) where !HTTPSyntax.sameIgnoringCase(x, y) { return false }
         return true
     }
 }
