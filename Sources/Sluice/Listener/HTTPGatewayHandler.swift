@@ -312,6 +312,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
             guard case .idle = state else { return }
             headerDeadline = nil
             requestHost = vetted.map { $0.host } ?? head.headers.first(name: "host")
+            requestKeepAlive = vetted?.keepAlive ?? head.isKeepAlive
             request = RequestRecord(
                 method: head.method.rawValue, uri: head.uri, client: nil,
                 userAgent: services.accessLog == nil ? nil : head.headers.first(name: "user-agent"), startedAt: .now()
@@ -361,10 +362,10 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     // MARK: Decisions
 
     /// Decides the answer from the head alone: limits, framing, routing, upgrade validation.
-    /// A head the fast path `vetted` is not read again for what it learned.
+    /// A head the fast path `vetted` is not read again for what it learned (`handle` has set
+    /// `requestHost` and `requestKeepAlive` from it).
     func answer(for head: HTTPRequestHead, vetted: SimpleRequestHead.Vetted?, context: ChannelHandlerContext) -> Answer {
-        let keepAlive = vetted?.keepAlive ?? head.isKeepAlive
-        requestKeepAlive = keepAlive
+        let keepAlive = requestKeepAlive
         let isHead = head.method == .HEAD
         func refuse(_ status: HTTPResponseStatus, _ message: String, headers: [(String, String)] = [], close: Bool = false) -> Answer {
             .respond(status, message, headers: headers, keepAlive: keepAlive && !close, head: isHead)

@@ -42,7 +42,8 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
     private let clientBytes: ChannelHandlerContext
     private let pool: UpstreamPool
     private let services: GatewayServices
-    private let settings: HTTPProxySettings
+    /// The route's `max_request_body` (nil: no limit).
+    private let maxRequestBody: Int?
     private let times: Route.ProxyTimes
 
     private var candidates: [Int] = []
@@ -90,7 +91,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         self.downstream = downstream
         self.pool = pool
         self.services = services
-        settings = route.configuration.http
+        maxRequestBody = route.configuration.http.maxRequestBody
         times = route.proxyTimes
         requestChunked = request.framing.chunked
         requestHasBody = request.framing.hasBody
@@ -113,7 +114,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
     // MARK: Client side
 
     func start() {
-        if let limit = settings.maxRequestBody, let length = request.framing.contentLength, length > limit {
+        if let limit = maxRequestBody, let length = request.framing.contentLength, length > limit {
             fail(.payloadTooLarge, "request body larger than \(limit) bytes", result: "too_large", keepAlive: false)
             return
         }
@@ -130,7 +131,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
     func requestBody(_ buffer: ByteBuffer) {
         guard !finished else { return }
         requestBodyBytes += buffer.readableBytes
-        if let limit = settings.maxRequestBody, requestBodyBytes > limit {
+        if let limit = maxRequestBody, requestBodyBytes > limit {
             if responseHead == nil {
                 fail(.payloadTooLarge, "request body larger than \(limit) bytes", result: "too_large", keepAlive: false)
             } else {
