@@ -1,3 +1,5 @@
+import NIOCore
+import NIOEmbedded
 import NIOHTTP1
 import NIOSSL
 import Testing
@@ -42,6 +44,33 @@ struct ProxyUnitTests {
         #expect(verified.poolIdentity != (try backend("https://127.0.0.1:8080", tls: context, serverName: "b.example")).poolIdentity)
         #expect(verified.poolIdentity != (try backend("https://127.0.0.1:8080", tls: context)).poolIdentity)
         #expect(try backend("http://127.0.0.1:8080").hostHeader == "127.0.0.1:8080")
+    }
+
+    @Test("routes sharing a backend keep idle connections under their own max_idle, not another route's")
+    func poolPerRouteRules() throws {
+        let loop = EmbeddedEventLoop()
+        let backend = Backend(url: try BackendURL.parse("http://127.0.0.1:8080"), host: "127.0.0.1", port: 8080, path: "/", tls: nil, serverName: nil)
+        let roomy = PoolSettings(maxIdle: 3, idleTimeout: 60_000_000_000, connectTimeout: .seconds(1))
+        let tight = PoolSettings(maxIdle: 1, idleTimeout: 60_000_000_000, connectTimeout: .seconds(1))
+        func connection() throws -> UpstreamConnection {
+            let channel = EmbeddedChannel(loop: loop)
+            try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 8080)).wait()
+            return UpstreamConnection(channel: channel, handler: UpstreamHTTPHandler())
+        }
+        let pool = UpstreamPool()
+        let kept = try (0..<3).map { _ in try connection() }
+        for each in kept { pool.release(each, backend: backend, settings: roomy, reusable: true) }
+        let evicted = try connection(), newest = try connection()
+        pool.release(evicted, backend: backend, settings: tight, reusable: true)
+        pool.release(newest, backend: backend, settings: tight, reusable: true)
+        // The tight route's cap of one closed its own older connection and none of the other's.
+        #expect(kept.allSatisfy { $0.channel.isActive })
+        #expect(!evicted.channel.isActive && newest.channel.isActive)
+        #expect(pool.takeIdle(backend, settings: tight, on: loop) === newest)
+        #expect(pool.takeIdle(backend, settings: tight, on: loop) == nil)
+        #expect(pool.takeIdle(backend, settings: roomy, on: loop) === kept[2])
+        pool.closeAll()
+        #expect(!kept[0].channel.isActive && !kept[1].channel.isActive)
     }
 
     @Test("names and tokens compare without ASCII case, and only letters fold")

@@ -60,14 +60,20 @@ struct ConnectionPoolState<ID: Hashable & Sendable>: Sendable {
 /// Keep-alive connections to HTTP backends, per backend and per event loop (a request always
 /// uses a connection on its client's loop, so the exchange needs no locks).
 final class UpstreamPool: Sendable {
-    /// Connections are kept per backend identity (`Backend.PoolIdentity`) and event loop.
+    /// Connections are kept per backend identity (`Backend.PoolIdentity`), event loop and idle
+    /// rules: routes naming the same backend share idle connections only when their `pool`
+    /// settings agree, so each route's `max_idle` and idle timeout hold for what it keeps.
     struct Key: Hashable {
         let backend: Backend.PoolIdentity
         let loop: ObjectIdentifier
+        let maxIdle: Int
+        let idleTimeout: Int64
 
-        init(_ backend: Backend, loop: any EventLoop) {
+        init(_ backend: Backend, settings: PoolSettings, loop: any EventLoop) {
             self.backend = backend.poolIdentity
             self.loop = ObjectIdentifier(loop)
+            self.maxIdle = settings.maxIdle
+            self.idleTimeout = settings.idleTimeout
         }
     }
 
@@ -78,7 +84,7 @@ final class UpstreamPool: Sendable {
     /// An idle connection to `backend` on `eventLoop`, if one is kept: taken at once, without
     /// a future, on the hot path of every proxied request.
     func takeIdle(_ backend: Backend, settings: PoolSettings, on eventLoop: any EventLoop) -> UpstreamConnection? {
-        let key = Key(backend, loop: eventLoop)
+        let key = Key(backend, settings: settings, loop: eventLoop)
         let now = MonotonicClock.nanoseconds()
         let (reused, expired) = states.withLockedValue { states -> (UpstreamConnection?, [UpstreamConnection]) in
             // Mutated in place: a copy of the state would copy its array on every request.
@@ -99,7 +105,7 @@ final class UpstreamPool: Sendable {
 
     /// Gives a connection back after an exchange; closes it unless it is `reusable`.
     func release(_ connection: UpstreamConnection, backend: Backend, settings: PoolSettings, reusable: Bool) {
-        let key = Key(backend, loop: connection.channel.eventLoop)
+        let key = Key(backend, settings: settings, loop: connection.channel.eventLoop)
         let now = MonotonicClock.nanoseconds()
         let checkin = states.withLockedValue { states in
             let fresh = ConnectionPoolState<UpstreamConnection>(maxIdle: settings.maxIdle, idleTimeout: settings.idleTimeout)
