@@ -1,3 +1,5 @@
+import Crypto
+import Foundation
 import NIOHTTP1
 import Testing
 @testable import Sluice
@@ -27,6 +29,26 @@ struct UpgradeRequestTests {
     func valid() throws {
         let request = try UpgradeRequest.validate(Self.head(), allowedProtocols: nil)
         #expect(request.expectedAccept == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+    }
+
+    @Test("keys are accepted as Foundation's base64 decoder would for 16 bytes, and the accept value matches its encoding")
+    func keysOnBytes() {
+        let shapes = [
+            "dGhlIHNhbXBsZSBub25jZQ==", "AAAAAAAAAAAAAAAAAAAAAA==", "AAAAAAAAAAAAAAAAAAAAAB==", "AAAAAAAAAAAAAAAAAAAAAA=",
+            "AAAAAAAAAAAAAAAAAAAAAAA=", "AAAAAAAAAAAAAAAA AAAAAA==", "AAAAAAAAAAAAAAAAAAAAAA", "AAAAAAAAAAAAAAAAAAAAAAAA",
+            "AAAAAAAAAAAAAAAAAAAA-_==", "AAAAAAAAAAAAAAAAAAAAAA=A", "", "c2hvcnQ=", "+/+/+/+/+/+/+/+/+/+/+/==", "AAAAAAAAAAAAAAAAAAAAAé=",
+        ]
+        for key in shapes {
+            #expect(WebSocketKey.isValid(key) == (Data(base64Encoded: key)?.count == 16), "\(key)")
+        }
+        var generator = SystemRandomNumberGenerator()
+        for length in 0..<40 {
+            let bytes = (0..<length).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            #expect(bytes.withUnsafeBytes { WebSocketKey.base64($0) } == Data(bytes).base64EncodedString())
+            let key = Data(bytes.prefix(16) + [UInt8](repeating: 7, count: max(0, 16 - bytes.count))).base64EncodedString()
+            let expected = Data(Insecure.SHA1.hash(data: Data((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").utf8))).base64EncodedString()
+            #expect(WebSocketKey.isValid(key) && WebSocketKey.accept(for: key) == expected)
+        }
     }
 
     @Test("tokens are case-insensitive and may come in lists or repeated headers")

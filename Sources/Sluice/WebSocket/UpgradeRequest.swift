@@ -1,5 +1,3 @@
-import Crypto
-import Foundation
 import NIOHTTP1
 
 /// A client's WebSocket upgrade request that passed RFC 6455 §4.2.1, with the offer as the
@@ -56,14 +54,14 @@ struct UpgradeRequest: Equatable {
             throw Rejection(status: .badRequest, message: "an upgrade request cannot have a body (Content-Length)")
         }
         let versions = headers["sec-websocket-version"]
-        guard versions.count == 1, versions[0].trimmingCharacters(in: .whitespaces) == "13" else {
+        guard versions.count == 1, versions[0].trimmingSpacesAndTabs() == "13" else {
             throw Rejection(
                 status: .upgradeRequired, message: "Sec-WebSocket-Version 13 is required",
                 headers: [("Sec-WebSocket-Version", "13")]
             )
         }
         let keys = headers["sec-websocket-key"]
-        guard keys.count == 1, let decoded = Data(base64Encoded: keys[0].trimmingCharacters(in: .whitespaces)), decoded.count == 16 else {
+        guard keys.count == 1, case let key = keys[0].trimmingSpacesAndTabs(), WebSocketKey.isValid(key) else {
             throw Rejection(status: .badRequest, message: "Sec-WebSocket-Key must be the base64 of 16 bytes")
         }
         let offered = HeaderTokens.list(headers, "sec-websocket-protocol")
@@ -80,19 +78,14 @@ struct UpgradeRequest: Equatable {
         let extensions = headers["sec-websocket-extensions"]
         let names = Set(HeaderTokens.extensionNames(headers))
         return UpgradeRequest(
-            key: keys[0].trimmingCharacters(in: .whitespaces), protocols: protocols,
+            key: key, protocols: protocols,
             extensions: extensions, offeredExtensionNames: names
         )
     }
 
     /// `Sec-WebSocket-Accept` for this key (RFC 6455 §4.2.2).
     var expectedAccept: String {
-        Self.accept(for: key)
-    }
-
-    static func accept(for key: String) -> String {
-        let digest = Insecure.SHA1.hash(data: Data((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").utf8))
-        return Data(digest).base64EncodedString()
+        WebSocketKey.accept(for: key)
     }
 
     private static func isToken(_ text: String) -> Bool {
@@ -123,7 +116,7 @@ struct UpgradeResponse: Equatable {
             throw Invalid(message: "backend's 101 lacks 'Connection: upgrade'")
         }
         let accepts = headers["sec-websocket-accept"]
-        guard accepts.count == 1, accepts[0].trimmingCharacters(in: .whitespaces) == request.expectedAccept else {
+        guard accepts.count == 1, accepts[0].trimmingSpacesAndTabs() == request.expectedAccept else {
             throw Invalid(message: "backend's Sec-WebSocket-Accept does not match the key")
         }
         let chosen = HeaderTokens.list(headers, "sec-websocket-protocol")
