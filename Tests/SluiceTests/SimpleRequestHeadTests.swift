@@ -226,6 +226,37 @@ struct SimpleRequestHeadTests {
         _ = try? channel.finish()
     }
 
+    /// Answers a decoder error the way a failed write makes NIO behave: it reads the socket
+    /// again at once, from inside the error's handling, while the fast path is still leaving.
+    final class ReadsAgainOnError: ChannelInboundHandler {
+        typealias InboundIn = HTTPServerRequestPart
+        var parts: [HTTPServerRequestPart] = []
+        var errors = 0
+        let more: ByteBuffer
+        init(more: ByteBuffer) { self.more = more }
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) { parts.append(unwrapInboundIn(data)) }
+        func errorCaught(context: ChannelHandlerContext, error: any Error) {
+            errors += 1
+            if errors == 1 { context.pipeline.syncOperations.fireChannelRead(NIOAny(more)) }
+        }
+    }
+
+    @Test("bytes read again while the fast path steps aside go to NIO's decoder, not into a second hand-over")
+    func reentrantReadWhileSteppingAside() throws {
+        let channel = EmbeddedChannel()
+        let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
+        let probe = ReadsAgainOnError(more: ByteBuffer(string: "\u{1}\u{2} garbage\r\n\r\n"))
+        try channel.pipeline.syncOperations.addHandler(RequestFastPath(decoder: decoder, gateway: nil))
+        try channel.pipeline.syncOperations.addHandler(probe)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        // A malformed head: the fast path declines it, NIO's decoder fails on it, and the probe
+        // reads again from the head of the pipeline before the fast path has left.
+        try? channel.writeInbound(ByteBuffer(string: "GET / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n"))
+        #expect(probe.errors >= 1 && probe.parts.isEmpty)
+        #expect(throws: (any Error).self) { try channel.pipeline.syncOperations.handler(type: RequestFastPath.self) }
+        _ = try? channel.finish()
+    }
+
     @Test("a malformed request after simple ones reaches NIO's decoder and fails there")
     func malformedAfterSimple() throws {
         let (channel, collector, _) = try Self.pipeline()

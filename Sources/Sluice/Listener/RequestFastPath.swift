@@ -27,9 +27,18 @@ final class RequestFastPath: ChannelInboundHandler, RemovableChannelHandler {
         self.gateway = gateway
     }
 
+    /// Set once NIO's decoder is behind this handler. Until this handler is out of the
+    /// pipeline, reads can still reach it re-entrantly (NIO drains the socket when a write
+    /// fails, from inside the decoder's error path): they go straight on to the decoder.
+    private var steppedAside = false
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if steppedAside {
+            context.fireChannelRead(data)
+            return
+        }
         var buffer = unwrapInboundIn(data)
-        while buffer.readableBytes > 0, context.channel.isActive {
+        while buffer.readableBytes > 0, context.channel.isActive, !steppedAside {
             guard case .request(let head, let length, let vetted) = buffer.withUnsafeReadableBytes({ SimpleRequestHead.parse($0) }) else {
                 stepAside(context: context, handing: buffer)
                 return
@@ -47,6 +56,7 @@ final class RequestFastPath: ChannelInboundHandler, RemovableChannelHandler {
 
     /// Puts NIO's decoder behind this handler, gives it `buffer`, and leaves.
     private func stepAside(context: ChannelHandlerContext, handing buffer: ByteBuffer) {
+        steppedAside = true
         let pipeline = context.pipeline.syncOperations
         do {
             try pipeline.addHandler(decoder, position: .after(self))
