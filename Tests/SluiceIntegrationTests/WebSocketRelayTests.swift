@@ -159,6 +159,21 @@ struct WebSocketRelayTests {
         #expect(result["status"] as? Int == 504)
     }
 
+    @Test("after a backend's non-101 answer the client connection closes, though the backend keeps its own open", arguments: [false, true])
+    func refusalCloses(halfClose: Bool) async throws {
+        let backend = try await PythonPeer(["raw-backend", "refuse-keep-alive"])
+        let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)")
+        let options = halfClose ? #"{"path": "/ws", "half_close": true}"# : #"{"path": "/ws"}"#
+        let result = try await PythonPeer.run(["raw-client", "eof-after-answer", "127.0.0.1", "\(gateway.port("plain"))", options])
+        await gateway.stop()
+        backend.stop()
+        #expect(result["status"] as? Int == 404, "\(result)")
+        #expect(result["body"] as? String == "not here\r\n", "\(result)")
+        // Closed once the answer is out, not when the backend's connection ends (30 s later).
+        let eofAfter = try #require(result["eof_after"] as? Double, "no EOF within 5 s: \(result)")
+        #expect(eofAfter < 2)
+    }
+
     @Test("a backend whose Sec-WebSocket-Accept is wrong gets the client a 502")
     func badAccept() async throws {
         let backend = try await PythonPeer(["raw-backend", "bad-accept"])

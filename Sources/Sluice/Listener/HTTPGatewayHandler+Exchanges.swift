@@ -184,6 +184,9 @@ extension HTTPGatewayHandler {
             case .responded(let status):
                 if let status { logRequest(status: status, bytes: 0) }
                 state = .done
+                // The answer said `Connection: close`: the connection ends once it is out,
+                // whatever the backend does with its own (a keep-alive server keeps it).
+                closeAfterWrites(context, nil)
             }
         }
         state = .upgrading(upgrade)

@@ -116,6 +116,13 @@ def raw_backend(mode):
         accept = base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
         if mode == "bad-accept":
             accept = base64.b64encode(b"0" * 20).decode()
+        if mode == "refuse-keep-alive":
+            # An app server that does not speak WebSocket: a plain answer, and the connection
+            # kept open for the next request, as keep-alive servers do.
+            conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 10\r\n\r\nnot here\r\n")
+            time.sleep(30)
+            conn.close()
+            continue
         response = ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                     f"Sec-WebSocket-Accept: {accept}\r\n\r\n").encode()
         if mode == "first-frame-same-packet":
@@ -337,6 +344,24 @@ def raw_client(scenario, host, port, extra):
             sock.sendall(frame(0x1, b"go"))
             time.sleep(options.get("seconds", 5))
             result["stalled"] = True
+        elif scenario == "eof-after-answer":
+            # The answer's body, then how long until the gateway closes (half-closing first
+            # when asked: the client has nothing more to send).
+            if options.get("half_close"):
+                sock.shutdown(socket.SHUT_WR)
+            started = time.monotonic()
+            sock.settimeout(options.get("seconds", 5))
+            rest = buffer
+            try:
+                while True:
+                    data = sock.recv(65536)
+                    if not data:
+                        result["eof_after"] = time.monotonic() - started
+                        break
+                    rest += data
+            except socket.timeout:
+                result["eof_after"] = None
+            result["body"] = rest.decode("latin-1")
         elif scenario == "read-frame":
             opcode, payload = read_frame()
             result["opcode"] = opcode
