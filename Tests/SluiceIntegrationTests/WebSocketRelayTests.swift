@@ -174,6 +174,20 @@ struct WebSocketRelayTests {
         #expect(eofAfter < 2)
     }
 
+    @Test("a client that half-closes before the backend's 101 (an illegal frame right behind it) leaves the gateway serving")
+    func halfClosedBeforeRelay() async throws {
+        let backend = try await PythonPeer(["raw-backend", "late-101-then-masked-frame"])
+        let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)")
+        for _ in 0..<3 {
+            _ = try await PythonPeer.run(["raw-client", "half-close-at-once", "127.0.0.1", "\(gateway.port("plain"))", #"{"path": "/ws"}"#])
+        }
+        // Still serving: the relay started only once the backend's response decoder had left.
+        let after = try await PythonPeer.run(["client", "status", url(gateway)])
+        await gateway.stop()
+        backend.stop()
+        #expect(after["status"] as? Int == 101, "\(after)")
+    }
+
     @Test("a backend whose Sec-WebSocket-Accept is wrong gets the client a 502")
     func badAccept() async throws {
         let backend = try await PythonPeer(["raw-backend", "bad-accept"])

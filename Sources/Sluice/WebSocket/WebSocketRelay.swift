@@ -78,6 +78,7 @@ final class WebSocketRelay {
     private enum EarlyEvent {
         case read(ByteBuffer, RelaySide)
         case inactive(RelaySide)
+        case close(downstreamCode: UInt16, upstreamCode: UInt16, reason: String)
     }
     private var earlyEvents: [EarlyEvent] = []
     private var started = false
@@ -127,6 +128,8 @@ final class WebSocketRelay {
             switch event {
             case .read(let buffer, let side): channelRead(buffer, from: side)
             case .inactive(let side): channelInactive(side)
+            case .close(let downstreamCode, let upstreamCode, let reason):
+                close(downstreamCode: downstreamCode, upstreamCode: upstreamCode, reason: reason)
             }
         }
         for side in RelaySide.allCases { flushIfNeeded(side) }
@@ -290,6 +293,11 @@ final class WebSocketRelay {
 
     /// Closes both sides from outside (shutdown, kick).
     func close(downstreamCode: UInt16, upstreamCode: UInt16, reason: String) {
+        // Nothing is written before the handshake codecs have left both pipelines.
+        guard started else {
+            earlyEvents.append(.close(downstreamCode: downstreamCode, upstreamCode: upstreamCode, reason: reason))
+            return
+        }
         perform(machine.closeBoth(downstreamCode: downstreamCode, upstreamCode: upstreamCode, reason: reason))
     }
 

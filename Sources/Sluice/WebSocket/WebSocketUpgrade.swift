@@ -283,7 +283,9 @@ final class WebSocketUpgrade {
         // Both relay handlers go in first and the relay queues what reaches it until `start()`.
         // Bytes that arrived right behind the handshakes sit in the HTTP decoders, which leave
         // the pipeline a tick later, forwarding those bytes on the way out; the relay starts
-        // (and may write) only once both decoders are gone.
+        // (and may write) only once both decoders are gone, whether or not the client is still
+        // there: a frame written through the backend's response decoder while it is still in
+        // the pipeline (it observes writes as HTTP request parts) stops the process.
         do {
             try upstream.pipeline.syncOperations.addHandler(RelayHandler(relay: relay, side: .upstream))
             let sync = upstream.pipeline.syncOperations
@@ -291,8 +293,10 @@ final class WebSocketUpgrade {
             _ = sync.removeHandler(context: try sync.context(handlerType: HTTPRequestEncoder.self))
             let upstreamDecoderGone = sync.removeHandler(context: try sync.context(handlerType: ByteToMessageHandler<HTTPResponseDecoder>.self))
             let downstreamDecoderGone = downstream.switchToRelay(head, RelayHandler(relay: relay, side: .downstream))
-            upstreamDecoderGone.and(downstreamDecoderGone).assumeIsolated().whenComplete { _ in
-                relay.start()
+            // Not `and`: it fails as soon as one side fails (a client that already left), which
+            // would start the relay inside the backend decoder's own read of the 101.
+            upstreamDecoderGone.assumeIsolated().whenComplete { _ in
+                downstreamDecoderGone.assumeIsolated().whenComplete { _ in relay.start() }
             }
         } catch {
             logger.error("could not switch the backend channel to the relay", metadata: ["error": "\(error)"])

@@ -127,6 +127,12 @@ def raw_backend(mode):
                     f"Sec-WebSocket-Accept: {accept}\r\n\r\n").encode()
         if mode == "first-frame-same-packet":
             response += b"\x81\x05first"
+        if mode == "late-101-then-masked-frame":
+            # The 101 after the client has had time to half-close, with an illegal (masked)
+            # frame behind it in the same packet: the relay's close 1002 to this backend must
+            # wait until the handshake codecs are gone.
+            time.sleep(0.3)
+            response += b"\x81\x85" + b"\x01\x02\x03\x04" + bytes(b ^ k for b, k in zip(b"hello", b"\x01\x02\x03\x04\x01"))
         if mode == "masked-frame":
             response += b"\x81\x85" + b"\x01\x02\x03\x04" + bytes(b ^ k for b, k in zip(b"hello", b"\x01\x02\x03\x04\x01"))
         conn.sendall(response)
@@ -277,6 +283,9 @@ def raw_client(scenario, host, port, extra):
     result = {}
     if scenario == "early-frame":
         sock.sendall(request + frame(0x1, b"early"))
+    elif scenario == "half-close-at-once":
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
     else:
         sock.sendall(request)
     head = b""
