@@ -1,0 +1,48 @@
+import Foundation
+import Testing
+
+/// Bad input of any kind gets an answer or a close, never a crash or a held connection: a
+/// separate `sluice` process takes mutated requests, frames and half-closes from clients and
+/// mutated responses from a backend (`Peers/fuzz_peer.py`, fixed seeds, bounded in time).
+@Suite("Bad input")
+struct BadInputTests {
+    static let fuzzPeer = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .appendingPathComponent("Peers/fuzz_peer.py").path
+
+    static func openDescriptors(_ pid: Int32) -> Int {
+        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1
+    }
+
+    @Test("mutated HTTP and WebSocket traffic both ways: the gateway stays up and holds no connection afterwards", arguments: [11, 12])
+    func mutatedTraffic(seed: Int) async throws {
+        let backend = try await PythonPeer(["backend", "\(seed)"], script: Self.fuzzPeer)
+        let sluice = try SluiceProcess(yaml: """
+            listeners:
+              - name: plain
+                address: 127.0.0.1:0
+                http: { header_timeout: 2s }
+            routes:
+              - name: app
+                match: { path_prefix: / }
+                backends: ["http://127.0.0.1:\(backend.port)"]
+                http: { response_timeout: 2s, idle_timeout: 2s, max_request_body: 100KiB }
+                websocket: { handshake_timeout: 2s, idle_timeout: 3s }
+            """)
+        let baseline = Self.openDescriptors(sluice.pid)
+        let result = try await PythonPeer.run(["client", "\(sluice.port)", "12", "\(seed)"], script: Self.fuzzPeer, timeout: 90)
+        #expect(!sluice.hasExited, "sluice stopped (status \(sluice.exitStatus.map(String.init) ?? "?")) under seed \(seed)")
+        // Every client is gone; once the backend is too, nothing may stay open past the timeouts.
+        backend.stop()
+        var open = Self.openDescriptors(sluice.pid)
+        for _ in 0..<100 where open > baseline {
+            try await Task.sleep(for: .milliseconds(100))
+            open = Self.openDescriptors(sluice.pid)
+        }
+        let alive = !sluice.hasExited
+        sluice.stop()
+        #expect(alive)
+        #expect(open <= baseline, "\(open) descriptors open after the run, \(baseline) before")
+        let requests = result["requests"] as? Int ?? 0, answered = result["answered"] as? Int ?? 0
+        #expect(requests > 200 && answered > 50, "\(result)")
+    }
+}
