@@ -2,8 +2,9 @@ import Foundation
 import Testing
 
 /// Bad input of any kind gets an answer or a close, never a crash or a held connection: a
-/// separate `sluice` process takes mutated requests, frames and half-closes from clients and
-/// mutated responses from a backend (`Peers/fuzz_peer.py`, fixed seeds, bounded in time).
+/// separate `sluice` process takes mutated requests, frames, credentials, TLS handshakes,
+/// admin requests and half-closes from clients, and mutated responses from a backend
+/// (`Peers/fuzz_peer.py`, fixed seeds, bounded in time).
 @Suite("Bad input")
 struct BadInputTests {
     static let fuzzPeer = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
@@ -16,20 +17,40 @@ struct BadInputTests {
     @Test("mutated HTTP and WebSocket traffic both ways: the gateway stays up and holds no connection afterwards", arguments: [11, 12])
     func mutatedTraffic(seed: Int) async throws {
         let backend = try await PythonPeer(["backend", "\(seed)"], script: Self.fuzzPeer)
+        let directory = NSTemporaryDirectory() + "sluice-bad-input-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try String(repeating: "k", count: 40).write(toFile: "\(directory)/hmac", atomically: true, encoding: .utf8)
         let sluice = try SluiceProcess(yaml: """
+            admin: { address: "127.0.0.1:0" }
             listeners:
               - name: plain
                 address: 127.0.0.1:0
                 http: { header_timeout: 2s }
+              - name: tls
+                address: 127.0.0.1:0
+                http: { header_timeout: 2s }
+                tls:
+                  handshake_timeout: 2s
+                  certificates: [ { cert: \(directory)/cert.pem, key: \(directory)/key.pem, generate_if_missing: true } ]
             routes:
+              - name: authed
+                match: { path_prefix: /auth }
+                backends: ["http://127.0.0.1:\(backend.port)"]
+                http: { response_timeout: 2s, idle_timeout: 2s, strip_prefix: true }
+                websocket: { handshake_timeout: 2s, idle_timeout: 3s }
+                auth:
+                  methods:
+                    - jwt: { bearer: true, cookie: session, query: access_token, algorithms: [HS256], hmac_secret_file: \(directory)/hmac }
+                origin: { allowed: ["https://ok.example"], allow_missing: true }
               - name: app
                 match: { path_prefix: / }
                 backends: ["http://127.0.0.1:\(backend.port)"]
                 http: { response_timeout: 2s, idle_timeout: 2s, max_request_body: 100KiB }
                 websocket: { handshake_timeout: 2s, idle_timeout: 3s }
-            """)
+            """, waitingFor: ["plain", "tls", "admin"])
         let baseline = Self.openDescriptors(sluice.pid)
-        let result = try await PythonPeer.run(["client", "\(sluice.port)", "12", "\(seed)"], script: Self.fuzzPeer, timeout: 90)
+        let ports = [sluice.port, sluice.ports["tls"] ?? 0, sluice.ports["admin"] ?? 0].map(String.init)
+        let result = try await PythonPeer.run(["client", ports[0], "12", "\(seed)", ports[1], ports[2]], script: Self.fuzzPeer, timeout: 90)
         #expect(!sluice.hasExited, "sluice stopped (status \(sluice.exitStatus.map(String.init) ?? "?")) under seed \(seed)")
         // Every client is gone; once the backend is too, nothing may stay open past the timeouts.
         backend.stop()
@@ -44,5 +65,6 @@ struct BadInputTests {
         #expect(open <= baseline, "\(open) descriptors open after the run, \(baseline) before")
         let requests = result["requests"] as? Int ?? 0, answered = result["answered"] as? Int ?? 0
         #expect(requests > 200 && answered > 50, "\(result)")
+        #expect((result["tls_answered"] as? Int ?? 0) > 10 && (result["admin_answered"] as? Int ?? 0) > 5, "\(result)")
     }
 }

@@ -3,8 +3,11 @@ answers with random and mutated responses (a valid 101 and frames behind it amon
 and clients that send random and mutated requests, frames, half-closes and early closes.
 
     fuzz_peer.py backend SEED         prints "PORT <n>", serves until stdin closes
-    fuzz_peer.py client PORT SECONDS SEED
-                                      prints {"requests": n, "answered": n} when done
+    fuzz_peer.py client PORT SECONDS SEED [TLS_PORT ADMIN_PORT]
+                                      prints {"requests": n, "answered": n} when done; with
+                                      the two ports, also TLS clients (and garbage in place of
+                                      a TLS handshake), credentials for the /auth route, and
+                                      the admin API
 
 Loopback only; every run stops by itself."""
 import base64
@@ -12,6 +15,7 @@ import hashlib
 import json
 import random
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -141,19 +145,54 @@ def backend(seed):
     sys.stdin.read()  # until the test closes its end
 
 
-def client(port, seconds, seed):
+CREDENTIALS = [b"", b"Authorization: Bearer a.b.c\r\n", b"Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.xx\r\n",
+               b"Authorization: Basic !!!\r\n", b"Cookie: session=zz; sluice_backend=0\r\n", b"Origin: https://evil.example\r\n"]
+PATHS = [b"/", b"/auth", b"/auth/ws", b"/auth?access_token=a.b.c"]
+ADMIN = [b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n", b"GET /connections?limit=5&sort=bytes HTTP/1.1\r\nHost: a\r\n\r\n",
+         b"GET /connections/1 HTTP/1.1\r\nHost: a\r\n\r\n", b"DELETE /connections/2 HTTP/1.1\r\nHost: a\r\n\r\n",
+         b"GET /readyz HTTP/1.1\r\nHost: a\r\n\r\n", b"GET /connections?sort=zzz&limit=-1 HTTP/1.1\r\nHost: a\r\n\r\n"]
+
+
+def client(port, seconds, seed, tls_port=None, admin_port=None):
     rng = random.Random(seed)
     lock = threading.Lock()
-    counts = {"requests": 0, "answered": 0}
+    counts = {"requests": 0, "answered": 0, "tls_answered": 0, "admin_answered": 0}
     stop = time.monotonic() + seconds
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+
+    def connect():
+        """A connection to one of the listeners, and whether it is the admin one."""
+        with lock:
+            roll = rng.random()
+            garbage = rng.random() < 0.1
+        if admin_port and roll < 0.1:
+            return socket.create_connection(("127.0.0.1", admin_port), timeout=3), True
+        if tls_port and roll < 0.4:
+            sock = socket.create_connection(("127.0.0.1", tls_port), timeout=3)
+            if garbage:
+                # Not a TLS handshake at all: the listener must drop it, nothing more.
+                with lock:
+                    hello = mutate(rng, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(40))
+                sock.sendall(hello)
+                return sock, None
+            return context.wrap_socket(sock, server_hostname="localhost"), False
+        return socket.create_connection(("127.0.0.1", port), timeout=3), False
 
     def run():
         while time.monotonic() < stop:
             try:
-                sock = socket.create_connection(("127.0.0.1", port), timeout=3)
+                sock, admin = connect()
+                if admin is None:
+                    sock.close()
+                    continue
                 for _ in range(rng.randint(1, 4)):
                     with lock:
-                        request = rng.choice(REQUESTS)
+                        request = rng.choice(ADMIN if admin else REQUESTS)
+                        if not admin and tls_port:
+                            request = request.replace(b" /", b" " + rng.choice(PATHS), 1)
+                            request = request.replace(b"\r\n", b"\r\n" + rng.choice(CREDENTIALS), 1)
                         if rng.random() < 0.7:
                             request = mutate(rng, request)
                         if b"websocket" in request and rng.random() < 0.7:
@@ -168,12 +207,16 @@ def client(port, seconds, seed):
                         if sock.recv(65536):
                             with lock:
                                 counts["answered"] += 1
+                                if admin:
+                                    counts["admin_answered"] += 1
+                                elif isinstance(sock, ssl.SSLSocket):
+                                    counts["tls_answered"] += 1
                     except socket.timeout:
                         break
-                if rng.random() < 0.5:
+                if rng.random() < 0.5 and not isinstance(sock, ssl.SSLSocket):
                     sock.shutdown(socket.SHUT_WR)
                 sock.close()
-            except OSError:
+            except (OSError, ValueError):
                 pass
 
     threads = [threading.Thread(target=run) for _ in range(8)]
@@ -188,4 +231,5 @@ if __name__ == "__main__":
     if sys.argv[1] == "backend":
         backend(int(sys.argv[2]))
     else:
-        client(int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]))
+        ports = [int(port) for port in sys.argv[5:7]]
+        client(int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), *ports)

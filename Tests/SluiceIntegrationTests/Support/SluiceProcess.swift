@@ -11,11 +11,15 @@ final class SluiceProcess: @unchecked Sendable {
 
     private let process = Process()
     let port: Int
+    /// Every reported listener's port by name (`admin` for the admin listener), for the names
+    /// the initializer was asked to wait for.
+    private(set) var ports: [String: Int] = [:]
 
     var pid: Int32 { process.processIdentifier }
 
-    /// Starts `sluice run` on a config written from `yaml` and waits for its first listener.
-    init(yaml: String) throws {
+    /// Starts `sluice run` on a config written from `yaml` and waits for its first listener,
+    /// and for each listener named in `waitingFor` (`admin` for the admin listener).
+    init(yaml: String, waitingFor names: Set<String> = []) throws {
         let directory = NSTemporaryDirectory() + "sluice-process-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let config = "\(directory)/sluice.yaml"
@@ -32,12 +36,17 @@ final class SluiceProcess: @unchecked Sendable {
         var line = ""
         var found: Int?
         let handle = errors.fileHandleForReading
-        while found == nil {
+        var reported: [String: Int] = [:]
+        while found == nil || !names.isSubset(of: reported.keys) {
             let byte = handle.readData(ofLength: 1)
             if byte.isEmpty { break }
             if byte == Data("\n".utf8) {
                 if line.contains("listening"), let range = line.range(of: #"127\.0\.0\.1:(\d+)"#, options: .regularExpression) {
-                    found = Int(line[range].split(separator: ":").last!)
+                    let port = Int(line[range].split(separator: ":").last!)
+                    let name = line.contains("admin listening")
+                        ? "admin" : line.range(of: #"listener=[^ ]+"#, options: .regularExpression).map { String(line[$0].dropFirst(9)) }
+                    if let name, let port { reported[name] = port }
+                    if found == nil, !line.contains("admin listening") { found = port }
                 }
                 line = ""
             } else {
@@ -49,6 +58,7 @@ final class SluiceProcess: @unchecked Sendable {
             throw PeerError(message: "sluice did not report a listening port")
         }
         port = found
+        ports = reported
     }
 
     /// Resident set size of the sluice process, in bytes.
