@@ -73,6 +73,52 @@ struct ProxyUnitTests {
         #expect(!kept[0].channel.isActive && !kept[1].channel.isActive)
     }
 
+    @Test("a sweep is armed once for idle connections, closes those past the timeout, and stops when none is left")
+    func poolSweepState() {
+        var pool = ConnectionPoolState<Int>(maxIdle: 4, idleTimeout: 100)
+        #expect(pool.armSweep() == nil)
+        _ = pool.checkin(1, reusable: true, now: 0)
+        _ = pool.checkin(2, reusable: true, now: 50)
+        #expect(pool.armSweep() == 100)
+        #expect(pool.armSweep() == nil)
+        let first = pool.sweep(now: 100)
+        #expect(first.expired == [1] && first.next == 150)
+        let second = pool.sweep(now: 150)
+        #expect(second.expired == [2] && second.next == nil && !pool.sweepArmed)
+        _ = pool.checkin(3, reusable: true, now: 200)
+        #expect(pool.armSweep() == 300)
+    }
+
+    @Test("idle connections close at the idle timeout though no request comes to take or return one")
+    func poolIdleTimeoutWithoutTraffic() throws {
+        let loop = EmbeddedEventLoop()
+        let backend = Backend(url: try BackendURL.parse("http://127.0.0.1:8080"), host: "127.0.0.1", port: 8080, path: "/", tls: nil, serverName: nil)
+        let settings = PoolSettings(maxIdle: 4, idleTimeout: 1_000_000_000, connectTimeout: .seconds(1))
+        func connection() throws -> UpstreamConnection {
+            let channel = EmbeddedChannel(loop: loop)
+            try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 8080)).wait()
+            return UpstreamConnection(channel: channel, handler: UpstreamHTTPHandler())
+        }
+        let pool = UpstreamPool()
+        let early = try connection()
+        pool.release(early, backend: backend, settings: settings, reusable: true)
+        loop.advanceTime(by: .milliseconds(600))
+        let late = try connection()
+        pool.release(late, backend: backend, settings: settings, reusable: true)
+        loop.advanceTime(by: .milliseconds(399))
+        #expect(early.channel.isActive && late.channel.isActive)
+        loop.advanceTime(by: .milliseconds(1))
+        #expect(!early.channel.isActive && late.channel.isActive)
+        loop.advanceTime(by: .milliseconds(600))
+        #expect(!late.channel.isActive)
+        // Nothing idle: the sweep stopped, and the next connection arms it again.
+        let again = try connection()
+        pool.release(again, backend: backend, settings: settings, reusable: true)
+        loop.advanceTime(by: .seconds(1))
+        #expect(!again.channel.isActive)
+        #expect(pool.takeIdle(backend, settings: settings, on: loop) == nil)
+    }
+
     @Test("names and tokens compare without ASCII case, and only letters fold")
     func caseInsensitiveBytes() {
         func equal(_ a: String, _ b: StaticString) -> Bool {

@@ -55,6 +55,28 @@ struct ConnectionPoolState<ID: Hashable & Sendable>: Sendable {
     mutating func remove(_ id: ID) {
         idle.removeAll { $0.id == id }
     }
+
+    /// A sweep is scheduled: idle connections time out even when no request comes to take
+    /// or return one.
+    private(set) var sweepArmed = false
+
+    /// When a sweep should run, if connections are idle and none is scheduled yet.
+    mutating func armSweep() -> Int64? {
+        guard !sweepArmed, let oldest = idle.first else { return nil }
+        sweepArmed = true
+        return oldest.since + idleTimeout
+    }
+
+    /// The scheduled sweep: the connections past the timeout (to close), and when to sweep
+    /// next (nil once nothing is idle; the next check-in arms it again).
+    mutating func sweep(now: Int64) -> (expired: [ID], next: Int64?) {
+        let expired = expire(now: now)
+        guard let oldest = idle.first else {
+            sweepArmed = false
+            return (expired, nil)
+        }
+        return (expired, oldest.since + idleTimeout)
+    }
 }
 
 /// Keep-alive connections to HTTP backends, per backend and per event loop (a request always
@@ -63,7 +85,7 @@ final class UpstreamPool: Sendable {
     /// Connections are kept per backend identity (`Backend.PoolIdentity`), event loop and idle
     /// rules: routes naming the same backend share idle connections only when their `pool`
     /// settings agree, so each route's `max_idle` and idle timeout hold for what it keeps.
-    struct Key: Hashable {
+    struct Key: Hashable, Sendable {
         let backend: Backend.PoolIdentity
         let loop: ObjectIdentifier
         let maxIdle: Int
@@ -85,7 +107,7 @@ final class UpstreamPool: Sendable {
     /// a future, on the hot path of every proxied request.
     func takeIdle(_ backend: Backend, settings: PoolSettings, on eventLoop: any EventLoop) -> UpstreamConnection? {
         let key = Key(backend, settings: settings, loop: eventLoop)
-        let now = MonotonicClock.nanoseconds()
+        let now = Int64(clamping: eventLoop.now.uptimeNanoseconds)
         let (reused, expired) = states.withLockedValue { states -> (UpstreamConnection?, [UpstreamConnection]) in
             // Mutated in place: a copy of the state would copy its array on every request.
             let fresh = ConnectionPoolState<UpstreamConnection>(maxIdle: settings.maxIdle, idleTimeout: settings.idleTimeout)
@@ -105,12 +127,15 @@ final class UpstreamPool: Sendable {
 
     /// Gives a connection back after an exchange; closes it unless it is `reusable`.
     func release(_ connection: UpstreamConnection, backend: Backend, settings: PoolSettings, reusable: Bool) {
-        let key = Key(backend, settings: settings, loop: connection.channel.eventLoop)
-        let now = MonotonicClock.nanoseconds()
-        let checkin = states.withLockedValue { states in
+        let loop = connection.channel.eventLoop
+        let key = Key(backend, settings: settings, loop: loop)
+        let now = Int64(clamping: loop.now.uptimeNanoseconds)
+        let (checkin, sweepDue) = states.withLockedValue { states in
             let fresh = ConnectionPoolState<UpstreamConnection>(maxIdle: settings.maxIdle, idleTimeout: settings.idleTimeout)
-            return states[key, default: fresh].checkin(connection, reusable: reusable && connection.channel.isActive, now: now)
+            let checkin = states[key, default: fresh].checkin(connection, reusable: reusable && connection.channel.isActive, now: now)
+            return (checkin, checkin == .close ? nil : states[key]?.armSweep())
         }
+        if let sweepDue { scheduleSweep(key, at: sweepDue, on: loop) }
         switch checkin {
         case .close:
             connection.channel.close(promise: nil)
@@ -125,6 +150,20 @@ final class UpstreamPool: Sendable {
                 guard let connection else { return }
                 states.withLockedValue { states in states[key]?.remove(connection) }
             }
+        }
+    }
+
+    /// Closes the idle connections of `key` that passed the idle timeout, on the loop they
+    /// belong to, and comes back when the next one is due.
+    private func scheduleSweep(_ key: Key, at due: Int64, on loop: any EventLoop) {
+        loop.scheduleTask(deadline: .uptimeNanoseconds(UInt64(max(0, due)))) { [weak self] in
+            guard let self else { return }
+            let now = Int64(clamping: loop.now.uptimeNanoseconds)
+            let (expired, next) = self.states.withLockedValue { states in
+                states[key]?.sweep(now: now) ?? ([], nil)
+            }
+            for connection in expired { connection.channel.close(promise: nil) }
+            if let next { self.scheduleSweep(key, at: next, on: loop) }
         }
     }
 
