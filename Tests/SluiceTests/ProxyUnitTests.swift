@@ -46,17 +46,24 @@ struct ProxyUnitTests {
         #expect(try backend("http://127.0.0.1:8080").hostHeader == "127.0.0.1:8080")
     }
 
+    static func plainBackend() throws -> Backend {
+        Backend(url: try BackendURL.parse("http://127.0.0.1:8080"), host: "127.0.0.1", port: 8080, path: "/", tls: nil, serverName: nil)
+    }
+
+    /// A backend connection the pool can hold: an embedded channel that counts as open.
+    static func openConnection(on loop: EmbeddedEventLoop) throws -> UpstreamConnection {
+        let channel = EmbeddedChannel(loop: loop)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 8080)).wait()
+        return UpstreamConnection(channel: channel, handler: UpstreamHTTPHandler())
+    }
+
     @Test("routes sharing a backend keep idle connections under their own max_idle, not another route's")
     func poolPerRouteRules() throws {
         let loop = EmbeddedEventLoop()
-        let backend = Backend(url: try BackendURL.parse("http://127.0.0.1:8080"), host: "127.0.0.1", port: 8080, path: "/", tls: nil, serverName: nil)
+        let backend = try Self.plainBackend()
         let roomy = PoolSettings(maxIdle: 3, idleTimeout: 60_000_000_000, connectTimeout: .seconds(1))
         let tight = PoolSettings(maxIdle: 1, idleTimeout: 60_000_000_000, connectTimeout: .seconds(1))
-        func connection() throws -> UpstreamConnection {
-            let channel = EmbeddedChannel(loop: loop)
-            try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 8080)).wait()
-            return UpstreamConnection(channel: channel, handler: UpstreamHTTPHandler())
-        }
+        func connection() throws -> UpstreamConnection { try Self.openConnection(on: loop) }
         let pool = UpstreamPool()
         let kept = try (0..<3).map { _ in try connection() }
         for each in kept { pool.release(each, backend: backend, settings: roomy, reusable: true) }
@@ -92,13 +99,9 @@ struct ProxyUnitTests {
     @Test("idle connections close at the idle timeout though no request comes to take or return one")
     func poolIdleTimeoutWithoutTraffic() throws {
         let loop = EmbeddedEventLoop()
-        let backend = Backend(url: try BackendURL.parse("http://127.0.0.1:8080"), host: "127.0.0.1", port: 8080, path: "/", tls: nil, serverName: nil)
+        let backend = try Self.plainBackend()
         let settings = PoolSettings(maxIdle: 4, idleTimeout: 1_000_000_000, connectTimeout: .seconds(1))
-        func connection() throws -> UpstreamConnection {
-            let channel = EmbeddedChannel(loop: loop)
-            try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 8080)).wait()
-            return UpstreamConnection(channel: channel, handler: UpstreamHTTPHandler())
-        }
+        func connection() throws -> UpstreamConnection { try Self.openConnection(on: loop) }
         let pool = UpstreamPool()
         let early = try connection()
         pool.release(early, backend: backend, settings: settings, reusable: true)
