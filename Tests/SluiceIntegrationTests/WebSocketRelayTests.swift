@@ -84,10 +84,11 @@ struct WebSocketRelayTests {
 
     @Test("a backend that refuses connections gets the client a 502")
     func backendDown() async throws {
-        let port = try closedPort()
-        let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(port)")
+        let down = try RefusingPort()
+        let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(down.port)")
         let result = try await PythonPeer.run(["client", "status", url(gateway)])
         await gateway.stop()
+        withExtendedLifetime(down) {}
         #expect(result["status"] as? Int == 502)
         #expect((result["body"] as? String)?.contains("unreachable") == true)
     }
@@ -95,14 +96,14 @@ struct WebSocketRelayTests {
     @Test("when a backend refuses the connection, the next one is tried")
     func failover() async throws {
         let backend = try await PythonPeer(["backend", "echo"])
-        let down = try closedPort()
+        let down = try RefusingPort()
         let gateway = try await TestGateway(yaml: """
             listeners:
               - { name: plain, address: "127.0.0.1:0" }
             routes:
               - name: ws
                 match: { path_prefix: /ws }
-                backends: ["ws://127.0.0.1:\(down)", "ws://127.0.0.1:\(backend.port)"]
+                backends: ["ws://127.0.0.1:\(down.port)", "ws://127.0.0.1:\(backend.port)"]
             """)
         var echoes: [String?] = []
         for _ in 0..<4 {
@@ -111,6 +112,7 @@ struct WebSocketRelayTests {
         }
         await gateway.stop()
         backend.stop()
+        withExtendedLifetime(down) {}
         #expect(echoes == Array(repeating: "still here", count: 4))
     }
 
@@ -333,17 +335,30 @@ struct WebSocketRelayTests {
 }
 
 /// A loopback port nothing listens on.
-func closedPort() throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    address.sin_port = 0
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
-    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-    return Int(UInt16(bigEndian: address.sin_port))
+/// A loopback port that refuses connections for as long as this lives: bound, never
+/// listening, so no other test's listener can take it while it is meant to be down.
+final class RefusingPort {
+    private let fd: Int32
+    let port: Int
+
+    init() throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        guard bound == 0 else {
+            close(fd)
+            throw PeerError(message: "could not bind a loopback port")
+        }
+        self.fd = fd
+        port = Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    deinit { close(fd) }
 }
 
 /// Shutdown with live WebSockets.
