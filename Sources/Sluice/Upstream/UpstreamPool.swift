@@ -132,8 +132,8 @@ final class UpstreamPool: Sendable {
         let now = Int64(clamping: loop.now.uptimeNanoseconds)
         let (checkin, sweepDue) = states.withLockedValue { states in
             let fresh = ConnectionPoolState<UpstreamConnection>(maxIdle: settings.maxIdle, idleTimeout: settings.idleTimeout)
-            let checkin = states[key, default: fresh].checkin(connection, reusable: reusable && connection.channel.isActive, now: now)
-            return (checkin, checkin == .close ? nil : states[key]?.armSweep())
+            // One lookup: the entry is checked in to and its sweep armed in place.
+            return Self.checkin(connection, into: &states[key, default: fresh], reusable: reusable && connection.channel.isActive, now: now)
         }
         if let sweepDue { scheduleSweep(key, at: sweepDue, on: loop) }
         switch checkin {
@@ -151,6 +151,13 @@ final class UpstreamPool: Sendable {
                 states.withLockedValue { states in states[key]?.remove(connection) }
             }
         }
+    }
+
+    private static func checkin(
+        _ connection: UpstreamConnection, into state: inout ConnectionPoolState<UpstreamConnection>, reusable: Bool, now: Int64
+    ) -> (ConnectionPoolState<UpstreamConnection>.Checkin, sweepDue: Int64?) {
+        let checkin = state.checkin(connection, reusable: reusable, now: now)
+        return (checkin, checkin == .close ? nil : state.armSweep())
     }
 
     /// Closes the idle connections of `key` that passed the idle timeout, on the loop they
