@@ -3,9 +3,12 @@
 or Sluice with nginx, on a machine whose speed drifts.
 
 usage: benchmarks/h1_pairs.py [--against nginx | --against PATH/TO/OTHER/sluice] [--sluice PATH]
-                              [--rounds 8] [--duration 5]
+                              [--floor [--bench PATH/TO/sluice-bench]] [--rounds 8] [--duration 5]
 
 Against nginx it prints Sluice/nginx; against another build B it prints B/A (A is --sluice).
+With --floor (against nginx only), every round also measures `sluice-bench tunnel`, NIO relaying
+the same bytes through two channels with no HTTP work, and prints tunnel/nginx: the ceiling of a
+proxy whose hot path is NIO channel handlers, measured in the same rounds.
 
 Each proxy runs alone on core 1 (one event-loop thread, one nginx worker); wrk and the static
 nginx backend share core 0. Every round measures one, then the other, each after a one-second warm-up, and
@@ -48,7 +51,11 @@ def main():
     parser.add_argument("--against", default="nginx", help="nginx, or the path of another sluice binary")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--floor", action="store_true", help="also measure the bare NIO tunnel each round (against nginx)")
+    parser.add_argument("--bench", default=os.path.join(BIN, "sluice-bench"), help="the sluice-bench binary for --floor")
     options = parser.parse_args()
+    if options.floor and options.against != "nginx":
+        sys.exit("--floor compares the tunnel with nginx: use it with --against nginx")
     if (os.cpu_count() or 1) < 2:
         sys.exit("h1_pairs needs two cores: one for the proxy, one for wrk and the backend")
     work = tempfile.mkdtemp(prefix="sluice-h1-pairs-")
@@ -77,17 +84,33 @@ def main():
             a, b, labels = (port, nginx.pid), sluice(options.sluice, "sluice"), ("nginx", "sluice")
         else:
             a, b, labels = sluice(options.sluice, "a"), sluice(options.against, "b"), ("A", "B")
-        rates, cpus = [], []
+        floor = None
+        if options.floor:
+            port = free_port()
+            tunnel = start([options.bench, "tunnel", "--listen", f"127.0.0.1:{port}", "--backend", f"127.0.0.1:{backend}",
+                            "--threads", "1", "--duration", str(options.rounds * (options.duration + 2) * 3 + 60)], 1)
+            processes.append(tunnel)
+            wait_listening(port)
+            floor = (port, tunnel.pid)
+        rates, cpus, floor_rates, floor_cpus = [], [], [], []
         for round_number in range(1, options.rounds + 1):
             rate_a, cpu_a = measure(*a, options.duration)
             rate_b, cpu_b = measure(*b, options.duration)
             rates.append(rate_b / rate_a)
             cpus.append(cpu_b / cpu_a)
-            print(f"round {round_number}: {labels[0]} {rate_a:8.0f} req/s {cpu_a:6.1f} µs/req   "
-                  f"{labels[1]} {rate_b:8.0f} req/s {cpu_b:6.1f} µs/req   {labels[1]}/{labels[0]} {rates[-1]:.2f}× {cpus[-1]:.2f}× CPU",
-                  flush=True)
+            line = (f"round {round_number}: {labels[0]} {rate_a:8.0f} req/s {cpu_a:6.1f} µs/req   "
+                    f"{labels[1]} {rate_b:8.0f} req/s {cpu_b:6.1f} µs/req   {labels[1]}/{labels[0]} {rates[-1]:.2f}× {cpus[-1]:.2f}× CPU")
+            if floor:
+                rate_f, cpu_f = measure(*floor, options.duration)
+                floor_rates.append(rate_f / rate_a)
+                floor_cpus.append(cpu_f / cpu_a)
+                line += f"   tunnel {rate_f:8.0f} req/s {cpu_f:6.1f} µs/req   tunnel/{labels[0]} {floor_rates[-1]:.2f}× {floor_cpus[-1]:.2f}× CPU"
+            print(line, flush=True)
         print(f"median {labels[1]}/{labels[0]}: requests/s {statistics.median(rates):.2f}× "
               f"(rounds {min(rates):.2f}–{max(rates):.2f}×), CPU per request {statistics.median(cpus):.2f}×")
+        if floor:
+            print(f"median tunnel/{labels[0]}: requests/s {statistics.median(floor_rates):.2f}× "
+                  f"(rounds {min(floor_rates):.2f}–{max(floor_rates):.2f}×), CPU per request {statistics.median(floor_cpus):.2f}×")
     finally:
         for process in processes:
             process.terminate()
