@@ -251,8 +251,53 @@ struct SimpleRequestHeadTests {
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         // A malformed head: the fast path declines it, NIO's decoder fails on it, and the probe
         // reads again from the head of the pipeline before the fast path has left.
-        try? channel.writeInbound(ByteBuffer(string: "GET / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n"))
+        _ = try? channel.writeInbound(ByteBuffer(string: "GET / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n"))
         #expect(probe.errors >= 1 && probe.parts.isEmpty)
+        #expect(throws: (any Error).self) { try channel.pipeline.syncOperations.handler(type: RequestFastPath.self) }
+        _ = try? channel.finish()
+    }
+
+    /// Reads the socket again from the head of the pipeline while the first head is handed
+    /// on, as NIO does when a write made there fails: the bytes it brings come after the rest
+    /// of the read being handled.
+    final class ReadsAgainOnFirstHead: ChannelInboundHandler {
+        typealias InboundIn = HTTPServerRequestPart
+        var parts: [HTTPServerRequestPart] = []
+        let more: [ByteBuffer]
+        init(more: [ByteBuffer]) { self.more = more }
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            parts.append(unwrapInboundIn(data))
+            guard parts.count == 1 else { return }
+            for bytes in more { context.pipeline.syncOperations.fireChannelRead(NIOAny(bytes)) }
+        }
+    }
+
+    @Test("bytes read re-entrantly while a head is handed on wait behind the rest of the read, in order")
+    func reentrantReadKeepsOrder() throws {
+        let channel = EmbeddedChannel()
+        let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
+        let probe = ReadsAgainOnFirstHead(more: [
+            ByteBuffer(string: "GET /3 HTTP/1.1\r\nHost: a\r\n\r\n"), ByteBuffer(string: "GET /4 HTTP/1.1\r\nHost: a\r\n\r\n"),
+        ])
+        try channel.pipeline.syncOperations.addHandler(RequestFastPath(decoder: decoder, gateway: nil))
+        try channel.pipeline.syncOperations.addHandler(probe)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        try channel.writeInbound(ByteBuffer(string: "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n"))
+        #expect(Self.summary(probe.parts) == ["head GET /1", "end", "head GET /2", "end", "head GET /3", "end", "head GET /4", "end"])
+        #expect((try? channel.pipeline.syncOperations.handler(type: RequestFastPath.self)) != nil)
+        _ = try? channel.finish()
+    }
+
+    @Test("bytes read re-entrantly that the fast path declines reach NIO's decoder after the rest of the read")
+    func reentrantReadSteppingAsideKeepsOrder() throws {
+        let channel = EmbeddedChannel()
+        let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
+        let probe = ReadsAgainOnFirstHead(more: [ByteBuffer(string: "POST /3 HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nok")])
+        try channel.pipeline.syncOperations.addHandler(RequestFastPath(decoder: decoder, gateway: nil))
+        try channel.pipeline.syncOperations.addHandler(probe)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        try channel.writeInbound(ByteBuffer(string: "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n"))
+        #expect(Self.summary(probe.parts) == ["head GET /1", "end", "head GET /2", "end", "head POST /3", "body ok", "end"])
         #expect(throws: (any Error).self) { try channel.pipeline.syncOperations.handler(type: RequestFastPath.self) }
         _ = try? channel.finish()
     }

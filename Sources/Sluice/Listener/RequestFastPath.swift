@@ -31,6 +31,12 @@ final class RequestFastPath: ChannelInboundHandler, RemovableChannelHandler {
     /// pipeline, reads can still reach it re-entrantly (NIO drains the socket when a write
     /// fails, from inside the decoder's error path): they go straight on to the decoder.
     private var steppedAside = false
+    /// True while a read is being handled. A read that arrives re-entrantly meanwhile (NIO
+    /// drains the socket when a write made while handing on a head fails) holds bytes that
+    /// come after the ones being read: they wait in `arrivedMeanwhile` and are read in turn,
+    /// never before them and never dropped.
+    private var reading = false
+    private var arrivedMeanwhile: ByteBuffer?
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if steppedAside {
@@ -38,7 +44,22 @@ final class RequestFastPath: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         var buffer = unwrapInboundIn(data)
-        while buffer.readableBytes > 0, context.channel.isActive, !steppedAside {
+        if reading {
+            if arrivedMeanwhile == nil {
+                arrivedMeanwhile = buffer
+            } else {
+                arrivedMeanwhile!.writeBuffer(&buffer)
+            }
+            return
+        }
+        reading = true
+        defer { reading = false }
+        while context.channel.isActive, !steppedAside {
+            if var later = arrivedMeanwhile {
+                arrivedMeanwhile = nil
+                buffer.writeBuffer(&later)
+            }
+            guard buffer.readableBytes > 0 else { return }
             guard case .request(let head, let length, let vetted) = buffer.withUnsafeReadableBytes({ SimpleRequestHead.parse($0) }) else {
                 stepAside(context: context, handing: buffer)
                 return
