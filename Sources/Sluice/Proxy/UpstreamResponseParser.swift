@@ -7,7 +7,8 @@ import NIOCore
 ///
 /// Strict where two readers could disagree: bare CR or LF, obs-fold, a field name with spaces,
 /// `Content-Length` values that differ or are not digits, `Content-Length` with
-/// `Transfer-Encoding`, or bad chunk syntax make the response malformed (the proxy answers 502,
+/// `Transfer-Encoding`, a transfer coding other than one `chunked`, or bad chunk syntax make
+/// the response malformed (the proxy answers 502,
 /// or cuts the client off once the head went out) and the connection is never reused.
 struct UpstreamResponseParser {
     /// One field line of a head: offsets into `Head.bytes`.
@@ -373,7 +374,9 @@ private struct HeadReader {
         var length: Range<Int>?
         var lengthsDiffer = false
         var transferEncoding = false
-        var lastCodingChunked = false
+        /// Transfer codings named, and whether every one was `chunked`.
+        var codings = 0
+        var onlyChunked = true
         var connectionClose = false
         var connectionKeepAlive = false
         var connectionNamed: [Range<Int>] = []
@@ -416,7 +419,10 @@ private struct HeadReader {
             case 17 where equalsIgnoringCase(name, "transfer-encoding"):
                 transferEncoding = true
                 endToEnd = false
-                forEachElement(value) { element in lastCodingChunked = equalsIgnoringCase(element, "chunked") }
+                forEachElement(value) { element in
+                    codings += 1
+                    onlyChunked = onlyChunked && equalsIgnoringCase(element, "chunked")
+                }
             case 10 where equalsIgnoringCase(name, "connection"):
                 endToEnd = false
                 forEachElement(value) { element in
@@ -450,7 +456,11 @@ private struct HeadReader {
             framing = .none
         } else if transferEncoding {
             guard length == nil else { throw Malformed(reason: "both Content-Length and Transfer-Encoding") }
-            framing = lastCodingChunked ? .chunked : .untilClose
+            // The client gets the body re-framed in Sluice's own chunks, so a coding other
+            // than chunked (gzip, say) would reach it as plain bytes without its label. The
+            // request to the backend names no `TE`, so such a coding is the backend's fault.
+            guard codings == 1, onlyChunked else { throw Malformed(reason: "Transfer-Encoding other than a single chunked") }
+            framing = .chunked
         } else if let length {
             guard !lengthsDiffer else { throw Malformed(reason: "conflicting Content-Length values") }
             framing = .length(raw[length].reduce(0) { $0 * 10 + Int($1 - UInt8(ascii: "0")) })
