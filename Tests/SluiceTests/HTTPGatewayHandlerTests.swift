@@ -114,6 +114,11 @@ struct HTTPGatewayHandlerTests {
         "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
         "GET / HTTP/1.1\r\n\r\n",
         "GET /a%zz HTTP/1.1\r\nHost: x\r\n\r\n",
+        // A Host that is no uri-host[:port], on the fast path and through NIO's decoder (a body).
+        "GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: evil/x\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: user@x\r\nContent-Length: 1\r\n\r\nz",
+        "GET / HTTP/1.1\r\nHost: x:80a\r\n\r\n",
     ])
     func malformed(request: String) throws {
         let connection = try Connection()

@@ -139,6 +139,16 @@ struct ProxyUnitTests {
         #expect(HeaderTokens.equalIgnoringASCIICase("ÄHost".dropFirst(), "HOST"))
     }
 
+    @Test("a Host is a reg-name, IPv4 address or IP literal with an optional port; anything else is refused")
+    func hostSyntax() {
+        for good in ["", "example.com", "EXAMPLE.com:8443", "127.0.0.1:80", "[::1]", "[::1]:8080", "[fe80::1%25eth0]", "xn--bcher-kva.de", "a_b.c~d", "host:"] {
+            #expect(HTTPSyntax.isValidHost(good), "\(good)")
+        }
+        for bad in ["a b", "a/b", "user@host", "host:80x", "[::1", "[::1]x", "[::1]:8o", "[]", "\"q\"", "h\u{7F}", "bücher.de", "a:b:c"] {
+            #expect(!HTTPSyntax.isValidHost(bad), "\(bad)")
+        }
+    }
+
     @Test("hop-by-hop headers and any named in Connection are removed; end-to-end ones stay")
     func hopByHop() {
         let headers = HTTPHeaders([

@@ -382,6 +382,9 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
         if head.version.major == 1 && head.version.minor >= 1 && framing.hostCount != 1 {
             return refuse(.badRequest, "exactly one Host header is required", close: true)
         }
+        if let host = requestHost, !HTTPSyntax.isValidHost(host) {
+            return refuse(.badRequest, "invalid Host header", close: true)
+        }
         let path: RequestPath
         do {
             path = try RequestPath.parse(head.uri)

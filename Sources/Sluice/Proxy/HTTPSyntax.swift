@@ -40,4 +40,39 @@ enum HTTPSyntax {
     static func isControl(_ byte: UInt8) -> Bool {
         (byte < 0x20 && byte != UInt8(ascii: "\t")) || byte == 0x7F
     }
+
+    /// A `Host` value as RFC 9110 §7.2 allows it: `uri-host [ ":" port ]`, the host a reg-name
+    /// (unreserved, percent-encoded and sub-delims bytes), an IPv4 address, or an IP literal in
+    /// brackets; empty is allowed. Anything else (spaces, slashes, quotes, `@`) is refused
+    /// before it reaches routing, `X-Forwarded-Host` or the backend.
+    static func isValidHost(_ value: String) -> Bool {
+        var bytes = value.utf8[...]
+        if bytes.first == UInt8(ascii: "[") {
+            guard let close = bytes.firstIndex(of: UInt8(ascii: "]")) else { return false }
+            let literal = bytes[bytes.index(after: bytes.startIndex)..<close]
+            guard !literal.isEmpty, literal.allSatisfy({ isRegNameByte($0) || $0 == UInt8(ascii: ":") }) else { return false }
+            bytes = bytes[bytes.index(after: close)...]
+            guard let colon = bytes.first else { return true }
+            return colon == UInt8(ascii: ":") && bytes.dropFirst().allSatisfy(isDigit)
+        }
+        if let colon = bytes.lastIndex(of: UInt8(ascii: ":")) {
+            guard bytes[bytes.index(after: colon)...].allSatisfy(isDigit) else { return false }
+            bytes = bytes[..<colon]
+        }
+        return bytes.allSatisfy(isRegNameByte)
+    }
+
+    private static func isDigit(_ byte: UInt8) -> Bool { byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") }
+
+    /// unreserved / pct-encoded / sub-delims (RFC 3986 §3.2.2), the `%` of an escape included.
+    private static func isRegNameByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"): true
+        case UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"), UInt8(ascii: "%"),
+            UInt8(ascii: "!"), UInt8(ascii: "$"), UInt8(ascii: "&"), UInt8(ascii: "'"), UInt8(ascii: "("), UInt8(ascii: ")"),
+            UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: ","), UInt8(ascii: ";"), UInt8(ascii: "="):
+            true
+        default: false
+        }
+    }
 }
