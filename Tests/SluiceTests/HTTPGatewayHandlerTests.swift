@@ -86,6 +86,18 @@ struct HTTPGatewayHandlerTests {
         #expect(response.contains("new WebSocket"))
     }
 
+    @Test("an absolute-form target's authority is the host routed by, not the Host field")
+    func absoluteForm() throws {
+        let connection = try Connection()
+        #expect(Self.status(try connection.send("GET http://demo.test/ HTTP/1.1\r\nHost: x\r\n\r\n")) == 200)
+        #expect(Self.status(try connection.send("GET http://x/ HTTP/1.1\r\nHost: demo.test\r\n\r\n")) == 404)
+        #expect(Self.status(try connection.send("GET HTTP://DEMO.test:80/?q HTTP/1.1\r\nHost: x\r\n\r\n")) == 200)
+        #expect(connection.isOpen)
+        // The authority is held to the same syntax as a Host field.
+        #expect(Self.status(try connection.send("GET http://user@demo.test/ HTTP/1.1\r\nHost: demo.test\r\n\r\n")) == 400)
+        #expect(!connection.isOpen)
+    }
+
     @Test("a malformed upgrade is a 400 and closes")
     func badUpgrade() throws {
         let connection = try Connection()

@@ -28,6 +28,17 @@ struct RequestPathTests {
         #expect(!RequestPath.isNormalised("/a/..") && !RequestPath.isNormalised("//") && !RequestPath.isNormalised("/./"))
     }
 
+    @Test("an absolute-form target names its authority; other forms name none")
+    func authority() {
+        #expect(RequestPath.authority(of: "http://example.com/ws/x?y") == "example.com")
+        #expect(RequestPath.authority(of: "HTTPS://Example.com:8443?q") == "Example.com:8443")
+        #expect(RequestPath.authority(of: "ws://[::1]:9/") == "[::1]:9")
+        #expect(RequestPath.authority(of: "http://h#f") == "h")
+        #expect(RequestPath.authority(of: "/a/http://b") == nil)
+        #expect(RequestPath.authority(of: "ftp://h/") == nil)
+        #expect(RequestPath.authority(of: "*") == nil)
+    }
+
     @Test("the query is kept as sent")
     func query() throws {
         let path = try RequestPath.parse("/a/../ws?token=x&y=%2e")

@@ -311,7 +311,9 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
         case .head(let head):
             guard case .idle = state else { return }
             headerDeadline = nil
-            requestHost = vetted.map { $0.host } ?? head.headers.first(name: "host")
+            // An absolute-form target's authority is the request's host, not its Host field
+            // (RFC 9112 §3.2.2): routing and the Host forwarded follow the same one.
+            requestHost = RequestPath.authority(of: head.uri) ?? vetted.map { $0.host } ?? head.headers.first(name: "host")
             requestKeepAlive = vetted?.keepAlive ?? head.isKeepAlive
             request = RequestRecord(
                 method: head.method.rawValue, uri: head.uri, client: nil,

@@ -24,6 +24,18 @@ public struct RequestPath: Sendable, Equatable {
         case badPercentEncoding
     }
 
+    /// The authority of an absolute-form target (`http://h:8080/a` → `h:8080`), which stands
+    /// for the request's host in place of its `Host` field (RFC 9112 §3.2.2); nil for any
+    /// other form. Only the first byte is looked at for the usual origin-form.
+    public static func authority(of uri: String) -> String? {
+        guard let first = uri.utf8.first, first != UInt8(ascii: "/"), let schemeEnd = uri.range(of: "://") else { return nil }
+        let scheme = uri[..<schemeEnd.lowerBound].lowercased()
+        guard scheme == "http" || scheme == "https" || scheme == "ws" || scheme == "wss" else { return nil }
+        let rest = uri[schemeEnd.upperBound...]
+        let end = rest.firstIndex { $0 == "/" || $0 == "?" || $0 == "#" } ?? rest.endIndex
+        return String(rest[..<end])
+    }
+
     /// Parses and normalises an origin-form (`/a/b?q`) or absolute-form (`http://h/a`) target.
     public static func parse(_ uri: String) throws(Problem) -> RequestPath {
         var target = Substring(uri)
