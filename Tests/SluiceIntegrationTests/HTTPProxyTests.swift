@@ -81,6 +81,20 @@ struct HTTPProxyTests {
         #expect(wrong.status == 502, "\(wrong.status) \(wrong.body)")
     }
 
+    @Test("curl --http2 on a plain URL offers h2c: the offer is ignored, both requests answered over HTTP/1.1")
+    func h2cOfferIgnored() async throws {
+        let backend = try await PythonPeer(["http-backend", "one"])
+        let gateway = try await Self.gateway([backend])
+        // curl offers the upgrade on the first request of its connection and sends the second
+        // after it: the second must not wait behind a decoder that stopped reading.
+        let result = try await Curl.run([], shell: "curl -s --http2 --max-time 20 -w ' %{http_code}\\n' '\(url(gateway, "/app/1"))' '\(url(gateway, "/app/2"))'")
+        await gateway.stop()
+        backend.stop()
+        let lines = result.body.split(separator: "\n")
+        #expect(lines.count == 2 && lines.allSatisfy { $0.hasSuffix(" 200") }, "\(result.body)")
+        #expect(!result.body.lowercased().contains("h2c") && !result.body.lowercased().contains("http2-settings"), "the upgrade reached the backend: \(result.body)")
+    }
+
     @Test("keep-alive: pipelined requests are answered in order, over one reused backend connection")
     func pipelining() async throws {
         let backend = try await PythonPeer(["http-backend", "one"])

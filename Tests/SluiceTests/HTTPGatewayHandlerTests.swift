@@ -98,6 +98,18 @@ struct HTTPGatewayHandlerTests {
         #expect(!connection.isOpen)
     }
 
+    @Test("an upgrade to anything but websocket is no WebSocket attempt; the connection ends after its answer")
+    func otherUpgrade() throws {
+        let connection = try Connection()
+        let response = try connection.send("GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AA\r\n\r\n")
+        #expect(Self.status(response) == 426)
+        #expect(response.lowercased().contains("connection: close"))
+        #expect(!connection.isOpen)
+        let demo = try Connection()
+        #expect(Self.status(try demo.send("GET / HTTP/1.1\r\nHost: demo.test\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")) == 200)
+        #expect(!demo.isOpen)
+    }
+
     @Test("a malformed upgrade is a 400 and closes")
     func badUpgrade() throws {
         let connection = try Connection()

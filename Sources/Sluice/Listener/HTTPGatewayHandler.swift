@@ -314,7 +314,9 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
             // An absolute-form target's authority is the request's host, not its Host field
             // (RFC 9112 §3.2.2): routing and the Host forwarded follow the same one.
             requestHost = RequestPath.authority(of: head.uri) ?? vetted.map { $0.host } ?? head.headers.first(name: "host")
-            requestKeepAlive = vetted?.keepAlive ?? head.isKeepAlive
+            // After a head that offers an upgrade, NIO's decoder reads no further requests on
+            // the connection, so one answered as plain HTTP (`h2c`, a refused WebSocket) ends it.
+            requestKeepAlive = vetted?.keepAlive ?? (head.isKeepAlive && !UpgradeRequest.offersUpgrade(head))
             request = RequestRecord(
                 method: head.method.rawValue, uri: head.uri, client: nil,
                 userAgent: services.accessLog == nil ? nil : head.headers.first(name: "user-agent"), startedAt: .now()

@@ -23,8 +23,18 @@ struct UpgradeRequest: Equatable {
         }
     }
 
-    /// True when the request asks for a WebSocket at all (either upgrade header present).
+    /// True when the request asks for a WebSocket: its `Upgrade` names `websocket`. Such a
+    /// request is then validated in full (a missing `Connection: upgrade` or key is a 400).
+    /// Any other upgrade (`h2c`, which `curl --http2` offers on every plain URL) is ignored,
+    /// as RFC 9110 §7.8 allows: the request is answered over HTTP/1.1, and `Upgrade`, being
+    /// hop-by-hop, never reaches the backend.
     static func isAttempt(_ head: HTTPRequestHead) -> Bool {
+        HeaderTokens.contains(head.headers, "upgrade", token: "websocket")
+    }
+
+    /// True when the request offers any upgrade (an `Upgrade` field, or `upgrade` in
+    /// `Connection`): NIO's request decoder stops reading the connection after such a head.
+    static func offersUpgrade(_ head: HTTPRequestHead) -> Bool {
         head.headers.contains(name: "upgrade") || HeaderTokens.contains(head.headers, "connection", token: "upgrade")
     }
 
