@@ -9,15 +9,19 @@ import Testing
 /// The pool's rules, header filtering and backend choice, with no sockets.
 @Suite("Reverse proxy units")
 struct ProxyUnitTests {
-    @Test("the pool reuses the warmest idle connection, caps idle ones, expires old ones, never keeps an unclean one")
+    @Test("the pool reuses the warmest idle connection, caps idle ones after the grace, expires old ones, never keeps an unclean one")
     func poolState() {
-        var pool = ConnectionPoolState<Int>(maxIdle: 2, idleTimeout: 100)
+        var pool = ConnectionPoolState<Int>(maxIdle: 2, idleTimeout: 100, burstGrace: 5)
         #expect(pool.checkin(1, reusable: true, now: 0) == .keep)
         #expect(pool.checkin(2, reusable: true, now: 10) == .keep)
-        #expect(pool.checkin(3, reusable: true, now: 20) == .keepAndClose(1))
+        #expect(pool.checkin(3, reusable: true, now: 20) == .keep)
         #expect(pool.checkin(4, reusable: false, now: 20) == .close)
+        // One above the cap: the oldest goes once idle for the grace, the rest wait for the timeout.
+        #expect(pool.expire(now: 4).isEmpty)
+        #expect(pool.expire(now: 25) == [1])
         let (warmest, expired) = pool.checkout(now: 30)
         #expect(warmest == 3 && expired.isEmpty)
+        #expect(pool.expire(now: 109).isEmpty)
         #expect(pool.expire(now: 115) == [2])
         #expect(pool.checkout(now: 115).0 == nil)
         var none = ConnectionPoolState<Int>(maxIdle: 0, idleTimeout: 100)
@@ -25,6 +29,46 @@ struct ProxyUnitTests {
         _ = pool.checkin(5, reusable: true, now: 200)
         pool.remove(5)
         #expect(pool.idle.isEmpty)
+        // The grace never outlasts the idle timeout.
+        #expect(ConnectionPoolState<Int>(maxIdle: 1, idleTimeout: 3, burstGrace: 5).burstGrace == 3)
+    }
+
+    @Test("a burst past the cap is kept for the grace and reused; then the oldest above the cap close")
+    func poolBurst() {
+        var pool = ConnectionPoolState<Int>(maxIdle: 2, idleTimeout: 1_000, burstGrace: 10)
+        for id in 1...6 { _ = pool.checkin(id, reusable: true, now: 100) }
+        // The next burst within the grace takes them all again: nothing was closed or opened.
+        for id in (1...6).reversed() { #expect(pool.checkout(now: 105).0 == id) }
+        for id in 1...6 { _ = pool.checkin(id, reusable: true, now: 105 + Int64(id)) }
+        #expect(pool.armSweep() == 116)
+        let trimmed = pool.sweep(now: 120, scheduledFor: 116)
+        #expect(trimmed.expired == [1, 2, 3, 4] && pool.idle.map(\.id) == [5, 6])
+        // Back at the cap: the next sweep is the idle timeout's.
+        #expect(trimmed.next == 1_110)
+    }
+
+    @Test("a sweep is scheduled once, brought forward by a burst, and stops when nothing is idle")
+    func poolSweepState() {
+        var pool = ConnectionPoolState<Int>(maxIdle: 2, idleTimeout: 100, burstGrace: 10)
+        #expect(pool.armSweep() == nil)
+        _ = pool.checkin(1, reusable: true, now: 0)
+        _ = pool.checkin(2, reusable: true, now: 50)
+        #expect(pool.armSweep() == 100)
+        #expect(pool.armSweep() == nil)
+        // A third connection puts the pool above the cap: a sooner sweep supersedes the first.
+        _ = pool.checkin(3, reusable: true, now: 60)
+        #expect(pool.armSweep() == 10)
+        #expect(pool.armSweep() == nil)
+        let burst = pool.sweep(now: 60, scheduledFor: 10)
+        #expect(burst.expired == [1] && burst.next == 150)
+        // The superseded sweep finds nothing to do and schedules nothing.
+        #expect(pool.sweep(now: 100, scheduledFor: 100) == ([], nil))
+        let first = pool.sweep(now: 150, scheduledFor: 150)
+        #expect(first.expired == [2] && first.next == 160)
+        let second = pool.sweep(now: 160, scheduledFor: 160)
+        #expect(second.expired == [3] && second.next == nil && pool.sweepDue == nil)
+        _ = pool.checkin(4, reusable: true, now: 200)
+        #expect(pool.armSweep() == 300)
     }
 
     @Test("backends share pooled connections only with identical backends: same URL, TLS context and server name")
@@ -67,9 +111,13 @@ struct ProxyUnitTests {
         let pool = UpstreamPool()
         let kept = try (0..<3).map { _ in try connection() }
         for each in kept { pool.release(each, backend: backend, settings: roomy, reusable: true) }
-        let evicted = try connection(), newest = try connection()
+        let evicted = try connection()
         pool.release(evicted, backend: backend, settings: tight, reusable: true)
+        loop.advanceTime(by: .milliseconds(1))
+        let newest = try connection()
         pool.release(newest, backend: backend, settings: tight, reusable: true)
+        #expect(evicted.channel.isActive, "closed before the burst grace")
+        loop.advanceTime(by: .milliseconds(999))
         // The tight route's cap of one closed its own older connection and none of the other's.
         #expect(kept.allSatisfy { $0.channel.isActive })
         #expect(!evicted.channel.isActive && newest.channel.isActive)
@@ -78,22 +126,6 @@ struct ProxyUnitTests {
         #expect(pool.takeIdle(backend, settings: roomy, on: loop) === kept[2])
         pool.closeAll()
         #expect(!kept[0].channel.isActive && !kept[1].channel.isActive)
-    }
-
-    @Test("a sweep is armed once for idle connections, closes those past the timeout, and stops when none is left")
-    func poolSweepState() {
-        var pool = ConnectionPoolState<Int>(maxIdle: 4, idleTimeout: 100)
-        #expect(pool.armSweep() == nil)
-        _ = pool.checkin(1, reusable: true, now: 0)
-        _ = pool.checkin(2, reusable: true, now: 50)
-        #expect(pool.armSweep() == 100)
-        #expect(pool.armSweep() == nil)
-        let first = pool.sweep(now: 100)
-        #expect(first.expired == [1] && first.next == 150)
-        let second = pool.sweep(now: 150)
-        #expect(second.expired == [2] && second.next == nil && !pool.sweepArmed)
-        _ = pool.checkin(3, reusable: true, now: 200)
-        #expect(pool.armSweep() == 300)
     }
 
     @Test("idle connections close at the idle timeout though no request comes to take or return one")
