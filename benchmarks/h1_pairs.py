@@ -4,6 +4,7 @@ or Sluice with nginx, on a machine whose speed drifts.
 
 usage: benchmarks/h1_pairs.py [--against nginx | --against PATH/TO/OTHER/sluice] [--sluice PATH]
                               [--floor [--bench PATH/TO/sluice-bench]] [--rounds 8] [--duration 5]
+                              [--connections 50]
 
 Against nginx it prints Sluice/nginx; against another build B it prints B/A (A is --sluice).
 With --floor (against nginx only), every round also measures `sluice-bench tunnel`, NIO relaying
@@ -32,13 +33,13 @@ def start(command, core):
     return subprocess.Popen(["taskset", "-c", str(core)] + command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def measure(port, pid, duration):
+def measure(port, pid, duration, connections=50):
     """requests/s and CPU µs per request of the proxy at `pid`, after a warm-up."""
     url = f"http://127.0.0.1:{port}/"
-    subprocess.run(["taskset", "-c", "0", "wrk", "-t1", "-c50", "-d1s", url], capture_output=True, timeout=60)
+    subprocess.run(["taskset", "-c", "0", "wrk", "-t1", f"-c{connections}", "-d1s", url], capture_output=True, timeout=60)
     pids = process_tree(pid)
     before = cpu_seconds(pids)
-    out = subprocess.run(["taskset", "-c", "0", "wrk", "-t1", "-c50", f"-d{duration}s", url],
+    out = subprocess.run(["taskset", "-c", "0", "wrk", "-t1", f"-c{connections}", f"-d{duration}s", url],
                          capture_output=True, text=True, timeout=duration + 60).stdout
     used = cpu_seconds(pids) - before
     rate = float(next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec")))
@@ -51,6 +52,8 @@ def main():
     parser.add_argument("--against", default="nginx", help="nginx, or the path of another sluice binary")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=50,
+                        help="wrk's connections; above the pool's max_idle (64, nginx's keepalive 64) they show how each proxy bears a burst")
     parser.add_argument("--floor", action="store_true", help="also measure the bare NIO tunnel each round (against nginx)")
     parser.add_argument("--bench", default=os.path.join(BIN, "sluice-bench"), help="the sluice-bench binary for --floor")
     options = parser.parse_args()
@@ -94,14 +97,14 @@ def main():
             floor = (port, tunnel.pid)
         rates, cpus, floor_rates, floor_cpus = [], [], [], []
         for round_number in range(1, options.rounds + 1):
-            rate_a, cpu_a = measure(*a, options.duration)
-            rate_b, cpu_b = measure(*b, options.duration)
+            rate_a, cpu_a = measure(*a, options.duration, options.connections)
+            rate_b, cpu_b = measure(*b, options.duration, options.connections)
             rates.append(rate_b / rate_a)
             cpus.append(cpu_b / cpu_a)
             line = (f"round {round_number}: {labels[0]} {rate_a:8.0f} req/s {cpu_a:6.1f} µs/req   "
                     f"{labels[1]} {rate_b:8.0f} req/s {cpu_b:6.1f} µs/req   {labels[1]}/{labels[0]} {rates[-1]:.2f}× {cpus[-1]:.2f}× CPU")
             if floor:
-                rate_f, cpu_f = measure(*floor, options.duration)
+                rate_f, cpu_f = measure(*floor, options.duration, options.connections)
                 floor_rates.append(rate_f / rate_a)
                 floor_cpus.append(cpu_f / cpu_a)
                 line += f"   tunnel {rate_f:8.0f} req/s {cpu_f:6.1f} µs/req   tunnel/{labels[0]} {floor_rates[-1]:.2f}× {floor_cpus[-1]:.2f}× CPU"
