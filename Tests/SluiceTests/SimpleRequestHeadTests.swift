@@ -70,9 +70,37 @@ struct SimpleRequestHeadTests {
         SimpleRequestHead.Vetted(framing: RequestFraming.read(head.headers), keepAlive: head.isKeepAlive, host: head.headers.first(name: "host"))
     }
 
+    @Test("a head with one Content-Length is read as NIO's decoder reads it, the body left after it", arguments: [
+        ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n", "hello"),
+        ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", ""),
+        ("PUT /x HTTP/1.1\r\nHost: a\r\ncontent-length:0012\r\nContent-Type: application/json\r\n\r\n", "{\"a\":[1,2,3]"),
+        ("PATCH /p HTTP/1.0\r\nHost: a\r\nContent-Length: 2\r\nExpect: 100-continue\r\nConnection: keep-alive\r\n\r\n", "ok"),
+        ("GET /q HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\n", "x"),
+    ])
+    func bodiesAgreeWithNIO(_ head: String, _ body: String) throws {
+        guard case .request(let fast, let length, let vetted) = Self.parse(head + body) else {
+            Issue.record("declined: \(head.debugDescription)")
+            return
+        }
+        #expect(length == head.utf8.count)
+        #expect(vetted.framing.contentLength == body.utf8.count)
+        let parts = try Self.nioParts(head + body)
+        guard case .head(let nioHead) = parts.first, case .end(nil) = parts.last else {
+            Issue.record("NIO read \(parts) from \(head.debugDescription)")
+            return
+        }
+        #expect(Self.describe(fast) == Self.describe(nioHead))
+        #expect(vetted == Self.vetted(nioHead), "what the gateway would read from NIO's head")
+    }
+
     @Test("everything else is declined, to be read by NIO's decoder", arguments: [
-        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
-        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\nhello",
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\nhello",
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x5\r\n\r\nhello",
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1234567890123456789\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         "GET / HTTP/1.1\r\nHost: a\r\nTRANSFER-ENCODING: identity\r\n\r\n",
         "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
@@ -129,6 +157,7 @@ struct SimpleRequestHeadTests {
             "GET /a/b?c=d HTTP/1.1\r\nHost: example.com\r\nUser-Agent: x/1\r\nConnection: keep-alive\r\n\r\n",
             "HEAD / HTTP/1.0\r\nHost: a\r\nAccept: */*\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a,b\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n",
+            "POST /f HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\nContent-Type: text/plain\r\n\r\n",
         ].map { Array($0.utf8) }
         // Bytes where parsers tend to disagree.
         let alphabet: [UInt8] = Array(" \t\r\n:;,/?#%@\"\\aZ0-~".utf8) + [0x00, 0x01, 0x0B, 0x7F, 0x80, 0xC3, 0xFF]
@@ -148,8 +177,10 @@ struct SimpleRequestHeadTests {
             guard case .request(let head, let length, let vetted) = buffer.withUnsafeReadableBytes({ SimpleRequestHead.parse($0) }) else { continue }
             read += 1
             let text = String(decoding: bytes, as: UTF8.self)
-            let nio = try Self.nioParts(String(decoding: bytes[..<length], as: UTF8.self))
-            guard nio.count == 2, case .head(let nioHead) = nio[0], case .end(nil) = nio[1] else {
+            // NIO reads the head and the body it announces (filler here, whatever followed).
+            let body = String(repeating: "b", count: vetted.framing.contentLength ?? 0)
+            let nio = try Self.nioParts(String(decoding: bytes[..<length], as: UTF8.self) + body)
+            guard nio.count == (body.isEmpty ? 2 : 3), case .head(let nioHead) = nio.first, case .end(nil) = nio.last else {
                 Issue.record("round \(round): the fast path read \(text.debugDescription), NIO read \(nio)")
                 continue
             }
@@ -194,7 +225,7 @@ struct SimpleRequestHeadTests {
         let (channel, collector, _) = try Self.pipeline()
         try channel.writeInbound(ByteBuffer(string:
             "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n"
-            + "POST /3 HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nbody"
+            + "POST /3 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nbody\r\n0\r\n\r\n"
             + "GET /4 HTTP/1.1\r\nHost: a\r\n\r\n"))
         // Bodies may arrive in more than one part; joined, they are the body sent.
         let summary = Self.summary(collector.parts).reduce(into: [String]()) { joined, line in
@@ -224,6 +255,52 @@ struct SimpleRequestHeadTests {
         #expect(Self.summary(collector.parts) == ["head GET /1", "end", "head GET /2", "end", "head GET /3", "end"])
         #expect(throws: (any Error).self) { try channel.pipeline.syncOperations.handler(type: RequestFastPath.self) }
         _ = try? channel.finish()
+    }
+
+    @Test("Content-Length bodies pass on the fast path as they arrive, across reads, and the next head is read after them")
+    func bodiesStayOnTheFastPath() throws {
+        let (channel, collector, _) = try Self.pipeline()
+        try channel.writeInbound(ByteBuffer(string: "POST /1 HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\nhel"))
+        try channel.writeInbound(ByteBuffer(string: "lo w"))
+        try channel.writeInbound(ByteBuffer(string: "orldGET /2 HTTP/1.1\r\nHost: a\r\n\r\nPUT /3 HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"))
+        try channel.writeInbound(ByteBuffer(string: "POST /4 HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nokGET /5 HTTP/1.1\r\nHost: a\r\n\r\n"))
+        #expect(Self.summary(collector.parts) == [
+            "head POST /1", "body hel", "body lo w", "body orld", "end", "head GET /2", "end", "head PUT /3", "end",
+            "head POST /4", "body ok", "end", "head GET /5", "end",
+        ])
+        #expect((try? channel.pipeline.syncOperations.handler(type: RequestFastPath.self)) != nil)
+        _ = try? channel.finish()
+    }
+
+    /// Records errors and events that reach the end of the pipeline.
+    final class EventCollector: ChannelInboundHandler {
+        typealias InboundIn = HTTPServerRequestPart
+        var parts: [HTTPServerRequestPart] = []
+        var errors: [any Error] = []
+        var inputClosed = false
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) { parts.append(unwrapInboundIn(data)) }
+        func errorCaught(context: ChannelHandlerContext, error: any Error) { errors.append(error) }
+        func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+            if let event = event as? ChannelEvent, event == .inputClosed { inputClosed = true }
+        }
+    }
+
+    @Test("a half-close inside an announced body is a parser error, as from NIO's decoder; after a whole body it is not")
+    func halfCloseInsideBody() throws {
+        for (bytes, truncated) in [("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhel", true),
+                                   ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello", false)] {
+            let channel = EmbeddedChannel()
+            let collector = EventCollector()
+            let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
+            try channel.pipeline.syncOperations.addHandler(RequestFastPath(decoder: decoder, gateway: nil))
+            try channel.pipeline.syncOperations.addHandler(collector)
+            try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+            try channel.writeInbound(ByteBuffer(string: bytes))
+            channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+            #expect(collector.inputClosed)
+            #expect(collector.errors.contains { ($0 as? HTTPParserError) == .invalidEOFState } == truncated, "\(bytes.debugDescription)")
+            _ = try? channel.finish()
+        }
     }
 
     /// Answers a decoder error the way a failed write makes NIO behave: it reads the socket
@@ -292,7 +369,7 @@ struct SimpleRequestHeadTests {
     func reentrantReadSteppingAsideKeepsOrder() throws {
         let channel = EmbeddedChannel()
         let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
-        let probe = ReadsAgainOnFirstHead(more: [ByteBuffer(string: "POST /3 HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nok")])
+        let probe = ReadsAgainOnFirstHead(more: [ByteBuffer(string: "POST /3 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")])
         try channel.pipeline.syncOperations.addHandler(RequestFastPath(decoder: decoder, gateway: nil))
         try channel.pipeline.syncOperations.addHandler(probe)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()

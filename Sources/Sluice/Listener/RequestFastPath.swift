@@ -1,16 +1,18 @@
 import NIOCore
 import NIOHTTP1
 
-/// Sits where NIO's request decoder would, and reads simple bodiless request heads itself
-/// (`SimpleRequestHead`), handing the gateway the same `.head` and `.end` parts the decoder
-/// would have. Those are most requests a gateway sees (page, asset and API reads), and NIO's
-/// decoder, llhttp and the `ByteToMessageHandler` around them were about a seventh of a proxied
+/// Sits where NIO's request decoder would, and reads simple requests itself
+/// (`SimpleRequestHead`: plain heads without a body or with one `Content-Length`), handing the
+/// gateway the same `.head`, `.body` and `.end` parts the decoder would have. Those are most
+/// requests a gateway sees (page, asset and API reads, form and JSON posts), and NIO's decoder,
+/// llhttp and the `ByteToMessageHandler` around them were about a seventh of a proxied
 /// request's user CPU.
 ///
-/// At the first bytes it declines it steps aside for good: it puts NIO's decoder in its place,
-/// hands it those bytes (always at a message boundary, since it only ever consumes whole heads)
-/// and leaves the pipeline. From then on the connection is exactly what it was without the fast
-/// path, which is also how every upgrade, body and malformed request is read.
+/// At the first head it declines it steps aside for good: it puts NIO's decoder in its place,
+/// hands it those bytes (always at a message boundary, since it only ever consumes whole heads
+/// and the bodies they announce) and leaves the pipeline. From then on the connection is
+/// exactly what it was without the fast path, which is also how every upgrade, chunked body
+/// and malformed request is read.
 final class RequestFastPath: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = HTTPServerRequestPart
@@ -37,6 +39,8 @@ final class RequestFastPath: ChannelInboundHandler, RemovableChannelHandler {
     /// never before them and never dropped.
     private var reading = false
     private var arrivedMeanwhile: ByteBuffer?
+    /// Bytes still to come of the body of the request read last, passed on as they arrive.
+    private var bodyRemaining = 0
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if steppedAside {
@@ -60,18 +64,40 @@ final class RequestFastPath: ChannelInboundHandler, RemovableChannelHandler {
                 buffer.writeBuffer(&later)
             }
             guard buffer.readableBytes > 0 else { return }
+            if bodyRemaining > 0 {
+                let part = buffer.readSlice(length: min(bodyRemaining, buffer.readableBytes))!
+                bodyRemaining -= part.readableBytes
+                hand(.body(part), context: context)
+                if bodyRemaining == 0 { hand(.end(nil), context: context) }
+                continue
+            }
             guard case .request(let head, let length, let vetted) = buffer.withUnsafeReadableBytes({ SimpleRequestHead.parse($0) }) else {
                 stepAside(context: context, handing: buffer)
                 return
             }
             buffer.moveReaderIndex(forwardBy: length)
-            if let gateway, let next = gateway.context {
-                gateway.receive(.head(head), vetted: vetted, context: next)
-                gateway.receive(.end(nil), vetted: nil, context: next)
-            } else {
-                context.fireChannelRead(wrapInboundOut(.head(head)))
-                context.fireChannelRead(wrapInboundOut(.end(nil)))
-            }
+            hand(.head(head), vetted: vetted, context: context)
+            bodyRemaining = vetted.framing.contentLength ?? 0
+            if bodyRemaining == 0 { hand(.end(nil), context: context) }
+        }
+    }
+
+    /// A client that half-closes inside a body it announced sent a truncated request: the
+    /// gateway hears of it as from NIO's decoder (a parser error, then the event).
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if bodyRemaining > 0, !steppedAside, let event = event as? ChannelEvent, event == .inputClosed {
+            bodyRemaining = 0
+            context.fireErrorCaught(HTTPParserError.invalidEOFState)
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    /// Gives the gateway a part directly, or sends it down the pipeline without one.
+    private func hand(_ part: HTTPServerRequestPart, vetted: SimpleRequestHead.Vetted? = nil, context: ChannelHandlerContext) {
+        if let gateway, let next = gateway.context {
+            gateway.receive(part, vetted: vetted, context: next)
+        } else {
+            context.fireChannelRead(wrapInboundOut(part))
         }
     }
 

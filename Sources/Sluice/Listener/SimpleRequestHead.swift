@@ -1,10 +1,12 @@
 import NIOHTTP1
 
-/// Reads the commonest request there is — a head with no body, in plain syntax — straight from
-/// its bytes, so that most requests skip NIO's decoder and the llhttp machinery behind it.
+/// Reads the commonest requests there are — a head in plain syntax with no body or a body of
+/// one `Content-Length` — straight from their bytes, so that most requests skip NIO's decoder
+/// and the llhttp machinery behind it.
 ///
 /// It is a fast path, never a second opinion: it accepts a strict subset of what llhttp
-/// accepts, and everything else (a body, `Transfer-Encoding`, an upgrade, obs-fold, a bare LF,
+/// accepts, and everything else (a chunked body, `Transfer-Encoding`, a `Content-Length` that
+/// is repeated or not plain digits, an upgrade, obs-fold, a bare LF,
 /// trailing whitespace, bytes outside printable ASCII, an unusual method or target form, a head
 /// not complete in the bytes at hand) is declined and goes to NIO's decoder from the same
 /// message boundary. So the smuggling defences and error answers stay llhttp's and the
@@ -12,14 +14,15 @@ import NIOHTTP1
 /// (checked against NIO's decoder in the tests).
 enum SimpleRequestHead {
     enum Outcome {
-        /// A complete head of `length` bytes, with no body.
+        /// A complete head of `length` bytes. Its body, `vetted.framing.contentLength` bytes
+        /// if that is set, follows it (the fast path passes it on as it arrives).
         case request(HTTPRequestHead, length: Int, vetted: Vetted)
         /// Not for the fast path; NIO's decoder reads these bytes.
         case declined
     }
 
     /// What the gateway would read again from the head's fields, learned while reading them:
-    /// its framing (sizes, `Host` count, no body), whether the connection stays open, its
+    /// its framing (sizes, `Host` count, body length), whether the connection stays open, its
     /// `Host`, and that it is no upgrade attempt (no `Upgrade` field, no `Connection` token but
     /// `keep-alive` or `close`). Equal to what the gateway derives from NIO's head (tested).
     struct Vetted: Equatable {
@@ -68,7 +71,12 @@ enum SimpleRequestHead {
                 // Fields that decide framing or a change of protocol send the request to NIO's
                 // decoder; `Host` and `Connection` are noted on the way.
                 switch name.count {
-                case 14 where equalsIgnoringCase(name, "content-length"): return nil
+                case 14 where equalsIgnoringCase(name, "content-length"):
+                    // One field of plain digits; a second one, a list or a sign goes to NIO.
+                    guard vetted.framing.contentLength == nil, !value.isEmpty, value.count <= 18,
+                          value.allSatisfy({ raw[$0] >= UInt8(ascii: "0") && raw[$0] <= UInt8(ascii: "9") })
+                    else { return nil }
+                    vetted.framing.contentLength = value.reduce(0) { $0 * 10 + Int(raw[$1] - UInt8(ascii: "0")) }
                 case 17 where equalsIgnoringCase(name, "transfer-encoding"): return nil
                 case 7 where equalsIgnoringCase(name, "upgrade"): return nil
                 case 10 where equalsIgnoringCase(name, "connection"):
