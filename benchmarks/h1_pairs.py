@@ -4,7 +4,7 @@ or Sluice with nginx, on a machine whose speed drifts.
 
 usage: benchmarks/h1_pairs.py [--against nginx | --against PATH/TO/OTHER/sluice] [--sluice PATH]
                               [--floor [--bench PATH/TO/sluice-bench]] [--rounds 8] [--duration 5]
-                              [--connections 50]
+                              [--connections 50] [--request get|post|large|close]
 
 Against nginx it prints Sluice/nginx; against another build B it prints B/A (A is --sluice).
 With --floor (against nginx only), every round also measures `sluice-bench tunnel`, NIO relaying
@@ -33,15 +33,20 @@ def start(command, core):
     return subprocess.Popen(["taskset", "-c", str(core)] + command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def measure(port, pid, duration, connections=50):
-    """requests/s and CPU µs per request of the proxy at `pid`, after a warm-up."""
-    url = f"http://127.0.0.1:{port}/"
-    subprocess.run(["taskset", "-c", "0", "wrk", "-t1", f"-c{connections}", "-d1s", url], capture_output=True, timeout=60)
+def measure(port, pid, duration, connections=50, shape=()):
+    """requests/s and CPU µs per request of the proxy at `pid`, after a warm-up. `shape` is the
+    request's path (first) and wrk's further arguments."""
+    path, extra = (shape[0], list(shape[1:])) if shape else ("/", [])
+    url = f"http://127.0.0.1:{port}{path}"
+    subprocess.run(["taskset", "-c", "0", "wrk", "-t1", f"-c{connections}", "-d1s"] + extra + [url], capture_output=True, timeout=60)
     pids = process_tree(pid)
     before = cpu_seconds(pids)
-    out = subprocess.run(["taskset", "-c", "0", "wrk", "-t1", f"-c{connections}", f"-d{duration}s", url],
+    out = subprocess.run(["taskset", "-c", "0", "wrk", "-t1", f"-c{connections}", f"-d{duration}s"] + extra + [url],
                          capture_output=True, text=True, timeout=duration + 60).stdout
     used = cpu_seconds(pids) - before
+    failed = [line.strip() for line in out.splitlines() if "Non-2xx" in line]
+    if failed:
+        sys.exit(f"{url}: {failed[0]}: the comparison would count failures as requests")
     rate = float(next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec")))
     return rate, used * 1e6 / (rate * duration)
 
@@ -54,6 +59,9 @@ def main():
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--connections", type=int, default=50,
                         help="wrk's connections; above the pool's max_idle (64, nginx's keepalive 64) they show how each proxy bears a burst")
+    parser.add_argument("--request", choices=["get", "post", "large", "close"], default="get",
+                        help="get: 64-byte answers (scenario H1); post: 1 KiB POST bodies; large: 100 KB answers; "
+                             "close: a new client connection per request (Connection: close)")
     parser.add_argument("--floor", action="store_true", help="also measure the bare NIO tunnel each round (against nginx)")
     parser.add_argument("--bench", default=os.path.join(BIN, "sluice-bench"), help="the sluice-bench binary for --floor")
     options = parser.parse_args()
@@ -62,6 +70,13 @@ def main():
     if (os.cpu_count() or 1) < 2:
         sys.exit("h1_pairs needs two cores: one for the proxy, one for wrk and the backend")
     work = tempfile.mkdtemp(prefix="sluice-h1-pairs-")
+    os.chmod(work, 0o755)  # nginx's workers read the large answer from here
+    with open(os.path.join(work, "100k.bin"), "wb") as large:
+        large.write(os.urandom(100_000))
+    with open(os.path.join(work, "post.lua"), "w") as script:
+        script.write('wrk.method = "POST"\nwrk.body = string.rep("x", 1024)\nwrk.headers["Content-Type"] = "text/plain"\n')
+    shape = {"get": ("/",), "post": ("/", "-s", os.path.join(work, "post.lua")), "large": ("/100k.bin",),
+             "close": ("/", "-H", "Connection: close")}[options.request]
     processes = []
     try:
         backend = free_port()
@@ -97,14 +112,14 @@ def main():
             floor = (port, tunnel.pid)
         rates, cpus, floor_rates, floor_cpus = [], [], [], []
         for round_number in range(1, options.rounds + 1):
-            rate_a, cpu_a = measure(*a, options.duration, options.connections)
-            rate_b, cpu_b = measure(*b, options.duration, options.connections)
+            rate_a, cpu_a = measure(*a, options.duration, options.connections, shape)
+            rate_b, cpu_b = measure(*b, options.duration, options.connections, shape)
             rates.append(rate_b / rate_a)
             cpus.append(cpu_b / cpu_a)
             line = (f"round {round_number}: {labels[0]} {rate_a:8.0f} req/s {cpu_a:6.1f} µs/req   "
                     f"{labels[1]} {rate_b:8.0f} req/s {cpu_b:6.1f} µs/req   {labels[1]}/{labels[0]} {rates[-1]:.2f}× {cpus[-1]:.2f}× CPU")
             if floor:
-                rate_f, cpu_f = measure(*floor, options.duration, options.connections)
+                rate_f, cpu_f = measure(*floor, options.duration, options.connections, shape)
                 floor_rates.append(rate_f / rate_a)
                 floor_cpus.append(cpu_f / cpu_a)
                 line += f"   tunnel {rate_f:8.0f} req/s {cpu_f:6.1f} µs/req   tunnel/{labels[0]} {floor_rates[-1]:.2f}× {floor_cpus[-1]:.2f}× CPU"
