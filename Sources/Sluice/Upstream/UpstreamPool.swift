@@ -55,13 +55,18 @@ struct ConnectionPoolState<ID: Hashable & Sendable>: Sendable {
 
     /// Idle connections past the timeout, and those above the cap past the grace, removed.
     mutating func expire(now: Int64) -> [ID] {
-        // Returned in order, so the oldest is first: usually nothing is due and nothing is made.
-        guard let oldest = idle.first, now - oldest.since >= (idle.count > maxIdle ? burstGrace : idleTimeout) else { return [] }
-        var expired: [ID] = []
-        while let oldest = idle.first, now - oldest.since >= (idle.count > maxIdle ? burstGrace : idleTimeout) {
-            expired.append(idle.removeFirst().id)
-        }
-        return expired
+        // Oldest first: count the ones due from the front (usually none), then drop them at once.
+        var due = 0
+        while due < idle.count, now - idle[due].since >= allowedIdleTime(keeping: idle.count - due) { due += 1 }
+        guard due > 0 else { return [] }
+        defer { idle.removeFirst(due) }
+        return idle[..<due].map(\.id)
+    }
+
+    /// How long the oldest of `count` idle connections may stay: the grace while they are
+    /// more than the cap, the idle timeout otherwise.
+    private func allowedIdleTime(keeping count: Int) -> Int64 {
+        count > maxIdle ? burstGrace : idleTimeout
     }
 
     /// The backend closed an idle connection.
@@ -76,7 +81,7 @@ struct ConnectionPoolState<ID: Hashable & Sendable>: Sendable {
     /// When the oldest idle connection falls due, if any is idle.
     private var nextDue: Int64? {
         guard let oldest = idle.first else { return nil }
-        return oldest.since + (idle.count > maxIdle ? burstGrace : idleTimeout)
+        return oldest.since + allowedIdleTime(keeping: idle.count)
     }
 
     /// A sweep to schedule: when connections are idle and none is scheduled by then (a burst
