@@ -199,15 +199,20 @@ struct SimpleRequestHeadTests {
         guard case .declined = Self.parse(many) else { Issue.record("head with too many fields read"); return }
     }
 
-    /// A pipeline as a client connection has it: the fast path, then what reads requests.
-    static func pipeline() throws -> (EmbeddedChannel, Collector, ByteToMessageHandler<HTTPRequestDecoder>) {
+    /// A pipeline as a client connection has it: the fast path, then `reader`, which takes the
+    /// request parts (a collector, or a probe that acts on them), on a connected channel.
+    static func pipeline(endingIn reader: some ChannelInboundHandler) throws -> EmbeddedChannel {
         let channel = EmbeddedChannel()
-        let collector = Collector()
         let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
         try channel.pipeline.syncOperations.addHandler(RequestFastPath(decoder: decoder, gateway: nil))
-        try channel.pipeline.syncOperations.addHandler(collector)
+        try channel.pipeline.syncOperations.addHandler(reader)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
-        return (channel, collector, decoder)
+        return channel
+    }
+
+    static func pipeline() throws -> (EmbeddedChannel, Collector) {
+        let collector = Collector()
+        return (try pipeline(endingIn: collector), collector)
     }
 
     static func summary(_ parts: [HTTPServerRequestPart]) -> [String] {
@@ -222,7 +227,7 @@ struct SimpleRequestHeadTests {
 
     @Test("pipelined requests keep their order when the fast path hands over to NIO's decoder mid-read")
     func handsOverInOrder() throws {
-        let (channel, collector, _) = try Self.pipeline()
+        let (channel, collector) = try Self.pipeline()
         try channel.writeInbound(ByteBuffer(string:
             "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n"
             + "POST /3 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nbody\r\n0\r\n\r\n"
@@ -246,7 +251,7 @@ struct SimpleRequestHeadTests {
 
     @Test("a head split across reads is finished by NIO's decoder; simple heads stay on the fast path")
     func splitHead() throws {
-        let (channel, collector, _) = try Self.pipeline()
+        let (channel, collector) = try Self.pipeline()
         try channel.writeInbound(ByteBuffer(string: "GET /1 HTTP/1.1\r\nHost: a\r\n\r\n"))
         try channel.writeInbound(ByteBuffer(string: "GET /2 HTTP/1.1\r\nHost: a\r\n\r\n"))
         #expect((try? channel.pipeline.syncOperations.handler(type: RequestFastPath.self)) != nil)
@@ -259,7 +264,7 @@ struct SimpleRequestHeadTests {
 
     @Test("Content-Length bodies pass on the fast path as they arrive, across reads, and the next head is read after them")
     func bodiesStayOnTheFastPath() throws {
-        let (channel, collector, _) = try Self.pipeline()
+        let (channel, collector) = try Self.pipeline()
         try channel.writeInbound(ByteBuffer(string: "POST /1 HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\nhel"))
         try channel.writeInbound(ByteBuffer(string: "lo w"))
         try channel.writeInbound(ByteBuffer(string: "orldGET /2 HTTP/1.1\r\nHost: a\r\n\r\nPUT /3 HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"))
@@ -289,12 +294,8 @@ struct SimpleRequestHeadTests {
     func halfCloseInsideBody() throws {
         for (bytes, truncated) in [("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhel", true),
                                    ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello", false)] {
-            let channel = EmbeddedChannel()
             let collector = EventCollector()
-            let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
-            try channel.pipeline.syncOperations.addHandler(RequestFastPath(decoder: decoder, gateway: nil))
-            try channel.pipeline.syncOperations.addHandler(collector)
-            try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+            let channel = try Self.pipeline(endingIn: collector)
             try channel.writeInbound(ByteBuffer(string: bytes))
             channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
             #expect(collector.inputClosed)
@@ -320,12 +321,8 @@ struct SimpleRequestHeadTests {
 
     @Test("bytes read again while the fast path steps aside go to NIO's decoder, not into a second hand-over")
     func reentrantReadWhileSteppingAside() throws {
-        let channel = EmbeddedChannel()
-        let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
         let probe = ReadsAgainOnError(more: ByteBuffer(string: "\u{1}\u{2} garbage\r\n\r\n"))
-        try channel.pipeline.syncOperations.addHandler(RequestFastPath(decoder: decoder, gateway: nil))
-        try channel.pipeline.syncOperations.addHandler(probe)
-        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        let channel = try Self.pipeline(endingIn: probe)
         // A malformed head: the fast path declines it, NIO's decoder fails on it, and the probe
         // reads again from the head of the pipeline before the fast path has left.
         _ = try? channel.writeInbound(ByteBuffer(string: "GET / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n"))
@@ -351,14 +348,10 @@ struct SimpleRequestHeadTests {
 
     @Test("bytes read re-entrantly while a head is handed on wait behind the rest of the read, in order")
     func reentrantReadKeepsOrder() throws {
-        let channel = EmbeddedChannel()
-        let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
         let probe = ReadsAgainOnFirstHead(more: [
             ByteBuffer(string: "GET /3 HTTP/1.1\r\nHost: a\r\n\r\n"), ByteBuffer(string: "GET /4 HTTP/1.1\r\nHost: a\r\n\r\n"),
         ])
-        try channel.pipeline.syncOperations.addHandler(RequestFastPath(decoder: decoder, gateway: nil))
-        try channel.pipeline.syncOperations.addHandler(probe)
-        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        let channel = try Self.pipeline(endingIn: probe)
         try channel.writeInbound(ByteBuffer(string: "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n"))
         #expect(Self.summary(probe.parts) == ["head GET /1", "end", "head GET /2", "end", "head GET /3", "end", "head GET /4", "end"])
         #expect((try? channel.pipeline.syncOperations.handler(type: RequestFastPath.self)) != nil)
@@ -367,12 +360,8 @@ struct SimpleRequestHeadTests {
 
     @Test("bytes read re-entrantly that the fast path declines reach NIO's decoder after the rest of the read")
     func reentrantReadSteppingAsideKeepsOrder() throws {
-        let channel = EmbeddedChannel()
-        let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
         let probe = ReadsAgainOnFirstHead(more: [ByteBuffer(string: "POST /3 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")])
-        try channel.pipeline.syncOperations.addHandler(RequestFastPath(decoder: decoder, gateway: nil))
-        try channel.pipeline.syncOperations.addHandler(probe)
-        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        let channel = try Self.pipeline(endingIn: probe)
         try channel.writeInbound(ByteBuffer(string: "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n"))
         #expect(Self.summary(probe.parts) == ["head GET /1", "end", "head GET /2", "end", "head POST /3", "body ok", "end"])
         #expect(throws: (any Error).self) { try channel.pipeline.syncOperations.handler(type: RequestFastPath.self) }
@@ -381,7 +370,7 @@ struct SimpleRequestHeadTests {
 
     @Test("a malformed request after simple ones reaches NIO's decoder and fails there")
     func malformedAfterSimple() throws {
-        let (channel, collector, _) = try Self.pipeline()
+        let (channel, collector) = try Self.pipeline()
         #expect(throws: HTTPParserError.self) {
             try channel.writeInbound(ByteBuffer(string:
                 "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nPOST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nx"))

@@ -28,27 +28,25 @@ public struct RequestPath: Sendable, Equatable {
     /// for the request's host in place of its `Host` field (RFC 9112 §3.2.2); nil for any
     /// other form. Only the first byte is looked at for the usual origin-form.
     public static func authority(of uri: String) -> String? {
-        guard let first = uri.utf8.first, first != UInt8(ascii: "/"), let schemeEnd = uri.range(of: "://") else { return nil }
-        let scheme = uri[..<schemeEnd.lowerBound].lowercased()
+        absoluteForm(Substring(uri)).map { String($0.authority) }
+    }
+
+    /// An absolute-form target with a web scheme, split after its authority; nil for any other
+    /// form or scheme (which `parse` then refuses as not origin-form).
+    private static func absoluteForm(_ target: Substring) -> (authority: Substring, rest: Substring)? {
+        guard target.utf8.first != UInt8(ascii: "/"), let schemeEnd = target.range(of: "://") else { return nil }
+        let scheme = target[..<schemeEnd.lowerBound].lowercased()
         guard scheme == "http" || scheme == "https" || scheme == "ws" || scheme == "wss" else { return nil }
-        let rest = uri[schemeEnd.upperBound...]
-        let end = rest.firstIndex { $0 == "/" || $0 == "?" || $0 == "#" } ?? rest.endIndex
-        return String(rest[..<end])
+        let afterScheme = target[schemeEnd.upperBound...]
+        let end = afterScheme.firstIndex { $0 == "/" || $0 == "?" || $0 == "#" } ?? afterScheme.endIndex
+        return (afterScheme[..<end], afterScheme[end...])
     }
 
     /// Parses and normalises an origin-form (`/a/b?q`) or absolute-form (`http://h/a`) target.
     public static func parse(_ uri: String) throws(Problem) -> RequestPath {
         var target = Substring(uri)
-        if target.utf8.first != UInt8(ascii: "/"), let schemeEnd = target.range(of: "://") {
-            let scheme = target[..<schemeEnd.lowerBound].lowercased()
-            guard scheme == "http" || scheme == "https" || scheme == "ws" || scheme == "wss" else { throw .notOriginForm }
-            let afterScheme = target[schemeEnd.upperBound...]
-            if let slash = afterScheme.firstIndex(where: { $0 == "/" || $0 == "?" }) {
-                target = afterScheme[slash...]
-                if target.hasPrefix("?") { target = "/" + target }
-            } else {
-                target = "/"
-            }
+        if let (_, rest) = absoluteForm(target) {
+            target = rest.hasPrefix("/") ? rest : Substring("/" + rest)
         }
         guard target.utf8.first == UInt8(ascii: "/") else { throw .notOriginForm }
         if let hash = target.utf8.firstIndex(of: UInt8(ascii: "#")) { target = target[..<hash] }
