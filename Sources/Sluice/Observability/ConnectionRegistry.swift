@@ -14,7 +14,7 @@ public final class ConnectionRegistry: Sendable {
         var info: ConnectionInfo
         var eventLoop: any EventLoop
         var snapshot: @Sendable () -> ConnectionSnapshot
-        var close: @Sendable (_ clientCode: UInt16, _ backendCode: UInt16, _ reason: String) -> Void
+        var close: @Sendable (_ clientCode: UInt16, _ backendCode: UInt16, _ reason: String, _ ending: WebSocketRelay.StateMachine.Ending) -> Void
     }
 
     private let entries = NIOLockedValueBox<[UInt64: Entry]>([:])
@@ -40,15 +40,15 @@ public final class ConnectionRegistry: Sendable {
     public func closeAll(code: UInt16, reason: String) {
         let all = entries.withLockedValue { Array($0.values) }
         for entry in all {
-            entry.eventLoop.execute { entry.close(code, code, reason) }
+            entry.eventLoop.execute { entry.close(code, code, reason, .shutdown) }
         }
     }
 
-    /// Closes one connection: `clientCode` to the client, `backendCode` to the backend.
-    /// `false` when no live connection has that id.
+    /// Closes one connection: `clientCode` to the client, `backendCode` to the backend; one
+    /// already closing ends within its close timeout. `false` when no live connection has that id.
     func close(id: UInt64, clientCode: UInt16, backendCode: UInt16, reason: String) -> Bool {
         guard let entry = entries.withLockedValue({ $0[id] }) else { return false }
-        entry.eventLoop.execute { entry.close(clientCode, backendCode, reason) }
+        entry.eventLoop.execute { entry.close(clientCode, backendCode, reason, .kicked) }
         return true
     }
 

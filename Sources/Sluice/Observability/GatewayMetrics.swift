@@ -91,8 +91,13 @@ public final class GatewayMetrics: Sendable {
         counter("sluice_websocket_upgrades_total", [("route", route), ("result", result)]).increment()
     }
 
-    func websocketClosed(route: String, code: UInt16?, initiator: String) {
-        counter("sluice_websocket_closes_total", [("route", route), ("code", code.map(String.init) ?? "none"), ("initiator", initiator)]).increment()
+    /// One ended WebSocket: its close code (`none` when it ended without one), who ended it, and
+    /// how (`WebSocketRelay.StateMachine.Ending`: `close_handshake`, `vanished_mid_frame`, …).
+    func websocketClosed(route: String, code: UInt16?, initiator: String, ending: String) {
+        counter(
+            "sluice_websocket_closes_total",
+            [("route", route), ("code", code.map(String.init) ?? "none"), ("initiator", initiator), ("ending", ending)]
+        ).increment()
     }
 
     /// The Prometheus text exposition, with the process figures read now.

@@ -76,11 +76,13 @@ final class Route: Sendable {
             maxFrameSize: settings.maxFrameSize,
             maxMessageSize: settings.maxMessageSize,
             bufferSize: settings.bufferSize,
-            idleTimeout: settings.idleTimeout.map(TimeAmount.init),
-            closeTimeout: TimeAmount(settings.closeTimeout),
-            pingInterval: settings.pingInterval.map(TimeAmount.init),
-            pongTimeout: TimeAmount(settings.pongTimeout),
-            maxLifetime: settings.maxLifetime.map(TimeAmount.init)
+            timing: .init(
+                closeTimeout: TimeAmount(settings.closeTimeout),
+                idleTimeout: settings.idleTimeout.map(TimeAmount.init),
+                pingInterval: settings.pingInterval.map(TimeAmount.init),
+                pongTimeout: TimeAmount(settings.pongTimeout),
+                maxLifetime: settings.maxLifetime.map(TimeAmount.init)
+            )
         )
     }
 }

@@ -100,9 +100,9 @@ struct RelayDirection {
 
     /// A data frame's header went out and its payload has not all followed: the relay must not
     /// insert frames of its own until it has. (Partial headers and control frames are held back,
-    /// not forwarded, so they do not count.)
+    /// not forwarded, and frames dropped after a close never went out, so they do not count.)
     var isInsideFrame: Bool {
-        if case .dataPayload = state { return true }
+        if case .dataPayload = state { return !dropsData }
         return false
     }
 

@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import NIOSSL
 
 /// Relays WebSocket frames between a client channel and a backend channel.
 ///
@@ -8,7 +9,8 @@ import NIOCore
 /// payload bytes are forwarded as they arrive, in the slices they arrived in. A direction stops
 /// reading its source while its destination is not writable, so memory per connection stays
 /// bounded by the write buffer water marks whatever the peers do. Frames the gateway sends on
-/// its own (pings, closes) wait for a frame boundary, never splitting a forwarded frame.
+/// its own (pings, closes) wait for a frame boundary, never splitting a forwarded frame; when
+/// and how the connection ends is `StateMachine`'s to decide, on one timer per connection.
 final class WebSocketRelay {
     /// Settings fixed when the relay starts, from the route and the handshake.
     struct Configuration {
@@ -18,11 +20,7 @@ final class WebSocketRelay {
         var maxFrameSize: Int
         var maxMessageSize: Int
         var bufferSize: Int
-        var idleTimeout: TimeAmount?
-        var closeTimeout: TimeAmount
-        var pingInterval: TimeAmount?
-        var pongTimeout: TimeAmount
-        var maxLifetime: TimeAmount?
+        var timing: StateMachine.Timing
     }
 
     /// Totals at the end, for the access log and metrics.
@@ -40,30 +38,21 @@ final class WebSocketRelay {
     let eventLoop: any EventLoop
     private let logger: Logger
     private let onFinish: (Summary) -> Void
-    private let startedAt: NIODeadline
     private let metrics: RouteMetrics?
     /// Totals already added to the route's counters, per source side (`RelaySide.index`).
     private var reported = [TrafficCounters(), TrafficCounters()]
     /// Control frames read, per source side.
     private var pings: [UInt64] = [0, 0]
     private var pongs: [UInt64] = [0, 0]
-    private var idleTimedOut = false
-    private var expiryDelay: TimeAmount?
 
     private var downstreamContext: ChannelHandlerContext?
     private var upstreamContext: ChannelHandlerContext?
-    private var machine = StateMachine()
+    private var machine: StateMachine
     /// Frames read from the client, going to the backend.
     private var fromDownstream: RelayDirection
     /// Frames read from the backend, going to the client.
     private var fromUpstream: RelayDirection
     private var outputs: [RelayDirection.Output] = []
-    /// Gateway frames waiting for a frame boundary, per destination.
-    private var pendingToDownstream: [ByteBuffer] = []
-    private var pendingToUpstream: [ByteBuffer] = []
-    private var disconnectAfterPending: Set<RelaySide> = []
-    /// A gateway close waits among the pending frames for this side.
-    private var closeQueued: Set<RelaySide> = []
     /// Per side, indexed by `RelaySide.index`: plain flags, so the per-write path hashes nothing.
     private var needsFlush = [false, false]
     /// A `read()` from this source was held back because its destination was not writable.
@@ -71,14 +60,15 @@ final class WebSocketRelay {
     private var lastActivity: NIODeadline
     private var lastHeardDownstream: NIODeadline
     private var lastHeardUpstream: NIODeadline
-    private var timers: [Scheduled<Void>] = []
-    private var closeTimer: Scheduled<Void>?
-    private var pingTask: RepeatedTask?
+    /// The connection's one timer, at the machine's next deadline (or earlier: when it fires
+    /// early, because activity moved the idle deadline on, it is armed again).
+    private var timer: Scheduled<Void>?
+    private var timerDeadline: NIODeadline?
     /// Events that arrived while the pipelines were being switched, replayed by `start()`.
     private enum EarlyEvent {
         case read(ByteBuffer, RelaySide)
         case inactive(RelaySide)
-        case close(downstreamCode: UInt16, upstreamCode: UInt16, reason: String)
+        case close(downstreamCode: UInt16, upstreamCode: UInt16, reason: String, ending: StateMachine.Ending)
     }
     private var earlyEvents: [EarlyEvent] = []
     private var started = false
@@ -92,8 +82,8 @@ final class WebSocketRelay {
         self.logger = logger
         self.metrics = metrics
         self.onFinish = onFinish
-        let now = NIODeadline.now()
-        startedAt = now
+        let now = eventLoop.now
+        machine = StateMachine(timing: configuration.timing, now: now)
         lastActivity = now
         lastHeardDownstream = now
         lastHeardUpstream = now
@@ -119,7 +109,7 @@ final class WebSocketRelay {
         if side == .downstream { downstreamContext = context } else { upstreamContext = context }
     }
 
-    /// Begins relaying once both channels are switched: replays early reads, arms the timers.
+    /// Begins relaying once both channels are switched: replays early events, arms the timer.
     func start() {
         started = true
         let early = earlyEvents
@@ -128,62 +118,46 @@ final class WebSocketRelay {
             switch event {
             case .read(let buffer, let side): channelRead(buffer, from: side)
             case .inactive(let side): channelInactive(side)
-            case .close(let downstreamCode, let upstreamCode, let reason):
-                close(downstreamCode: downstreamCode, upstreamCode: upstreamCode, reason: reason)
+            case .close(let downstreamCode, let upstreamCode, let reason, let ending):
+                close(downstreamCode: downstreamCode, upstreamCode: upstreamCode, reason: reason, ending: ending)
             }
         }
         for side in RelaySide.allCases { flushIfNeeded(side) }
-        startTimers()
+        armTimer()
     }
 
     private func context(_ side: RelaySide) -> ChannelHandlerContext? {
         side == .downstream ? downstreamContext : upstreamContext
     }
 
-    private func startTimers() {
-        if let idle = configuration.idleTimeout { scheduleIdleCheck(at: lastActivity + idle) }
-        if let lifetime = configuration.maxLifetime {
-            timers.append(eventLoop.assumeIsolated().scheduleTask(in: lifetime) { [self] in
-                perform(machine.closeBoth(downstreamCode: CloseCode.goingAway, upstreamCode: CloseCode.goingAway, reason: "maximum lifetime reached"))
-            })
-        }
-        if let expiry = expiryDelay {
-            timers.append(eventLoop.assumeIsolated().scheduleTask(in: expiry) { [self] in
-                perform(machine.closeBoth(downstreamCode: CloseCode.policyViolation, upstreamCode: CloseCode.goingAway, reason: "credential expired"))
-            })
-        }
-        if let interval = configuration.pingInterval {
-            // Repeated tasks take only Sendable closures; the relay is bound to its loop instead.
-            let relay = NIOLoopBound(self, eventLoop: eventLoop)
-            pingTask = eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in relay.value.pingTick() }
-        }
+    /// Whether each destination's stream is inside a forwarded frame, for the machine.
+    private var streams: StateMachine.Streams {
+        StateMachine.Streams(insideFrameToDownstream: fromUpstream.isInsideFrame, insideFrameToUpstream: fromDownstream.isInsideFrame)
     }
 
-    private func scheduleIdleCheck(at deadline: NIODeadline) {
-        timers.append(eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
-            guard let idle = configuration.idleTimeout, !machine.isFinished else { return }
-            if NIODeadline.now() - lastActivity >= idle {
+    /// Makes sure the timer fires no later than the machine's next deadline.
+    private func armTimer() {
+        guard let deadline = machine.nextDeadline(lastActivity: lastActivity) else {
+            timer?.cancel()
+            timer = nil
+            timerDeadline = nil
+            return
+        }
+        if let pending = timerDeadline, pending <= deadline { return }
+        timer?.cancel()
+        timerDeadline = deadline
+        timer = eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
+            timer = nil
+            timerDeadline = nil
+            let wasOpen = machine.isOpen
+            perform(machine.timerFired(
+                now: eventLoop.now, lastActivity: lastActivity, lastHeard: (lastHeardDownstream, lastHeardUpstream), streams: streams
+            ))
+            if wasOpen && machine.idleTimedOut {
                 logger.debug("websocket idle timeout", metadata: ["route": "\(configuration.route)"])
-                idleTimedOut = true
-                perform(machine.closeBoth(downstreamCode: CloseCode.goingAway, upstreamCode: CloseCode.goingAway, reason: "idle timeout"))
-            } else {
-                scheduleIdleCheck(at: lastActivity + idle)
             }
-        })
-    }
-
-    private func pingTick() {
-        guard let interval = configuration.pingInterval, !machine.isFinished else { return }
-        let now = NIODeadline.now()
-        let silentAfter = interval + configuration.pongTimeout
-        for side in RelaySide.allCases {
-            let heard = side == .downstream ? lastHeardDownstream : lastHeardUpstream
-            if now - heard > silentAfter {
-                logger.debug("websocket peer silent", metadata: ["side": "\(side.rawValue)"])
-                perform(machine.peerSilent(side))
-            }
+            armTimer()
         }
-        perform(machine.pingTick())
     }
 
     // MARK: Events from the handlers
@@ -194,12 +168,12 @@ final class WebSocketRelay {
             return
         }
         var buffer = data
-        let now = NIODeadline.now()
+        let now = eventLoop.now
         if side == .downstream { lastHeardDownstream = now } else { lastHeardUpstream = now }
         let destination = side.peer
         while buffer.readableBytes > 0 {
             outputs.removeAll(keepingCapacity: true)
-            let waiting = !(destination == .upstream ? pendingToUpstream : pendingToDownstream).isEmpty
+            let waiting = machine.awaitsBoundary(to: destination)
             let origin = buffer.readerIndex
             let stop: RelayDirection.Stop
             if side == .downstream {
@@ -212,12 +186,12 @@ final class WebSocketRelay {
             emit(processed, from: side, at: now)
             switch stop {
             case .frameBoundary:
-                flushPending(to: destination)
+                perform(machine.frameBoundary(streams: streams, now: now))
             case .consumedAll, .closeReceived:
                 return
             case .violation(let violation):
                 logger.debug("websocket protocol violation", metadata: ["side": "\(side.rawValue)", "reason": "\(violation.reason)"])
-                perform(machine.violation(code: violation.code, reason: violation.reason, from: side))
+                perform(machine.violation(code: violation.code, reason: violation.reason, from: side, streams: streams, now: now))
                 return
             }
         }
@@ -242,7 +216,7 @@ final class WebSocketRelay {
                     lastActivity = now
                     if frame.opcode == FrameHeader.Opcode.ping { pings[side.index] += 1 }
                 }
-                perform(machine.controlFrame(frame, from: side))
+                perform(machine.controlFrame(frame, from: side, streams: streams, now: now))
             }
         }
     }
@@ -277,8 +251,10 @@ final class WebSocketRelay {
             earlyEvents.append(.inactive(side))
             return
         }
+        // Whether the stream it fed was inside a frame is read before the side is forgotten.
+        let streams = self.streams
         if side == .downstream { downstreamContext = nil } else { upstreamContext = nil }
-        perform(machine.peerGone(side))
+        perform(machine.peerGone(side, streams: streams, now: eventLoop.now))
         if let other = self.context(side.peer), readHeld[side.peer.index] {
             readHeld[side.peer.index] = false
             other.read()
@@ -286,19 +262,22 @@ final class WebSocketRelay {
     }
 
     /// Closes the WebSocket with 1008 to the client (1001 to the backend) when the credential
-    /// that admitted it expires; armed once the relay starts.
+    /// that admitted it expires.
     func closeWhenCredentialExpires(in delay: TimeAmount) {
-        expiryDelay = delay
+        machine.expire(at: machine.startedAt + delay)
     }
 
-    /// Closes both sides from outside (shutdown, kick).
-    func close(downstreamCode: UInt16, upstreamCode: UInt16, reason: String) {
+    /// Closes both sides from outside (shutdown, kick). A connection already closing is not
+    /// touched: its close timeout ends it.
+    func close(downstreamCode: UInt16, upstreamCode: UInt16, reason: String, ending: StateMachine.Ending) {
         // Nothing is written before the handshake codecs have left both pipelines.
         guard started else {
-            earlyEvents.append(.close(downstreamCode: downstreamCode, upstreamCode: upstreamCode, reason: reason))
+            earlyEvents.append(.close(downstreamCode: downstreamCode, upstreamCode: upstreamCode, reason: reason, ending: ending))
             return
         }
-        perform(machine.closeBoth(downstreamCode: downstreamCode, upstreamCode: upstreamCode, reason: reason))
+        perform(machine.closeBoth(
+            downstreamCode: downstreamCode, upstreamCode: upstreamCode, reason: reason, ending: ending, streams: streams, now: eventLoop.now
+        ))
     }
 
     // MARK: Figures
@@ -329,7 +308,7 @@ final class WebSocketRelay {
     /// The live figures for `/connections`.
     func snapshot(_ info: ConnectionInfo) -> ConnectionSnapshot {
         reportTraffic()
-        let sinceActivity = NIODeadline.now() - lastActivity
+        let sinceActivity = eventLoop.now - lastActivity
         let state = machine.isFinished ? "closed" : (!machine.isOpen ? "closing" : "open")
         return ConnectionSnapshot(
             info: info, fromClient: traffic(from: .downstream), fromBackend: traffic(from: .upstream),
@@ -340,6 +319,7 @@ final class WebSocketRelay {
     // MARK: Actions
 
     private func perform(_ actions: [StateMachine.Action]) {
+        guard !actions.isEmpty else { return }
         for action in actions {
             switch action {
             case .forward(let frame, let side):
@@ -349,22 +329,22 @@ final class WebSocketRelay {
                     write(ByteBuffer(bytes: frame.wire), to: side)
                 }
             case .sendClose(let code, let reason, let side):
-                sendOwn(ControlFrameEncoder.close(code: code, reason: reason, masked: side == .upstream, allocator: allocator), to: side, isClose: true)
-            case .sendCloseAndDisconnect(let code, let reason, let side):
-                sendOwn(ControlFrameEncoder.close(code: code, reason: reason, masked: side == .upstream, allocator: allocator), to: side, isClose: true)
-                disconnect(side)
+                write(ControlFrameEncoder.close(code: code, reason: reason, masked: side == .upstream, allocator: allocator), to: side)
+                flushIfNeeded(side)
+                // No data frame may follow a close: what the other side still sends is dropped.
+                if side == .upstream { fromDownstream.dropData() } else { fromUpstream.dropData() }
             case .sendPing(let payload, let side):
-                sendOwn(ControlFrameEncoder.frame(opcode: FrameHeader.Opcode.ping, payload: payload, masked: side == .upstream, allocator: allocator), to: side)
+                write(ControlFrameEncoder.frame(opcode: FrameHeader.Opcode.ping, payload: payload, masked: side == .upstream, allocator: allocator), to: side)
+                flushIfNeeded(side)
             case .disconnect(let side):
                 disconnect(side)
-            case .startCloseTimer:
-                closeTimer = eventLoop.assumeIsolated().scheduleTask(in: configuration.closeTimeout) { [self] in
-                    perform(machine.closeTimedOut())
-                }
+            case .abort(let side):
+                abort(side)
             case .finished:
                 finish()
             }
         }
+        armTimer()
     }
 
     private var allocator: ByteBufferAllocator {
@@ -377,46 +357,15 @@ final class WebSocketRelay {
         needsFlush[side.index] = true
     }
 
-    /// Sends a gateway frame now, or after the frame being forwarded to `side` ends. Once a
-    /// close of the gateway's own has gone to `side`, data frames bound there are dropped.
-    private func sendOwn(_ frame: ByteBuffer, to side: RelaySide, isClose: Bool = false) {
-        let insideFrame = side == .upstream ? fromDownstream.isInsideFrame : fromUpstream.isInsideFrame
-        if insideFrame {
-            if side == .upstream { pendingToUpstream.append(frame) } else { pendingToDownstream.append(frame) }
-            if isClose { closeQueued.insert(side) }
-        } else {
-            write(frame, to: side)
-            flushIfNeeded(side)
-            if isClose { stopForwardingData(to: side) }
-        }
-    }
-
-    private func stopForwardingData(to side: RelaySide) {
-        if side == .upstream { fromDownstream.dropData() } else { fromUpstream.dropData() }
-    }
-
-    private func flushPending(to side: RelaySide) {
-        let frames = side == .upstream ? pendingToUpstream : pendingToDownstream
-        if side == .upstream { pendingToUpstream = [] } else { pendingToDownstream = [] }
-        for frame in frames { write(frame, to: side) }
-        flushIfNeeded(side)
-        if closeQueued.remove(side) != nil { stopForwardingData(to: side) }
-        if disconnectAfterPending.remove(side) != nil { disconnect(side) }
-    }
-
     private func flushIfNeeded(_ side: RelaySide) {
         guard needsFlush[side.index], let context = context(side) else { return }
         needsFlush[side.index] = false
         context.flush()
     }
 
-    /// Closes `side` once everything written to it has gone out.
+    /// Closes `side` once everything written to it has gone out (the machine's close deadline
+    /// aborts it if the peer never reads).
     private func disconnect(_ side: RelaySide) {
-        let pending = side == .upstream ? pendingToUpstream : pendingToDownstream
-        guard pending.isEmpty else {
-            disconnectAfterPending.insert(side)
-            return
-        }
         guard let context = context(side) else { return }
         let promise = context.eventLoop.makePromise(of: Void.self)
         context.writeAndFlush(NIOAny(context.channel.allocator.buffer(capacity: 0)), promise: promise)
@@ -425,18 +374,28 @@ final class WebSocketRelay {
         promise.futureResult.whenComplete { _ in channel.close(promise: nil) }
     }
 
+    /// Closes `side`'s connection now, without waiting for writes or for TLS's close_notify
+    /// exchange: the close starts below the TLS handler when there is one.
+    private func abort(_ side: RelaySide) {
+        guard let context = context(side) else { return }
+        let pipeline = context.pipeline.syncOperations
+        if let tls = try? pipeline.context(handlerType: NIOSSLHandler.self) {
+            tls.close(promise: nil)
+        } else {
+            context.channel.close(promise: nil)
+        }
+    }
+
     private func finish() {
-        closeTimer?.cancel()
-        for timer in timers { timer.cancel() }
-        timers = []
-        pingTask?.cancel()
-        pingTask = nil
+        timer?.cancel()
+        timer = nil
+        timerDeadline = nil
         let summary = Summary(
             route: configuration.route,
-            duration: NIODeadline.now() - startedAt,
+            duration: eventLoop.now - machine.startedAt,
             outcome: machine.outcome,
             fromClient: traffic(from: .downstream), fromBackend: traffic(from: .upstream),
-            idleTimedOut: idleTimedOut
+            idleTimedOut: machine.idleTimedOut
         )
         reportTraffic()
         onFinish(summary)

@@ -275,8 +275,8 @@ final class WebSocketUpgrade {
         registry.register(ConnectionRegistry.Entry(
             info: info, eventLoop: eventLoop,
             snapshot: { loopBoundRelay.value.snapshot(info) },
-            close: { clientCode, backendCode, reason in
-                loopBoundRelay.value.close(downstreamCode: clientCode, upstreamCode: backendCode, reason: reason)
+            close: { clientCode, backendCode, reason, ending in
+                loopBoundRelay.value.close(downstreamCode: clientCode, upstreamCode: backendCode, reason: reason, ending: ending)
             }
         ))
 
@@ -330,7 +330,8 @@ final class WebSocketUpgrade {
             initiator = "gateway"
         }
         let code = summary.outcome?.code
-        services.metrics.websocketClosed(route: route.name, code: code, initiator: initiator)
+        let ending = summary.outcome?.ending ?? .vanished
+        services.metrics.websocketClosed(route: route.name, code: code, initiator: initiator, ending: ending.rawValue)
         if let metrics = route.metrics {
             metrics.activeWebSockets.decrement()
             metrics.duration.recordNanoseconds(summary.duration.nanoseconds)
@@ -338,6 +339,7 @@ final class WebSocketUpgrade {
         }
         services.logger.debug("websocket closed", metadata: [
             "id": "\(info.id)", "route": "\(info.route)", "close_code": "\(code.map(String.init) ?? "none")", "closed_by": "\(initiator)",
+            "ending": "\(ending.rawValue)",
         ])
         guard let accessLog = services.accessLog else { return }
         var line = AccessRecord(type: "websocket")
@@ -354,6 +356,7 @@ final class WebSocketUpgrade {
         line["close_code"] = code.map { .int(Int64($0)) } ?? .null
         line.set("close_reason", summary.outcome?.reason ?? "")
         line.set("closed_by", initiator)
+        line.set("ending", ending.rawValue)
         line.set("idle_timeout", summary.idleTimedOut)
         for (prefix, traffic) in [("client", summary.fromClient), ("backend", summary.fromBackend)] {
             line.set("\(prefix)_messages", traffic.messages)
