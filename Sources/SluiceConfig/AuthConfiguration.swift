@@ -8,6 +8,10 @@ public struct RouteAuthConfiguration: Sendable, Equatable {
     public var closeOnExpiry: Bool = false
     /// Failed attempts allowed per client address before 429s.
     public var failureLimit: RateLimit = RateLimit(perSecond: 1, burst: 30)
+    /// The backend receives the credential that admitted the request (`true`), or none of the
+    /// credentials the route reads (`false`). Either way, credentials the route reads that did
+    /// not admit the request (a second token for someone else) never reach the backend.
+    public var forwardCredentials: Bool = true
 
     public init() {}
 

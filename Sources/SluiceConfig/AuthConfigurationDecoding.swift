@@ -38,6 +38,7 @@ extension Decoder {
         }
         if let value = map.optional("close_on_expiry") { auth.closeOnExpiry = try value.bool() }
         if let value = map.optional("failure_limit") { auth.failureLimit = try decodeRate(value) }
+        if let value = map.optional("forward_credentials") { auth.forwardCredentials = try value.bool() }
         try map.finish()
         if auth.closeOnExpiry && !auth.methods.contains(where: { if case .jwt = $0 { true } else { false } }) {
             throw node.error("close_on_expiry needs a jwt method")

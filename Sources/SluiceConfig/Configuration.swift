@@ -121,6 +121,14 @@ public struct HTTPLimits: Sendable, Equatable {
     public var maxHeaders: Int = 100
     /// Length of the request line (method, target, version).
     public var maxRequestLine: Int = 8 * 1024
+    /// What happens to request fields whose name, with `_` read as `-`, is one Sluice sets
+    /// (identity, forwarding): CGI, WSGI and PHP backends read `X_Sluice_User` and
+    /// `X-Sluice-User` as one variable, so by default such fields are dropped.
+    public var underscoreHeaders: UnderscoreHeaders = .drop
+
+    public enum UnderscoreHeaders: String, Sendable, Equatable {
+        case drop, keep
+    }
 
     public init() {}
 }

@@ -246,6 +246,13 @@ final class Decoder {
         if let value = map.optional("max_header_bytes") { limits.maxHeaderBytes = try sizeIn(value, 256...(1 << 20)) }
         if let value = map.optional("max_headers") { limits.maxHeaders = try value.int(in: 1...1000) }
         if let value = map.optional("max_request_line") { limits.maxRequestLine = try sizeIn(value, 64...(1 << 20)) }
+        if let value = map.optional("underscore_headers") {
+            let text = try value.string()
+            guard let choice = HTTPLimits.UnderscoreHeaders(rawValue: text) else {
+                throw value.error("must be drop or keep, got '\(text)'")
+            }
+            limits.underscoreHeaders = choice
+        }
         try map.finish()
         return limits
     }

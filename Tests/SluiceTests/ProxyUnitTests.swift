@@ -223,21 +223,82 @@ struct ProxyUnitTests {
         #expect(" \t a b \t".trimmingSpacesAndTabs() == "a b" && "   ".trimmingSpacesAndTabs().isEmpty)
     }
 
-    @Test("forwarding headers: a client's own X-Forwarded-For is dropped unless it is a trusted proxy")
+    /// What a backend receives of `headers` on a route with `auth`, with Sluice's forwarding fields.
+    static func upstream(
+        _ headers: HTTPHeaders, client: ForwardedHeaders.Client, auth: RouteAuthConfiguration = RouteAuthConfiguration(), identity: Identity? = nil
+    ) -> HTTPHeaders {
+        var kept: [(String, String)] = []
+        UpstreamFields(auth: auth, identityHeaders: ["x-sluice-user", "x-user-id"]).forEach(headers, client: client, identity: identity) { kept.append(($0, $1)) }
+        kept += ForwardedHeaders.fields(for: client, chains: ForwardedHeaders.incomingChains(headers, client: client))
+        return HTTPHeaders(kept)
+    }
+
+    @Test("forwarding headers: a client's own X-Forwarded-For and X-Real-IP are dropped unless it is a trusted proxy")
     func forwarding() {
-        var headers = HTTPHeaders([("X-Forwarded-For", "10.0.0.9"), ("Forwarded", "for=10.0.0.9")])
-        ForwardedHeaders.addForwarding(to: &headers, client: .init(address: "192.0.2.1", host: "h", tls: true))
+        let headers = Self.upstream(
+            HTTPHeaders([("X-Forwarded-For", "10.0.0.9"), ("Forwarded", "for=10.0.0.9"), ("X-Real-IP", "10.0.0.9")]),
+            client: .init(address: "192.0.2.1", host: "h", tls: true)
+        )
         #expect(headers["x-forwarded-for"] == ["192.0.2.1"])
         #expect(headers["forwarded"] == [#"for=192.0.2.1;host="h";proto=https"#])
-        var trusted = HTTPHeaders([("X-Forwarded-For", "10.0.0.9")])
-        ForwardedHeaders.addForwarding(to: &trusted, client: .init(address: "192.0.2.1", host: "h", tls: false, trustsIncomingChain: true))
+        #expect(headers["x-real-ip"] == [])
+        let trusted = Self.upstream(
+            HTTPHeaders([("X-Forwarded-For", "10.0.0.9"), ("X-Real-IP", "10.0.0.9")]),
+            client: .init(address: "192.0.2.1", host: "h", tls: false, trustsIncomingChain: true)
+        )
         #expect(trusted["x-forwarded-for"] == ["10.0.0.9, 192.0.2.1"])
-        var chained = HTTPHeaders([("Forwarded", "for=10.0.0.9"), ("X-Forwarded-Proto", "gopher"), ("Host", "h")])
-        ForwardedHeaders.addForwarding(to: &chained, client: .init(address: "2001:db8::1", host: "bad host", tls: false, trustsIncomingChain: true))
+        #expect(trusted["x-real-ip"] == ["10.0.0.9"])
+        let chained = Self.upstream(
+            HTTPHeaders([("Forwarded", "for=10.0.0.9"), ("X-Forwarded-Proto", "gopher"), ("Host", "h")]),
+            client: .init(address: "2001:db8::1", host: "bad host", tls: false, trustsIncomingChain: true)
+        )
         #expect(chained["forwarded"] == [#"for=10.0.0.9, for="[2001:db8::1]";proto=http"#])
         #expect(chained["x-forwarded-proto"] == ["http"])
         #expect(chained["x-forwarded-host"] == ["bad host"])
-        #expect(chained["host"] == ["h"])
+        #expect(chained["host"] == [])
+    }
+
+    @Test("underscore spellings of identity and forwarding fields are dropped unless the listener keeps them")
+    func underscoreAliases() {
+        let sent = HTTPHeaders([("X_Sluice_User", "admin"), ("x-sluice_user", "admin"), ("X_Forwarded_For", "1.2.3.4"), ("X_Real_IP", "1.2.3.4"), ("X_User_Id", "7"), ("X_Other", "kept")])
+        let dropped = Self.upstream(sent, client: .init(address: "192.0.2.1", host: "h", tls: false))
+        #expect(dropped.map(\.name).filter { $0.contains("_") } == ["X_Other"])
+        let kept = Self.upstream(sent, client: .init(address: "192.0.2.1", host: "h", tls: false, keepsUnderscoreFields: true))
+        #expect(kept.map(\.name).filter { $0.contains("_") }.count == 6)
+    }
+
+    @Test("credentials the route reads reach the backend only when they admitted the request, and only with forward_credentials")
+    func credentials() {
+        var auth = RouteAuthConfiguration()
+        var jwt = JWTAuthConfiguration(algorithms: ["HS256"])
+        jwt.cookie = "session"
+        jwt.bearer = true
+        auth.methods = [.jwt(jwt)]
+        let client = ForwardedHeaders.Client(address: "192.0.2.1", host: "h", tls: false)
+        let sent = HTTPHeaders([("Cookie", "theme=dark; session=alice; session=bob"), ("Authorization", "Bearer bob"), ("Cookie", "lang=fr")])
+        let alice = Identity(user: "alice", headers: [], expiresAt: nil, method: "jwt", credential: .cookie("session"))
+        let byCookie = Self.upstream(sent, client: client, auth: auth, identity: alice)
+        #expect(byCookie["cookie"] == ["theme=dark; session=alice", "lang=fr"])
+        #expect(byCookie["authorization"] == [])
+        auth.forwardCredentials = false
+        let stripped = Self.upstream(sent, client: client, auth: auth, identity: alice)
+        #expect(stripped["cookie"] == ["theme=dark", "lang=fr"])
+        let bob = Identity(user: "bob", headers: [], expiresAt: nil, method: "jwt", credential: .authorization)
+        #expect(Self.upstream(sent, client: client, auth: auth, identity: bob)["authorization"] == [])
+        auth.forwardCredentials = true
+        let byBearer = Self.upstream(sent, client: client, auth: auth, identity: bob)
+        #expect(byBearer["authorization"] == ["Bearer bob"])
+        #expect(byBearer["cookie"] == ["theme=dark", "lang=fr"])
+        // Forward auth judged Cookie and Authorization whole: they go through whole, or not at all.
+        var forward = RouteAuthConfiguration()
+        forward.methods = [.forward(ForwardAuthConfiguration(url: "http://127.0.0.1:1/auth", host: "127.0.0.1", port: 1, path: "/auth"))]
+        let admitted = Identity(user: nil, headers: [], expiresAt: nil, method: "forward", credential: .forwardedFields)
+        #expect(Self.upstream(sent, client: client, auth: forward, identity: admitted)["cookie"].count == 2)
+        forward.forwardCredentials = false
+        let none = Self.upstream(sent, client: client, auth: forward, identity: admitted)
+        #expect(none["cookie"] == [] && none["authorization"] == [])
+        // Public routes pass them as sent.
+        #expect(Self.upstream(sent, client: client)["authorization"] == ["Bearer bob"])
     }
 
     static func backends(_ count: Int, _ balance: BalancingConfiguration) -> BackendSet {

@@ -10,11 +10,26 @@ struct Identity: Sendable, Equatable {
     /// When the credential stops being valid (JWT `exp`), seconds since the epoch.
     var expiresAt: Double?
     var method: String
+    /// Where the credential that admitted the request was: the backend receives it (or not,
+    /// per `auth.forward_credentials`), never another credential the route reads.
+    var credential: CredentialCarrier?
 
     static func == (lhs: Identity, rhs: Identity) -> Bool {
-        lhs.user == rhs.user && lhs.expiresAt == rhs.expiresAt && lhs.method == rhs.method
+        lhs.user == rhs.user && lhs.expiresAt == rhs.expiresAt && lhs.method == rhs.method && lhs.credential == rhs.credential
             && lhs.headers.map { "\($0.0):\($0.1)" } == rhs.headers.map { "\($0.0):\($0.1)" }
     }
+}
+
+/// A place in a request where a route's authentication reads a credential.
+enum CredentialCarrier: Sendable, Hashable {
+    /// The `Authorization` field (Basic, or a bearer token).
+    case authorization
+    /// One cookie, by name (a JWT).
+    case cookie(String)
+    /// A query parameter (a JWT); always removed before the backend, since URLs get logged.
+    case query(String)
+    /// `Cookie` and `Authorization` as a whole, as forward auth shows them to the auth service.
+    case forwardedFields
 }
 
 /// What one authentication method concluded. Reasons are for debug logs and never contain a

@@ -55,19 +55,21 @@ final class BasicAuthenticator: Sendable {
         if let allowed = configuration.allowedUsers, !allowed.contains(user) {
             return .forbidden(reason: "user not allowed on this route")
         }
-        return .admitted(Identity(user: user, headers: [(userHeader, user)], expiresAt: nil, method: "basic"))
+        return .admitted(Identity(user: user, headers: [(userHeader, user)], expiresAt: nil, method: "basic", credential: .authorization))
     }
 
     private static func isBasic(_ headers: HTTPHeaders) -> Bool {
         headers.first(name: "authorization")?.lowercased().hasPrefix("basic ") == true
     }
 
-    /// `user` and `password` from `Authorization: Basic …`, or `nil`.
+    /// `user` and `password` from `Authorization: Basic …`, or `nil`. Credentials holding a
+    /// control character (a NUL that C code would stop at, say) are refused whole.
     static func credentials(_ headers: HTTPHeaders) -> (String, String)? {
         guard let value = headers.first(name: "authorization") else { return nil }
         let parts = value.split(separator: " ", maxSplits: 1)
         guard parts.count == 2, parts[0].lowercased() == "basic", parts[1].utf8.count <= 4096,
             let data = Data(base64Encoded: parts[1].trimmingSpacesAndTabs()),
+            !data.contains(where: { $0 < 0x20 || $0 == 0x7F }),
             let text = String(data: data, encoding: .utf8), let colon = text.firstIndex(of: ":")
         else { return nil }
         return (String(text[..<colon]), String(text[text.index(after: colon)...]))

@@ -5,9 +5,16 @@ import NIOPosix
 import SluiceConfig
 
 /// Lets an auth service decide, as nginx's `auth_request` and Traefik's ForwardAuth do: a GET
-/// with the client's `Cookie`, `Authorization`, method, URI and forwarding headers. A 2xx admits
-/// (copying the configured headers onto the upstream request); a 401 or 403 goes back to the
-/// client as it came; anything else, a timeout or an error fails closed.
+/// with the client's `Cookie`, `Authorization`, method, the target the backend will receive and
+/// forwarding headers. A 2xx admits (copying the configured headers onto the upstream request);
+/// a 401 or 403 goes back to the client as it came; anything else, a timeout or an error fails
+/// closed.
+///
+/// The service is shown the target after normalisation, prefix rewriting and token removal —
+/// exactly what the backend gets — so a rule on `/app/admin` in the service cannot be walked
+/// around with `/app/%61dmin` or `/app/ok/../admin`. A decision is cached (`cache_ttl`) under
+/// everything the service was shown: method, target, host, scheme, client address, `Cookie` and
+/// `Authorization`; a decision for one path or method is never reused for another.
 final class ForwardAuthenticator: Sendable {
     let configuration: ForwardAuthConfiguration
     private let cache = NIOLockedValueBox<[[UInt8]: (expires: NIODeadline, outcome: AuthOutcome)]>([:])
@@ -18,7 +25,9 @@ final class ForwardAuthenticator: Sendable {
 
     struct Request {
         var method: String
-        var uri: String
+        /// The target the backend will receive (normalised path, prefix rewritten, tokens
+        /// removed, query kept).
+        var target: String
         var headers: HTTPHeaders
         var client: String?
         var host: String?
@@ -28,7 +37,9 @@ final class ForwardAuthenticator: Sendable {
     func authenticate(_ request: Request, userHeader: String, on eventLoop: any EventLoop) -> EventLoopFuture<AuthOutcome> {
         let cookie = request.headers[canonicalForm: "cookie"].joined(separator: "; ")
         let authorization = request.headers.first(name: "authorization") ?? ""
-        let key = PasswordHasher.digest(cookie, authorization)
+        let key = PasswordHasher.digest(
+            request.method, request.target, request.host ?? "", request.tls ? "https" : "http", request.client ?? "", cookie, authorization
+        )
         let useCache = configuration.cacheTTL > .zero
         let now = NIODeadline.now()
         if useCache, let hit = cache.withLockedValue({ $0[key] }), hit.expires > now {
@@ -39,7 +50,7 @@ final class ForwardAuthenticator: Sendable {
         if !cookie.isEmpty { headers.add(name: "Cookie", value: cookie) }
         if !authorization.isEmpty { headers.add(name: "Authorization", value: authorization) }
         headers.add(name: "X-Forwarded-Method", value: request.method)
-        headers.add(name: "X-Forwarded-Uri", value: request.uri)
+        headers.add(name: "X-Forwarded-Uri", value: request.target)
         if let client = request.client { headers.add(name: "X-Forwarded-For", value: client) }
         headers.add(name: "X-Forwarded-Proto", value: request.tls ? "https" : "http")
         if let host = request.host { headers.add(name: "X-Forwarded-Host", value: host) }
@@ -54,7 +65,7 @@ final class ForwardAuthenticator: Sendable {
                 let outcome: AuthOutcome
                 switch response.head.status.code {
                 case 200..<300:
-                    var identity = Identity(user: nil, headers: [], expiresAt: nil, method: "forward")
+                    var identity = Identity(user: nil, headers: [], expiresAt: nil, method: "forward", credential: .forwardedFields)
                     for name in copy {
                         for value in response.head.headers[name] { identity.headers.append((name, value)) }
                     }

@@ -113,21 +113,22 @@ final class JWTVerifier: Sendable {
 
     var challenge: String { "Bearer" }
 
-    /// The token from the places the route names, in order: cookie, bearer header, query.
-    func token(headers: HTTPHeaders, query: String?) -> String? {
-        if let cookie = configuration.cookie, let value = CookieHeader.value(named: cookie, in: headers) { return value }
+    /// The token from the places the route names, in order: cookie, bearer header, query; and
+    /// where it was found.
+    func token(headers: HTTPHeaders, query: String?) -> (token: String, carrier: CredentialCarrier)? {
+        if let cookie = configuration.cookie, let value = CookieHeader.value(named: cookie, in: headers) { return (value, .cookie(cookie)) }
         if configuration.bearer, let value = headers.first(name: "authorization") {
             let parts = value.split(separator: " ", maxSplits: 1)
-            if parts.count == 2, parts[0].lowercased() == "bearer" { return parts[1].trimmingSpacesAndTabs() }
+            if parts.count == 2, parts[0].lowercased() == "bearer" { return (parts[1].trimmingSpacesAndTabs(), .authorization) }
         }
-        if let parameter = configuration.queryParameter, let query {
-            return QueryString.value(of: parameter, in: query)
+        if let parameter = configuration.queryParameter, let query, let value = QueryString.value(of: parameter, in: query) {
+            return (value, .query(parameter))
         }
         return nil
     }
 
     func authenticate(headers: HTTPHeaders, query: String?, userHeader: String, on eventLoop: any EventLoop) -> EventLoopFuture<AuthOutcome> {
-        guard let token = token(headers: headers, query: query) else { return eventLoop.makeSucceededFuture(.missing) }
+        guard let (token, carrier) = token(headers: headers, query: query) else { return eventLoop.makeSucceededFuture(.missing) }
         let candidates: [Key]
         switch precheck(token) {
         case .failure(let refusal): return eventLoop.makeSucceededFuture(refusal.outcome)
@@ -137,7 +138,7 @@ final class JWTVerifier: Sendable {
         promise.completeWithTask { [self] in
             for key in candidates {
                 if let claims = try? await key.collection.verify(token, as: ClaimSet.self) {
-                    return check(claims, userHeader: userHeader)
+                    return check(claims, userHeader: userHeader, carrier: carrier)
                 }
             }
             return .invalid(reason: "signature does not verify")
@@ -156,6 +157,11 @@ final class JWTVerifier: Sendable {
         guard alg.lowercased() != "none", configuration.algorithms.contains(alg), let family = Family(algorithm: alg) else {
             return .failure(.init(.invalid(reason: "algorithm \(alg.prefix(16)) not accepted")))
         }
+        // RFC 7515 §4.1.11: a recipient must refuse a token whose `crit` names parameters it
+        // does not understand. Sluice understands no extension, so any `crit` is refused.
+        guard header["crit"] == nil else {
+            return .failure(.init(.invalid(reason: "critical header parameter not understood")))
+        }
         var usable = keys.filter { $0.families.contains(family) && ($0.algorithm == nil || $0.algorithm == alg) }
         if let kid = header["kid"] as? String {
             usable = usable.filter { $0.kid == kid }
@@ -171,7 +177,7 @@ final class JWTVerifier: Sendable {
     }
 
     /// Time, issuer, audience and required claims, with the route's leeway.
-    func check(_ claims: ClaimSet, userHeader: String, now: Double = WallClock.now()) -> AuthOutcome {
+    func check(_ claims: ClaimSet, userHeader: String, carrier: CredentialCarrier? = nil, now: Double = WallClock.now()) -> AuthOutcome {
         let leeway = Double(configuration.leeway.components.seconds)
         let expiry = claims.number("exp")
         if let exp = expiry, now > exp + leeway { return .invalid(reason: "token expired") }
@@ -186,7 +192,7 @@ final class JWTVerifier: Sendable {
             return .forbidden(reason: "claim \(name) does not have the required value")
         }
         let user = claims.string(configuration.userClaim)
-        return .admitted(Identity(user: user, headers: user.map { [(userHeader, $0)] } ?? [], expiresAt: expiry, method: "jwt"))
+        return .admitted(Identity(user: user, headers: user.map { [(userHeader, $0)] } ?? [], expiresAt: expiry, method: "jwt", credential: carrier))
     }
 }
 

@@ -41,8 +41,10 @@ public enum PasswordHasher {
     static func digest(_ parts: String...) -> [UInt8] {
         var hasher = SHA256()
         for part in parts {
-            hasher.update(data: Array(part.utf8))
-            hasher.update(data: [0])
+            // Each part's length first, so no two lists of parts hash the same bytes.
+            let bytes = Array(part.utf8)
+            withUnsafeBytes(of: UInt64(bytes.count).bigEndian) { hasher.update(bufferPointer: $0) }
+            hasher.update(data: bytes)
         }
         return Array(hasher.finalize())
     }

@@ -36,6 +36,10 @@ final class RouteAuthenticator: Sendable {
     struct Request {
         var head: HTTPRequestHead
         var query: String?
+        /// The target the backend will receive (`Route.upstreamTarget`).
+        var target: String
+        /// The request's host: its `Host`, or the authority of an absolute-form target.
+        var host: String?
         var client: IPAddress?
         var tls: Bool
     }
@@ -68,8 +72,8 @@ final class RouteAuthenticator: Sendable {
         case .forward(let forward):
             attempt = forward.authenticate(
                 ForwardAuthenticator.Request(
-                    method: request.head.method.rawValue, uri: request.head.uri, headers: request.head.headers,
-                    client: request.client?.description, host: request.head.headers.first(name: "host"), tls: request.tls
+                    method: request.head.method.rawValue, target: request.target, headers: request.head.headers,
+                    client: request.client?.description, host: request.host, tls: request.tls
                 ),
                 userHeader: userHeader, on: eventLoop
             )

@@ -9,24 +9,23 @@ extension HTTPGatewayHandler {
     func startProxy(
         context: ChannelHandlerContext, route: Route, head: HTTPRequestHead, path: RequestPath, identity: ClientIdentity, framing: RequestFraming
     ) {
+        let target = route.upstreamTarget(for: path, upgrade: false)
         guard route.authenticator != nil else {
             // Public route: no closure to keep for an answer that is already known.
-            beginExchange(context: context, route: route, head: head, path: path, identity: identity, framing: framing, user: nil)
+            beginExchange(context: context, route: route, head: head, target: target, identity: identity, framing: framing, user: nil)
             return
         }
-        authorize(context: context, route: route, head: head, path: path, identity: identity) { [self] user in
-            beginExchange(context: context, route: route, head: head, path: path, identity: identity, framing: framing, user: user)
+        authorize(context: context, route: route, head: head, path: path, target: target, identity: identity) { [self] user in
+            beginExchange(context: context, route: route, head: head, target: target, identity: identity, framing: framing, user: user)
         }
     }
 
     func beginExchange(
-        context: ChannelHandlerContext, route: Route, head: HTTPRequestHead, path: RequestPath, identity: ClientIdentity,
+        context: ChannelHandlerContext, route: Route, head: HTTPRequestHead, target: String, identity: ClientIdentity,
         framing: RequestFraming, user: Identity?
     ) {
         guard let backends = route.backends else { return }
         request?.user = user?.user
-        var target = PathPrefix.rewrite(path.target, matched: route.configuration.match.pathPrefix, settings: route.configuration.http)
-        for parameter in route.credentialQueryParameters { target = QueryString.removing(parameter, from: target) }
         let client = forwardingClient(head, identity)
         let forwarding = forwardingBlock(for: client, context: context)
         let exchange = HTTPProxyExchange(
@@ -119,7 +118,7 @@ extension HTTPGatewayHandler {
 
     /// The route's limits, then the backend.
     func admit(
-        context: ChannelHandlerContext, route: Route, head: HTTPRequestHead, upgrade: UpgradeRequest, path: RequestPath,
+        context: ChannelHandlerContext, route: Route, head: HTTPRequestHead, upgrade: UpgradeRequest, path: RequestPath, target: String,
         identity: ClientIdentity, user: Identity?
     ) {
         request?.user = user?.user
@@ -140,7 +139,7 @@ extension HTTPGatewayHandler {
                 return
             }
         }
-        startUpgrade(context: context, route: route, head: head, request: upgrade, path: path, identity: identity, user: user)
+        startUpgrade(context: context, route: route, head: head, request: upgrade, path: path, target: target, identity: identity, user: user)
     }
 
     func refuse(context: ChannelHandlerContext, route: Route, _ refusal: AuthRefusal) {
@@ -157,7 +156,7 @@ extension HTTPGatewayHandler {
 
     func startUpgrade(
         context: ChannelHandlerContext, route: Route, head: HTTPRequestHead, request upgradeRequest: UpgradeRequest,
-        path: RequestPath, identity: ClientIdentity, user: Identity?
+        path: RequestPath, target: String, identity: ClientIdentity, user: Identity?
     ) {
         let client = forwardingClient(head, identity)
         let downstream = WebSocketUpgrade.Downstream(
@@ -172,8 +171,6 @@ extension HTTPGatewayHandler {
             listener: configuration.listener, client: client, clientAddress: identity.address?.description ?? "unknown",
             path: request?.path ?? path.path, identity: user, clientIP: identity.address
         )
-        var target = path.target
-        for parameter in route.credentialQueryParameters { target = QueryString.removing(parameter, from: target) }
         let upgrade = WebSocketUpgrade(
             downstream: downstream, route: route, clientHead: head, upgrade: upgradeRequest, requestTarget: target,
             origin: origin, services: services

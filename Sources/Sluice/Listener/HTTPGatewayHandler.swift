@@ -383,9 +383,11 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
             return refuse(.requestHeaderFieldsTooLarge, "request headers exceed \(limits.maxHeaders) fields or \(limits.maxHeaderBytes) bytes", close: true)
         }
         if let problem = framing.problem { return refuse(.badRequest, problem.message, close: true) }
-        if head.version.major == 1 && head.version.minor >= 1 && framing.hostCount != 1 {
+        if framing.hostCount > 1 || (head.version.major == 1 && head.version.minor >= 1 && framing.hostCount != 1) {
             return refuse(.badRequest, "exactly one Host header is required", close: true)
         }
+        if framing.authorizationCount > 1 { return refuse(.badRequest, "more than one Authorization header", close: true) }
+        if framing.originCount > 1 { return refuse(.badRequest, "more than one Origin header", close: true) }
         if let host = requestHost, !HTTPSyntax.isValidHost(host) {
             return refuse(.badRequest, "invalid Host header", close: true)
         }
@@ -452,7 +454,8 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
         if peerText == nil { peerText = .some(identity.peer?.description) }
         return ForwardedHeaders.Client(
             address: peerText ?? nil, host: requestHost, tls: configuration.tls,
-            trustsIncomingChain: identity.peerIsTrustedProxy
+            trustsIncomingChain: identity.peerIsTrustedProxy,
+            keepsUnderscoreFields: configuration.limits.underscoreHeaders == .keep
         )
     }
 
@@ -474,8 +477,9 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
         case .proxy:
             break  // started at the head, so the body can stream
         case .upgrade(let route, let head, let upgrade, let path, let identity):
-            authorize(context: context, route: route, head: head, path: path, identity: identity) { [self] user in
-                admit(context: context, route: route, head: head, upgrade: upgrade, path: path, identity: identity, user: user)
+            let target = route.upstreamTarget(for: path, upgrade: true)
+            authorize(context: context, route: route, head: head, path: path, target: target, identity: identity) { [self] user in
+                admit(context: context, route: route, head: head, upgrade: upgrade, path: path, target: target, identity: identity, user: user)
             }
         }
     }
@@ -483,7 +487,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     /// Runs the route's authentication (none on public routes) with reads held, then `admitted`
     /// with the identity, or answers the refusal.
     func authorize(
-        context: ChannelHandlerContext, route: Route, head: HTTPRequestHead, path: RequestPath, identity: ClientIdentity,
+        context: ChannelHandlerContext, route: Route, head: HTTPRequestHead, path: RequestPath, target: String, identity: ClientIdentity,
         admitted: @escaping (Identity?) -> Void
     ) {
         guard let authenticator = route.authenticator else {
@@ -492,7 +496,9 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
         }
         state = .authorizing
         heldParts = []
-        let authRequest = RouteAuthenticator.Request(head: head, query: path.query, client: identity.address, tls: configuration.tls)
+        let authRequest = RouteAuthenticator.Request(
+            head: head, query: path.query, target: target, host: requestHost, client: identity.address, tls: configuration.tls
+        )
         authenticator.authenticate(authRequest, on: context.eventLoop).assumeIsolated().whenComplete { [self] result in
             guard case .authorizing = state else { return }
             switch result {

@@ -91,6 +91,10 @@ enum SimpleRequestHead {
                 case 4 where equalsIgnoringCase(name, "host"):
                     vetted.framing.hostCount += elementCount(value)
                     if vetted.host == nil { vetted.host = valueString }
+                case 6 where equalsIgnoringCase(name, "origin"):
+                    vetted.framing.originCount += 1
+                case 13 where equalsIgnoringCase(name, "authorization"):
+                    vetted.framing.authorizationCount += 1
                 default:
                     break
                 }

@@ -34,7 +34,7 @@ enum ForwardedHeaders {
         }
     }
 
-    /// The fields `addForwarding` writes; whatever a client sent in them is replaced.
+    /// The fields `fields(for:chains:)` writes; whatever a client sent in them is replaced.
     static let forwardingNames = ["x-forwarded-for", "forwarded", "x-forwarded-proto", "x-forwarded-host"]
 
     /// Who asked, as the backend is told.
@@ -46,19 +46,9 @@ enum ForwardedHeaders {
         /// The peer is a trusted proxy: its `X-Forwarded-For` and `Forwarded` chains are kept and
         /// extended. Otherwise whatever the client sent in them is dropped as a possible spoof.
         var trustsIncomingChain = false
-    }
-
-    /// Adds `X-Forwarded-For` (appended to a trusted chain), `X-Forwarded-Proto`,
-    /// `X-Forwarded-Host` and `Forwarded`, replacing what the client sent in them.
-    static func addForwarding(to headers: inout HTTPHeaders, client: Client) {
-        let present = headers.contains { field in forwardingNames.contains { HeaderTokens.equalIgnoringASCIICase(field.name, $0) } }
-        guard present else {
-            for (name, value) in fields(for: client) { headers.add(name: name, value: value) }
-            return
-        }
-        let chains = incomingChains(headers, client: client)
-        for name in forwardingNames { headers.remove(name: name) }
-        for (name, value) in fields(for: client, chains: chains) { headers.add(name: name, value: value) }
+        /// The listener keeps fields whose `_` spelling aliases one Sluice sets
+        /// (`http.underscore_headers: keep`).
+        var keepsUnderscoreFields = false
     }
 
     /// The `X-Forwarded-For` and `Forwarded` chains a trusted proxy sent (empty otherwise).

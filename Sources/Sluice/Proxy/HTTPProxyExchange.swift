@@ -251,7 +251,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
     private func upstreamHead(for backend: Backend) -> ByteBuffer {
         var head = client.channel.allocator.buffer(capacity: 512)
         head.writeRequestLine(request.head.method, backend.target(for: request.target))
-        ForwardedHeaders.forEachEndToEnd(request.head.headers, dropping: route.requestFieldsReplaced) { head.writeField($0, $1) }
+        route.upstreamFields.forEach(request.head.headers, client: request.client, identity: request.identity) { head.writeField($0, $1) }
         for (name, value) in request.identity?.headers ?? [] { head.writeField(name, value) }
         let host = route.configuration.hostHeader == .backend ? backend.hostHeader : (request.client.host ?? backend.hostHeader)
         head.writeField("Host", host)

@@ -9,6 +9,10 @@ struct RequestFraming: Equatable {
     var fieldBytes = 0
     /// Elements of all `Host` fields together: exactly one is valid in HTTP/1.1.
     var hostCount = 0
+    /// `Authorization` and `Origin` fields: more than one of either is refused, since the
+    /// gateway and a backend could each read a different one.
+    var authorizationCount = 0
+    var originCount = 0
     /// The body length `Content-Length` declares; nil without one (or if it is not a number,
     /// which the HTTP parser refuses before this is read).
     var contentLength: Int?
@@ -47,6 +51,10 @@ struct RequestFraming: Equatable {
             switch name.utf8.count {
             case 4 where HeaderTokens.equalIgnoringASCIICase(name, "host"):
                 _ = HeaderTokens.firstElement(of: value) { _ in framing.hostCount += 1; return false }
+            case 6 where HeaderTokens.equalIgnoringASCIICase(name, "origin"):
+                framing.originCount += 1
+            case 13 where HeaderTokens.equalIgnoringASCIICase(name, "authorization"):
+                framing.authorizationCount += 1
             case 14 where HeaderTokens.equalIgnoringASCIICase(name, "content-length"):
                 _ = HeaderTokens.firstElement(of: value) { element in
                     if let first = length { lengthsDiffer = lengthsDiffer || first != element } else { length = element }

@@ -16,10 +16,8 @@ final class Route: Sendable {
     /// Identity headers of every route (lower-cased): removed from what any client sends, so
     /// no one can pose as a user by sending them.
     let identityHeaders: Set<String>
-    /// Request fields a proxied request never carries as the client sent them: the identity
-    /// headers, `Expect` (Sluice answers it), `Host` (set per backend) and the forwarding fields
-    /// (Sluice writes them, extending a trusted proxy's chain).
-    let requestFieldsReplaced: [String]
+    /// Which client fields a backend receives (plain requests and upgrades alike).
+    let upstreamFields: UpstreamFields
     /// Query parameters that carry tokens on this route; removed before the backend.
     let credentialQueryParameters: [String]
     /// The plain-HTTP timeouts and pool limits, converted once rather than per request.
@@ -57,7 +55,7 @@ final class Route: Sendable {
         self.metrics = metrics
         self.authenticator = authenticator
         self.identityHeaders = identityHeaders
-        self.requestFieldsReplaced = identityHeaders.sorted() + ["expect", "host"] + ForwardedHeaders.forwardingNames
+        self.upstreamFields = UpstreamFields(auth: configuration.auth, identityHeaders: identityHeaders)
         self.servesHTTP = configuration.backends.contains { url in
             if case .remote(let scheme, _, _, _) = url.target { scheme == .http || scheme == .https } else { false }
         }
@@ -65,6 +63,15 @@ final class Route: Sendable {
         self.credentialQueryParameters = configuration.auth.methods.compactMap { method in
             if case .jwt(let jwt) = method { jwt.queryParameter } else { nil }
         }
+    }
+
+    /// The target a backend receives for `path`: normalised, the prefix stripped or rewritten
+    /// (plain requests, when the route asks), token query parameters removed. Forward auth is
+    /// shown the same.
+    func upstreamTarget(for path: RequestPath, upgrade: Bool) -> String {
+        var target = upgrade ? path.target : PathPrefix.rewrite(path.target, matched: configuration.match.pathPrefix, settings: configuration.http)
+        for parameter in credentialQueryParameters { target = QueryString.removing(parameter, from: target) }
+        return target
     }
 
     func relayConfiguration(perMessageDeflate: Bool) -> WebSocketRelay.Configuration {

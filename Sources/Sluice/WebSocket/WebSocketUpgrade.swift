@@ -152,10 +152,12 @@ final class WebSocketUpgrade {
     /// The upgrade request the backend receives: the client's end-to-end headers, the validated
     /// WebSocket fields, and forwarding headers.
     private func upstreamRequest(for backend: Backend) -> HTTPRequestHead {
-        var headers = ForwardedHeaders.endToEnd(clientHead.headers)
-        for name in route.identityHeaders { headers.remove(name: name) }
+        var kept: [(String, String)] = []
+        kept.reserveCapacity(clientHead.headers.count + 12)
+        route.upstreamFields.forEach(clientHead.headers, client: origin.client, identity: origin.identity) { kept.append(($0, $1)) }
+        var headers = HTTPHeaders(kept)
         for (name, value) in origin.identity?.headers ?? [] { headers.add(name: name, value: value) }
-        for name in ["sec-websocket-key", "sec-websocket-version", "sec-websocket-protocol", "sec-websocket-extensions", "sec-websocket-accept", "host"] {
+        for name in ["sec-websocket-key", "sec-websocket-version", "sec-websocket-protocol", "sec-websocket-extensions", "sec-websocket-accept"] {
             headers.remove(name: name)
         }
         let host = route.configuration.hostHeader == .backend ? backend.hostHeader : (clientHead.headers.first(name: "host") ?? backend.hostHeader)
@@ -169,7 +171,8 @@ final class WebSocketUpgrade {
             headers.add(name: "Sec-WebSocket-Protocol", value: upgrade.protocols.joined(separator: ", "))
         }
         for value in upgrade.extensions { headers.add(name: "Sec-WebSocket-Extensions", value: value) }
-        ForwardedHeaders.addForwarding(to: &headers, client: client)
+        let chains = ForwardedHeaders.incomingChains(clientHead.headers, client: client)
+        for (name, value) in ForwardedHeaders.fields(for: client, chains: chains) { headers.add(name: name, value: value) }
         return HTTPRequestHead(version: .http1_1, method: .GET, uri: backend.target(for: requestTarget), headers: headers)
     }
 

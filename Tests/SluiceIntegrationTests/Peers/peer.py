@@ -479,6 +479,45 @@ def auth_server():
     server.serve_forever()
 
 
+def path_auth_server():
+    """A forward-auth service that decides by path and method, as an app's would: /app/ok
+    (any method) and GET /app/ro are allowed, anything else under /app is refused with 403.
+    It records what it was shown (GET /calls answers the list)."""
+    import http.server
+    calls = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            if self.path == "/calls":
+                body = json.dumps(calls).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            uri = self.headers.get("X-Forwarded-Uri", "")
+            method = self.headers.get("X-Forwarded-Method", "")
+            calls.append({"uri": uri, "method": method, "host": self.headers.get("X-Forwarded-Host"),
+                          "cookie": self.headers.get("Cookie")})
+            path = uri.split("?")[0]
+            allowed = path == "/app/ok" or path.startswith("/app/ok/") or \
+                ((path == "/app/ro" or path.startswith("/app/ro/")) and method == "GET")
+            if allowed and "session=" in self.headers.get("Cookie", ""):
+                self.send_response(200)
+                self.send_header("X-User-Id", "u-1")
+            else:
+                self.send_response(403)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    announce(server.server_address[1])
+    server.serve_forever()
+
+
 def http_backend(name, tls=None):
     """A plain HTTP/1.1 backend (Python's http.server) with one behaviour per path, for the
     reverse-proxy tests. It counts the TCP connections it accepted (GET /stats)."""
@@ -770,6 +809,8 @@ def main():
         print(json.dumps(http_exchange(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), half_close)), flush=True)
     elif role == "auth-server":
         auth_server()
+    elif role == "path-auth-server":
+        path_auth_server()
     elif role == "raw-backend":
         raw_backend(sys.argv[2])
     elif role == "client":
