@@ -524,6 +524,8 @@ def http_backend(name, tls=None):
     import http.server
     import hashlib
     stats = {"connections": 0, "requests": 0}
+    import threading
+    acks = [threading.Event() for _ in range(4)]
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -581,6 +583,29 @@ def http_backend(name, tls=None):
             path = self.path.split("?")[0]
             if path.endswith("/stats"):
                 return self.send_json(stats)
+            if path.endswith("/ack"):
+                index = int(self.path.split("n=")[1])
+                acks[index].set()
+                return self.send_json({"acked": index})
+            if path.endswith("/sse-acked"):
+                # Each event waits for the client to say it has it (GET /ack?n=N on this backend,
+                # beside the proxy) before the next is sent: a proxy that held events back would
+                # leave the stream stalled, and the answer records that.
+                for flag in acks:
+                    flag.clear()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                waited = []
+                for index in range(4):
+                    data = f"data: event {index}\n\n".encode()
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                    self.wfile.flush()
+                    waited.append(acks[index].wait(10))
+                data = ("data: acked " + json.dumps(waited) + "\n\n").encode()
+                self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data))
+                return
             if path.endswith("/sse"):
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")

@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import Sluice
 import SluiceConfig
+import Synchronization
 
 /// A `Gateway` bound to OS-chosen loopback ports, configured from YAML text.
 final class TestGateway: @unchecked Sendable {
@@ -24,8 +25,19 @@ final class TestGateway: @unchecked Sendable {
         listeners.first { $0.name == name }!.address.port!
     }
 
+    private let stopped = Atomic<Bool>(false)
+
     func stop() async {
+        stopped.store(true, ordering: .relaxed)
         await gateway.shutdown(drainTimeout: .seconds(2))
+    }
+
+    /// A test that failed before its `stop()` still closes its listeners and connections: the
+    /// gateway shuts down on its own once the test lets go of it.
+    deinit {
+        guard !stopped.load(ordering: .relaxed) else { return }
+        let gateway = self.gateway
+        Task { await gateway.shutdown(drainTimeout: .zero) }
     }
 
     /// `ws://127.0.0.1:PORT/ws…` on the plain listener.
