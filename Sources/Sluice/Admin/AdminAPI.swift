@@ -48,6 +48,7 @@ struct AdminAPI: Sendable {
             // Live connections add their traffic to the route counters first, so the counters
             // are current to this moment, not to the last close.
             let metrics = gateway.metrics
+            gateway.updateLimitMetrics()
             return gateway.registry.snapshots(on: eventLoop).map { _ in
                 Response(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.render())
             }

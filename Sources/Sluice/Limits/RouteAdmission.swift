@@ -114,6 +114,12 @@ final class RouteLimiter: Sendable {
     var active: Int { state.withLockedValue { $0.active } }
     var isIdle: Bool { state.withLockedValue { $0.isIdle } }
 
+    /// Live WebSockets counted against the limits, and the client addresses and users that
+    /// hold a count: what `/metrics` shows, so a leak of counts is visible from outside.
+    var counts: (websockets: Int, addresses: Int, users: Int) {
+        state.withLockedValue { ($0.active, $0.perIP.count, $0.perUser.count) }
+    }
+
 }
 
 /// A counted-in connection: `release()` counts it out once, however many paths call it.

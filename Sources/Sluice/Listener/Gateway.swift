@@ -54,6 +54,11 @@ public final class Gateway: Service, Sendable {
 
     private let routes = NIOLockedValueBox<[Route]>([])
 
+    /// Brings the limit gauges up to this moment (before a scrape).
+    func updateLimitMetrics() {
+        metrics.updateLimits(routes: routes.withLockedValue { $0 }, connections: services.withLockedValue { $0?.connectionLimiter })
+    }
+
     /// The admin listener's address, once bound.
     public var adminAddress: SocketAddress? { adminServer.withLockedValue { $0?.address } }
 

@@ -100,6 +100,28 @@ public final class GatewayMetrics: Sendable {
         ).increment()
     }
 
+    /// Sets the gauges of what the limits hold now: per route, the WebSockets counted and the
+    /// addresses and users holding a count; gateway-wide, the TCP connections counted and the
+    /// addresses holding one. Called at each scrape.
+    func updateLimits(routes: [Route], connections: ConnectionLimiter?) {
+        for route in routes {
+            guard let counts = route.limiter?.counts else { continue }
+            let labels = [("route", route.name)]
+            registry.makeGauge(name: "sluice_limit_websockets", labels: labels, help: "WebSockets counted against the route's limits.")
+                .set(Int64(counts.websockets))
+            registry.makeGauge(name: "sluice_limit_tracked", labels: labels + [("key", "address")], help: "Client addresses and users holding a count on the route.")
+                .set(Int64(counts.addresses))
+            registry.makeGauge(name: "sluice_limit_tracked", labels: labels + [("key", "user")], help: "Client addresses and users holding a count on the route.")
+                .set(Int64(counts.users))
+        }
+        if let connections {
+            registry.makeGauge(name: "sluice_limit_connections", labels: [], help: "TCP connections counted against limits.max_connections.")
+                .set(Int64(connections.total))
+            registry.makeGauge(name: "sluice_limit_connection_addresses", labels: [], help: "Client addresses holding a count against limits.max_connections_per_ip.")
+                .set(Int64(connections.trackedAddresses))
+        }
+    }
+
     /// The Prometheus text exposition, with the process figures read now.
     public func render() -> [UInt8] {
         process.update()
