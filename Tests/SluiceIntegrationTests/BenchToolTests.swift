@@ -113,6 +113,16 @@ struct BenchToolTests {
         #expect(refused.status != 0 && refused.output.contains("loopback"), "\(refused.output)")
     }
 
+    @Test("churn runs every fault cell through a sluice process of its own: each outcome as expected, nothing held afterwards")
+    func churn() async throws {
+        let result = try await Self.bench(["churn", "--connections", "380", "--concurrency", "64", "--json"])
+        #expect(result.status == 0, "\(result.output)")
+        #expect((result.json?["leaks"] as? [String])?.isEmpty == true, "\(result.output)")
+        #expect(Self.number(result.json, "unexpected_outcomes") == 0, "\(result.output)")
+        #expect(Self.number(result.json, "missing_outcomes") == 0, "\(result.output)")
+        #expect((result.json?["cells"] as? [String: Any])?.count == 19, "\(result.output)")
+    }
+
     @Test("hold opens, holds and proves alive every connection through Sluice")
     func hold() async throws {
         let echo = try await EchoBackend.start(group: MultiThreadedEventLoopGroup.singleton)

@@ -3,7 +3,7 @@ import Crypto
 /// `Sec-WebSocket-Key` and `Sec-WebSocket-Accept` (RFC 6455 §4.2.1, §4.2.2) on bytes. Every
 /// upgrade checks one and computes the other; through Foundation (`Data`, base64 strings,
 /// `CharacterSet` trimming) they were about a tenth of a handshake's CPU.
-enum WebSocketKey {
+public enum WebSocketKey {
     /// Whether `key` is the base64 of 16 bytes: 22 characters of the standard alphabet and
     /// `==` (what Foundation's decoder accepts for a 16-byte value, trailing bits unchecked).
     static func isValid(_ key: some StringProtocol) -> Bool {
@@ -22,7 +22,7 @@ enum WebSocketKey {
     }
 
     /// The `Sec-WebSocket-Accept` value for `key`: base64 of SHA-1 of the key and the GUID.
-    static func accept(for key: some StringProtocol) -> String {
+    public static func accept(for key: some StringProtocol) -> String {
         var hash = Insecure.SHA1()
         hash.update(data: Array(key.utf8))
         hash.update(data: Array("258EAFA5-E914-47DA-95CA-C5AB0DC85B11".utf8))
