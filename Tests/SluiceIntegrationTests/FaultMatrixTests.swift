@@ -166,6 +166,44 @@ struct FaultMatrixTests {
         try await PythonPeer.run(["client", scheme, "127.0.0.1", "\(setup.port(scheme))", side, fault.rawValue, id], script: Setup.script, timeout: 30)
     }
 
+    @Test("DELETE /connections/{id} releases a connection stuck in closing within close_timeout")
+    func kickWhileClosing() async throws {
+        let setup = try await Setup()
+        defer { setup.stop() }
+        let session = try PythonSession()
+        defer { session.stop() }
+        let admin = "http://127.0.0.1:\(setup.sluice.ports["admin"]!)"
+        // The client closes; the backend never answers: the connection sits in closing.
+        let client = Task { () -> (observed: String?, elapsed: Double?) in
+            let result = try await Self.run(setup, "ws", "backend", .ignoreClose, id: "stuck")
+            return (result["observed"] as? String, result["elapsed"] as? Double)
+        }
+        var listed: [[String: Any]] = []
+        for _ in 0..<100 {
+            let answer = try await session.send(["op": "http", "url": "\(admin)/connections"])
+            listed = (try? JSONSerialization.jsonObject(with: Data((answer["body"] as? String ?? "{}").utf8)) as? [String: Any])?["connections"] as? [[String: Any]] ?? []
+            if listed.first?["state"] as? String == "closing" { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let id = try #require(listed.first?["id"] as? Int, "\(listed)")
+        #expect(listed.first?["state"] as? String == "closing")
+        let kicked = try await session.send(["op": "http", "url": "\(admin)/connections/\(id)", "method": "DELETE"])
+        #expect(kicked["status"] as? Int == 202)
+        let kickedAt = Date()
+        // The client, still waiting for the backend's answer, gets the kick's 1008.
+        let result = try await client.value
+        #expect(result.observed == "close 1008", "\(result)")
+        // The whole connection (the backend side that never answers included) is gone within
+        // close_timeout of the kick.
+        var status = 0
+        while Date().timeIntervalSince(kickedAt) < Self.closeTimeout + 1 {
+            status = try await session.send(["op": "http", "url": "\(admin)/connections/\(id)"])["status"] as? Int ?? 0
+            if status == 404 { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(status == 404, "still listed \(Date().timeIntervalSince(kickedAt)) s after the kick")
+    }
+
     @Test("client and backend failing at every step, over ws and wss: the other side's outcome, and nothing held afterwards")
     func matrix() async throws {
         let setup = try await Setup()
