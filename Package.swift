@@ -1,6 +1,13 @@
 // swift-tools-version: 6.2
 import PackageDescription
 
+// The fuzzers in Fuzz/ (libFuzzer with AddressSanitizer) exist only with SLUICE_FUZZ=1 (Fuzz/run
+// sets it): then Sluice, SluiceConfig and the fuzzers are instrumented, and the dependencies are
+// built exactly as usual, so a fuzz build reuses them. No other build carries sanitizer flags.
+let fuzzing = Context.environment["SLUICE_FUZZ"] == "1"
+let fuzzFlags: [SwiftSetting] = fuzzing ? [.unsafeFlags(["-sanitize=fuzzer,address"])] : []
+let fuzzers = ["FuzzRelayDirection", "FuzzRelay", "FuzzRequestHead", "FuzzResponse", "FuzzConfig", "FuzzAuth"]
+
 let package = Package(
     name: "Sluice",
     platforms: [.macOS(.v14)],
@@ -31,7 +38,8 @@ let package = Package(
             name: "SluiceConfig",
             dependencies: [
                 .product(name: "Yams", package: "Yams"),
-            ]
+            ],
+            swiftSettings: fuzzFlags
         ),
         .systemLibrary(
             name: "CCrypt",
@@ -63,7 +71,8 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
-            ]
+            ],
+            swiftSettings: fuzzFlags
         ),
         .executableTarget(
             name: "SluiceCLI",
@@ -127,3 +136,22 @@ let package = Package(
     ],
     swiftLanguageModes: [.v6]
 )
+
+if fuzzing {
+    package.targets.append(.target(name: "FuzzEntry", path: "Fuzz/Sources/FuzzEntry"))
+    for name in fuzzers {
+        package.targets.append(.executableTarget(
+            name: name,
+            dependencies: [
+                "FuzzEntry", "Sluice", "SluiceConfig",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Fuzz/Sources/\(name)",
+            swiftSettings: [.unsafeFlags(["-sanitize=fuzzer,address", "-parse-as-library"])],
+            linkerSettings: [.unsafeFlags(["-sanitize=fuzzer,address"])]
+        ))
+    }
+}

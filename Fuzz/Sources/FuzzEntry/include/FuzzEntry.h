@@ -1,0 +1,1 @@
+// Each fuzz executable's entry point (see FuzzEntry.c).
