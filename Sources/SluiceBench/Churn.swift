@@ -133,6 +133,11 @@ struct Churn: AsyncParsableCommand {
 /// holds, read from its admin listener and `/proc`.
 final class SluiceUnderTest: @unchecked Sendable {
     private let process = Process()
+    private let lifeline = Pipe()
+    /// Runs `sluice` (by `exec`, so it keeps this shell's pid) beside a watcher that kills it
+    /// when stdin (our pipe) closes. The watcher closes every other descriptor: Foundation sees
+    /// a child exit only once no descendant holds the socket it gave the child.
+    static let watcher = #"parent=$$; exec 3<&0; (for fd in /proc/self/fd/*; do n=${fd##*/}; [ "$n" -gt 3 ] && eval "exec $n>&-"; done; read _ <&3; kill -9 $parent) < /dev/null > /dev/null 2>&1 & exec "$0" "$@" 3<&-"#
     let port: Int
     let adminPort: Int
     private let directory: String
@@ -153,8 +158,11 @@ final class SluiceUnderTest: @unchecked Sendable {
                 limits: { max_websockets: 15000, max_websockets_per_ip: 15000 }
             """.write(toFile: config, atomically: true, encoding: .utf8)
         guard FileManager.default.isExecutableFile(atPath: executable) else { throw ValidationError("no sluice executable at \(executable); build it or pass --sluice") }
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = ["run", "--config", config, "--log-level", "notice"]
+        // Through a shell that execs it beside a watcher of our pipe: should this process die
+        // without stopping it, the pipe closes and the watcher kills it.
+        process.executableURL = URL(fileURLWithPath: "/bin/bash")
+        process.arguments = ["-c", Self.watcher, executable, "run", "--config", config, "--log-level", "notice"]
+        process.standardInput = lifeline
         let errors = Pipe()
         process.standardError = errors
         process.standardOutput = FileHandle.nullDevice

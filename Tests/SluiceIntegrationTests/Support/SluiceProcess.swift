@@ -10,6 +10,13 @@ final class SluiceProcess: @unchecked Sendable {
     }
 
     private let process = Process()
+    /// Runs `sluice` (by `exec`, so it keeps this shell's pid) beside a watcher that kills it
+    /// when stdin (our pipe) closes. The watcher closes every other descriptor: Foundation sees
+    /// a child exit only once no descendant holds the socket it gave the child.
+    static let watcher = #"parent=$$; exec 3<&0; (for fd in /proc/self/fd/*; do n=${fd##*/}; [ "$n" -gt 3 ] && eval "exec $n>&-"; done; read _ <&3; kill -9 $parent) < /dev/null > /dev/null 2>&1 & exec "$0" "$@" 3<&-"#
+
+    /// Its stdin: sluice's watcher ends it when this closes.
+    private let lifeline = Pipe()
     let port: Int
     /// Every reported listener's port by name (`admin` for the admin listener), for the names
     /// the initializer was asked to wait for.
@@ -19,7 +26,11 @@ final class SluiceProcess: @unchecked Sendable {
 
     /// Starts `sluice run` on a config written from `yaml` and waits for its first listener,
     /// and for each listener named in `waitingFor` (`admin` for the admin listener).
-    init(yaml: String, waitingFor names: Set<String> = []) throws {
+    /// The arguments of `sluice`: `run` on `config` unless the test says otherwise.
+    private let arguments: (String) -> [String]
+
+    init(yaml: String, waitingFor names: Set<String> = [], arguments: @escaping (String) -> [String] = { ["run", "--config", $0, "--log-level", "notice"] }) throws {
+        self.arguments = arguments
         let directory = NSTemporaryDirectory() + "sluice-process-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let config = "\(directory)/sluice.yaml"
@@ -27,8 +38,11 @@ final class SluiceProcess: @unchecked Sendable {
         guard FileManager.default.isExecutableFile(atPath: Self.executable) else {
             throw PeerError(message: "\(Self.executable) is missing; run `swift build` first")
         }
-        process.executableURL = URL(fileURLWithPath: Self.executable)
-        process.arguments = ["run", "--config", config, "--log-level", "notice"]
+        // Started through a shell that execs it, beside a watcher of this process's pipe: if the
+        // test process dies (a crash skips `deinit`), the pipe closes and the watcher kills it.
+        process.executableURL = URL(fileURLWithPath: "/bin/bash")
+        process.arguments = ["-c", Self.watcher, Self.executable] + arguments(config)
+        process.standardInput = lifeline
         let errors = Pipe()
         process.standardError = errors
         process.standardOutput = FileHandle.nullDevice
