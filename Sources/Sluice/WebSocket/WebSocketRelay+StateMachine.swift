@@ -121,12 +121,18 @@ extension WebSocketRelay {
             var handshakeDone: Bool { closeSent && closeReceived }
         }
 
-        /// The side that broke the protocol gets its close only after its peer answered the
-        /// gateway's (so it still receives what the peer had sent before), or at `until`.
+        /// After a side breaks the protocol, the other side is left alone for a moment (until
+        /// `until`, or until it closes or vanishes) and what it sends still reaches the offender:
+        /// an answer already on its way (the echo of the message before the bad frame) is not
+        /// lost. Then both get their closes.
         private struct Violator {
             var side: RelaySide
             var until: NIODeadline
         }
+
+        /// How long a violator's peer is given before the closes: short, and well inside the
+        /// close timeout.
+        static let violationLinger: TimeAmount = .milliseconds(250)
 
         let timing: Timing
         let startedAt: NIODeadline
@@ -214,8 +220,8 @@ extension WebSocketRelay {
                 self[side].closeReceived = true
                 var actions: [Action] = []
                 if violator?.side == peer {
-                    // The answer to the gateway's close, owed because the peer broke the
-                    // protocol: consumed; the peer's own close goes out next.
+                    // The peer broke the protocol: its close is the gateway's; this side gets the
+                    // gateway's close in answer as the linger ends (now).
                 } else if canForward(to: peer) {
                     self[peer].closeSent = true
                     actions.append(.forward(frame, to: peer))
@@ -237,18 +243,20 @@ extension WebSocketRelay {
             }
         }
 
-        /// `side` broke the protocol or a limit: the other side is closed (1001) first, and what
-        /// it sends until it answers still reaches `side`; then `side` gets `code` and is dropped.
+        /// `side` broke the protocol or a limit: nothing more is read from it; for a moment what
+        /// the other side sends still reaches it (`violationLinger`); then it gets `code` and is
+        /// dropped, and the other side gets 1001.
         mutating func violation(code: UInt16, reason: String, from side: RelaySide, streams: Streams, now: NIODeadline) -> [Action] {
             recordOutcome(side, byGateway: true, code: code, reason: reason, .violation)
             if !self[side].gone && !self[side].closeSent {
                 self[side].queuedClose = QueuedClose(code: code, reason: reason, disconnectAfter: true)
-                violator = Violator(side: side, until: now + .nanoseconds(timing.closeTimeout.nanoseconds / 2))
+                let linger = min(Self.violationLinger.nanoseconds, timing.closeTimeout.nanoseconds / 4)
+                violator = Violator(side: side, until: now + .nanoseconds(linger))
             } else if !self[side].gone {
                 self[side].disconnectRequested = true
+                queueClose(CloseCode.goingAway, "", to: side.peer)
                 return [.disconnect(side)] + settle(streams, now)
             }
-            queueClose(CloseCode.goingAway, "", to: side.peer)
             return settle(streams, now)
         }
 
@@ -364,16 +372,18 @@ extension WebSocketRelay {
         /// first, and reports the end once both connections are gone.
         private mutating func settle(_ streams: Streams, _ now: NIODeadline) -> [Action] {
             var actions: [Action] = []
+            if let violator {
+                let other = self[violator.side.peer]
+                if other.gone || other.closeReceived || now >= violator.until {
+                    // The linger is over: the other side gets its 1001, and from here the
+                    // violator's close waits only for a frame boundary.
+                    self.violator = nil
+                    queueClose(CloseCode.goingAway, "", to: violator.side.peer)
+                }
+            }
             for side in [RelaySide.upstream, .downstream] where !self[side].gone {
-                if let queued = self[side].queuedClose {
+                if let queued = self[side].queuedClose, violator?.side != side {
                     let source = side.peer
-                    if let violator, violator.side == side {
-                        if !self[source].gone && !self[source].closeReceived && now < violator.until {
-                            continue  // the peer's answer first (until `violator.until`)
-                        }
-                        // From here the violator's close waits only for a frame boundary.
-                        self.violator = nil
-                    }
                     if !streams.insideFrame(to: side) {
                         self[side].queuedClose = nil
                         self[side].closeSent = true

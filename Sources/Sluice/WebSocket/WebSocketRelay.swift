@@ -318,8 +318,9 @@ final class WebSocketRelay {
 
     // MARK: Actions
 
+    /// Carries out the machine's actions, then re-arms the timer: an event can move a deadline
+    /// without any action (a violation's linger), so the timer is looked at after each.
     private func perform(_ actions: [StateMachine.Action]) {
-        guard !actions.isEmpty else { return }
         for action in actions {
             switch action {
             case .forward(let frame, let side):
