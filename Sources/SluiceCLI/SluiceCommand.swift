@@ -6,17 +6,32 @@ import NIOPosix
 import ServiceLifecycle
 import Sluice
 import SluiceConfig
+import UnixSignals
 
-/// The `sluice` command: run the gateway, check a configuration.
+/// The `sluice` command: run the gateway, check a configuration, stop a running one.
 @main
 struct SluiceCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sluice",
         abstract: "A reverse proxy and WebSocket gateway.",
         version: SluiceVersion.current,
-        subcommands: [Run.self, Check.self, Passwd.self],
+        subcommands: [Run.self, Check.self, Stop.self, Passwd.self],
         defaultSubcommand: Run.self
     )
+
+    static let subcommandNames = ["run", "check", "stop", "passwd", "help"]
+
+    /// `run` is the default, so a word that is no subcommand would reach `run` as an argument
+    /// and get `run`'s usage back; it gets the list of subcommands instead.
+    static func main() async {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        if let first = arguments.first, !first.hasPrefix("-"), !subcommandNames.contains(first) {
+            printError("sluice: unknown subcommand '\(first)'; the subcommands are \(subcommandNames.dropLast().joined(separator: ", ")) (run is the default)\n")
+            printError(helpMessage())
+            Foundation.exit(64)
+        }
+        await main(arguments)
+    }
 }
 
 enum SluiceVersion {
@@ -28,7 +43,7 @@ struct ConfigOptions: ParsableArguments {
     @Option(name: .shortAndLong, help: "Path of the YAML configuration.")
     var config: String = "conf/sluice.yaml"
 
-    @Option(name: .long, help: "Log level (trace, debug, info, notice, warning, error, critical); overrides the config.")
+    @Option(name: .long, help: "Log level (trace, debug, info, notice, warning, error, critical); overrides the config, reloads included.")
     var logLevel: String?
 
     func load() throws -> Configuration {
@@ -69,28 +84,34 @@ struct Run: AsyncParsableCommand {
     }
 
     func run() async throws {
+        // Every signal it answers is trapped before anything else: their default action ends the
+        // process, and one that comes during startup waits here until the services run.
+        let signals = await UnixSignalsSequence(trapping: .sighup, .sigusr1, .sigterm, .sigint)
         let configuration = try options.load()
-        let level = try options.level(configuration)
+        let control = LogLevelControl(try options.level(configuration), overridden: options.logLevel != nil)
         LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
+            ControlledLogHandler(base: StreamLogHandler.standardError(label: label), control: control)
         }
         let logger = Logger(label: "sluice")
         let group: any EventLoopGroup = eventLoopThreads.map { MultiThreadedEventLoopGroup(numberOfThreads: $0) } ?? MultiThreadedEventLoopGroup.singleton
-        let gateway = Gateway(configuration: configuration, group: group, logger: logger)
-        let serviceGroup = ServiceGroup(
-            configuration: .init(
-                services: [.init(service: gateway)],
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger
-            )
-        )
+        let notifier = ServiceManagerNotifier(environment: ProcessInfo.processInfo.environment)
+        let gateway = Gateway(configuration: configuration, group: group, logger: logger, logLevel: control, notifier: notifier)
         do {
-            try await serviceGroup.run()
+            try await gateway.start()
         } catch let error as ConfigError {
             printError("sluice: \(error.description)")
             throw ExitCode(1)
+        } catch {
+            printError("sluice: \(error)")
+            throw ExitCode(1)
+        }
+        let serviceGroup = ServiceGroup(
+            configuration: .init(services: gateway.parts(signals: signals), gracefulShutdownSignals: [], logger: logger)
+        )
+        gateway.onShutdownRequest { Task { await serviceGroup.triggerGracefulShutdown() } }
+        notifier.notify("READY=1\nSTATUS=configuration \(gateway.configurationVersion)\nMAINPID=\(getpid())")
+        do {
+            try await serviceGroup.run()
         } catch {
             printError("sluice: \(error)")
             throw ExitCode(1)
@@ -114,6 +135,58 @@ struct Check: AsyncParsableCommand {
         print(ConfigurationSummary.render(configuration))
         for warning in ConfigurationWarnings.compute(configuration) {
             print("warning: \(warning)")
+        }
+    }
+}
+
+struct Stop: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Drain and stop the gateway running on this configuration, through its admin listener (POST /drain)."
+    )
+
+    @OptionGroup var options: ConfigOptions
+
+    @Flag(help: "Say the instance is restarting: live WebSockets get close code 1012 instead of 1001.")
+    var restart = false
+
+    @Option(help: "The admin listener's host:port, when the configuration's is not the bound one (port 0).")
+    var admin: String?
+
+    func run() async throws {
+        let configuration = try options.load()
+        guard let admin = configuration.admin else {
+            printError("sluice: \(options.config) has no admin listener; stop the process with SIGTERM instead")
+            throw ExitCode(1)
+        }
+        var headers: [String: String] = [:]
+        if let file = admin.tokenFile {
+            let token = (try? String(contentsOfFile: file, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+            headers["Authorization"] = "Bearer \(token)"
+        }
+        var host = admin.address.host == "0.0.0.0" ? "127.0.0.1" : (admin.address.host == "::" ? "::1" : admin.address.host)
+        var port = admin.address.port
+        if let override = self.admin {
+            guard let colon = override.lastIndex(of: ":"), let value = Int(override[override.index(after: colon)...]) else {
+                printError("sluice: --admin takes host:port, got \(override)")
+                throw ExitCode(1)
+            }
+            host = String(override[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+            port = value
+        }
+        guard port != 0 else {
+            printError("sluice: the admin listener's port is chosen by the OS (0); give it with --admin host:port")
+            throw ExitCode(1)
+        }
+        let code = restart ? 1012 : 1001
+        do {
+            let answer = try await AdminRequest.post(host: host, port: port, path: "/drain?code=\(code)", headers: headers)
+            print(answer.body.trimmingCharacters(in: .whitespacesAndNewlines))
+            if answer.status != 202 { throw ExitCode(1) }
+        } catch let exit as ExitCode {
+            throw exit
+        } catch {
+            printError("sluice: cannot reach the admin listener at \(admin.address): \(error)")
+            throw ExitCode(1)
         }
     }
 }

@@ -130,3 +130,21 @@ struct MappingReader {
         }
     }
 }
+
+extension ConfigNode {
+    /// The line of every node below this one, by key path: for errors found after decoding
+    /// (a file that does not exist, a duplicate name), which know the key path but not the line.
+    func lines() -> [String: Int] {
+        var index: [String: Int] = [:]
+        func walk(_ node: ConfigNode) {
+            if let line = node.line { index[node.path] = line }
+            if let mapping = try? node.mapping() {
+                for entry in mapping.entries { walk(entry.node) }
+            } else if let items = try? node.sequence() {
+                for item in items { walk(item) }
+            }
+        }
+        walk(self)
+        return index
+    }
+}

@@ -17,6 +17,16 @@ public struct Configuration: Sendable, Equatable {
     public var authPolicyExplicit: Bool = false
     /// The file this configuration was read from, when it came from a file.
     public var sourceFile: String?
+    /// What triggers a reload besides SIGHUP and `POST /reload`.
+    public var reload: ReloadConfiguration = ReloadConfiguration()
+    /// How the gateway drains on SIGTERM/SIGINT and for listeners a reload removes.
+    public var shutdown: ShutdownConfiguration = ShutdownConfiguration()
+    /// Every file the configuration reads (certificates and keys, CA bundles, htpasswd, JWT keys,
+    /// the admin token): what `reload.watch` watches besides the config file itself.
+    public var referencedFiles: [String] = []
+    /// A short hash of the configuration text, so an operator can see which one is live
+    /// (`/readyz`, the startup and reload logs).
+    public var version: String = ""
 
     public init(
         logLevel: LogLevelName = .info,
@@ -31,6 +41,27 @@ public struct Configuration: Sendable, Equatable {
         self.admin = admin
         self.sourceFile = sourceFile
     }
+}
+
+/// `reload:`: a change of the config file, or of any file it names, can trigger the reload.
+public struct ReloadConfiguration: Sendable, Equatable {
+    /// Watch the files (off by default: SIGHUP and `POST /reload` always work).
+    public var watch: Bool = false
+    /// How often the files' sizes and modification times are looked at; a change is acted on
+    /// once the files have stayed the same for one more interval (a write in progress is not read).
+    public var watchInterval: Duration = .seconds(2)
+    public init() {}
+}
+
+/// `shutdown:`: the drain. `/readyz` turns 503 for `readinessDelay` while listeners still accept
+/// (balancers need to see it); then listeners close and live WebSockets get their close at a
+/// moment drawn at random in `drainWindow`, so clients do not reconnect in one stampede; what is
+/// still open at `deadline` (from the start) is closed at the TCP level.
+public struct ShutdownConfiguration: Sendable, Equatable {
+    public var readinessDelay: Duration = .seconds(2)
+    public var drainWindow: Duration = .seconds(10)
+    public var deadline: Duration = .seconds(30)
+    public init() {}
 }
 
 /// The log levels an operator can name, as swift-log spells them.
@@ -102,6 +133,8 @@ public struct CertificateConfiguration: Sendable, Equatable {
     public var generateIfMissing: Bool = false
     /// The key path of this entry in the config, for errors found later (key mismatch).
     public var configPath: String = ""
+    /// Its line in the config file, for the same errors.
+    public var configLine: Int?
 
     public init(certificateFile: String, keyFile: String, generateIfMissing: Bool = false, configPath: String = "") {
         self.certificateFile = certificateFile

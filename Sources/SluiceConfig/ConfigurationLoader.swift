@@ -40,11 +40,46 @@ public enum ConfigurationLoader {
             throw ConfigErrors([yamlError(error)])
         }
         let decoder = Decoder(baseDirectory: baseDirectory)
-        let configuration = decoder.decodeRoot(ConfigNode(node: root, path: ""))
+        let rootNode = ConfigNode(node: root, path: "")
+        var configuration = decoder.decodeRoot(rootNode)
         decoder.validate(configuration)
         decoder.checkAdminAndLog(configuration)
-        if !decoder.errors.isEmpty { throw ConfigErrors(decoder.errors) }
+        if !decoder.errors.isEmpty { throw ConfigErrors(withLines(decoder.errors, from: rootNode)) }
+        configuration.referencedFiles = Array(Set(decoder.readFiles)).sorted()
+        configuration.version = version(of: yaml)
         return configuration
+    }
+
+    /// Errors found after decoding know their key path, not their line: the line of the longest
+    /// key path of the document that begins theirs.
+    static func withLines(_ errors: [ConfigError], from root: ConfigNode) -> [ConfigError] {
+        guard errors.contains(where: { $0.line == nil && !$0.path.isEmpty }) else { return errors }
+        let lines = root.lines()
+        return errors.map { error in
+            guard error.line == nil, !error.path.isEmpty else { return error }
+            var error = error
+            var path = Substring(error.path)
+            while !path.isEmpty {
+                if let line = lines[String(path)] {
+                    error.line = line
+                    break
+                }
+                guard let cut = path.lastIndex(where: { $0 == "." || $0 == "[" }) else { break }
+                path = path[..<cut]
+            }
+            return error
+        }
+    }
+
+    /// 64-bit FNV-1a of the text, in hex: an identifier for a configuration, not a secret.
+    static func version(of text: String) -> String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in text.utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x0000_0100_0000_01B3
+        }
+        let hex = String(hash, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
     }
 
     static func yamlError(_ error: any Error) -> ConfigError {
@@ -84,6 +119,8 @@ public enum ConfigurationLoader {
 final class Decoder {
     let baseDirectory: String
     var errors: [ConfigError] = []
+    /// Files the configuration reads (not the access log, which it writes).
+    var readFiles: [String] = []
 
     init(baseDirectory: String) { self.baseDirectory = baseDirectory }
 
@@ -152,12 +189,43 @@ final class Decoder {
                 case "off": configuration.accessLog = .off
                 case "stdout": configuration.accessLog = .stdout
                 case "stderr": configuration.accessLog = .stderr
-                default: configuration.accessLog = .file(try filePath(log))
+                default: configuration.accessLog = .file(try outputPath(log))
                 }
             }
         }
+        if let reload = root.optional("reload") {
+            if let value = record({ () throws(ConfigError) in try decodeReload(reload) }) { configuration.reload = value }
+        }
+        if let shutdown = root.optional("shutdown") {
+            if let value = record({ () throws(ConfigError) in try decodeShutdown(shutdown) }) { configuration.shutdown = value }
+        }
         _ = record { () throws(ConfigError) in try root.finish() }
         return configuration
+    }
+
+    func decodeReload(_ node: ConfigNode) throws(ConfigError) -> ReloadConfiguration {
+        var map = try node.mapping()
+        var reload = ReloadConfiguration()
+        if let value = map.optional("watch") { reload.watch = try value.bool() }
+        if let value = map.optional("watch_interval") {
+            reload.watchInterval = try positive(value)
+            guard reload.watchInterval >= .milliseconds(100) else { throw value.error("must be at least 100ms") }
+        }
+        try map.finish()
+        return reload
+    }
+
+    func decodeShutdown(_ node: ConfigNode) throws(ConfigError) -> ShutdownConfiguration {
+        var map = try node.mapping()
+        var shutdown = ShutdownConfiguration()
+        if let value = map.optional("readiness_delay") { shutdown.readinessDelay = try value.duration() }
+        if let value = map.optional("drain_window") { shutdown.drainWindow = try value.duration() }
+        if let value = map.optional("deadline") { shutdown.deadline = try positive(value) }
+        try map.finish()
+        guard shutdown.deadline >= shutdown.readinessDelay + shutdown.drainWindow else {
+            throw node.error("deadline (\(shutdown.deadline)) must be at least readiness_delay + drain_window (\(shutdown.readinessDelay + shutdown.drainWindow))")
+        }
+        return shutdown
     }
 
     func address(_ node: ConfigNode) throws(ConfigError) -> SocketAddressSpec {
@@ -179,7 +247,15 @@ final class Decoder {
         return name
     }
 
+    /// A file the configuration reads, made absolute (and remembered for `reload.watch`).
     func filePath(_ node: ConfigNode) throws(ConfigError) -> String {
+        let path = try outputPath(node)
+        readFiles.append(path)
+        return path
+    }
+
+    /// A file Sluice writes (the access log), made absolute.
+    func outputPath(_ node: ConfigNode) throws(ConfigError) -> String {
         let text = try node.string()
         guard !text.isEmpty else { throw node.error("empty file path") }
         return ConfigurationLoader.absolutePath(text, base: baseDirectory)
@@ -212,6 +288,7 @@ final class Decoder {
                 keyFile: try filePath(try entry.required("key")),
                 configPath: item.path
             )
+            certificate.configLine = item.line
             if let generate = entry.optional("generate_if_missing") { certificate.generateIfMissing = try generate.bool() }
             if let isDefault = entry.optional("default"), try isDefault.bool() {
                 if defaultIndex != nil { throw isDefault.error("only one certificate can be the default") }
@@ -268,8 +345,9 @@ final class Decoder {
     func decodeRoute(_ node: ConfigNode) throws(ConfigError) -> RouteConfiguration {
         var map = try node.mapping()
         let routeName = try name(try map.required("name"))
-        let matchNode = try map.required("match")
-        var route = RouteConfiguration(name: routeName, match: try decodeMatch(matchNode))
+        // No `match:` matches every host and path, as each of its fields does when left out.
+        let match = try map.optional("match").map { (node) throws(ConfigError) in try decodeMatch(node) } ?? RouteMatch()
+        var route = RouteConfiguration(name: routeName, match: match)
         if let listeners = map.optional("listeners") {
             route.listeners = try listeners.sequence().map { (item) throws(ConfigError) in try name(item) }
         }

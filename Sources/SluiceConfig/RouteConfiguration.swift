@@ -146,3 +146,15 @@ public struct BalancingConfiguration: Sendable, Equatable {
 
     public init() {}
 }
+
+extension RouteConfiguration {
+    /// A reload may keep this route's backend set (its balancing position and failure counts)
+    /// for `other`: the same backends, balancing and backend TLS, and no TLS backend (whose
+    /// trust files may have changed, so its context is built again).
+    public func sharesBackendSet(with other: RouteConfiguration) -> Bool {
+        backends == other.backends && balance == other.balance && backendTLS == other.backendTLS
+            && !backends.contains { url in
+                if case .remote(let scheme, _, _, _) = url.target { scheme.isSecure } else { false }
+            }
+    }
+}

@@ -54,6 +54,27 @@ struct CommandLineTests {
         #expect(result.output.contains("broken.yaml:8: routes[0].backends[0]: scheme must be http, https, ws or wss"))
     }
 
+    @Test("a mistyped subcommand gets the list of subcommands, not run's usage")
+    func mistypedSubcommand() async throws {
+        let result = try await Self.run(["chek", "--config", "conf/sluice.yaml"])
+        #expect(result.status == 64)
+        #expect(result.output.contains("unknown subcommand 'chek'") && result.output.contains("SUBCOMMANDS:"), "\(result.output)")
+        #expect(!result.output.contains("Unexpected argument"), "\(result.output)")
+    }
+
+    @Test("the startup log names addresses as operators write them, and the configuration's version")
+    func startupLog() async throws {
+        let sluice = try SluiceProcess(yaml: """
+            admin: { address: "127.0.0.1:0" }
+            listeners: [ { name: plain, address: "127.0.0.1:0" } ]
+            routes: [ { name: demo, builtin: demo } ]
+            """, waitingFor: ["admin"])
+        defer { sluice.stop() }
+        #expect(await sluice.logged("configuration in force"))
+        #expect(await sluice.logged("address=127.0.0.1:\(sluice.port) listener=plain"))
+        #expect(sluice.log.first { $0.contains("[IPv4]") } == nil)
+    }
+
     @Test("--version prints the version")
     func version() async throws {
         let result = try await Self.run(["--version"])

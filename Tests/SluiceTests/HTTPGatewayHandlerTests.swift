@@ -25,9 +25,9 @@ struct HTTPGatewayHandlerTests {
             try HTTPGatewayHandler.install(
                 on: channel.pipeline.syncOperations,
                 configuration: .init(listener: "test", tls: false, limits: limits),
-                routes: RouteTable(routes: routes, listener: "test"),
+                routing: ListenerRouting(.init(routes: RouteTable(routes: routes, listener: "test"), trustedProxies: [])),
                 services: GatewayServices(
-                    registry: ConnectionRegistry(), metrics: GatewayMetrics(), accessLog: nil, limits: GlobalLimits(), logger: Logger(label: "test")
+                    registry: ConnectionRegistry(), metrics: GatewayMetrics(), accessLog: AccessLog(), limits: GlobalLimits(), logger: Logger(label: "test")
                 )
             )
             try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
@@ -84,6 +84,13 @@ struct HTTPGatewayHandlerTests {
         let response = try connection.send("GET / HTTP/1.1\r\nHost: demo.test\r\n\r\n")
         #expect(Self.status(response) == 200)
         #expect(response.contains("new WebSocket"))
+    }
+
+    @Test("the demo page is the page itself, not a catch-all: /favicon.ico is a 404")
+    func demoIsNoCatchAll() throws {
+        let connection = try Connection()
+        #expect(Self.status(try connection.send("GET /favicon.ico HTTP/1.1\r\nHost: demo.test\r\n\r\n")) == 404)
+        #expect(Self.status(try connection.send("GET /index.html HTTP/1.1\r\nHost: demo.test\r\n\r\n")) == 200)
     }
 
     @Test("an absolute-form target's authority is the host routed by, not the Host field")

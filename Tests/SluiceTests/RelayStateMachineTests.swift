@@ -104,6 +104,35 @@ struct RelayStateMachineTests {
         #expect(!machine.awaitsBoundary(to: .downstream))
     }
 
+    @Test("a drain's close waits for the end of a fragmented message, not only of a frame; a kick does not")
+    func drainWaitsForTheMessageEnd() {
+        let betweenFragments = Streams(insideMessageToDownstream: true)
+        var drain = Self.machine()
+        // The backend is sending a fragmented message: neither side is closed until it ends (the
+        // backend would answer its close before finishing the message).
+        #expect(drain.closeBoth(downstreamCode: 1001, upstreamCode: 1001, reason: "gateway shutting down", ending: .shutdown, streams: betweenFragments, now: Self.t0) == [])
+        #expect(drain.awaitsBoundary(to: .downstream))
+        // The next fragment ends, the message does not: still waiting.
+        #expect(drain.frameBoundary(streams: betweenFragments, now: Self.t0) == [])
+        #expect(drain.frameBoundary(streams: Self.between, now: Self.t0) == [
+            .sendClose(code: 1001, reason: "gateway shutting down", to: .upstream),
+            .sendClose(code: 1001, reason: "gateway shutting down", to: .downstream),
+        ])
+
+        var kick = Self.machine()
+        #expect(kick.closeBoth(downstreamCode: 1008, upstreamCode: 1001, reason: "kick", ending: .kicked, streams: betweenFragments, now: Self.t0).count == 2)
+
+        // A backend that closes inside its fragmented message will never end it: no wait; its
+        // close goes to the client, and the gateway's own answers the backend.
+        var closing = Self.machine()
+        _ = closing.closeBoth(downstreamCode: 1001, upstreamCode: 1001, reason: "gateway shutting down", ending: .shutdown, streams: betweenFragments, now: Self.t0)
+        let actions = closing.controlFrame(Self.close(1001), from: .upstream, streams: betweenFragments, now: Self.t0)
+        #expect(actions == [
+            .sendClose(code: 1001, reason: "gateway shutting down", to: .upstream), .disconnect(.upstream),
+            .sendClose(code: 1001, reason: "gateway shutting down", to: .downstream),
+        ], "\(actions)")
+    }
+
     @Test("a frame boundary that never comes is bounded by the close timeout: both connections are aborted")
     func closeTimeoutAborts() {
         var machine = Self.machine()

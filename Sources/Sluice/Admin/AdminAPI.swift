@@ -19,8 +19,9 @@ struct AdminAPI: Sendable {
     }
 
     let gateway: Gateway
-    /// Bearer token for `/metrics` and `/connections`; `nil` = open (the listener is loopback).
-    let token: String?
+    /// Bearer token for everything but the probes; `nil` = open (the listener is loopback).
+    /// Read from the gateway at each request, so a reload can rotate it.
+    var token: String? { gateway.adminToken }
 
     func answer(_ head: HTTPRequestHead, on eventLoop: any EventLoop) -> EventLoopFuture<Response> {
         let parts = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
@@ -36,11 +37,36 @@ struct AdminAPI: Sendable {
         case "readyz" where segments.count == 1:
             guard isRead else { return eventLoop.makeSucceededFuture(methodNotAllowed("GET, HEAD")) }
             let phase = gateway.phase
-            return eventLoop.makeSucceededFuture(phase == .ready ? .text(.ok, "ready") : .text(.serviceUnavailable, "not ready: \(phase)"))
-        case "metrics" where segments.count == 1, "connections":
+            let body = #"{"status":"\#(phase)","config_version":"\#(gateway.configurationVersion)"}"#
+            return eventLoop.makeSucceededFuture(.json(phase == .ready ? .ok : .serviceUnavailable, body))
+        case "metrics" where segments.count == 1, "connections", "reload" where segments.count == 1, "drain" where segments.count == 1:
             if let refusal = authorize(head) { return eventLoop.makeSucceededFuture(refusal) }
         default:
-            return eventLoop.makeSucceededFuture(.text(.notFound, "not found; try /metrics, /connections, /healthz or /readyz"))
+            return eventLoop.makeSucceededFuture(.text(.notFound, "not found; try /metrics, /connections, /reload, /drain, /healthz or /readyz"))
+        }
+
+        if segments == ["reload"] {
+            guard head.method == .POST else { return eventLoop.makeSucceededFuture(methodNotAllowed("POST")) }
+            let promise = eventLoop.makePromise(of: Response.self)
+            let gateway = self.gateway
+            promise.completeWithTask {
+                switch await gateway.reloadFromFile() {
+                case .success(let report):
+                    return .json(.ok, #"{"reloaded":true,"config_version":"\#(report.version)","listeners_added":\#(ConnectionJSON.strings(report.added)),"listeners_removed":\#(ConnectionJSON.strings(report.removed))}"#)
+                case .failure(let failure):
+                    return .json(.unprocessableEntity, #"{"reloaded":false,"config_version":"\#(gateway.configurationVersion)","errors":\#(ConnectionJSON.strings(failure.errors.map(\.description)))}"#)
+                }
+            }
+            return promise.futureResult
+        }
+        if segments == ["drain"] {
+            guard head.method == .POST else { return eventLoop.makeSucceededFuture(methodNotAllowed("POST")) }
+            let code = query["code"].map { UInt16($0) } ?? CloseCode.goingAway
+            guard let code, code == CloseCode.goingAway || code == CloseCode.serviceRestart else {
+                return eventLoop.makeSucceededFuture(.json(.badRequest, #"{"error":"code is 1001 (going away) or 1012 (service restart)"}"#))
+            }
+            gateway.requestDrain(code: code)
+            return eventLoop.makeSucceededFuture(.json(.accepted, #"{"draining":true,"close_code":\#(code)}"#))
         }
 
         if segments == ["metrics"] {

@@ -6,8 +6,8 @@ import NIOPosix
 import SluiceConfig
 
 /// The admin listener: plain HTTP for operators and their tools — Prometheus metrics, the live
-/// connections (and closing one), liveness and readiness. Loopback by default; `/metrics` and
-/// `/connections` require the bearer token when one is configured.
+/// connections (and closing one), reload and drain, liveness and readiness. Loopback by default;
+/// everything but `/healthz` and `/readyz` requires the bearer token when one is configured.
 final class AdminServer: Sendable {
     let address: SocketAddress
     private let channel: any Channel
@@ -18,15 +18,7 @@ final class AdminServer: Sendable {
     }
 
     static func start(configuration: AdminConfiguration, gateway: Gateway, group: any EventLoopGroup, logger: Logger) async throws -> AdminServer {
-        var token: String?
-        if let file = configuration.tokenFile {
-            do {
-                token = try String(contentsOfFile: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-            } catch {
-                throw ConfigError(path: "admin.token_file", message: "cannot read \(file): \(error.localizedDescription)")
-            }
-        }
-        let api = AdminAPI(gateway: gateway, token: token)
+        let api = AdminAPI(gateway: gateway)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in

@@ -95,6 +95,11 @@ enum ConnectionJSON {
         String((value * 1000).rounded() / 1000)
     }
 
+    /// A JSON array of strings.
+    static func strings(_ values: [String]) -> String {
+        "[" + values.map(quoted).joined(separator: ",") + "]"
+    }
+
     static func quoted(_ text: String) -> String {
         var out = ""
         AccessRecord.appendQuoted(text, to: &out)

@@ -1,6 +1,13 @@
 /// The page the default configuration serves at `/`: it opens a WebSocket to `/echo` through
 /// the gateway and shows what comes back, so a newcomer sees Sluice relay at once.
 enum DemoPage {
+    /// The page is served at the route's prefix (with or without a trailing `/`) and as
+    /// `index.html` there; any other path under the prefix is a 404, not the page again.
+    static func serves(_ path: String, prefix: String) -> Bool {
+        let base = prefix.hasSuffix("/") ? String(prefix.dropLast()) : prefix
+        return path == base || path == base + "/" || path == base + "/index.html" || (base.isEmpty && path == "/")
+    }
+
     static let html = """
     <!doctype html>
     <html lang="en">

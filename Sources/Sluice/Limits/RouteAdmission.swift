@@ -5,8 +5,11 @@ import Synchronization
 /// The counts behind one route's limits: live WebSockets in all, per client address and per
 /// user, and the upgrade-rate buckets. A value type with the clock passed in; `RouteLimiter`
 /// holds it under a lock, taken once per upgrade and once per close, never per frame.
+///
+/// Every WebSocket is counted, per address and user too, whether or not the route caps them:
+/// a reload that adds a cap finds the live counts already there.
 struct RouteAdmissionState {
-    let limits: RouteLimits
+    private(set) var limits: RouteLimits
     private(set) var active = 0
     private(set) var perIP: [IPAddress: Int] = [:]
     private(set) var perUser: [String: Int] = [:]
@@ -56,8 +59,8 @@ struct RouteAdmissionState {
             guard routeBucket!.take(now: now) else { return .upgradeRate(retryAfter: routeBucket!.secondsUntilToken()) }
         }
         active += 1
-        if limits.maxWebSocketsPerIP != nil { perIP[ip, default: 0] += 1 }
-        if let user, limits.maxWebSocketsPerUser != nil { perUser[user, default: 0] += 1 }
+        perIP[ip, default: 0] += 1
+        if let user { perUser[user, default: 0] += 1 }
         return nil
     }
 
@@ -65,8 +68,17 @@ struct RouteAdmissionState {
     mutating func release(ip: IPAddress, user: String?) {
         precondition(active > 0, "route admission released more often than admitted")
         active -= 1
-        if limits.maxWebSocketsPerIP != nil { Self.decrement(&perIP, ip) }
-        if let user, limits.maxWebSocketsPerUser != nil { Self.decrement(&perUser, user) }
+        Self.decrement(&perIP, ip)
+        if let user { Self.decrement(&perUser, user) }
+    }
+
+    /// The route's limits after a reload: counts stay; a rate bucket stays while its rate does.
+    mutating func update(_ new: RouteLimits, now: Int64) {
+        if new.upgradeRate != limits.upgradeRate { routeBucket = new.upgradeRate.map { TokenBucket($0, now: now) } }
+        if new.upgradeRatePerIP != limits.upgradeRatePerIP { ipBuckets = [:] }
+        if new.requestRate != limits.requestRate { requestBucket = new.requestRate.map { TokenBucket($0, now: now) } }
+        if new.requestRatePerIP != limits.requestRatePerIP { requestIPBuckets = [:] }
+        limits = new
     }
 
     /// Buckets that have refilled completely hold nothing worth keeping; dropping them now and
@@ -93,6 +105,12 @@ final class RouteLimiter: Sendable {
 
     init(limits: RouteLimits) {
         state = NIOLockedValueBox(RouteAdmissionState(limits: limits, now: MonotonicClock.nanoseconds()))
+    }
+
+    /// A reload changed the route's limits; live counts and buckets carry on.
+    func update(_ limits: RouteLimits) {
+        let now = MonotonicClock.nanoseconds()
+        state.withLockedValue { $0.update(limits, now: now) }
     }
 
     /// Admits one WebSocket; the lease must be released when the connection ends (exactly once;

@@ -67,11 +67,12 @@ public final class CertificateStore: Sendable {
         return Table(entries: entries, defaultIndex: min(defaultIndex, entries.count - 1), exact: exact, wildcard: wildcard)
     }
 
-    /// Reads a PEM chain and key, checks that they belong together, and collects the names.
-    static func load(_ configuration: CertificateConfiguration) throws(ConfigError) -> Entry {
+    /// Reads a PEM chain and key, checks that they belong together and that the leaf is valid
+    /// now (not expired, not yet to come), and collects the names.
+    static func load(_ configuration: CertificateConfiguration, now: Date = Date()) throws(ConfigError) -> Entry {
         let path = configuration.configPath
         func fail(_ key: String, _ message: String) -> ConfigError {
-            ConfigError(path: path.isEmpty ? key : "\(path).\(key)", message: message)
+            ConfigError(path: path.isEmpty ? key : "\(path).\(key)", line: configuration.configLine, message: message)
         }
         let certificatePEM: String
         let keyPEM: String
@@ -106,6 +107,12 @@ public final class CertificateStore: Sendable {
         }
         guard parsedKey.publicKey == leaf.publicKey else {
             throw fail("key", "\(configuration.keyFile) does not match the certificate in \(configuration.certificateFile)")
+        }
+        if leaf.notValidAfter < now {
+            throw fail("cert", "\(configuration.certificateFile) expired on \(ISO8601DateFormatter().string(from: leaf.notValidAfter))")
+        }
+        if leaf.notValidBefore > now {
+            throw fail("cert", "\(configuration.certificateFile) is not valid before \(ISO8601DateFormatter().string(from: leaf.notValidBefore))")
         }
         var names: [String] = []
         if let alternativeNames = try? leaf.extensions.subjectAlternativeNames {

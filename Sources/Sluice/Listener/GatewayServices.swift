@@ -1,24 +1,23 @@
 import Logging
 import SluiceConfig
 
-/// What every connection of one gateway shares: the registry of live WebSockets, the metrics,
-/// the access log, the connection caps and the proxies whose forwarding headers are believed.
+/// What every connection of one gateway shares, across reloads: the registry of live
+/// WebSockets, the metrics, the access log, the connection caps and the backend pool. What a
+/// configuration decides per listener (routes, trusted proxies) is in `ListenerRouting`.
 final class GatewayServices: Sendable {
     let registry: ConnectionRegistry
     let metrics: GatewayMetrics
-    let accessLog: AccessLog?
+    let accessLog: AccessLog
     let connectionLimiter: ConnectionLimiter
-    let trustedProxies: [CIDR]
     let logger: Logger
     /// Keep-alive connections to HTTP backends, shared by every listener.
     let pool = UpstreamPool()
 
-    init(registry: ConnectionRegistry, metrics: GatewayMetrics, accessLog: AccessLog?, limits: GlobalLimits, logger: Logger) {
+    init(registry: ConnectionRegistry, metrics: GatewayMetrics, accessLog: AccessLog, limits: GlobalLimits, logger: Logger) {
         self.registry = registry
         self.metrics = metrics
         self.accessLog = accessLog
         self.connectionLimiter = ConnectionLimiter(limits: limits)
-        self.trustedProxies = limits.trustedProxies
         self.logger = logger
     }
 }

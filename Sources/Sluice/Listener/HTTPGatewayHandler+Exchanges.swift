@@ -88,7 +88,7 @@ extension HTTPGatewayHandler {
         guard let context else { return }
         logRequest(status: status, bytes: bytes)
         clientReadsPaused = false
-        if reusable {
+        if reusable && !quiescing {
             state = .idle
             armHeaderTimer(context: context)
             continueAfterAnswer(context)
@@ -122,8 +122,8 @@ extension HTTPGatewayHandler {
         identity: ClientIdentity, user: Identity?
     ) {
         request?.user = user?.user
-        if let limiter = route.limiter {
-            switch limiter.admit(ip: identity.address ?? Self.unknownAddress, user: user?.user) {
+        do {
+            switch route.limiter.admit(ip: identity.address ?? Self.unknownAddress, user: user?.user) {
             case .success(let lease):
                 // The client channel closes exactly once, on every path (relay end, refusal,
                 // error, timeout), so its close is where the count is given back.

@@ -18,7 +18,8 @@ extension HTTPGatewayHandler {
         }
         guard let request else { return }
         self.request = nil
-        guard let accessLog = services.accessLog else { return }
+        let accessLog = services.accessLog
+        guard accessLog.isEnabled else { return }
         var record = AccessRecord(type: "http")
         record.set("listener", configuration.listener)
         record.set("route", request.route)
@@ -38,6 +39,8 @@ extension HTTPGatewayHandler {
         context: ChannelHandlerContext, _ status: HTTPResponseStatus, body: String, contentType: String,
         headers extra: [(String, String)] = [], keepAlive: Bool, omitBody: Bool = false
     ) {
+        // A draining gateway ends the connection after this answer, and says so.
+        let keepAlive = keepAlive && !quiescing
         logRequest(status: status, bytes: omitBody ? 0 : body.utf8.count)
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: contentType)

@@ -79,7 +79,11 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     let configuration: Configuration
     /// `configuration`'s header timeout, converted once: it is armed before every request.
     let headerTimeout: TimeAmount
-    let routes: RouteTable
+    /// The listener's routing, read again when a reload has replaced it (kept-alive connections
+    /// see new routes at their next request).
+    var routing: RoutingView
+    /// The gateway is draining: the current answer is the last on this connection.
+    var quiescing = false
     let services: GatewayServices
     var logger: Logger { services.logger }
     /// NIO's request decoder: in the pipeline once the fast path has stepped aside for it,
@@ -126,13 +130,13 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     var context: ChannelHandlerContext?
 
     init(
-        configuration: Configuration, routes: RouteTable, services: GatewayServices,
+        configuration: Configuration, routing: ListenerRouting, services: GatewayServices,
         decoder: ByteToMessageHandler<HTTPRequestDecoder>, encoder: HTTPResponseEncoder
     ) {
         self.pool = services.pool
         self.configuration = configuration
         self.headerTimeout = TimeAmount(configuration.limits.headerTimeout)
-        self.routes = routes
+        self.routing = RoutingView(routing)
         self.services = services
         self.decoder = decoder
         self.encoder = encoder
@@ -142,12 +146,12 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     /// path for simple request heads (which puts NIO's request decoder in its place when it
     /// meets anything else), and the gateway.
     static func install(
-        on pipeline: ChannelPipeline.SynchronousOperations, configuration: Configuration, routes: RouteTable, services: GatewayServices
+        on pipeline: ChannelPipeline.SynchronousOperations, configuration: Configuration, routing: ListenerRouting, services: GatewayServices
     ) throws {
         let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
         let encoder = HTTPResponseEncoder()
         try pipeline.addHandler(encoder)
-        let gateway = HTTPGatewayHandler(configuration: configuration, routes: routes, services: services, decoder: decoder, encoder: encoder)
+        let gateway = HTTPGatewayHandler(configuration: configuration, routing: routing, services: services, decoder: decoder, encoder: encoder)
         try pipeline.addHandler(RequestFastPath(decoder: decoder, gateway: gateway))
         try pipeline.addHandler(gateway)
     }
@@ -244,6 +248,15 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
             clientInputClosed = true
             closeIfClientDone(context)
         }
+        if event is ChannelShouldQuiesceEvent {
+            // Draining: an idle connection closes now; a busy one after its answer.
+            quiescing = true
+            if case .idle = state, queued.isEmpty {
+                state = .done
+                stopWatchdog()
+                closeAfterWrites(context, nil)
+            }
+        }
         context.fireUserInboundEventTriggered(event)
     }
 
@@ -316,10 +329,10 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
             requestHost = RequestPath.authority(of: head.uri) ?? vetted.map { $0.host } ?? head.headers.first(name: "host")
             // After a head that offers an upgrade, NIO's decoder reads no further requests on
             // the connection, so one answered as plain HTTP (`h2c`, a refused WebSocket) ends it.
-            requestKeepAlive = vetted?.keepAlive ?? (head.isKeepAlive && !UpgradeRequest.offersUpgrade(head))
+            requestKeepAlive = !quiescing && (vetted?.keepAlive ?? (head.isKeepAlive && !UpgradeRequest.offersUpgrade(head)))
             request = RequestRecord(
                 method: head.method.rawValue, uri: head.uri, client: nil,
-                userAgent: services.accessLog == nil ? nil : head.headers.first(name: "user-agent"), startedAt: .now()
+                userAgent: services.accessLog.isEnabled ? head.headers.first(name: "user-agent") : nil, startedAt: .now()
             )
             requestEnded = false
             let answer = answer(for: head, vetted: vetted, context: context)
@@ -397,13 +410,18 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
         } catch {
             return refuse(.badRequest, "invalid request target", close: true)
         }
-        let identity = identify(head, context: context)
+        let routing = self.routing.refresh()
+        let identity = identify(head, trusted: routing.trustedProxies, context: context)
         request?.client = identity.address
-        guard let route = routes.route(host: requestHost, path: path.path) else {
+        guard let route = routing.routes.route(host: requestHost, path: path.path) else {
             return refuse(.notFound, "no route for this host and path")
         }
         request?.route = route.name
         if route.configuration.builtin == .demo {
+            // The page itself, not a catch-all: /favicon.ico and friends are 404s.
+            guard DemoPage.serves(path.path, prefix: route.configuration.match.pathPrefix) else {
+                return refuse(.notFound, "no such page")
+            }
             guard head.method == .GET || head.method == .HEAD else {
                 return refuse(.methodNotAllowed, "only GET and HEAD", headers: [("Allow", "GET, HEAD")])
             }
@@ -417,7 +435,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
                     request?.rejection = "origin_rejected"
                     return refuse(.forbidden, "this origin may not call this route")
                 }
-                if let rejection = route.limiter?.admitRequest(ip: identity.address ?? Self.unknownAddress) {
+                if let rejection = route.limiter.admitRequest(ip: identity.address ?? Self.unknownAddress) {
                     services.metrics.limitRejected(rejection)
                     request?.rejection = rejection.label
                     return refuse(rejection.status, rejection.message, headers: [("Retry-After", String(rejection.retryAfter))])
@@ -459,10 +477,9 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
         )
     }
 
-    func identify(_ head: HTTPRequestHead, context: ChannelHandlerContext) -> ClientIdentity {
+    func identify(_ head: HTTPRequestHead, trusted: [CIDR], context: ChannelHandlerContext) -> ClientIdentity {
         if peerAddress == nil { peerAddress = .some(ClientAddress.ip(of: context.channel.remoteAddress)) }
         let peer = peerAddress ?? nil
-        let trusted = services.trustedProxies
         let peerIsTrusted = peer.map { ClientAddress.isTrusted($0, trusted) } ?? false
         let address = peerIsTrusted ? ClientAddress.resolve(peer: peer, headers: head.headers, trusted: trusted) : peer
         return ClientIdentity(peer: peer, address: address, peerIsTrustedProxy: peerIsTrusted)

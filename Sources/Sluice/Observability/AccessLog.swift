@@ -3,43 +3,75 @@ import Glibc
 #endif
 import NIOConcurrencyHelpers
 import SluiceConfig
+import Synchronization
 
 /// One JSON line per HTTP request and per closed WebSocket, to stdout, stderr or a file.
 ///
 /// Records carry only what the gateway chose to put in them: paths without query strings,
 /// never header values that can hold credentials (cookies, authorization, tokens). Each line is
-/// one `write(2)` under a lock, so lines from different event loops never interleave.
+/// one `write(2)` under a lock, so lines from different event loops never interleave. It lives
+/// as long as the gateway: a reload may point it elsewhere or turn it off, and SIGUSR1 reopens
+/// its file (after logrotate moved it away).
 public final class AccessLog: Sendable {
-    private let fd: Int32
-    private let ownsDescriptor: Bool
-    private let lock = NIOLock()
+    private struct Target {
+        var destination: AccessLogDestination
+        var fd: Int32
+        var owned: Bool
+    }
 
-    /// `nil` when the destination is `off`.
-    public static func open(_ destination: AccessLogDestination) throws(AccessLogError) -> AccessLog? {
+    private let lock = NIOLock()
+    private nonisolated(unsafe) var target: Target
+    private let enabled = Atomic<Bool>(false)
+
+    /// `off` until `point(to:)` says otherwise.
+    public init() {
+        target = Target(destination: .off, fd: -1, owned: false)
+    }
+
+    /// Whether lines are written at all: callers skip building records when not.
+    var isEnabled: Bool { enabled.load(ordering: .relaxed) }
+
+    /// Writes to `destination` from now on (opening a file first; on failure nothing changes).
+    public func point(to destination: AccessLogDestination) throws(AccessLogError) {
+        let opened = try Self.open(destination)
+        lock.withLock {
+            if target.owned { Glibc.close(target.fd) }
+            target = Target(destination: destination, fd: opened.fd, owned: opened.owned)
+        }
+        enabled.store(destination != .off, ordering: .relaxed)
+    }
+
+    /// Opens the file again by name (logrotate moved the old one away); stdout, stderr and off
+    /// are left alone.
+    public func reopen() throws(AccessLogError) {
+        let destination = lock.withLock { target.destination }
+        guard case .file = destination else { return }
+        try point(to: destination)
+    }
+
+    private static func open(_ destination: AccessLogDestination) throws(AccessLogError) -> (fd: Int32, owned: Bool) {
         switch destination {
-        case .off: return nil
-        case .stdout: return AccessLog(fd: 1, owns: false)
-        case .stderr: return AccessLog(fd: 2, owns: false)
+        case .off: return (-1, false)
+        case .stdout: return (1, false)
+        case .stderr: return (2, false)
         case .file(let path):
             let fd = Glibc.open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
             guard fd >= 0 else { throw AccessLogError(path: path, errno: errno) }
-            return AccessLog(fd: fd, owns: true)
+            return (fd, true)
         }
     }
 
-    private init(fd: Int32, owns: Bool) {
-        self.fd = fd
-        self.ownsDescriptor = owns
-    }
-
     deinit {
-        if ownsDescriptor { Glibc.close(fd) }
+        if target.owned { Glibc.close(target.fd) }
     }
 
     func write(_ record: AccessRecord) {
+        guard isEnabled else { return }
         var line = record.json
         line.append("\n")
         lock.withLock {
+            let fd = target.fd
+            guard fd >= 0 else { return }
             var utf8 = Array(line.utf8)
             var offset = 0
             while offset < utf8.count {

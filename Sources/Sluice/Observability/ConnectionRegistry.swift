@@ -15,6 +15,8 @@ public final class ConnectionRegistry: Sendable {
         var eventLoop: any EventLoop
         var snapshot: @Sendable () -> ConnectionSnapshot
         var close: @Sendable (_ clientCode: UInt16, _ backendCode: UInt16, _ reason: String, _ ending: WebSocketRelay.StateMachine.Ending) -> Void
+        /// Closes both sides at the TCP level now (a drain's deadline).
+        var abort: @Sendable () -> Void
     }
 
     private let entries = NIOLockedValueBox<[UInt64: Entry]>([:])
@@ -42,6 +44,30 @@ public final class ConnectionRegistry: Sendable {
         for entry in all {
             entry.eventLoop.execute { entry.close(code, code, reason, .shutdown) }
         }
+    }
+
+    /// The ids of the live WebSockets `matching` says (all of them by default).
+    func ids(matching: (ConnectionInfo) -> Bool = { _ in true }) -> [UInt64] {
+        entries.withLockedValue { $0.values.filter { matching($0.info) }.map(\.info.id) }
+    }
+
+    /// How many of `ids` are still live.
+    func count(of ids: Set<UInt64>) -> Int {
+        entries.withLockedValue { entries in ids.reduce(0) { $0 + (entries[$1] == nil ? 0 : 1) } }
+    }
+
+    /// Closes each of `ids` with `code` both ways after its own delay (a drain's spread).
+    func scheduleCloses(_ ids: [UInt64], after delays: [Duration], code: UInt16, reason: String) {
+        let chosen = entries.withLockedValue { entries in zip(ids, delays).compactMap { id, delay in entries[id].map { ($0, delay) } } }
+        for (entry, delay) in chosen {
+            entry.eventLoop.scheduleTask(in: TimeAmount(delay)) { entry.close(code, code, reason, .shutdown) }
+        }
+    }
+
+    /// Aborts each of `ids` still live.
+    func abort(_ ids: Set<UInt64>) {
+        let chosen = entries.withLockedValue { entries in ids.compactMap { entries[$0] } }
+        for entry in chosen { entry.eventLoop.execute { entry.abort() } }
     }
 
     /// Closes one connection: `clientCode` to the client, `backendCode` to the backend; one

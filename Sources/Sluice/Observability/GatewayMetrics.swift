@@ -105,7 +105,7 @@ public final class GatewayMetrics: Sendable {
     /// addresses holding one. Called at each scrape.
     func updateLimits(routes: [Route], connections: ConnectionLimiter?) {
         for route in routes {
-            guard let counts = route.limiter?.counts else { continue }
+            let counts = route.limiter.counts
             let labels = [("route", route.name)]
             registry.makeGauge(name: "sluice_limit_websockets", labels: labels, help: "WebSockets counted against the route's limits.")
                 .set(Int64(counts.websockets))
@@ -121,6 +121,28 @@ public final class GatewayMetrics: Sendable {
                 .set(Int64(connections.trackedAddresses))
         }
     }
+
+    /// A reload's result: `sluice_config_reloads_total{result="success"|"failure"}`.
+    func reloaded(success: Bool) {
+        counter("sluice_config_reloads_total", [("result", success ? "success" : "failure")]).increment()
+    }
+
+    /// The configuration in force since `time` (seconds since the epoch): the time of the last
+    /// successful load, and `sluice_config_info{version}` at 1 for it alone.
+    func configurationLoaded(version: String, at time: Double) {
+        registry.makeGauge(name: "sluice_config_last_reload_success_timestamp_seconds", labels: [], help: "When the configuration in force was loaded.")
+            .set(time)
+        let previous = loadedVersion.withLockedValue { old in
+            defer { old = version }
+            return old
+        }
+        if let previous, previous != version {
+            registry.makeGauge(name: "sluice_config_info", labels: [("version", previous)], help: "The configuration in force, by version.").set(Int64(0))
+        }
+        registry.makeGauge(name: "sluice_config_info", labels: [("version", version)], help: "The configuration in force, by version.").set(Int64(1))
+    }
+
+    private let loadedVersion = NIOLockedValueBox<String?>(nil)
 
     /// The Prometheus text exposition, with the process figures read now.
     public func render() -> [UInt8] {

@@ -3,13 +3,15 @@ import SluiceConfig
 
 /// A route as the gateway runs it: its configuration, its backends, and its timeouts as NIO
 /// time amounts. Built once per configuration; live connections keep the `Route` they were
-/// admitted under.
+/// admitted under. A reload builds new ones, handing over what must outlive it: the route's
+/// limiter (live counts, rate buckets) and, when its backends are unchanged, its backend set
+/// (balancing position, failure counts).
 final class Route: Sendable {
     let configuration: RouteConfiguration
     /// `nil` for routes served by a built-in handler.
     let backends: BackendSet?
-    /// `nil` when the route sets no limits.
-    let limiter: RouteLimiter?
+    /// Counts every live WebSocket of the route (capped or not) and holds its rate buckets.
+    let limiter: RouteLimiter
     let metrics: RouteMetrics?
     /// `nil` for public routes.
     let authenticator: RouteAuthenticator?
@@ -47,11 +49,16 @@ final class Route: Sendable {
 
     init(
         configuration: RouteConfiguration, backends: BackendSet?, metrics: RouteMetrics? = nil,
-        authenticator: RouteAuthenticator? = nil, identityHeaders: Set<String> = ["x-sluice-user"]
+        authenticator: RouteAuthenticator? = nil, identityHeaders: Set<String> = ["x-sluice-user"], limiter: RouteLimiter? = nil
     ) {
         self.configuration = configuration
         self.backends = backends
-        self.limiter = configuration.limits.isEmpty ? nil : RouteLimiter(limits: configuration.limits)
+        if let limiter {
+            limiter.update(configuration.limits)
+            self.limiter = limiter
+        } else {
+            self.limiter = RouteLimiter(limits: configuration.limits)
+        }
         self.metrics = metrics
         self.authenticator = authenticator
         self.identityHeaders = identityHeaders

@@ -75,7 +75,7 @@ struct RelayDirection {
     let configuration: Configuration
     private var state: State = .header(carried: [])
     /// A fragmented data message is open (its last frame had FIN clear).
-    private var inMessage = false
+    private(set) var inMessage = false
     private var messageBytes: UInt64 = 0
 
     /// Counters since the relay began, read by the connection registry.

@@ -59,9 +59,16 @@ extension WebSocketRelay {
         struct Streams: Equatable {
             var insideFrameToDownstream = false
             var insideFrameToUpstream = false
+            /// A fragmented message is being forwarded to the side (between two of its frames).
+            var insideMessageToDownstream = false
+            var insideMessageToUpstream = false
 
             func insideFrame(to side: RelaySide) -> Bool {
                 side == .downstream ? insideFrameToDownstream : insideFrameToUpstream
+            }
+
+            func insideMessage(to side: RelaySide) -> Bool {
+                side == .downstream ? insideMessageToDownstream : insideMessageToUpstream
             }
 
             static let betweenFrames = Streams()
@@ -106,6 +113,10 @@ extension WebSocketRelay {
             var reason: String
             /// The gateway fails this side: its connection is closed right after the close.
             var disconnectAfter: Bool
+            /// A drain's close: it waits until neither direction is inside a fragmented message (not
+            /// only a frame), so no one loses half a message to a deploy — the backend is not
+            /// closed while it is still sending one, since it would answer before finishing it.
+            var waitsForMessageEnd = false
         }
 
         private struct Side {
@@ -177,7 +188,7 @@ extension WebSocketRelay {
         /// The relay must stop at the next frame boundary of what it forwards to `side`: a close
         /// of the gateway's own waits there.
         func awaitsBoundary(to side: RelaySide) -> Bool {
-            self[side].queuedClose != nil && violator?.side != side
+            (self[side].queuedClose != nil && violator?.side != side) || self[side.peer].queuedClose?.waitsForMessageEnd == true
         }
 
         /// When the machine next needs `timerFired`, given the last frame either way; `nil` once
@@ -290,8 +301,8 @@ extension WebSocketRelay {
         /// The gateway closes both sides itself (idle timeout, kick, lifetime, expiry, shutdown).
         mutating func closeBoth(downstreamCode: UInt16, upstreamCode: UInt16, reason: String, ending: Ending, streams: Streams, now: NIODeadline) -> [Action] {
             recordOutcome(nil, byGateway: true, code: downstreamCode, reason: reason, ending)
-            queueClose(upstreamCode, reason, to: .upstream)
-            queueClose(downstreamCode, reason, to: .downstream)
+            queueClose(upstreamCode, reason, to: .upstream, atMessageEnd: ending == .shutdown)
+            queueClose(downstreamCode, reason, to: .downstream, atMessageEnd: ending == .shutdown)
             return settle(streams, now)
         }
 
@@ -302,15 +313,7 @@ extension WebSocketRelay {
             if let since = closingSince {
                 guard now >= since + timing.closeTimeout else { return settle(streams, now) }
                 recordOutcome(nil, byGateway: true, code: nil, reason: "close did not finish within close_timeout", .closeTimeout)
-                var actions: [Action] = []
-                for side in [RelaySide.upstream, .downstream] where !self[side].gone && !self[side].aborted {
-                    self[side].aborted = true
-                    self[side].disconnectRequested = true
-                    self[side].queuedClose = nil
-                    actions.append(.abort(side))
-                }
-                violator = nil
-                return actions
+                return abortRemaining()
             }
             if let lifetime = timing.maxLifetime, now >= startedAt + lifetime {
                 return closeBoth(downstreamCode: CloseCode.goingAway, upstreamCode: CloseCode.goingAway, reason: "maximum lifetime reached", ending: .maxLifetime, streams: streams, now: now)
@@ -345,6 +348,26 @@ extension WebSocketRelay {
             return actions
         }
 
+        /// The gateway gives up on the connection at once (a drain's deadline): whatever is still
+        /// connected is closed at the TCP level.
+        mutating func abortAll(now: NIODeadline) -> [Action] {
+            recordOutcome(nil, byGateway: true, code: nil, reason: "drain deadline reached", .shutdown)
+            if closingSince == nil { closingSince = now }
+            return abortRemaining()
+        }
+
+        private mutating func abortRemaining() -> [Action] {
+            var actions: [Action] = []
+            for side in [RelaySide.upstream, .downstream] where !self[side].gone && !self[side].aborted {
+                self[side].aborted = true
+                self[side].disconnectRequested = true
+                self[side].queuedClose = nil
+                actions.append(.abort(side))
+            }
+            violator = nil
+            return actions
+        }
+
         /// `side` stopped answering the gateway's pings: it gets a 1001 and is dropped; the other
         /// side hears it is gone (1014 for a silent backend, 1001 for a silent client).
         private mutating func silent(_ side: RelaySide, streams: Streams, now: NIODeadline) -> [Action] {
@@ -357,15 +380,21 @@ extension WebSocketRelay {
 
         // MARK: Settling
 
+        /// A fragmented message is being forwarded to `side` and can still end (its source is
+        /// neither gone nor closed).
+        private func messageOpen(to side: RelaySide, _ streams: Streams) -> Bool {
+            streams.insideMessage(to: side) && !self[side.peer].gone && !self[side.peer].closeReceived
+        }
+
         /// A control frame may still be forwarded to `side`: nothing closes it yet.
         private func canForward(to side: RelaySide) -> Bool {
             let state = self[side]
             return !state.gone && !state.closeSent && state.queuedClose == nil && !state.disconnectRequested
         }
 
-        private mutating func queueClose(_ code: UInt16, _ reason: String, to side: RelaySide) {
+        private mutating func queueClose(_ code: UInt16, _ reason: String, to side: RelaySide, atMessageEnd: Bool = false) {
             guard canForward(to: side) else { return }
-            self[side].queuedClose = QueuedClose(code: code, reason: reason, disconnectAfter: false)
+            self[side].queuedClose = QueuedClose(code: code, reason: reason, disconnectAfter: false, waitsForMessageEnd: atMessageEnd)
         }
 
         /// Sends every queued close that can go, disconnects every side that is done, the backend
@@ -384,7 +413,8 @@ extension WebSocketRelay {
             for side in [RelaySide.upstream, .downstream] where !self[side].gone {
                 if let queued = self[side].queuedClose, violator?.side != side {
                     let source = side.peer
-                    if !streams.insideFrame(to: side) {
+                    let waitsForMessage = queued.waitsForMessageEnd && (messageOpen(to: side, streams) || messageOpen(to: source, streams))
+                    if !streams.insideFrame(to: side) && !waitsForMessage {
                         self[side].queuedClose = nil
                         self[side].closeSent = true
                         actions.append(.sendClose(code: queued.code, reason: queued.reason, to: side))

@@ -132,7 +132,11 @@ final class WebSocketRelay {
 
     /// Whether each destination's stream is inside a forwarded frame, for the machine.
     private var streams: StateMachine.Streams {
-        StateMachine.Streams(insideFrameToDownstream: fromUpstream.isInsideFrame, insideFrameToUpstream: fromDownstream.isInsideFrame)
+        StateMachine.Streams(
+            insideFrameToDownstream: fromUpstream.isInsideFrame, insideFrameToUpstream: fromDownstream.isInsideFrame,
+            insideMessageToDownstream: fromUpstream.inMessage && !fromUpstream.dropsData,
+            insideMessageToUpstream: fromDownstream.inMessage && !fromDownstream.dropsData
+        )
     }
 
     /// Makes sure the timer fires no later than the machine's next deadline.
@@ -278,6 +282,15 @@ final class WebSocketRelay {
         perform(machine.closeBoth(
             downstreamCode: downstreamCode, upstreamCode: upstreamCode, reason: reason, ending: ending, streams: streams, now: eventLoop.now
         ))
+    }
+
+    /// Closes both connections at the TCP level now (a drain's deadline passed).
+    func abort() {
+        guard started else {
+            earlyEvents.append(.close(downstreamCode: CloseCode.goingAway, upstreamCode: CloseCode.goingAway, reason: "drain deadline", ending: .shutdown))
+            return
+        }
+        perform(machine.abortAll(now: eventLoop.now))
     }
 
     // MARK: Figures

@@ -280,7 +280,8 @@ final class WebSocketUpgrade {
             snapshot: { loopBoundRelay.value.snapshot(info) },
             close: { clientCode, backendCode, reason, ending in
                 loopBoundRelay.value.close(downstreamCode: clientCode, upstreamCode: backendCode, reason: reason, ending: ending)
-            }
+            },
+            abort: { loopBoundRelay.value.abort() }
         ))
 
         // Both relay handlers go in first and the relay queues what reaches it until `start()`.
@@ -344,7 +345,8 @@ final class WebSocketUpgrade {
             "id": "\(info.id)", "route": "\(info.route)", "close_code": "\(code.map(String.init) ?? "none")", "closed_by": "\(initiator)",
             "ending": "\(ending.rawValue)",
         ])
-        guard let accessLog = services.accessLog else { return }
+        let accessLog = services.accessLog
+        guard accessLog.isEnabled else { return }
         var line = AccessRecord(type: "websocket")
         line.set("id", info.id)
         line.set("listener", info.listener)

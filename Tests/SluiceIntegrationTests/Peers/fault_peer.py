@@ -17,6 +17,8 @@ byte-level, which no WebSocket library will produce.
 import base64
 import json
 import os
+
+from lifeline import exit_when_parent_goes
 import socket
 import ssl
 import struct
@@ -353,19 +355,6 @@ def client(scheme, host, port, side, fault, ident):
     except OSError:
         pass
     print(json.dumps(result))
-
-
-def exit_when_parent_goes():
-    import stat
-    if not stat.S_ISFIFO(os.fstat(0).st_mode):
-        return
-
-    def run():
-        while os.read(0, 4096):
-            pass
-        os._exit(0)
-
-    threading.Thread(target=run, daemon=True).start()
 
 
 if __name__ == "__main__":

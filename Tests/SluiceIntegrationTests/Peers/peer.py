@@ -11,6 +11,8 @@ import signal
 import hashlib
 import json
 import os
+
+from lifeline import exit_when_parent_goes
 import socket
 import ssl
 import struct
@@ -798,23 +800,6 @@ def http_exchange(host, port, payload, expect, half_close=False):
         closed = True
     sock.close()
     return {"responses": responses, "closed": closed, "elapsed": time.monotonic() - started}
-
-
-def exit_when_parent_goes():
-    """A peer must not outlive the test that started it. PR_SET_PDEATHSIG would fire when the
-    spawning *thread* exits, and the test's pool threads come and go, so instead the test holds
-    the write end of our stdin pipe: EOF there means the test is gone."""
-    import stat
-    import threading
-    if not stat.S_ISFIFO(os.fstat(0).st_mode):
-        return
-
-    def watch():
-        while os.read(0, 4096):
-            pass
-        os._exit(0)
-
-    threading.Thread(target=watch, daemon=True).start()
 
 
 def main():

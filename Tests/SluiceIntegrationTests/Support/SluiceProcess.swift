@@ -29,11 +29,20 @@ final class SluiceProcess: @unchecked Sendable {
     /// The arguments of `sluice`: `run` on `config` unless the test says otherwise.
     private let arguments: (String) -> [String]
 
-    init(yaml: String, waitingFor names: Set<String> = [], arguments: @escaping (String) -> [String] = { ["run", "--config", $0, "--log-level", "notice"] }) throws {
+    /// The configuration file it runs on (rewrite it, then reload).
+    let configFile: String
+    /// What it logged (stderr), line by line, read as it comes so the pipe never fills.
+    let log = StreamingPeer.LineBuffer()
+
+    init(
+        yaml: String, waitingFor names: Set<String> = [], environment: [String: String] = [:], directory existing: String? = nil,
+        arguments: @escaping (String) -> [String] = { ["run", "--config", $0, "--log-level", "notice"] }
+    ) throws {
         self.arguments = arguments
-        let directory = NSTemporaryDirectory() + "sluice-process-" + UUID().uuidString
+        let directory = existing ?? NSTemporaryDirectory() + "sluice-process-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let config = "\(directory)/sluice.yaml"
+        configFile = config
         try yaml.write(toFile: config, atomically: true, encoding: .utf8)
         guard FileManager.default.isExecutableFile(atPath: Self.executable) else {
             throw PeerError(message: "\(Self.executable) is missing; run `swift build` first")
@@ -43,6 +52,9 @@ final class SluiceProcess: @unchecked Sendable {
         process.executableURL = URL(fileURLWithPath: "/bin/bash")
         process.arguments = ["-c", Self.watcher, Self.executable] + arguments(config)
         process.standardInput = lifeline
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        }
         let errors = Pipe()
         process.standardError = errors
         process.standardOutput = FileHandle.nullDevice
@@ -55,6 +67,7 @@ final class SluiceProcess: @unchecked Sendable {
             let byte = handle.readData(ofLength: 1)
             if byte.isEmpty { break }
             if byte == Data("\n".utf8) {
+                log.append(line)
                 if line.contains("listening"), let range = line.range(of: #"127\.0\.0\.1:(\d+)"#, options: .regularExpression) {
                     let port = Int(line[range].split(separator: ":").last!)
                     let name = line.contains("admin listening")
@@ -73,6 +86,31 @@ final class SluiceProcess: @unchecked Sendable {
         }
         port = found
         ports = reported
+        log.collect(from: handle)
+    }
+
+    /// Sends it a signal.
+    func signal(_ number: Int32) {
+        kill(pid, number)
+    }
+
+    /// Waits (up to `timeout`) for it to exit; its exit status, or nil if it is still running.
+    func waitForExit(timeout: Duration) async -> Int32? {
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return exitStatus
+    }
+
+    /// Waits (up to `timeout`) for a log line containing `text`.
+    func logged(_ text: String, timeout: Duration = .seconds(10)) async -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if log.first(where: { $0.contains(text) }) != nil { return true }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return false
     }
 
     /// Resident set size of the sluice process, in bytes.

@@ -38,3 +38,21 @@ enum TestCertificateAuthority {
         try serverKey.pemRepresentation.write(toFile: "\(directory)/server-key.pem", atomically: true, encoding: .utf8)
     }
 }
+
+/// A self-signed certificate that expired yesterday, for the reload's refusal of one.
+enum ExpiredCertificate {
+    static func write(serverName: String, certificate: String, key: String) throws {
+        let privateKey = P256.Signing.PrivateKey()
+        let name = try DistinguishedName { CommonName(serverName) }
+        let now = Date()
+        let expired = try Certificate(
+            version: .v3, serialNumber: .init(), publicKey: .init(privateKey.publicKey),
+            notValidBefore: now.addingTimeInterval(-10 * 86_400), notValidAfter: now.addingTimeInterval(-86_400),
+            issuer: name, subject: name, signatureAlgorithm: .ecdsaWithSHA256,
+            extensions: try Certificate.Extensions { SubjectAlternativeNames([.dnsName(serverName)]) },
+            issuerPrivateKey: .init(privateKey)
+        )
+        try expired.serializeAsPEM().pemString.write(toFile: certificate, atomically: true, encoding: .utf8)
+        try privateKey.pemRepresentation.write(toFile: key, atomically: true, encoding: .utf8)
+    }
+}
