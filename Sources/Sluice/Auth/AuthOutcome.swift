@@ -54,14 +54,3 @@ enum AuthOutcome: Sendable, Equatable {
         }
     }
 }
-
-/// The answer to a refused request.
-struct AuthRefusal: Error, Sendable {
-    var status: HTTPResponseStatus
-    var message: String
-    var headers: [(String, String)]
-    /// The result label for metrics and the access log (`auth_rejected`, `auth_unavailable`).
-    var result: String
-    /// The forward-auth service's body, when its answer is passed through.
-    var body: [UInt8]?
-}

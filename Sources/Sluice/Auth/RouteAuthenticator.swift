@@ -46,11 +46,10 @@ final class RouteAuthenticator: Sendable {
 
     /// Admits the request or says how to refuse it. Runs the methods one after another on
     /// `eventLoop` (password checks hop to the thread pool and back).
-    func authenticate(_ request: Request, on eventLoop: any EventLoop) -> EventLoopFuture<Result<Identity, AuthRefusal>> {
+    func authenticate(_ request: Request, on eventLoop: any EventLoop) -> EventLoopFuture<Result<Identity, SluiceError>> {
         if let client = request.client, let retry = failures.blocked(client) {
-            return eventLoop.makeSucceededFuture(.failure(AuthRefusal(
-                status: .tooManyRequests, message: "too many failed attempts; retry later",
-                headers: [("Retry-After", String(retry))], result: "auth_rate_limited"
+            return eventLoop.makeSucceededFuture(.failure(.client(
+                .tooManyRequests, .authRateLimited, "too many failed attempts; retry later", headers: [("Retry-After", String(retry))]
             )))
         }
         return run(0, request, outcomes: [], on: eventLoop).map { [self] outcomes in
@@ -86,20 +85,19 @@ final class RouteAuthenticator: Sendable {
 
     /// The most telling answer: the auth service's own 401/403, else 503 when a method could
     /// not decide, else 403 for valid-but-not-allowed, else 401 with every challenge.
-    func refusal(for outcomes: [AuthOutcome]) -> AuthRefusal {
+    func refusal(for outcomes: [AuthOutcome]) -> SluiceError {
         for outcome in outcomes {
             if case .passThrough(let status, let headers, let body) = outcome {
-                return AuthRefusal(
-                    status: HTTPResponseStatus(statusCode: Int(status)), message: "", headers: headers.map { ($0.key, $0.value) },
-                    result: "auth_rejected", body: body
-                )
+                var error = SluiceError.client(HTTPResponseStatus(statusCode: Int(status)), .authRejected, "", headers: headers.map { ($0.key, $0.value) })
+                error.body = body
+                return error
             }
         }
         if outcomes.contains(where: { if case .unavailable = $0 { true } else { false } }) {
-            return AuthRefusal(status: .serviceUnavailable, message: "authentication is unavailable; retry later", headers: [], result: "auth_unavailable")
+            return SluiceError(source: .gateway, status: .serviceUnavailable, label: .authUnavailable, message: "authentication is unavailable; retry later")
         }
         if outcomes.contains(where: { if case .forbidden = $0 { true } else { false } }) {
-            return AuthRefusal(status: .forbidden, message: "not allowed", headers: [], result: "auth_forbidden")
+            return .client(.forbidden, .authForbidden, "not allowed")
         }
         let presented = outcomes.contains { if case .invalid = $0 { true } else { false } }
         var challenges: [(String, String)] = []
@@ -115,10 +113,7 @@ final class RouteAuthenticator: Sendable {
             case .forward: break
             }
         }
-        return AuthRefusal(
-            status: .unauthorized, message: presented ? "invalid credentials" : "authentication required",
-            headers: challenges, result: "auth_rejected"
-        )
+        return .client(.unauthorized, .authRejected, presented ? "invalid credentials" : "authentication required", headers: challenges)
     }
 
     /// Why the outcomes refused, for the debug log (never a credential).

@@ -45,14 +45,6 @@ enum LimitRejection: Error, Equatable, Sendable {
         }
     }
 
-    /// The upgrade result label for `sluice_websocket_upgrades_total`.
-    var upgradeResult: String {
-        switch self {
-        case .upgradeRate, .upgradeRatePerIP, .requestRate, .requestRatePerIP: "rate_limited"
-        default: "limit_rejected"
-        }
-    }
-
     /// The short body the client reads.
     var message: String {
         switch self {

@@ -6,33 +6,28 @@ import SluiceConfig
 /// What follows an admitted request: a plain request proxied to a backend, or an upgrade
 /// handed to `WebSocketUpgrade` under the route's limits, and the switch to the relay.
 extension HTTPGatewayHandler {
-    func startProxy(
-        context: ChannelHandlerContext, route: Route, head: HTTPRequestHead, path: RequestPath, identity: ClientIdentity, framing: RequestFraming
-    ) {
-        let target = route.upstreamTarget(for: path, upgrade: false)
-        guard route.authenticator != nil else {
+    func startProxy(context: ChannelHandlerContext, _ screened: Admission.Screened, _ admissionRequest: Admission.Request) {
+        guard screened.route.authenticator != nil else {
             // Public route: no closure to keep for an answer that is already known.
-            beginExchange(context: context, route: route, head: head, target: target, identity: identity, framing: framing, user: nil)
+            beginExchange(context: context, screened, admissionRequest, identity: nil)
             return
         }
-        authorize(context: context, route: route, head: head, path: path, target: target, identity: identity) { [self] user in
-            beginExchange(context: context, route: route, head: head, target: target, identity: identity, framing: framing, user: user)
+        authorize(context: context, screened, admissionRequest) { [self] identity in
+            beginExchange(context: context, screened, admissionRequest, identity: identity)
         }
     }
 
-    func beginExchange(
-        context: ChannelHandlerContext, route: Route, head: HTTPRequestHead, target: String, identity: ClientIdentity,
-        framing: RequestFraming, user: Identity?
-    ) {
+    func beginExchange(context: ChannelHandlerContext, _ screened: Admission.Screened, _ admissionRequest: Admission.Request, identity: Identity?) {
+        let route = screened.route
         guard let backends = route.backends else { return }
-        request?.user = user?.user
-        let client = forwardingClient(head, identity)
+        request?.user = identity?.user
+        let client = forwardingClient(screened.client)
         let forwarding = forwardingBlock(for: client, context: context)
         let exchange = HTTPProxyExchange(
             route: route, backends: backends,
             request: .init(
-                head: head, framing: framing, keepAlive: requestKeepAlive, target: target, client: client, forwarding: forwarding,
-                clientIP: identity.address, identity: user
+                head: admissionRequest.head, framing: admissionRequest.framing, keepAlive: requestKeepAlive, target: screened.target,
+                client: client, forwarding: forwarding, clientIP: screened.client.address, identity: identity
             ),
             client: context, clientBytes: responseBytesContext(context), downstream: self, pool: pool, services: services
         )
@@ -76,11 +71,11 @@ extension HTTPGatewayHandler {
         if !paused, let context { resumeReading(context) }
     }
 
-    func exchangeFailed(_ status: HTTPResponseStatus, _ message: String, result: String, keepAlive: Bool) {
+    func exchangeFailed(_ error: SluiceError, keepAlive: Bool) {
         guard let context else { return }
-        request?.rejection = result
+        request?.rejection = error.rejection
         clientReadsPaused = false
-        respond(context: context, status, body: message + "\n", contentType: "text/plain; charset=utf-8", keepAlive: keepAlive)
+        respond(context: context, error, keepAlive: keepAlive)
         if keepAlive { continueAfterAnswer(context) }
     }
 
@@ -116,63 +111,40 @@ extension HTTPGatewayHandler {
         closeIfClientDone(context)
     }
 
-    /// The route's limits, then the backend.
-    func admit(
-        context: ChannelHandlerContext, route: Route, head: HTTPRequestHead, upgrade: UpgradeRequest, path: RequestPath, target: String,
-        identity: ClientIdentity, user: Identity?
-    ) {
-        request?.user = user?.user
-        do {
-            switch route.limiter.admit(ip: identity.address ?? Self.unknownAddress, user: user?.user) {
-            case .success(let lease):
-                // The client channel closes exactly once, on every path (relay end, refusal,
-                // error, timeout), so its close is where the count is given back.
-                context.channel.closeFuture.whenComplete { _ in lease.release() }
-            case .failure(let rejection):
-                services.metrics.upgrade(route: route.name, result: rejection.upgradeResult)
-                services.metrics.limitRejected(rejection)
-                request?.rejection = rejection.label
-                respond(
-                    context: context, rejection.status, body: rejection.message + "\n", contentType: "text/plain; charset=utf-8",
-                    headers: [("Retry-After", String(rejection.retryAfter))], keepAlive: false
-                )
-                return
-            }
+    /// The route's caps, then the backend.
+    func admit(context: ChannelHandlerContext, _ screened: Admission.Screened, upgrade: UpgradeRequest, head: HTTPRequestHead, identity: Identity?) {
+        request?.user = identity?.user
+        switch Admission.lease(screened, identity: identity) {
+        case .success(let lease):
+            // The client channel closes exactly once, on every path (relay end, refusal,
+            // error, timeout), so its close is where the count is given back.
+            context.channel.closeFuture.whenComplete { _ in lease.release() }
+        case .failure(let error):
+            services.metrics.upgradeFailed(route: screened.route.name, error)
+            services.metrics.refused(error)
+            request?.rejection = error.rejection
+            respond(context: context, error, keepAlive: false)
+            return
         }
-        startUpgrade(context: context, route: route, head: head, request: upgrade, path: path, target: target, identity: identity, user: user)
+        startUpgrade(context: context, screened, upgrade: upgrade, head: head, identity: identity)
     }
 
-    func refuse(context: ChannelHandlerContext, route: Route, _ refusal: AuthRefusal) {
-        services.metrics.upgrade(route: route.name, result: refusal.result)
-        request?.rejection = refusal.result
-        if let body = refusal.body {
-            let contentType = refusal.headers.first { $0.0.lowercased() == "content-type" }?.1 ?? "text/plain; charset=utf-8"
-            let headers = refusal.headers.filter { $0.0.lowercased() != "content-type" }
-            respond(context: context, refusal.status, body: String(decoding: body, as: UTF8.self), contentType: contentType, headers: headers, keepAlive: false)
-        } else {
-            respond(context: context, refusal.status, body: refusal.message + "\n", contentType: "text/plain; charset=utf-8", headers: refusal.headers, keepAlive: false)
-        }
-    }
-
-    func startUpgrade(
-        context: ChannelHandlerContext, route: Route, head: HTTPRequestHead, request upgradeRequest: UpgradeRequest,
-        path: RequestPath, target: String, identity: ClientIdentity, user: Identity?
-    ) {
-        let client = forwardingClient(head, identity)
+    func startUpgrade(context: ChannelHandlerContext, _ screened: Admission.Screened, upgrade upgradeRequest: UpgradeRequest, head: HTTPRequestHead, identity: Identity?) {
         let downstream = WebSocketUpgrade.Downstream(
             context: context,
-            respond: { [self] status, message, result in
-                request?.rejection = result
-                respondAndClose(context: context, status, message)
+            respond: { [self] error in
+                request?.rejection = error.rejection
+                respond(context: context, error, keepAlive: false)
             },
             switchToRelay: { [self] head, relayHandler in switchToRelay(context: context, head: head, relayHandler: relayHandler) }
         )
         let origin = WebSocketUpgrade.Origin(
-            listener: configuration.listener, client: client, clientAddress: identity.address?.description ?? "unknown",
-            path: request?.path ?? path.path, identity: user, clientIP: identity.address
+            listener: configuration.listener, client: forwardingClient(screened.client),
+            clientAddress: screened.client.address?.description ?? "unknown", path: request?.path ?? screened.path.path,
+            identity: identity, clientIP: screened.client.address
         )
         let upgrade = WebSocketUpgrade(
-            downstream: downstream, route: route, clientHead: head, upgrade: upgradeRequest, requestTarget: target,
+            downstream: downstream, route: screened.route, clientHead: head, upgrade: upgradeRequest, requestTarget: screened.target,
             origin: origin, services: services
         ) { [self] outcome in
             switch outcome {

@@ -82,6 +82,24 @@ extension HTTPGatewayHandler {
         }
     }
 
+    /// The answer to a refused or failed request: the error's status, fields and message (or
+    /// the body a forward-auth service sent, with its own `Content-Type`).
+    func respond(context: ChannelHandlerContext, _ error: SluiceError, keepAlive: Bool, omitBody: Bool = false) {
+        guard let body = error.body else {
+            respond(
+                context: context, error.status, body: error.message + "\n", contentType: "text/plain; charset=utf-8", headers: error.headers,
+                keepAlive: keepAlive, omitBody: omitBody
+            )
+            return
+        }
+        let contentType = error.headers.first { $0.0.lowercased() == "content-type" }?.1 ?? "text/plain; charset=utf-8"
+        let headers = error.headers.filter { $0.0.lowercased() != "content-type" }
+        respond(
+            context: context, error.status, body: String(decoding: body, as: UTF8.self), contentType: contentType, headers: headers,
+            keepAlive: keepAlive, omitBody: omitBody
+        )
+    }
+
     func respondAndClose(context: ChannelHandlerContext, _ status: HTTPResponseStatus, _ message: String) {
         respond(context: context, status, body: message + "\n", contentType: "text/plain; charset=utf-8", keepAlive: false)
     }

@@ -42,19 +42,13 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
 
     /// The answer to give once the request body (if any) has been read.
     enum Answer {
-        case respond(HTTPResponseStatus, String, headers: [(String, String)], keepAlive: Bool, head: Bool)
+        /// Admission refused it.
+        case refuse(SluiceError, keepAlive: Bool, head: Bool)
         case demoPage(head: Bool, keepAlive: Bool)
-        case upgrade(Route, HTTPRequestHead, UpgradeRequest, RequestPath, ClientIdentity)
-        case proxy(Route, HTTPRequestHead, RequestPath, ClientIdentity, RequestFraming)
-    }
-
-    /// Who is asking, once the forwarding headers have been weighed.
-    struct ClientIdentity {
-        /// The socket peer (the client, or the last proxy).
-        var peer: IPAddress?
-        /// The client, after `trusted_proxies`.
-        var address: IPAddress?
-        var peerIsTrustedProxy: Bool
+        /// A WebSocket upgrade, admitted so far as its head goes.
+        case upgrade(Admission.Screened, UpgradeRequest, Admission.Request)
+        /// A plain request to proxy (started at its head, so the body can stream).
+        case proxy(Admission.Screened, Admission.Request)
     }
 
     /// The request being answered, for its access-log line.
@@ -128,6 +122,10 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     let pool: UpstreamPool
     /// This handler's context while it is in the pipeline (exchanges call back through it).
     var context: ChannelHandlerContext?
+    /// What admission reads of this connection, gathered at its first request.
+    var admissionConnection: Admission.Connection?
+    /// The peer's address as text, made once per connection.
+    var peerText: String??
 
     init(
         configuration: Configuration, routing: ListenerRouting, services: GatewayServices,
@@ -336,8 +334,8 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
             )
             requestEnded = false
             let answer = answer(for: head, vetted: vetted, context: context)
-            if case .proxy(let route, let head, let path, let identity, let framing) = answer {
-                startProxy(context: context, route: route, head: head, path: path, identity: identity, framing: framing)
+            if case .proxy(let screened, let admissionRequest) = answer {
+                startProxy(context: context, screened, admissionRequest)
             } else {
                 state = .pending(answer)
             }
@@ -378,125 +376,66 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
 
     // MARK: Decisions
 
-    /// Decides the answer from the head alone: limits, framing, routing, upgrade validation.
-    /// A head the fast path `vetted` is not read again for what it learned (`handle` has set
-    /// `requestHost` and `requestKeepAlive` from it).
+    /// Decides the answer from the head alone (`Admission.screen`). A head the fast path
+    /// `vetted` is not read again for what it learned (`handle` has set `requestHost` and
+    /// `requestKeepAlive` from it).
     func answer(for head: HTTPRequestHead, vetted: SimpleRequestHead.Vetted?, context: ChannelHandlerContext) -> Answer {
         let keepAlive = requestKeepAlive
         let isHead = head.method == .HEAD
-        func refuse(_ status: HTTPResponseStatus, _ message: String, headers: [(String, String)] = [], close: Bool = false) -> Answer {
-            .respond(status, message, headers: headers, keepAlive: keepAlive && !close, head: isHead)
-        }
-        let limits = configuration.limits
-        if head.method.rawValue.utf8.count + head.uri.utf8.count + 10 > limits.maxRequestLine {
-            return refuse(.uriTooLong, "request line longer than \(limits.maxRequestLine) bytes", close: true)
-        }
-        let framing = vetted?.framing ?? RequestFraming.read(head.headers)
-        if framing.fieldCount > limits.maxHeaders || framing.fieldBytes > limits.maxHeaderBytes {
-            return refuse(.requestHeaderFieldsTooLarge, "request headers exceed \(limits.maxHeaders) fields or \(limits.maxHeaderBytes) bytes", close: true)
-        }
-        if let problem = framing.problem { return refuse(.badRequest, problem.message, close: true) }
-        if framing.hostCount > 1 || (head.version.major == 1 && head.version.minor >= 1 && framing.hostCount != 1) {
-            return refuse(.badRequest, "exactly one Host header is required", close: true)
-        }
-        if framing.authorizationCount > 1 { return refuse(.badRequest, "more than one Authorization header", close: true) }
-        if framing.originCount > 1 { return refuse(.badRequest, "more than one Origin header", close: true) }
-        if let host = requestHost, !HTTPSyntax.isValidHost(host) {
-            return refuse(.badRequest, "invalid Host header", close: true)
-        }
-        let path: RequestPath
-        do {
-            path = try RequestPath.parse(head.uri)
-        } catch {
-            return refuse(.badRequest, "invalid request target", close: true)
-        }
-        let routing = self.routing.refresh()
-        let identity = identify(head, trusted: routing.trustedProxies, context: context)
-        request?.client = identity.address
-        guard let route = routing.routes.route(host: requestHost, path: path.path) else {
-            return refuse(.notFound, "no route for this host and path")
-        }
-        request?.route = route.name
-        if route.configuration.builtin == .demo {
-            // The page itself, not a catch-all: /favicon.ico and friends are 404s.
-            guard DemoPage.serves(path.path, prefix: route.configuration.match.pathPrefix) else {
-                return refuse(.notFound, "no such page")
+        let admissionRequest = Admission.Request(
+            head: head, host: requestHost, framing: vetted?.framing ?? RequestFraming.read(head.headers), simple: vetted != nil
+        )
+        switch Admission.screen(admissionRequest, on: connectionFacts(context), routing: routing.refresh()) {
+        case .success(let screened):
+            request?.client = screened.client.address
+            request?.route = screened.route.name
+            switch screened.purpose {
+            case .proxy: return .proxy(screened, admissionRequest)
+            case .upgrade(let upgrade): return .upgrade(screened, upgrade, admissionRequest)
+            case .demoPage: return .demoPage(head: isHead, keepAlive: keepAlive)
             }
-            guard head.method == .GET || head.method == .HEAD else {
-                return refuse(.methodNotAllowed, "only GET and HEAD", headers: [("Allow", "GET, HEAD")])
-            }
-            return .demoPage(head: isHead, keepAlive: keepAlive)
+        case .failure(let refusal):
+            request?.client = refusal.client?.address
+            request?.route = refusal.route?.name
+            request?.rejection = refusal.error.rejection
+            services.metrics.refused(refusal.error)
+            if let route = refusal.upgradeRoute { services.metrics.upgradeFailed(route: route.name, refusal.error) }
+            return .refuse(refusal.error, keepAlive: keepAlive && !refusal.error.closesConnection, head: isHead)
         }
-        guard vetted == nil && UpgradeRequest.isAttempt(head) else {
-            if route.servesHTTP {
-                // Browsers send Origin on cross-site requests that can change state; a request
-                // without one (a navigation, a non-browser client) is not refused for that.
-                if let policy = route.configuration.origin, let origin = head.headers.first(name: "origin"), !policy.allows(origin) {
-                    request?.rejection = "origin_rejected"
-                    return refuse(.forbidden, "this origin may not call this route")
-                }
-                if let rejection = route.limiter.admitRequest(ip: identity.address ?? Self.unknownAddress) {
-                    services.metrics.limitRejected(rejection)
-                    request?.rejection = rejection.label
-                    return refuse(rejection.status, rejection.message, headers: [("Retry-After", String(rejection.retryAfter))])
-                }
-                return .proxy(route, head, path, identity, framing)
-            }
-            return refuse(.upgradeRequired, "this route accepts WebSocket connections only", headers: [("Upgrade", "websocket")])
-        }
-        let upgrade: UpgradeRequest
-        do {
-            upgrade = try UpgradeRequest.validate(head, allowedProtocols: route.websocket.subprotocols)
-        } catch {
-            services.metrics.upgrade(route: route.name, result: "bad_request")
-            request?.rejection = "bad_request"
-            return refuse(error.status, error.message, headers: error.headers, close: true)
-        }
-        if let policy = route.configuration.origin, !policy.allows(head.headers.first(name: "origin")) {
-            services.metrics.upgrade(route: route.name, result: "origin_rejected")
-            request?.rejection = "origin_rejected"
-            return refuse(.forbidden, "this origin may not open WebSockets here", close: true)
-        }
-        return .upgrade(route, head, upgrade, path, identity)
     }
 
-    /// Counted as one address when the peer's cannot be read (a Unix socket in tests).
-    static let unknownAddress = IPAddress(bytes: [0, 0, 0, 0])!
-
-    var peerAddress: IPAddress??
-    /// The peer's address as text, made once per connection.
-    var peerText: String??
+    /// The connection's facts admission reads, gathered once.
+    func connectionFacts(_ context: ChannelHandlerContext) -> Admission.Connection {
+        if let facts = admissionConnection { return facts }
+        let facts = Admission.Connection(
+            listener: configuration.listener, tls: configuration.tls, peer: ClientAddress.ip(of: context.channel.remoteAddress),
+            limits: configuration.limits
+        )
+        admissionConnection = facts
+        return facts
+    }
 
     /// Who asked, as the backend is told in the forwarding headers.
-    func forwardingClient(_ head: HTTPRequestHead, _ identity: ClientIdentity) -> ForwardedHeaders.Client {
-        if peerText == nil { peerText = .some(identity.peer?.description) }
+    func forwardingClient(_ client: Admission.Client) -> ForwardedHeaders.Client {
+        if peerText == nil { peerText = .some(client.peer?.description) }
         return ForwardedHeaders.Client(
             address: peerText ?? nil, host: requestHost, tls: configuration.tls,
-            trustsIncomingChain: identity.peerIsTrustedProxy,
+            trustsIncomingChain: client.peerIsTrustedProxy,
             keepsUnderscoreFields: configuration.limits.underscoreHeaders == .keep
         )
     }
 
-    func identify(_ head: HTTPRequestHead, trusted: [CIDR], context: ChannelHandlerContext) -> ClientIdentity {
-        if peerAddress == nil { peerAddress = .some(ClientAddress.ip(of: context.channel.remoteAddress)) }
-        let peer = peerAddress ?? nil
-        let peerIsTrusted = peer.map { ClientAddress.isTrusted($0, trusted) } ?? false
-        let address = peerIsTrusted ? ClientAddress.resolve(peer: peer, headers: head.headers, trusted: trusted) : peer
-        return ClientIdentity(peer: peer, address: address, peerIsTrustedProxy: peerIsTrusted)
-    }
-
     func perform(_ answer: Answer, context: ChannelHandlerContext) {
         switch answer {
-        case .respond(let status, let message, let headers, let keepAlive, let isHead):
-            respond(context: context, status, body: message + "\n", contentType: "text/plain; charset=utf-8", headers: headers, keepAlive: keepAlive, omitBody: isHead)
+        case .refuse(let error, let keepAlive, let isHead):
+            respond(context: context, error, keepAlive: keepAlive, omitBody: isHead)
         case .demoPage(let isHead, let keepAlive):
             respond(context: context, .ok, body: DemoPage.html, contentType: "text/html; charset=utf-8", headers: [("Cache-Control", "no-store")], keepAlive: keepAlive, omitBody: isHead)
         case .proxy:
             break  // started at the head, so the body can stream
-        case .upgrade(let route, let head, let upgrade, let path, let identity):
-            let target = route.upstreamTarget(for: path, upgrade: true)
-            authorize(context: context, route: route, head: head, path: path, target: target, identity: identity) { [self] user in
-                admit(context: context, route: route, head: head, upgrade: upgrade, path: path, target: target, identity: identity, user: user)
+        case .upgrade(let screened, let upgrade, let admissionRequest):
+            authorize(context: context, screened, admissionRequest) { [self] identity in
+                admit(context: context, screened, upgrade: upgrade, head: admissionRequest.head, identity: identity)
             }
         }
     }
@@ -504,31 +443,26 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     /// Runs the route's authentication (none on public routes) with reads held, then `admitted`
     /// with the identity, or answers the refusal.
     func authorize(
-        context: ChannelHandlerContext, route: Route, head: HTTPRequestHead, path: RequestPath, target: String, identity: ClientIdentity,
+        context: ChannelHandlerContext, _ screened: Admission.Screened, _ admissionRequest: Admission.Request,
         admitted: @escaping (Identity?) -> Void
     ) {
-        guard let authenticator = route.authenticator else {
+        guard screened.route.authenticator != nil else {
             admitted(nil)
             return
         }
         state = .authorizing
         heldParts = []
-        let authRequest = RouteAuthenticator.Request(
-            head: head, query: path.query, target: target, host: requestHost, client: identity.address, tls: configuration.tls
-        )
-        authenticator.authenticate(authRequest, on: context.eventLoop).assumeIsolated().whenComplete { [self] result in
-            guard case .authorizing = state else { return }
-            switch result {
-            case .success(.success(let user)):
-                admitted(user)
-            case .success(.failure(let refusal)):
-                refuse(context: context, route: route, refusal)
-            case .failure:
-                refuse(context: context, route: route, AuthRefusal(
-                    status: .serviceUnavailable, message: "authentication is unavailable; retry later", headers: [], result: "auth_unavailable"
-                ))
+        Admission.authenticate(screened, admissionRequest, on: connectionFacts(context), eventLoop: context.eventLoop)
+            .assumeIsolated().whenSuccess { [self] result in
+                guard case .authorizing = state else { return }
+                switch result {
+                case .success(let identity):
+                    admitted(identity)
+                case .failure(let error):
+                    if case .upgrade = screened.purpose { services.metrics.upgradeFailed(route: screened.route.name, error) }
+                    request?.rejection = error.rejection
+                    respond(context: context, error, keepAlive: false)
+                }
             }
-        }
     }
-
 }

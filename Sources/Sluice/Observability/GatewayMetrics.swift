@@ -87,8 +87,19 @@ public final class GatewayMetrics: Sendable {
         }
     }
 
-    func upgrade(route: String, result: String) {
-        counter("sluice_websocket_upgrades_total", [("route", route), ("result", result)]).increment()
+    /// An upgrade the backend accepted: `sluice_websocket_upgrades_total{result="ok"}`.
+    func upgradeSucceeded(route: String) {
+        counter("sluice_websocket_upgrades_total", [("route", route), ("result", "ok")]).increment()
+    }
+
+    /// An upgrade refused or failed, under its error's label.
+    func upgradeFailed(route: String, _ error: SluiceError) {
+        counter("sluice_websocket_upgrades_total", [("route", route), ("result", error.label.rawValue)]).increment()
+    }
+
+    /// A refused request or upgrade: the limit that refused it, if one did.
+    func refused(_ error: SluiceError) {
+        if let limit = error.limit { limitRejected(limit) }
     }
 
     /// One ended WebSocket: its close code (`none` when it ended without one), who ended it, and

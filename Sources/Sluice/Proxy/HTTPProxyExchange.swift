@@ -46,8 +46,8 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
     private let maxRequestBody: Int?
     private let times: Route.ProxyTimes
 
-    private var candidates: [Int] = []
-    private var attempt = 0
+    private var attempts: BackendAttempts
+    /// The backend this exchange holds a connection to (counted in its in-flight requests).
     private var backendIndex: Int?
     private var connection: UpstreamConnection?
     /// Request bytes read before a backend connection was ready.
@@ -95,6 +95,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         times = route.proxyTimes
         requestChunked = request.framing.chunked
         requestHasBody = request.framing.hasBody
+        attempts = BackendAttempts(backends, attempts: max(backends.backends.count, 2), client: request.clientIP, headers: request.head.headers)
     }
 
     private var eventLoop: any EventLoop { client.eventLoop }
@@ -115,17 +116,14 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
 
     func start() {
         if let limit = maxRequestBody, let length = request.framing.contentLength, length > limit {
-            fail(.payloadTooLarge, "request body larger than \(limit) bytes", result: "too_large", keepAlive: false)
+            fail(.client(.payloadTooLarge, .tooLarge, "request body larger than \(limit) bytes"), keepAlive: false)
             return
         }
         if HeaderTokens.contains(request.head.headers, "expect", token: "100-continue") {
             // Sluice reads the body itself, so it answers the expectation itself.
             client.writeAndFlush(NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
         }
-        var sticky: String?
-        if case .cookie(let name) = backends.balance.sticky { sticky = CookieHeader.value(named: name, in: request.head.headers) }
-        candidates = backends.candidates(attempts: max(backends.backends.count, 2), client: request.clientIP, stickyCookie: sticky)
-        connectNext(lastFailure: nil)
+        connectNext()
     }
 
     func requestBody(_ buffer: ByteBuffer) {
@@ -133,7 +131,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         requestBodyBytes += buffer.readableBytes
         if let limit = maxRequestBody, requestBodyBytes > limit {
             if responseHead == nil {
-                fail(.payloadTooLarge, "request body larger than \(limit) bytes", result: "too_large", keepAlive: false)
+                fail(.client(.payloadTooLarge, .tooLarge, "request body larger than \(limit) bytes"), keepAlive: false)
             } else {
                 abortBoth()
             }
@@ -194,16 +192,12 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
 
     // MARK: Backend side
 
-    private func connectNext(lastFailure: BackendConnectFailure?) {
+    private func connectNext() {
         guard !finished else { return }
-        guard attempt < candidates.count else {
-            let answer = BackendConnectFailure.answer(after: lastFailure)
-            fail(answer.status, answer.message, result: answer.result, keepAlive: true)
+        guard let (index, backend) = attempts.nextBackend() else {
+            fail(attempts.exhausted, keepAlive: true)
             return
         }
-        let index = candidates[attempt]
-        attempt += 1
-        let backend = backends.backend(index)
         if let pooled = pool.takeIdle(backend, settings: times.pool, on: eventLoop) {
             attach(pooled, index: index)
             return
@@ -212,7 +206,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         UpstreamConnection.connect(backend, timeout: times.pool.connectTimeout, on: eventLoop).hop(to: eventLoop).assumeIsolated().whenComplete { [self] result in
             switch result {
             case .success(let connection):
-                backends.connectSucceeded(index)
+                attempts.connected()
                 route.metrics?.connectTime.recordNanoseconds((NIODeadline.now() - startedAt).nanoseconds)
                 guard !finished else {
                     pool.release(connection, backend: backend, settings: times.pool, reusable: true)
@@ -220,8 +214,8 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
                 }
                 attach(connection, index: index)
             case .failure(let error):
-                backends.connectFailed(index)
-                connectNext(lastFailure: BackendConnectFailure(error))
+                attempts.failed(error)
+                connectNext()
             }
         }
     }
@@ -251,10 +245,9 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
     private func upstreamHead(for backend: Backend) -> ByteBuffer {
         var head = client.channel.allocator.buffer(capacity: 512)
         head.writeRequestLine(request.head.method, backend.target(for: request.target))
-        route.upstreamFields.forEach(request.head.headers, client: request.client, identity: request.identity) { head.writeField($0, $1) }
-        for (name, value) in request.identity?.headers ?? [] { head.writeField(name, value) }
-        let host = route.configuration.hostHeader == .backend ? backend.hostHeader : (request.client.host ?? backend.hostHeader)
-        head.writeField("Host", host)
+        UpstreamHead.forEachField(route: route, headers: request.head.headers, client: request.client, identity: request.identity, backend: backend) {
+            head.writeField($0, $1)
+        }
         if requestChunked { head.writeStaticString("Transfer-Encoding: chunked\r\n") }
         if let forwarding = request.forwarding {
             head.writeImmutableBuffer(forwarding)
@@ -341,14 +334,15 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
             abortBoth()
             return
         }
-        if reused && retriable && attempt <= candidates.count + 1 {
-            // A kept-alive connection the backend had closed: send the request again.
-            attempt = max(0, attempt - 1)
-            connectNext(lastFailure: nil)
+        if reused && retriable {
+            // A kept-alive connection the backend had closed: send the request again (to the
+            // same backend: its next idle connection, at last a new one).
+            attempts.again()
+            connectNext()
             return
         }
         let reason = error.map { BackendConnectFailure.describe($0) } ?? "closed the connection"
-        fail(.badGateway, "backend failed before answering (\(reason))", result: "backend_error", keepAlive: false)
+        fail(.backend(.badGateway, .backendError, "backend failed before answering (\(reason))"), keepAlive: false)
     }
 
     func upstreamWritable() {
@@ -374,14 +368,16 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         )
     }
 
-    private func fail(_ status: HTTPResponseStatus, _ message: String, result: String, keepAlive: Bool) {
+    private func fail(_ error: SluiceError, keepAlive: Bool) {
         guard !finished else { return }
         finished = true
         cancelTimers()
         releaseConnection(reusable: false)
-        services.logger.info("proxy request failed", metadata: ["route": "\(route.name)", "status": "\(status.code)", "reason": "\(message)"])
+        services.logger.info("proxy request failed", metadata: [
+            "route": "\(route.name)", "status": "\(error.status.code)", "source": "\(error.source.rawValue)", "reason": "\(error.message)",
+        ])
         // The client's body may be unread: keep the connection only if there was none.
-        downstream.exchangeFailed(status, message, result: result, keepAlive: keepAlive && requestDone && request.keepAlive)
+        downstream.exchangeFailed(error, keepAlive: keepAlive && requestDone && request.keepAlive)
     }
 
     private func abortBoth() {
@@ -427,7 +423,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         var next: NIODeadline?
         if let deadline = responseDeadline, responseHead == nil {
             if deadline <= now {
-                fail(.gatewayTimeout, "backend did not answer in time", result: "backend_timeout", keepAlive: false)
+                fail(.backend(.gatewayTimeout, .backendTimeout, "backend did not answer in time"), keepAlive: false)
                 return nil
             }
             next = deadline
@@ -436,7 +432,8 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
             let due = lastBodyActivity + times.idle
             if due <= now {
                 if responseHead == nil {
-                    fail(.gatewayTimeout, "request body stalled", result: "timeout", keepAlive: false)
+                    // The client stalled; the 504 says the backend never got the whole request.
+                    fail(.client(.gatewayTimeout, .timeout, "request body stalled"), keepAlive: false)
                 } else {
                     abortBoth()
                 }
@@ -459,7 +456,7 @@ protocol HTTPProxyDownstream: AnyObject {
     /// Stop or resume reading the client (request body backpressure).
     func pauseClientReads(_ paused: Bool)
     /// A short error response before any response head was written.
-    func exchangeFailed(_ status: HTTPResponseStatus, _ message: String, result: String, keepAlive: Bool)
+    func exchangeFailed(_ error: SluiceError, keepAlive: Bool)
     /// The exchange ended: the status sent, body bytes sent, whether the client connection may
     /// carry another request, and (when it may not) the write of the response's end.
     func exchangeFinished(status: HTTPResponseStatus, bytes: Int, reusable: Bool, written: EventLoopFuture<Void>?)

@@ -2,8 +2,8 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 
-/// Why a connection to a backend could not be made, and what the client is told when no
-/// backend is left to try. Shared by WebSocket upgrades and plain HTTP requests.
+/// Why a connection to a backend could not be made (`SluiceError.connectFailed` says what the
+/// client is told once no backend is left). Shared by WebSocket upgrades and plain requests.
 enum BackendConnectFailure {
     case refused(String)
     case timeout
@@ -13,16 +13,6 @@ enum BackendConnectFailure {
             self = .timeout
         } else {
             self = .refused(Self.describe(error))
-        }
-    }
-
-    /// The status, the short body and the metrics result label once every candidate failed
-    /// (`nil`: none could be tried).
-    static func answer(after last: BackendConnectFailure?) -> (status: HTTPResponseStatus, message: String, result: String) {
-        switch last {
-        case .timeout: (.gatewayTimeout, "backend connect timed out", "backend_timeout")
-        case .refused(let reason): (.badGateway, "backend unreachable: \(reason)", "backend_refused")
-        case nil: (.badGateway, "no backend available", "no_backend")
         }
     }
 

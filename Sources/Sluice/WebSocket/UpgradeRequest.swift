@@ -1,9 +1,11 @@
 import NIOHTTP1
 
-/// A client's WebSocket upgrade request that passed RFC 6455 §4.2.1, with the offer as the
-/// backend will see it.
+/// A client's WebSocket request that passed RFC 6455 §4.2.1 (an HTTP/1.1 upgrade) or RFC 8441
+/// §4 (an HTTP/2 extended CONNECT), with the offer as the backend will see it: an ordinary
+/// HTTP/1.1 upgrade in either case.
 struct UpgradeRequest: Equatable {
-    /// `Sec-WebSocket-Key`, as sent.
+    /// `Sec-WebSocket-Key`: the client's for an upgrade, one Sluice made for an extended CONNECT
+    /// (whose client sends none; the backend's handshake needs one).
     var key: String
     /// Subprotocols offered, narrowed to the route's allowed list, in the client's order.
     var protocols: [String]
@@ -11,6 +13,8 @@ struct UpgradeRequest: Equatable {
     var extensions: [String]
     /// Extension names the client offered, lower-cased.
     var offeredExtensionNames: Set<String>
+    /// It came as an HTTP/2 extended CONNECT: the client is answered 200, not 101.
+    var isExtendedConnect = false
 
     /// Why an upgrade is refused, with the status the client gets.
     struct Rejection: Error, Equatable {
@@ -74,6 +78,29 @@ struct UpgradeRequest: Equatable {
         guard keys.count == 1, case let key = keys[0].trimmingSpacesAndTabs(), WebSocketKey.isValid(key) else {
             throw Rejection(status: .badRequest, message: "Sec-WebSocket-Key must be the base64 of 16 bytes")
         }
+        return try offer(headers, key: key, allowedProtocols: allowedProtocols)
+    }
+
+    /// Validates an HTTP/2 extended CONNECT (RFC 8441 §4-5): `:method` CONNECT, `:protocol`
+    /// websocket, version 13; the client sends no key, so Sluice makes one for the backend.
+    static func validateExtendedConnect(_ head: HTTPRequestHead, protocol wanted: String, allowedProtocols: [String]?) throws(Rejection) -> UpgradeRequest {
+        guard head.method == .CONNECT else {
+            throw Rejection(status: .badRequest, message: ":protocol is only for CONNECT")
+        }
+        guard wanted.lowercased() == "websocket" else {
+            throw Rejection(status: .notImplemented, message: "extended CONNECT for '\(wanted.prefix(32))' is not supported; only websocket")
+        }
+        let versions = head.headers["sec-websocket-version"]
+        guard versions.count == 1, versions[0].trimmingSpacesAndTabs() == "13" else {
+            throw Rejection(status: .badRequest, message: "sec-websocket-version 13 is required", headers: [("sec-websocket-version", "13")])
+        }
+        var request = try offer(head.headers, key: WebSocketKey.random(), allowedProtocols: allowedProtocols)
+        request.isExtendedConnect = true
+        return request
+    }
+
+    /// The subprotocol and extension offer, narrowed to `allowedProtocols`.
+    private static func offer(_ headers: HTTPHeaders, key: String, allowedProtocols: [String]?) throws(Rejection) -> UpgradeRequest {
         let offered = HeaderTokens.list(headers, "sec-websocket-protocol")
         for name in offered where !isToken(name) {
             throw Rejection(status: .badRequest, message: "'\(name)' is not a valid subprotocol name")

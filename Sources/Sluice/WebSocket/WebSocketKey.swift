@@ -21,6 +21,13 @@ public enum WebSocketKey {
         return true
     }
 
+    /// A fresh key: the base64 of 16 random bytes.
+    static func random() -> String {
+        var generator = SystemRandomNumberGenerator()
+        let bytes = (0..<16).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        return bytes.withUnsafeBytes { base64($0) }
+    }
+
     /// The `Sec-WebSocket-Accept` value for `key`: base64 of SHA-1 of the key and the GUID.
     public static func accept(for key: some StringProtocol) -> String {
         var hash = Insecure.SHA1()

@@ -38,8 +38,8 @@ final class WebSocketUpgrade {
     /// What the client side must do for the upgrade; implemented by the HTTP handler.
     struct Downstream {
         var context: ChannelHandlerContext
-        /// Writes a complete short response and closes; the last argument is the result label.
-        var respond: (HTTPResponseStatus, String, String) -> Void
+        /// Writes the error's short response and closes.
+        var respond: (SluiceError) -> Void
         /// Writes `head` and replaces the client channel's HTTP handlers with `relayHandler`; the
         /// future completes when the request decoder has left the pipeline.
         var switchToRelay: (HTTPResponseHead, RelayHandler) -> EventLoopFuture<Void>
@@ -57,9 +57,9 @@ final class WebSocketUpgrade {
     private var currentBackend: Backend?
     private var handshakeStartedAt = NIODeadline.now()
 
-    private var candidates: [Int] = []
+    private var attempts: BackendAttempts?
+    /// The backend whose connection answers the handshake.
     private var currentIndex: Int?
-    private var attempt = 0
     private var upstream: (any Channel)?
     private var handshakeHandler: UpstreamHandshakeHandler?
     private var handshakeTimer: Scheduled<Void>?
@@ -87,13 +87,11 @@ final class WebSocketUpgrade {
 
     func start() {
         guard let backends = route.backends else {
-            fail(.internalServerError, "route has no backends", result: "no_backend")
+            fail(SluiceError(source: .gateway, status: .internalServerError, label: .noBackend, message: "route has no backends"))
             return
         }
-        var sticky: String?
-        if case .cookie(let name) = backends.balance.sticky { sticky = CookieHeader.value(named: name, in: clientHead.headers) }
-        candidates = backends.candidates(attempts: route.websocket.maxConnectAttempts, client: origin.clientIP, stickyCookie: sticky)
-        connectNext(lastError: nil)
+        attempts = BackendAttempts(backends, attempts: route.websocket.maxConnectAttempts, client: origin.clientIP, headers: clientHead.headers)
+        connectNext()
     }
 
     /// The client went away while the upgrade was in flight.
@@ -107,16 +105,13 @@ final class WebSocketUpgrade {
 
     // MARK: Connect
 
-    private func connectNext(lastError: BackendConnectFailure?) {
-        guard !finished else { return }
-        guard attempt < candidates.count else {
-            let answer = BackendConnectFailure.answer(after: lastError)
-            fail(answer.status, answer.message, result: answer.result)
+    private func connectNext() {
+        guard !finished, var attempts else { return }
+        guard let (index, backend) = attempts.nextBackend() else {
+            fail(attempts.exhausted)
             return
         }
-        let index = candidates[attempt]
-        let backend = route.backends!.backend(index)
-        attempt += 1
+        self.attempts = attempts
         connectStartedAt = .now()
         let request = upstreamRequest(for: backend)
         let handler = UpstreamHandshakeHandler(request: request) { [self] event in
@@ -135,7 +130,7 @@ final class WebSocketUpgrade {
                 handshakeHandler = handler
                 currentBackend = backend
                 currentIndex = index
-                route.backends?.connectSucceeded(index)
+                self.attempts?.connected()
                 handshakeStartedAt = .now()
                 route.metrics?.connectTime.recordNanoseconds((handshakeStartedAt - connectStartedAt).nanoseconds)
                 handshakeTimer = eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(route.websocket.handshakeTimeout)) { [self] in
@@ -143,26 +138,25 @@ final class WebSocketUpgrade {
                 }
             case .failure(let error):
                 logger.debug("backend connect failed", metadata: ["backend": "\(backend.url)", "error": "\(error)"])
-                route.backends?.connectFailed(index)
-                connectNext(lastError: BackendConnectFailure(error))
+                self.attempts?.failed(error)
+                connectNext()
             }
         }
     }
 
+    /// The client's fields an upgrade writes itself (lower-case).
+    private static let ownFields = ["sec-websocket-key", "sec-websocket-version", "sec-websocket-protocol", "sec-websocket-extensions", "sec-websocket-accept"]
+
     /// The upgrade request the backend receives: the client's end-to-end headers, the validated
     /// WebSocket fields, and forwarding headers.
     private func upstreamRequest(for backend: Backend) -> HTTPRequestHead {
-        var kept: [(String, String)] = []
-        kept.reserveCapacity(clientHead.headers.count + 12)
-        route.upstreamFields.forEach(clientHead.headers, client: origin.client, identity: origin.identity) { kept.append(($0, $1)) }
-        var headers = HTTPHeaders(kept)
-        for (name, value) in origin.identity?.headers ?? [] { headers.add(name: name, value: value) }
-        for name in ["sec-websocket-key", "sec-websocket-version", "sec-websocket-protocol", "sec-websocket-extensions", "sec-websocket-accept"] {
-            headers.remove(name: name)
-        }
-        let host = route.configuration.hostHeader == .backend ? backend.hostHeader : (clientHead.headers.first(name: "host") ?? backend.hostHeader)
-        headers.add(name: "Host", value: host)
-        let client = origin.client
+        var fields: [(String, String)] = []
+        fields.reserveCapacity(clientHead.headers.count + 12)
+        UpstreamHead.forEachField(
+            route: route, headers: clientHead.headers, client: origin.client, identity: origin.identity, backend: backend,
+            dropping: Self.ownFields
+        ) { fields.append(($0, $1)) }
+        var headers = HTTPHeaders(fields)
         headers.add(name: "Connection", value: "Upgrade")
         headers.add(name: "Upgrade", value: "websocket")
         headers.add(name: "Sec-WebSocket-Key", value: upgrade.key)
@@ -171,8 +165,7 @@ final class WebSocketUpgrade {
             headers.add(name: "Sec-WebSocket-Protocol", value: upgrade.protocols.joined(separator: ", "))
         }
         for value in upgrade.extensions { headers.add(name: "Sec-WebSocket-Extensions", value: value) }
-        let chains = ForwardedHeaders.incomingChains(clientHead.headers, client: client)
-        for (name, value) in ForwardedHeaders.fields(for: client, chains: chains) { headers.add(name: name, value: value) }
+        for (name, value) in UpstreamHead.forwardingFields(headers: clientHead.headers, client: origin.client) { headers.add(name: name, value: value) }
         return HTTPRequestHead(version: .http1_1, method: .GET, uri: backend.target(for: requestTarget), headers: headers)
     }
 
@@ -182,7 +175,7 @@ final class WebSocketUpgrade {
         guard !finished, !streamingResponse else { return }
         handshakeHandler?.detach()
         upstream?.close(promise: nil)
-        fail(.gatewayTimeout, "backend did not answer the WebSocket handshake in time", result: "backend_timeout")
+        fail(.backend(.gatewayTimeout, .backendTimeout, "backend did not answer the WebSocket handshake in time"))
     }
 
     private func handshakeEvent(_ event: UpstreamHandshakeHandler.Event) {
@@ -196,12 +189,12 @@ final class WebSocketUpgrade {
                 } catch {
                     handshakeHandler?.detach()
                     upstream?.close(promise: nil)
-                    fail(.badGateway, error.message, result: "backend_error")
+                    fail(.backend(.badGateway, .backendError, error.message))
                 }
             } else {
                 handshakeTimer?.cancel()
                 streamingResponse = true
-                services.metrics.upgrade(route: route.name, result: "backend_rejected")
+                services.metrics.upgradeFailed(route: route.name, .backend(head.status, .backendRejected, "backend refused the upgrade"))
                 var headers = ForwardedHeaders.endToEnd(head.headers)
                 headers.replaceOrAdd(name: "Connection", value: "close")
                 let response = HTTPResponseHead(version: .http1_1, status: head.status, headers: headers)
@@ -228,7 +221,7 @@ final class WebSocketUpgrade {
                 downstream.context.close(promise: nil)
                 completion(.responded(backendHead?.status))
             } else {
-                fail(.badGateway, "backend closed the connection during the handshake (\(BackendConnectFailure.describe(error)))", result: "backend_error")
+                fail(.backend(.badGateway, .backendError, "backend closed the connection during the handshake (\(BackendConnectFailure.describe(error)))"))
             }
         }
     }
@@ -236,7 +229,7 @@ final class WebSocketUpgrade {
     private func startRelay(backendHead: HTTPResponseHead, response: UpgradeResponse) {
         guard !finished, let upstream, let handshakeHandler else { return }
         guard upstream.isActive else {
-            fail(.badGateway, "backend closed the connection right after its 101", result: "backend_error")
+            fail(.backend(.badGateway, .backendError, "backend closed the connection right after its 101"))
             return
         }
         finished = true
@@ -254,7 +247,7 @@ final class WebSocketUpgrade {
         let head = HTTPResponseHead(version: .http1_1, status: .switchingProtocols, headers: headers)
 
         route.metrics?.handshakeTime.recordNanoseconds((NIODeadline.now() - handshakeStartedAt).nanoseconds)
-        services.metrics.upgrade(route: route.name, result: "ok")
+        services.metrics.upgradeSucceeded(route: route.name)
         let registry = services.registry
         let info = ConnectionInfo(
             id: registry.makeID(), route: route.name, listener: origin.listener, client: origin.clientAddress,
@@ -316,12 +309,14 @@ final class WebSocketUpgrade {
         upstream.read()
     }
 
-    private func fail(_ status: HTTPResponseStatus, _ message: String, result: String) {
+    private func fail(_ error: SluiceError) {
         finished = true
         handshakeTimer?.cancel()
-        services.metrics.upgrade(route: route.name, result: result)
-        logger.info("websocket upgrade failed", metadata: ["route": "\(route.name)", "status": "\(status.code)", "reason": "\(message)"])
-        downstream.respond(status, message, result)
+        services.metrics.upgradeFailed(route: route.name, error)
+        logger.info("websocket upgrade failed", metadata: [
+            "route": "\(route.name)", "status": "\(error.status.code)", "source": "\(error.source.rawValue)", "reason": "\(error.message)",
+        ])
+        downstream.respond(error)
         completion(.responded(nil))
     }
 
