@@ -60,7 +60,7 @@ struct FaultMatrixTests {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             try TestCertificateAuthority.write(serverName: "localhost", in: directory)
             log = "\(directory)/observed.jsonl"
-            FileManager.default.createFile(atPath: log, contents: nil)
+            _ = FileManager.default.createFile(atPath: log, contents: nil)
             backend = try await PythonPeer(["backend", log], script: Self.script)
             tlsBackend = try await PythonPeer(["backend", log, "\(directory)/server.pem,\(directory)/server-key.pem"], script: Self.script)
             vanishing = try await PythonPeer(["vanish-backend"], script: Self.script)

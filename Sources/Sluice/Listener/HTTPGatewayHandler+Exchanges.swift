@@ -6,15 +6,13 @@ import SluiceConfig
 /// What follows an admitted request: a plain request proxied to a backend, or an upgrade
 /// handed to `WebSocketUpgrade` under the route's limits, and the switch to the relay.
 extension HTTPGatewayHandler {
-    func startProxy(context: ChannelHandlerContext, _ screened: Admission.Screened, _ admissionRequest: Admission.Request) {
+    /// A plain request's head was admitted: proxy it now (public route) or once authenticated.
+    func startProxy(context: ChannelHandlerContext, _ answer: Answer, _ screened: Admission.Screened, _ admissionRequest: Admission.Request) {
         guard screened.route.authenticator != nil else {
-            // Public route: no closure to keep for an answer that is already known.
             beginExchange(context: context, screened, admissionRequest, identity: nil)
             return
         }
-        authorize(context: context, screened, admissionRequest) { [self] identity in
-            beginExchange(context: context, screened, admissionRequest, identity: identity)
-        }
+        authorize(context: context, answer, screened, admissionRequest)
     }
 
     func beginExchange(context: ChannelHandlerContext, _ screened: Admission.Screened, _ admissionRequest: Admission.Request, identity: Identity?) {
@@ -31,10 +29,8 @@ extension HTTPGatewayHandler {
             ),
             client: context, clientBytes: responseBytesContext(context), downstream: self, pool: pool, services: services
         )
-        state = .proxying(exchange)
+        let held = state.proxying(exchange)
         exchange.start()
-        let held = heldParts
-        heldParts = []
         for part in held {
             switch part {
             case .body(let buffer): exchange.requestBody(buffer)
@@ -67,14 +63,12 @@ extension HTTPGatewayHandler {
     // MARK: HTTPProxyDownstream (the exchange's view of this connection)
 
     func pauseClientReads(_ paused: Bool) {
-        clientReadsPaused = paused
-        if !paused, let context { resumeReading(context) }
+        if state.backendFull(paused) { context?.read() }
     }
 
     func exchangeFailed(_ error: SluiceError, keepAlive: Bool) {
         guard let context else { return }
         request?.rejection = error.rejection
-        clientReadsPaused = false
         respond(context: context, error, keepAlive: keepAlive)
         if keepAlive { continueAfterAnswer(context) }
     }
@@ -82,19 +76,16 @@ extension HTTPGatewayHandler {
     func exchangeFinished(status: HTTPResponseStatus, bytes: Int, reusable: Bool, written: EventLoopFuture<Void>?) {
         guard let context else { return }
         logRequest(status: status, bytes: bytes)
-        clientReadsPaused = false
-        if reusable && !quiescing {
-            state = .idle
+        if state.answered(keepAlive: reusable) {
             armHeaderTimer(context: context)
             continueAfterAnswer(context)
         } else {
-            state = .done
             closeAfterWrites(context, written)
         }
     }
 
     func exchangeAborted() {
-        state = .done
+        _ = state.close()
         context?.close(promise: nil)
     }
 
@@ -106,9 +97,12 @@ extension HTTPGatewayHandler {
     /// the client half-closed, the connection closes once all is answered.
     func continueAfterAnswer(_ context: ChannelHandlerContext) {
         drainQueued(context)
-        if case .proxying(let next) = state { next.requestReadComplete() }
-        if case .idle = state { resumeReading(context) }
-        closeIfClientDone(context)
+        switch state.phase {
+        case .proxying(let next): next.requestReadComplete()
+        case .idle: resumeReading(context)
+        default: break
+        }
+        if state.closeIfClientDone() { closeQuietly(context) }
     }
 
     /// The route's caps, then the backend.
@@ -152,23 +146,23 @@ extension HTTPGatewayHandler {
                 request = nil
             case .responded(let status):
                 if let status { logRequest(status: status, bytes: 0) }
-                state = .done
+                _ = state.close()
                 // The answer said `Connection: close`: the connection ends once it is out,
                 // whatever the backend does with its own (a keep-alive server keeps it).
                 closeAfterWrites(context, nil)
             }
         }
-        state = .upgrading(upgrade)
+        state.upgrading(upgrade)
         upgrade.start()
     }
 
     /// Writes the 101 and leaves the pipeline to the relay; bytes the decoder still holds go to
     /// the relay handler, in order.
     func switchToRelay(context: ChannelHandlerContext, head: HTTPResponseHead, relayHandler: RelayHandler) -> EventLoopFuture<Void> {
-        state = .done
+        _ = state.close()
         // The relay treats the client's EOF as its end, as it always has.
         context.channel.setOption(.allowRemoteHalfClosure, value: false).whenFailure { _ in }
-        if clientInputClosed {
+        if state.clientHalfClosed {
             context.close(promise: nil)
             return context.eventLoop.makeFailedFuture(ChannelError.inputClosed)
         }

@@ -40,7 +40,7 @@ extension HTTPGatewayHandler {
         headers extra: [(String, String)] = [], keepAlive: Bool, omitBody: Bool = false
     ) {
         // A draining gateway ends the connection after this answer, and says so.
-        let keepAlive = keepAlive && !quiescing
+        let keepAlive = state.answered(keepAlive: keepAlive)
         logRequest(status: status, bytes: omitBody ? 0 : body.utf8.count)
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: contentType)
@@ -56,10 +56,8 @@ extension HTTPGatewayHandler {
         }
         if keepAlive {
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-            state = .idle
             armHeaderTimer(context: context)
         } else {
-            state = .done
             context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
                 Self.lingeringClose(context)
             }

@@ -7,11 +7,9 @@ import SluiceConfig
 /// Serves one client connection's HTTP/1.1 requests: limits, routing, and the hand-off of
 /// WebSocket upgrades to `WebSocketUpgrade`.
 ///
-/// Requests are answered one at a time and in order, so keep-alive and pipelining are safe.
-/// While an upgrade is in flight the handler withholds `read()`, so bytes the client sends
-/// early stay in the decoder and reach the relay in order. While a plain request is proxied the
-/// client is still read (holding reads would cost two `epoll_ctl` calls per request): requests
-/// pipelined behind it wait in `queued`, and reads stop only once something is queued.
+/// The connection's phases (one request at a time, in order; reads held while an upgrade is
+/// in flight; pipelined requests queued) are `HTTPConnectionStateMachine`'s; this handler feeds
+/// it the channel's events and carries out what it returns.
 final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, HTTPProxyDownstream {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
@@ -24,21 +22,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
         var limits: HTTPLimits
     }
 
-    /// What the handler is doing with the current request.
-    enum State {
-        /// Waiting for a request head.
-        case idle
-        /// Head seen; the answer is sent when the request ends.
-        case pending(Answer)
-        /// The route's authentication is deciding; reads are held.
-        case authorizing
-        /// A plain request is being proxied; its body streams through the exchange.
-        case proxying(HTTPProxyExchange)
-        /// A backend upgrade is in flight.
-        case upgrading(WebSocketUpgrade)
-        /// The relay took over, or the connection is closing.
-        case done
-    }
+    typealias StateMachine = HTTPConnectionStateMachine<Answer, HTTPProxyExchange, WebSocketUpgrade>
 
     /// The answer to give once the request body (if any) has been read.
     enum Answer {
@@ -76,15 +60,13 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     /// The listener's routing, read again when a reload has replaced it (kept-alive connections
     /// see new routes at their next request).
     var routing: RoutingView
-    /// The gateway is draining: the current answer is the last on this connection.
-    var quiescing = false
     let services: GatewayServices
     var logger: Logger { services.logger }
     /// NIO's request decoder: in the pipeline once the fast path has stepped aside for it,
     /// which every upgrade request makes it do.
     let decoder: ByteToMessageHandler<HTTPRequestDecoder>
     let encoder: HTTPResponseEncoder
-    var state: State = .idle
+    var state = StateMachine()
     /// The connection's one timer. It is re-armed only when a deadline comes sooner than the
     /// one it waits for; when it fires it looks at what is due (the next request head, or the
     /// exchange's response and body deadlines) and sleeps again if nothing is. Scheduling and
@@ -105,20 +87,6 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     var forwardingCache: (host: String?, block: ByteBuffer)?
     /// The requests counter the last answer on this connection counted in.
     var lastRequestCounter: (route: String?, status: UInt, counter: CoreMetrics.Counter)?
-    /// A `read()` was held back (backpressure, or a request in flight); issue it when free.
-    var readHeld = false
-    /// The exchange asked not to read the client (its backend cannot take more).
-    var clientReadsPaused = false
-    /// The current request's end was read: nothing more is read until it is answered, so
-    /// pipelined requests are answered in order.
-    var requestEnded = false
-    /// Request parts read while authentication decides, replayed to the exchange.
-    var heldParts: [HTTPServerRequestPart] = []
-    /// Parts of pipelined requests that arrived while an earlier one was in flight.
-    var queued: [HTTPServerRequestPart] = []
-    /// The client half-closed (plain listeners): what it sent is answered, then the connection
-    /// closes.
-    var clientInputClosed = false
     let pool: UpstreamPool
     /// This handler's context while it is in the pipeline (exchanges call back through it).
     var context: ChannelHandlerContext?
@@ -174,9 +142,11 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
 
     func channelInactive(context: ChannelHandlerContext) {
         stopWatchdog()
-        if case .upgrading(let upgrade) = state { upgrade.cancel() }
-        if case .proxying(let exchange) = state { exchange.cancel() }
-        state = .done
+        switch state.close() {
+        case .upgrading(let upgrade): upgrade.cancel()
+        case .proxying(let exchange): exchange.cancel()
+        default: break
+        }
         context.fireChannelInactive()
     }
 
@@ -200,7 +170,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
 
     private func watchdogFired(context: ChannelHandlerContext) {
         let now = context.eventLoop.now
-        switch state {
+        switch state.phase {
         case .idle:
             guard let deadline = headerDeadline else { return }
             if deadline <= now {
@@ -225,44 +195,26 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     // MARK: Reads
 
     func read(context: ChannelHandlerContext) {
-        switch state {
-        case .upgrading, .authorizing:
-            readHeld = true
-        case .proxying where clientReadsPaused || (requestEnded && !queued.isEmpty):
-            readHeld = true
-        default:
-            context.read()
-        }
+        if state.readWanted() { context.read() }
     }
 
     func resumeReading(_ context: ChannelHandlerContext) {
-        guard readHeld else { return }
-        readHeld = false
-        context.read()
+        if state.resumeReading() { context.read() }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let event = event as? ChannelEvent, event == .inputClosed {
-            clientInputClosed = true
-            closeIfClientDone(context)
+        if let event = event as? ChannelEvent, event == .inputClosed, state.inputClosed() {
+            closeQuietly(context)
         }
-        if event is ChannelShouldQuiesceEvent {
-            // Draining: an idle connection closes now; a busy one after its answer.
-            quiescing = true
-            if case .idle = state, queued.isEmpty {
-                state = .done
-                stopWatchdog()
-                closeAfterWrites(context, nil)
-            }
+        // Draining: an idle connection closes now; a busy one after its answer.
+        if event is ChannelShouldQuiesceEvent, state.quiesce() {
+            closeQuietly(context)
         }
         context.fireUserInboundEventTriggered(event)
     }
 
-    /// After the client half-closed: once nothing it sent is left to answer, close when the
-    /// last answer is written.
-    func closeIfClientDone(_ context: ChannelHandlerContext) {
-        guard clientInputClosed, case .idle = state, queued.isEmpty else { return }
-        state = .done
+    /// Closes an idle connection once what was written is out.
+    func closeQuietly(_ context: ChannelHandlerContext) {
         stopWatchdog()
         closeAfterWrites(context, nil)
     }
@@ -276,12 +228,12 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        if case .proxying(let exchange) = state { exchange.requestReadComplete() }
+        if case .proxying(let exchange) = state.phase { exchange.requestReadComplete() }
         context.fireChannelReadComplete()
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if case .proxying(let exchange) = state { exchange.clientWritabilityChanged(context.channel.isWritable) }
+        if case .proxying(let exchange) = state.phase { exchange.clientWritabilityChanged(context.channel.isWritable) }
         context.fireChannelWritabilityChanged()
     }
 
@@ -292,72 +244,47 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     /// A request part from NIO's decoder (through `channelRead`), or straight from the fast path
     /// in front of this handler with what it already learned of the head.
     func receive(_ part: HTTPServerRequestPart, vetted: SimpleRequestHead.Vetted?, context: ChannelHandlerContext) {
-        // Pipelined requests parsed while one is still being proxied wait their turn, so
-        // answers go out in order (the head is read again then).
-        if !queued.isEmpty || isBusyWithEarlierRequest {
-            queued.append(part)
-            return
-        }
-        handle(part, vetted: vetted, context: context)
-    }
-
-    /// The current request was read to its end and is still being answered.
-    var isBusyWithEarlierRequest: Bool {
-        switch state {
-        case .proxying, .authorizing: requestEnded
-        default: false
-        }
+        perform(state.received(part), vetted: vetted, context: context)
     }
 
     /// Replays pipelined requests once the connection is free again.
     func drainQueued(_ context: ChannelHandlerContext) {
-        while !queued.isEmpty, !isBusyWithEarlierRequest {
-            if case .done = state { queued = []; return }
-            handle(queued.removeFirst(), context: context)
-        }
+        while let action = state.nextQueued() { perform(action, vetted: nil, context: context) }
     }
 
-    func handle(_ part: HTTPServerRequestPart, vetted: SimpleRequestHead.Vetted? = nil, context: ChannelHandlerContext) {
-        switch part {
-        case .head(let head):
-            guard case .idle = state else { return }
+    func perform(_ action: StateMachine.PartAction, vetted: SimpleRequestHead.Vetted?, context: ChannelHandlerContext) {
+        switch action {
+        case .decide(let head):
             headerDeadline = nil
             // An absolute-form target's authority is the request's host, not its Host field
             // (RFC 9112 §3.2.2): routing and the Host forwarded follow the same one.
             requestHost = RequestPath.authority(of: head.uri) ?? vetted.map { $0.host } ?? head.headers.first(name: "host")
             // After a head that offers an upgrade, NIO's decoder reads no further requests on
             // the connection, so one answered as plain HTTP (`h2c`, a refused WebSocket) ends it.
-            requestKeepAlive = !quiescing && (vetted?.keepAlive ?? (head.isKeepAlive && !UpgradeRequest.offersUpgrade(head)))
+            requestKeepAlive = !state.quiescing && (vetted?.keepAlive ?? (head.isKeepAlive && !UpgradeRequest.offersUpgrade(head)))
             request = RequestRecord(
                 method: head.method.rawValue, uri: head.uri, client: nil,
                 userAgent: services.accessLog.isEnabled ? head.headers.first(name: "user-agent") : nil, startedAt: .now()
             )
-            requestEnded = false
             let answer = answer(for: head, vetted: vetted, context: context)
             if case .proxy(let screened, let admissionRequest) = answer {
-                startProxy(context: context, screened, admissionRequest)
+                startProxy(context: context, answer, screened, admissionRequest)
             } else {
-                state = .pending(answer)
+                state.decided(answer)
             }
-        case .body(let buffer):
-            switch state {
-            case .proxying(let exchange): exchange.requestBody(buffer)
-            case .authorizing: heldParts.append(.body(buffer))
-            default: break
-            }
-        case .end:
-            requestEnded = true
-            switch state {
-            case .proxying(let exchange): exchange.requestEnd()
-            case .authorizing: heldParts.append(.end(nil))
-            case .pending(let answer): perform(answer, context: context)
-            default: break
-            }
+        case .body(let exchange, let buffer):
+            exchange.requestBody(buffer)
+        case .end(let exchange):
+            exchange.requestEnd()
+        case .perform(let answer):
+            perform(answer, context: context)
+        case .none:
+            break
         }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        switch state {
+        switch state.phase {
         case .idle, .pending:
             if let parserError = error as? HTTPParserError {
                 let status: HTTPResponseStatus = parserError == .headerOverflow ? .requestHeaderFieldsTooLarge : .badRequest
@@ -369,7 +296,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
             // A malformed body (bad chunk syntax) after a good head: nothing was answered yet.
             exchange.cancel()
             respondAndClose(context: context, .badRequest, "malformed request")
-        case .upgrading, .authorizing, .proxying, .done:
+        case .upgrading, .authorizing, .proxying, .closed:
             context.close(promise: nil)
         }
     }
@@ -434,30 +361,36 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
         case .proxy:
             break  // started at the head, so the body can stream
         case .upgrade(let screened, let upgrade, let admissionRequest):
-            authorize(context: context, screened, admissionRequest) { [self] identity in
-                admit(context: context, screened, upgrade: upgrade, head: admissionRequest.head, identity: identity)
+            guard screened.route.authenticator != nil else {
+                admit(context: context, screened, upgrade: upgrade, head: admissionRequest.head, identity: nil)
+                return
             }
+            authorize(context: context, answer, screened, admissionRequest)
         }
     }
 
-    /// Runs the route's authentication (none on public routes) with reads held, then `admitted`
-    /// with the identity, or answers the refusal.
-    func authorize(
-        context: ChannelHandlerContext, _ screened: Admission.Screened, _ admissionRequest: Admission.Request,
-        admitted: @escaping (Identity?) -> Void
-    ) {
-        guard screened.route.authenticator != nil else {
-            admitted(nil)
-            return
+    /// Authentication admitted the request it was deciding: go on with it.
+    func authorized(context: ChannelHandlerContext, identity: Identity?) {
+        switch state.authorized() {
+        case .proxy(let screened, let admissionRequest):
+            beginExchange(context: context, screened, admissionRequest, identity: identity)
+        case .upgrade(let screened, let upgrade, let admissionRequest):
+            admit(context: context, screened, upgrade: upgrade, head: admissionRequest.head, identity: identity)
+        case .refuse, .demoPage, nil:
+            break
         }
-        state = .authorizing
-        heldParts = []
+    }
+
+    /// Runs the route's authentication for `answer` with reads held; `authorized` goes on with
+    /// it, or the refusal is answered.
+    func authorize(context: ChannelHandlerContext, _ answer: Answer, _ screened: Admission.Screened, _ admissionRequest: Admission.Request) {
+        state.authorizing(answer)
         Admission.authenticate(screened, admissionRequest, on: connectionFacts(context), eventLoop: context.eventLoop)
             .assumeIsolated().whenSuccess { [self] result in
-                guard case .authorizing = state else { return }
+                guard state.isAuthorizing else { return }
                 switch result {
                 case .success(let identity):
-                    admitted(identity)
+                    authorized(context: context, identity: identity)
                 case .failure(let error):
                     if case .upgrade = screened.purpose { services.metrics.upgradeFailed(route: screened.route.name, error) }
                     request?.rejection = error.rejection
