@@ -90,6 +90,15 @@ public struct ListenerConfiguration: Sendable, Equatable {
     /// `nil` = plain TCP.
     public var tls: TLSListenerConfiguration?
     public var http: HTTPLimits = HTTPLimits()
+    /// HTTP/2's settings and defences, for connections that speak it.
+    public var http2: HTTP2Limits = HTTP2Limits()
+
+    /// The HTTP versions served, in ALPN preference order: `http.versions`, or by default `h2`
+    /// and `http/1.1` over TLS and `http/1.1` alone on plain TCP (where `h2` means h2c with prior
+    /// knowledge).
+    public var httpVersions: [HTTPProtocol] {
+        http.versions ?? (tls == nil ? [.http1] : [.h2, .http1])
+    }
 
     public init(name: String, address: SocketAddressSpec, backlog: Int = 511, tls: TLSListenerConfiguration? = nil, http: HTTPLimits = HTTPLimits()) {
         self.name = name
@@ -144,6 +153,40 @@ public struct CertificateConfiguration: Sendable, Equatable {
     }
 }
 
+/// An HTTP version a listener can serve; the raw values are ALPN's protocol names.
+public enum HTTPProtocol: String, Sendable, Equatable, CaseIterable {
+    case h2
+    case http1 = "http/1.1"
+}
+
+/// HTTP/2's settings and the limits that defend a connection from a peer that abuses the
+/// protocol: too many streams, huge header lists, streams opened and reset in a loop
+/// (CVE-2023-44487), CONTINUATION floods, PING and SETTINGS floods, idle connections.
+public struct HTTP2Limits: Sendable, Equatable {
+    /// SETTINGS_MAX_CONCURRENT_STREAMS: streams (requests and WebSockets) open at once per connection.
+    public var maxConcurrentStreams: Int = 100
+    /// SETTINGS_MAX_HEADER_LIST_SIZE: the decoded size of one header list.
+    public var maxHeaderListSize: Int = 16 * 1024
+    /// SETTINGS_INITIAL_WINDOW_SIZE: what a client may send on a stream before Sluice reads it.
+    public var initialWindowSize: Int = 65535
+    /// The connection-wide receive window.
+    public var connectionWindowSize: Int = 1 << 20
+    /// SETTINGS_MAX_FRAME_SIZE.
+    public var maxFrameSize: Int = 16384
+    /// Streams a client may reset within `resetWindow` before the connection is closed.
+    public var maxResets: Int = 200
+    public var resetWindow: Duration = .seconds(30)
+    /// CONTINUATION frames allowed after one HEADERS frame.
+    public var maxContinuationFrames: Int = 5
+    /// PING, SETTINGS and PRIORITY frames allowed within `controlFrameWindow`.
+    public var maxControlFrames: Int = 200
+    public var controlFrameWindow: Duration = .seconds(30)
+    /// A connection with no open stream for this long is sent GOAWAY and closed.
+    public var idleTimeout: Duration = .seconds(120)
+
+    public init() {}
+}
+
 /// Limits on HTTP/1.1 request heads, enforced before routing.
 public struct HTTPLimits: Sendable, Equatable {
     /// Time allowed for a full request head (and for the next one on a kept-alive connection).
@@ -158,6 +201,8 @@ public struct HTTPLimits: Sendable, Equatable {
     /// (identity, forwarding): CGI, WSGI and PHP backends read `X_Sluice_User` and
     /// `X-Sluice-User` as one variable, so by default such fields are dropped.
     public var underscoreHeaders: UnderscoreHeaders = .drop
+    /// The versions offered (`ListenerConfiguration.httpVersions` applies the default).
+    public var versions: [HTTPProtocol]?
 
     public enum UnderscoreHeaders: String, Sendable, Equatable {
         case drop, keep

@@ -270,6 +270,7 @@ final class Decoder {
         if let backlog = map.optional("backlog") { listener.backlog = try backlog.int(in: 1...65535) }
         if let tls = map.optional("tls") { listener.tls = try decodeTLS(tls) }
         if let http = map.optional("http") { listener.http = try decodeHTTPLimits(http) }
+        if let http2 = map.optional("http2") { listener.http2 = try decodeHTTP2Limits(http2) }
         try map.finish()
         return listener
     }
@@ -330,6 +331,38 @@ final class Decoder {
             }
             limits.underscoreHeaders = choice
         }
+        if let value = map.optional("versions") {
+            let items = try value.sequence()
+            guard !items.isEmpty else { throw value.error("at least one version is needed: h2, http/1.1") }
+            var versions: [HTTPProtocol] = []
+            for item in items {
+                let text = try item.string()
+                guard let version = HTTPProtocol(rawValue: text) else {
+                    throw item.error("unknown HTTP version '\(text)'; expected h2 or http/1.1")
+                }
+                guard !versions.contains(version) else { throw item.error("'\(text)' is listed twice") }
+                versions.append(version)
+            }
+            limits.versions = versions
+        }
+        try map.finish()
+        return limits
+    }
+
+    func decodeHTTP2Limits(_ node: ConfigNode) throws(ConfigError) -> HTTP2Limits {
+        var map = try node.mapping()
+        var limits = HTTP2Limits()
+        if let value = map.optional("max_concurrent_streams") { limits.maxConcurrentStreams = try value.int(in: 1...100_000) }
+        if let value = map.optional("max_header_list_size") { limits.maxHeaderListSize = try sizeIn(value, 1024...(1 << 20)) }
+        if let value = map.optional("initial_window_size") { limits.initialWindowSize = try sizeIn(value, 1024...Int(Int32.max)) }
+        if let value = map.optional("connection_window_size") { limits.connectionWindowSize = try sizeIn(value, 65535...Int(Int32.max)) }
+        if let value = map.optional("max_frame_size") { limits.maxFrameSize = try sizeIn(value, 16384...16_777_215) }
+        if let value = map.optional("max_resets") { limits.maxResets = try value.int(in: 1...1_000_000) }
+        if let value = map.optional("reset_window") { limits.resetWindow = try positive(value) }
+        if let value = map.optional("max_continuation_frames") { limits.maxContinuationFrames = try value.int(in: 1...1000) }
+        if let value = map.optional("max_control_frames") { limits.maxControlFrames = try value.int(in: 1...1_000_000) }
+        if let value = map.optional("control_frame_window") { limits.controlFrameWindow = try positive(value) }
+        if let value = map.optional("idle_timeout") { limits.idleTimeout = try positive(value) }
         try map.finish()
         return limits
     }

@@ -24,6 +24,12 @@ struct ListenerTests {
                   certificates:
                     - { cert: a.pem, key: a-key.pem }
                     - { cert: b.pem, key: b-key.pem }
+              - name: tls-h1
+                address: 127.0.0.1:0
+                tls:
+                  certificates:
+                    - { cert: a.pem, key: a-key.pem }
+                http: { versions: [http/1.1] }
               - name: plain
                 address: 127.0.0.1:0
                 http: { header_timeout: 500ms, max_headers: 20, max_header_bytes: 2KiB }
@@ -40,19 +46,22 @@ struct ListenerTests {
         return store.select(serverName: name).fingerprint.replacingOccurrences(of: ":", with: "")
     }
 
-    @Test("each SNI name gets its certificate; an unknown name gets the default; ALPN is http/1.1")
+    @Test("each SNI name gets its certificate; an unknown name gets the default; ALPN picks h2 unless the listener serves only http/1.1")
     func sni() async throws {
         let gateway = try await Self.gateway()
         let port = "\(gateway.port("tls"))"
         let a = try await PythonPeer.run(["tls-probe", "127.0.0.1", port, "a.test"])
         let b = try await PythonPeer.run(["tls-probe", "127.0.0.1", port, "b.test"])
         let unknown = try await PythonPeer.run(["tls-probe", "127.0.0.1", port, "unknown.test"])
+        let http1Only = try await PythonPeer.run(["tls-probe", "127.0.0.1", "\(gateway.port("tls-h1"))", "a.test"])
         await gateway.stop()
         #expect(a["der_sha256"] as? String == (try Self.fingerprint(gateway, "a.test")))
         #expect(b["der_sha256"] as? String == (try Self.fingerprint(gateway, "b.test")))
         #expect(a["der_sha256"] as? String != b["der_sha256"] as? String)
         #expect(unknown["der_sha256"] as? String == a["der_sha256"] as? String)
-        #expect(a["alpn"] as? String == "http/1.1")
+        // The probe offers h2 and http/1.1.
+        #expect(a["alpn"] as? String == "h2")
+        #expect(http1Only["alpn"] as? String == "http/1.1")
         #expect((a["version"] as? String)?.hasPrefix("TLSv1.") == true)
     }
 

@@ -76,6 +76,7 @@ enum ConnectionJSON {
             "\"backend\":\(quoted(info.backend))",
             "\"subprotocol\":\(info.subprotocol.map(quoted) ?? "null")",
             "\"extensions\":[\(info.extensions.map(quoted).joined(separator: ","))]",
+            "\"protocol\":\(quoted(info.clientProtocol))",
             "\"state\":\(quoted(snapshot.state))",
             "\"started_at\":\(seconds(info.startedAt))",
             "\"age_seconds\":\(seconds(now - info.startedAt))",

@@ -8,6 +8,11 @@ enum DemoPage {
         return path == base || path == base + "/" || path == base + "/index.html" || (base.isEmpty && path == "/")
     }
 
+    /// The page as Sluice answers it.
+    static var answer: GatewayAnswer {
+        GatewayAnswer(.ok, body: html, contentType: "text/html; charset=utf-8", headers: [("Cache-Control", "no-store")])
+    }
+
     static let html = """
     <!doctype html>
     <html lang="en">

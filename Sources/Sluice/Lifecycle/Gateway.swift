@@ -196,7 +196,7 @@ public final class Gateway: Service, Sendable {
     }
 
     /// The TLS context of a listener, from its certificate files now.
-    private func makeTLSContext(_ listener: ListenerConfiguration, index: Int, log: Bool) throws(ConfigError) -> NIOSSLContext? {
+    private func makeTLSContext(_ listener: ListenerConfiguration, index: Int, log: Bool) throws(ConfigError) -> LiveListener.TLS? {
         guard let tls = listener.tls else { return nil }
         let store = try CertificateStore(configuration: tls)
         if log {
@@ -205,7 +205,10 @@ public final class Gateway: Service, Sendable {
             }
         }
         do {
-            return try NIOSSLContext(configuration: store.serverConfiguration(minimumVersion: tls.minimumVersion))
+            let context = try NIOSSLContext(configuration: store.serverConfiguration(
+                minimumVersion: tls.minimumVersion, applicationProtocols: listener.httpVersions.map(\.rawValue)
+            ))
+            return LiveListener.TLS(context: context, fingerprints: store.entries.map(\.fingerprint))
         } catch {
             throw ConfigError(path: "listeners[\(index)].tls", message: "cannot build the TLS context: \(error)")
         }
@@ -300,7 +303,7 @@ public final class Gateway: Service, Sendable {
         } catch {
             errors.append(ConfigError(path: "listeners", message: "cannot generate the development certificate: \(error)"))
         }
-        var contexts: [String: NIOSSLContext] = [:]
+        var contexts: [String: LiveListener.TLS] = [:]
         for (index, listener) in new.listeners.enumerated() {
             do throws(ConfigError) {
                 if let context = try makeTLSContext(listener, index: index, log: false) { contexts[listener.name] = context }

@@ -12,7 +12,13 @@ final class LiveListener: Sendable {
     /// What a connection accepted now is set up with.
     struct Settings: Sendable {
         var configuration: ListenerConfiguration
-        var tls: NIOSSLContext?
+        var tls: TLS?
+    }
+
+    /// A TLS listener's context and the certificates in it (their SHA-256 fingerprints).
+    struct TLS: Sendable {
+        var context: NIOSSLContext
+        var fingerprints: [String]
     }
 
     let name: String
@@ -41,7 +47,7 @@ final class LiveListener: Sendable {
 
     /// Binds `configuration`'s address; errors name the listener's key.
     static func bind(
-        _ configuration: ListenerConfiguration, index: Int, tls: NIOSSLContext?, routing: ListenerRouting,
+        _ configuration: ListenerConfiguration, index: Int, tls: TLS?, routing: ListenerRouting,
         services: GatewayServices, group: any EventLoopGroup
     ) async throws(ConfigError) -> LiveListener {
         let settings = NIOLockedValueBox(Settings(configuration: configuration, tls: tls))
@@ -82,17 +88,7 @@ final class LiveListener: Sendable {
                         limiter.release(peer)
                         active.decrement()
                     }
-                    let sync = channel.pipeline.syncOperations
-                    if let tls = now.tls, let handshake = now.configuration.tls?.handshakeTimeout {
-                        try sync.addHandler(NIOSSLServerHandler(context: tls))
-                        try sync.addHandler(TLSHandshakeTimeoutHandler(timeout: TimeAmount(handshake)) {
-                            metrics.tlsHandshakeFailed(listener: name)
-                        })
-                    }
-                    try HTTPGatewayHandler.install(
-                        on: sync, configuration: .init(listener: name, tls: now.tls != nil, limits: now.configuration.http),
-                        routing: routing, services: services
-                    )
+                    try HTTPVersionSelection.install(on: channel, settings: now, routing: routing, services: services)
                 }
             }
         do {
@@ -104,9 +100,19 @@ final class LiveListener: Sendable {
     }
 
     /// A reload's new settings for this socket: new connections use them from now on.
-    func update(configuration: ListenerConfiguration, tls: NIOSSLContext?, routing snapshot: ListenerRouting.Snapshot) {
-        settings.withLockedValue { $0 = Settings(configuration: configuration, tls: tls) }
+    /// When the listener's HTTP settings or certificates changed, its HTTP/2 connections are
+    /// sent a graceful GOAWAY, so clients open new ones with the new settings.
+    func update(configuration: ListenerConfiguration, tls: TLS?, routing snapshot: ListenerRouting.Snapshot) {
+        let changed = settings.withLockedValue { current in
+            defer { current = Settings(configuration: configuration, tls: tls) }
+            return current.configuration != configuration || current.tls?.fingerprints != tls?.fingerprints
+        }
         routing.replace(snapshot)
+        guard changed else { return }
+        let open = connections.withLockedValue { Array($0.values) }
+        for connection in open {
+            connection.pipeline.fireUserInboundEventTriggered(HTTP2Connection.ListenerChanged())
+        }
     }
 
     /// Connections accepted here and still open (WebSockets and HTTP alike).

@@ -149,14 +149,15 @@ public final class CertificateStore: Sendable {
     }
 
     /// A server TLS configuration whose certificate is picked per ClientHello.
-    public func serverConfiguration(minimumVersion: TLSListenerConfiguration.MinimumVersion) -> TLSConfiguration {
+    /// - Parameter applicationProtocols: offered in ALPN, in order of preference.
+    public func serverConfiguration(minimumVersion: TLSListenerConfiguration.MinimumVersion, applicationProtocols: [String] = ["http/1.1"]) -> TLSConfiguration {
         let fallback = select(serverName: nil)
         var tls = TLSConfiguration.makeServerConfiguration(
             certificateChain: fallback.chain.map { .certificate($0) },
             privateKey: .privateKey(fallback.key)
         )
         tls.minimumTLSVersion = minimumVersion == .tls13 ? .tlsv13 : .tlsv12
-        tls.applicationProtocols = ["http/1.1"]
+        tls.applicationProtocols = applicationProtocols
         tls.sslContextCallback = { [self] values, promise in
             let entry = select(serverName: values.serverHostname)
             var override = NIOSSLContextConfigurationOverride()

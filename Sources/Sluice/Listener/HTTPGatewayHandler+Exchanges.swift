@@ -27,7 +27,7 @@ extension HTTPGatewayHandler {
                 head: admissionRequest.head, framing: admissionRequest.framing, keepAlive: requestKeepAlive, target: screened.target,
                 client: client, forwarding: forwarding, clientIP: screened.client.address, identity: identity
             ),
-            client: context, clientBytes: responseBytesContext(context), downstream: self, pool: pool, services: services
+            client: context, response: .http1(responseBytesContext(context)), downstream: self, pool: pool, services: services
         )
         let held = state.proxying(exchange)
         exchange.start()
@@ -133,9 +133,8 @@ extension HTTPGatewayHandler {
             switchToRelay: { [self] head, relayHandler in switchToRelay(context: context, head: head, relayHandler: relayHandler) }
         )
         let origin = WebSocketUpgrade.Origin(
-            listener: configuration.listener, client: forwardingClient(screened.client),
-            clientAddress: screened.client.address?.description ?? "unknown", path: request?.path ?? screened.path.path,
-            identity: identity, clientIP: screened.client.address
+            listener: configuration.listener, screened: screened, forwarding: forwardingClient(screened.client), path: request?.path,
+            identity: identity, clientProtocol: "h1"
         )
         let upgrade = WebSocketUpgrade(
             downstream: downstream, route: screened.route, clientHead: head, upgrade: upgradeRequest, requestTarget: screened.target,

@@ -18,49 +18,18 @@ extension HTTPGatewayHandler {
         }
         guard let request else { return }
         self.request = nil
-        let accessLog = services.accessLog
-        guard accessLog.isEnabled else { return }
-        var record = AccessRecord(type: "http")
-        record.set("listener", configuration.listener)
-        record.set("route", request.route)
-        record.set("client", request.client?.description)
-        record.set("user", request.user)
-        record.set("method", request.method)
-        record.set("path", request.path)
-        record.set("status", status.code)
-        record.set("bytes_sent", bytes)
-        record.set("duration_ms", Double((NIODeadline.now() - request.startedAt).nanoseconds / 1000) / 1000)
-        record.set("user_agent", request.userAgent)
-        if let rejection = request.rejection { record.set("rejection", rejection) }
-        accessLog.write(record)
+        request.write(to: services.accessLog, listener: configuration.listener, status: status, bytes: bytes)
     }
 
-    func respond(
-        context: ChannelHandlerContext, _ status: HTTPResponseStatus, body: String, contentType: String,
-        headers extra: [(String, String)] = [], keepAlive: Bool, omitBody: Bool = false
-    ) {
+    func respond(context: ChannelHandlerContext, _ answer: GatewayAnswer, keepAlive: Bool, omitBody: Bool = false) {
         // A draining gateway ends the connection after this answer, and says so.
         let keepAlive = state.answered(keepAlive: keepAlive)
-        logRequest(status: status, bytes: omitBody ? 0 : body.utf8.count)
-        var headers = HTTPHeaders()
-        headers.add(name: "Content-Type", value: contentType)
-        headers.add(name: "Content-Length", value: "\(body.utf8.count)")
-        headers.add(name: "Server", value: "sluice")
-        for (name, value) in extra { headers.add(name: name, value: value) }
-        if !keepAlive { headers.add(name: "Connection", value: "close") }
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
-        if !omitBody {
-            var buffer = context.channel.allocator.buffer(capacity: body.utf8.count)
-            buffer.writeString(body)
-            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
-        }
+        logRequest(status: answer.status, bytes: answer.sentBytes(omitBody: omitBody))
+        let written = answer.write(to: context, version: .http1_1, closing: !keepAlive, omitBody: omitBody)
         if keepAlive {
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
             armHeaderTimer(context: context)
         } else {
-            context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
-                Self.lingeringClose(context)
-            }
+            written.assumeIsolated().whenComplete { _ in Self.lingeringClose(context) }
         }
     }
 
@@ -80,25 +49,12 @@ extension HTTPGatewayHandler {
         }
     }
 
-    /// The answer to a refused or failed request: the error's status, fields and message (or
-    /// the body a forward-auth service sent, with its own `Content-Type`).
+    /// The answer to a refused or failed request.
     func respond(context: ChannelHandlerContext, _ error: SluiceError, keepAlive: Bool, omitBody: Bool = false) {
-        guard let body = error.body else {
-            respond(
-                context: context, error.status, body: error.message + "\n", contentType: "text/plain; charset=utf-8", headers: error.headers,
-                keepAlive: keepAlive, omitBody: omitBody
-            )
-            return
-        }
-        let contentType = error.headers.first { $0.0.lowercased() == "content-type" }?.1 ?? "text/plain; charset=utf-8"
-        let headers = error.headers.filter { $0.0.lowercased() != "content-type" }
-        respond(
-            context: context, error.status, body: String(decoding: body, as: UTF8.self), contentType: contentType, headers: headers,
-            keepAlive: keepAlive, omitBody: omitBody
-        )
+        respond(context: context, GatewayAnswer(error), keepAlive: keepAlive, omitBody: omitBody)
     }
 
     func respondAndClose(context: ChannelHandlerContext, _ status: HTTPResponseStatus, _ message: String) {
-        respond(context: context, status, body: message + "\n", contentType: "text/plain; charset=utf-8", keepAlive: false)
+        respond(context: context, GatewayAnswer(status, body: message + "\n"), keepAlive: false)
     }
 }

@@ -24,35 +24,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
 
     typealias StateMachine = HTTPConnectionStateMachine<Answer, HTTPProxyExchange, WebSocketUpgrade>
 
-    /// The answer to give once the request body (if any) has been read.
-    enum Answer {
-        /// Admission refused it.
-        case refuse(SluiceError, keepAlive: Bool, head: Bool)
-        case demoPage(head: Bool, keepAlive: Bool)
-        /// A WebSocket upgrade, admitted so far as its head goes.
-        case upgrade(Admission.Screened, UpgradeRequest, Admission.Request)
-        /// A plain request to proxy (started at its head, so the body can stream).
-        case proxy(Admission.Screened, Admission.Request)
-    }
-
-    /// The request being answered, for its access-log line.
-    struct RequestRecord {
-        var method: String
-        /// The request target as it came; logged without its query string.
-        var uri: String
-        /// The path without its query string, which may carry credentials.
-        var path: String {
-            uri.utf8.firstIndex(of: UInt8(ascii: "?")).map { String(uri[..<$0]) } ?? uri
-        }
-        var route: String?
-        var client: IPAddress?
-        var user: String?
-        /// Read only when there is an access log to write it to.
-        var userAgent: String?
-        var startedAt: NIODeadline
-        /// Why an upgrade was refused (a result label, or the limit's name).
-        var rejection: String?
-    }
+    typealias Answer = RequestAnswer
 
     let configuration: Configuration
     /// `configuration`'s header timeout, converted once: it is armed before every request.
@@ -357,7 +329,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
         case .refuse(let error, let keepAlive, let isHead):
             respond(context: context, error, keepAlive: keepAlive, omitBody: isHead)
         case .demoPage(let isHead, let keepAlive):
-            respond(context: context, .ok, body: DemoPage.html, contentType: "text/html; charset=utf-8", headers: [("Cache-Control", "no-store")], keepAlive: keepAlive, omitBody: isHead)
+            respond(context: context, DemoPage.answer, keepAlive: keepAlive, omitBody: isHead)
         case .proxy:
             break  // started at the head, so the body can stream
         case .upgrade(let screened, let upgrade, let admissionRequest):

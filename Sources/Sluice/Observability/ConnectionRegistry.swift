@@ -106,6 +106,8 @@ struct ConnectionInfo: Sendable {
     var extensions: [String]
     /// Seconds since the Unix epoch.
     var startedAt: Double
+    /// How the client reached Sluice: `h1` (an HTTP/1.1 upgrade) or `h2` (RFC 8441).
+    var clientProtocol = "h1"
 }
 
 /// Traffic read from one side.

@@ -1,6 +1,7 @@
 import CoreMetrics
 import NIOConcurrencyHelpers
 import Prometheus
+import SluiceConfig
 
 /// The gateway's metrics, through swift-metrics into a Prometheus registry of its own (one per
 /// `Gateway`, so tests and reloads never share counters). Labels are per route and listener
@@ -56,6 +57,22 @@ public final class GatewayMetrics: Sendable {
 
     func limitRejected(_ rejection: LimitRejection) {
         counter("sluice_limit_rejections_total", [("limit", rejection.label)]).increment()
+    }
+
+    /// A connection set up for an HTTP version: `sluice_http_connections_total{listener,version}`.
+    func httpConnection(listener: String, version: HTTPProtocol) {
+        counter("sluice_http_connections_total", [("listener", listener), ("version", version.rawValue)]).increment()
+    }
+
+    /// An HTTP/2 connection ended by a GOAWAY with an error: `sluice_http2_connection_errors_total{listener,code}`
+    /// (`PROTOCOL_ERROR`, `ENHANCE_YOUR_CALM`, …).
+    func http2ConnectionError(listener: String, code: UInt32) {
+        let names: [UInt32: String] = [
+            0x1: "PROTOCOL_ERROR", 0x2: "INTERNAL_ERROR", 0x3: "FLOW_CONTROL_ERROR", 0x4: "SETTINGS_TIMEOUT", 0x5: "STREAM_CLOSED",
+            0x6: "FRAME_SIZE_ERROR", 0x7: "REFUSED_STREAM", 0x8: "CANCEL", 0x9: "COMPRESSION_ERROR", 0xa: "CONNECT_ERROR",
+            0xb: "ENHANCE_YOUR_CALM", 0xc: "INADEQUATE_SECURITY", 0xd: "HTTP_1_1_REQUIRED",
+        ]
+        counter("sluice_http2_connection_errors_total", [("listener", listener), ("code", names[code] ?? String(code))]).increment()
     }
 
     func tlsHandshakeFailed(listener: String) {

@@ -37,9 +37,8 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
     private let downstream: any HTTPProxyDownstream
     /// The client connection's context: interim answers go here, through the HTTP encoder.
     private let client: ChannelHandlerContext
-    /// Where the proxied response's bytes go: beneath the client's HTTP encoder, since they
-    /// are framed here already.
-    private let clientBytes: ChannelHandlerContext
+    /// Where the proxied response goes.
+    private let response: ClientResponse
     private let pool: UpstreamPool
     private let services: GatewayServices
     /// The route's `max_request_body` (nil: no limit).
@@ -80,14 +79,14 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
     private let requestChunked: Bool
 
     init(
-        route: Route, backends: BackendSet, request: Request, client: ChannelHandlerContext, clientBytes: ChannelHandlerContext,
+        route: Route, backends: BackendSet, request: Request, client: ChannelHandlerContext, response: ClientResponse,
         downstream: any HTTPProxyDownstream, pool: UpstreamPool, services: GatewayServices
     ) {
         self.route = route
         self.backends = backends
         self.request = request
         self.client = client
-        self.clientBytes = clientBytes
+        self.response = response
         self.downstream = downstream
         self.pool = pool
         self.services = services
@@ -266,14 +265,23 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
             responseDeadline = nil
             responseHead = head
             route.metrics?.responseTime.recordNanoseconds((NIODeadline.now() - sentAt).nanoseconds)
-            clientBytes.write(NIOAny(clientHead(for: head)), promise: nil)
+            switch response {
+            case .http1(let clientBytes):
+                clientBytes.write(NIOAny(clientHead(for: head)), promise: nil)
+            case .parts(let stream):
+                clientKeepsAlive = true
+                stream.write(NIOAny(HTTPServerResponsePart.head(partsHead(for: head))), promise: nil)
+            }
             armIdleTimer()
         case .body(let buffer):
             responseBytes += buffer.readableBytes
-            if rechunkResponse {
+            switch response {
+            case .http1(let clientBytes) where rechunkResponse:
                 HTTPWireFormat.chunk(buffer, allocator: client.channel.allocator) { clientBytes.write(NIOAny($0), promise: nil) }
-            } else {
+            case .http1(let clientBytes):
                 clientBytes.write(NIOAny(buffer), promise: nil)
+            case .parts(let stream):
+                stream.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(buffer))), promise: nil)
             }
             // Flushed when this read of the backend is done (`upstreamReadComplete`): each
             // chunk goes out as it came, server-sent events are never held back.
@@ -282,12 +290,16 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         case .end:
             responseDone = true
             responseEndedEarly = !requestDone
-            if clientKeepsAlive {
+            if case .parts(let stream) = response {
+                let written = eventLoop.makePromise(of: Void.self)
+                stream.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)), promise: written)
+                endWritten = written.futureResult
+            } else if case .http1(let clientBytes) = response, clientKeepsAlive {
                 // Nothing waits for this write: no promise, and no write at all for a sized body.
                 // Sent with the loop's other flushes of this wake-up.
                 if rechunkResponse { clientBytes.write(NIOAny(HTTPWireFormat.lastChunk), promise: nil) }
                 DeferredFlushes.flushSoon(clientBytes)
-            } else {
+            } else if case .http1(let clientBytes) = response {
                 // The connection closes once the response is out.
                 let written = eventLoop.makePromise(of: Void.self)
                 clientBytes.writeAndFlush(NIOAny(rechunkResponse ? HTTPWireFormat.lastChunk : ByteBuffer()), promise: written)
@@ -298,7 +310,18 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
     }
 
     func upstreamReadComplete() {
-        clientBytes.flush()
+        response.context.flush()
+    }
+
+    /// The response head for a client that takes parts (HTTP/2): the backend's status and
+    /// end-to-end fields, `Via`, and the sticky cookie; the stream frames the body.
+    private func partsHead(for head: UpstreamResponseParser.Head) -> HTTPResponseHead {
+        var headers = HTTPWireFormat.endToEndFields(of: head)
+        headers.add(name: "via", value: "1.1 sluice")
+        if let index = backendIndex, let cookie = backends.stickyCookie(for: index, requestHeaders: request.head.headers) {
+            headers.add(name: "set-cookie", value: cookie)
+        }
+        return HTTPResponseHead(version: .http2, status: HTTPResponseStatus(statusCode: head.status), headers: headers)
     }
 
     /// The response head as the client sees it, and how its body will be framed.
@@ -447,6 +470,21 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
     private func cancelTimers() {
         responseDeadline = nil
         watchingBody = false
+    }
+}
+
+/// Where a proxied response is written.
+enum ClientResponse {
+    /// HTTP/1: bytes framed by the exchange, written beneath the client's HTTP encoder (this
+    /// context is the encoder's).
+    case http1(ChannelHandlerContext)
+    /// An HTTP/2 stream: response parts, which the stream's codec turns into frames.
+    case parts(ChannelHandlerContext)
+
+    var context: ChannelHandlerContext {
+        switch self {
+        case .http1(let context), .parts(let context): context
+        }
     }
 }
 

@@ -90,6 +90,23 @@ enum HTTPWireFormat {
     }
 }
 
+extension HTTPWireFormat {
+    /// The end-to-end fields of a backend's response head, as `HTTPHeaders` (for a client that
+    /// is not sent HTTP/1 bytes).
+    static func endToEndFields(of head: UpstreamResponseParser.Head) -> HTTPHeaders {
+        var headers = HTTPHeaders()
+        head.bytes.withUnsafeReadableBytes { raw in
+            for field in head.fields where field.endToEnd {
+                headers.add(
+                    name: String(decoding: UnsafeRawBufferPointer(rebasing: raw[field.name]), as: UTF8.self),
+                    value: String(decoding: UnsafeRawBufferPointer(rebasing: raw[field.value]), as: UTF8.self)
+                )
+            }
+        }
+        return headers
+    }
+}
+
 extension ByteBuffer {
     /// `METHOD SP target SP HTTP/1.1 CRLF`.
     mutating func writeRequestLine(_ method: HTTPMethod, _ target: String) {

@@ -9,14 +9,18 @@ final class RelayHandler: ChannelDuplexHandler {
 
     private let relay: WebSocketRelay
     private let side: RelaySide
+    /// The channel is a socket whose write buffer the relay sizes (an HTTP/2 stream is not: its
+    /// buffer is the connection's setting, and it refuses socket options).
+    private let isSocket: Bool
 
-    init(relay: WebSocketRelay, side: RelaySide) {
+    init(relay: WebSocketRelay, side: RelaySide, isSocket: Bool = true) {
         self.relay = relay
         self.side = side
+        self.isSocket = isSocket
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        relay.attach(context, side: side)
+        relay.attach(context, side: side, setsWatermarks: isSocket)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

@@ -101,11 +101,13 @@ final class WebSocketRelay {
 
     // MARK: Wiring
 
-    func attach(_ context: ChannelHandlerContext, side: RelaySide) {
-        let marks = ChannelOptions.Types.WriteBufferWaterMark(
-            low: max(1, configuration.bufferSize / 2), high: configuration.bufferSize
-        )
-        context.channel.setOption(ChannelOptions.writeBufferWaterMark, value: marks).whenFailure { _ in }
+    func attach(_ context: ChannelHandlerContext, side: RelaySide, setsWatermarks: Bool = true) {
+        if setsWatermarks {
+            let marks = ChannelOptions.Types.WriteBufferWaterMark(
+                low: max(1, configuration.bufferSize / 2), high: configuration.bufferSize
+            )
+            context.channel.setOption(ChannelOptions.writeBufferWaterMark, value: marks).whenFailure { _ in }
+        }
         if side == .downstream { downstreamContext = context } else { upstreamContext = context }
     }
 
@@ -389,12 +391,15 @@ final class WebSocketRelay {
     }
 
     /// Closes `side`'s connection now, without waiting for writes or for TLS's close_notify
-    /// exchange: the close starts below the TLS handler when there is one.
+    /// exchange: the close starts below the TLS handler when there is one; an HTTP/2 stream
+    /// is reset.
     private func abort(_ side: RelaySide) {
         guard let context = context(side) else { return }
         let pipeline = context.pipeline.syncOperations
         if let tls = try? pipeline.context(handlerType: NIOSSLHandler.self) {
             tls.close(promise: nil)
+        } else if let stream = try? pipeline.context(handlerType: HTTP2TunnelCodec.self), let codec = stream.handler as? HTTP2TunnelCodec {
+            codec.reset(stream)
         } else {
             context.channel.close(promise: nil)
         }

@@ -33,6 +33,20 @@ final class WebSocketUpgrade {
         var identity: Identity?
         /// The client address after `trusted_proxies`, for sticky hashing.
         var clientIP: IPAddress?
+        /// `h1` or `h2` (RFC 8441).
+        var clientProtocol = "h1"
+
+        /// An upgrade admission screened: `path` is the logged request path (the target as sent,
+        /// without its query).
+        init(listener: String, screened: Admission.Screened, forwarding: ForwardedHeaders.Client, path: String?, identity: Identity?, clientProtocol: String) {
+            self.listener = listener
+            client = forwarding
+            clientAddress = screened.client.address?.description ?? "unknown"
+            self.path = path ?? screened.path.path
+            self.identity = identity
+            clientIP = screened.client.address
+            self.clientProtocol = clientProtocol
+        }
     }
 
     /// What the client side must do for the upgrade; implemented by the HTTP handler.
@@ -252,7 +266,7 @@ final class WebSocketUpgrade {
         let info = ConnectionInfo(
             id: registry.makeID(), route: route.name, listener: origin.listener, client: origin.clientAddress,
             user: origin.identity?.user, backend: currentBackend.map { "\($0.url)" } ?? "", subprotocol: response.protocol,
-            extensions: response.extensions, startedAt: WallClock.now()
+            extensions: response.extensions, startedAt: WallClock.now(), clientProtocol: origin.clientProtocol
         )
         let relay = WebSocketRelay(
             configuration: route.relayConfiguration(perMessageDeflate: response.usesExtensions),
@@ -289,7 +303,9 @@ final class WebSocketUpgrade {
             _ = sync.removeHandler(handshakeHandler)
             _ = sync.removeHandler(context: try sync.context(handlerType: HTTPRequestEncoder.self))
             let upstreamDecoderGone = sync.removeHandler(context: try sync.context(handlerType: ByteToMessageHandler<HTTPResponseDecoder>.self))
-            let downstreamDecoderGone = downstream.switchToRelay(head, RelayHandler(relay: relay, side: .downstream))
+            let downstreamDecoderGone = downstream.switchToRelay(
+                head, RelayHandler(relay: relay, side: .downstream, isSocket: origin.clientProtocol == "h1")
+            )
             // Not `and`: it fails as soon as one side fails (a client that already left), which
             // would start the relay inside the backend decoder's own read of the 101.
             upstreamDecoderGone.assumeIsolated().whenComplete { _ in
@@ -350,8 +366,9 @@ final class WebSocketUpgrade {
         line.set("user", info.user)
         line.set("backend", info.backend)
         line.set("path", origin.path)
-        line.set("status", 101)
+        line.set("status", info.clientProtocol == "h2" ? 200 : 101)
         line.set("subprotocol", info.subprotocol)
+        line.set("protocol", info.clientProtocol)
         line.set("duration_ms", Double(summary.duration.nanoseconds / 1000) / 1000)
         line["close_code"] = code.map { .int(Int64($0)) } ?? .null
         line.set("close_reason", summary.outcome?.reason ?? "")

@@ -8,6 +8,7 @@ usage: browser_test.py WSS_URL [PROTOCOL]   (exit 0 when every check passed)
        browser_test.py --page URL            (prints the JSON a page puts in its #result element)
 """
 import asyncio
+import fcntl
 import json
 import os
 import shutil
@@ -41,6 +42,9 @@ async def evaluate(debugger_url, expression):
 
 
 async def run(url, protocol, page_url=None, expression="document.getElementById('result').textContent"):
+    # One Chromium at a time on this machine: two at once on two cores starve each other's pages.
+    lock = open(os.path.join(tempfile.gettempdir(), "sluice-chromium.lock"), "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
     profile = tempfile.mkdtemp(prefix="sluice-chromium-")
     query = urllib.parse.urlencode({"url": url, **({"protocol": protocol} if protocol else {})})
     page_url = page_url or f"file://{PAGE}?{query}"

@@ -127,6 +127,19 @@ def watch(reader, answer, timeout, mask=None, echo=True):
 
 
 def send_in_background(sock, data):
+    """Sends `data` while the caller goes on to read. A TLS socket cannot be written by one
+    thread while another reads it (OpenSSL's SSL objects are not thread-safe), so there the
+    peer writes until the other side stops taking bytes, then gives up the rest and reads."""
+    if isinstance(sock, ssl.SSLSocket):
+        timeout = sock.gettimeout()
+        sock.settimeout(0.5)
+        try:
+            sock.sendall(data)
+        except OSError:
+            pass
+        sock.settimeout(timeout)
+        return
+
     def run():
         try:
             sock.sendall(data)

@@ -1,0 +1,112 @@
+import NIOCore
+import NIOHTTP2
+import SluiceConfig
+
+/// One client connection speaking HTTP/2: NIOHTTP2 with the listener's settings and defences
+/// (stream count, header list size, windows, the reset, CONTINUATION and control-frame
+/// limits), the connection manager (GOAWAY after `idle_timeout` without a stream, and a
+/// graceful GOAWAY when the gateway drains or a reload changes the listener), and on each
+/// stream the client opens a `HTTP2RequestCodec` and an `HTTP2StreamHandler`.
+///
+/// What the connection's streams share lives here, on the connection's event loop: the
+/// listener's settings and routing view, and what admission reads of the connection.
+final class HTTP2Connection {
+    let configuration: HTTPGatewayHandler.Configuration
+    let services: GatewayServices
+    /// The listener's routing, refreshed per stream when a reload replaced it.
+    var routing: RoutingView
+    /// The connection's facts for admission.
+    let admission: Admission.Connection
+    /// The peer's address as text, for the forwarding fields.
+    let peerText: String?
+
+    private init(configuration: HTTPGatewayHandler.Configuration, services: GatewayServices, routing: ListenerRouting, peer: IPAddress?) {
+        self.configuration = configuration
+        self.services = services
+        self.routing = RoutingView(routing)
+        admission = Admission.Connection(listener: configuration.listener, tls: configuration.tls, peer: peer, limits: configuration.limits, http2: true)
+        peerText = peer?.description
+    }
+
+    /// Sent down a connection's pipeline when a reload changed its listener's HTTP or TLS
+    /// settings: an HTTP/2 connection answers with a graceful GOAWAY, so the client's next
+    /// streams come on a connection with the new settings; its open streams, WebSockets
+    /// included, go on.
+    struct ListenerChanged: Sendable {}
+
+    /// Installs HTTP/2 on a client channel whose protocol is settled (ALPN chose `h2`, or the
+    /// client sent the h2c preface).
+    static func install(
+        on channel: any Channel, configuration: HTTPGatewayHandler.Configuration, limits: HTTP2Limits, routing: ListenerRouting, services: GatewayServices
+    ) throws {
+        let connection = HTTP2Connection(
+            configuration: configuration, services: services, routing: routing, peer: ClientAddress.ip(of: channel.remoteAddress)
+        )
+        let shared = NIOLoopBound(connection, eventLoop: channel.eventLoop)
+        let manager = NIOHTTP2ServerConnectionManagementHandler(
+            eventLoop: channel.eventLoop,
+            configuration: .init(maxIdleTime: TimeAmount(limits.idleTimeout), maxAge: nil, maxGraceTime: nil, keepalive: nil)
+        )
+        let handler = NIOHTTP2Handler(
+            mode: .server, eventLoop: channel.eventLoop,
+            connectionConfiguration: connectionConfiguration(limits), streamConfiguration: streamConfiguration(limits),
+            streamDelegate: manager.http2StreamDelegate
+        ) { stream in
+            stream.eventLoop.makeCompletedFuture {
+                let sync = stream.pipeline.syncOperations
+                try sync.addHandler(HTTP2RequestCodec())
+                try sync.addHandler(HTTP2StreamHandler(connection: shared.value))
+            }
+        }
+        let sync = channel.pipeline.syncOperations
+        try sync.addHandler(ListenerChangeHandler())
+        let metrics = services.metrics
+        try sync.addHandler(HTTP2GoAwayWatcher { code in metrics.http2ConnectionError(listener: configuration.listener, code: code) })
+        try sync.addHandler(handler)
+        try sync.addHandler(manager)
+    }
+
+    static func connectionConfiguration(_ limits: HTTP2Limits) -> NIOHTTP2Handler.ConnectionConfiguration {
+        var configuration = NIOHTTP2Handler.ConnectionConfiguration()
+        configuration.initialSettings = [
+            HTTP2Setting(parameter: .maxConcurrentStreams, value: limits.maxConcurrentStreams),
+            HTTP2Setting(parameter: .maxHeaderListSize, value: limits.maxHeaderListSize),
+            HTTP2Setting(parameter: .initialWindowSize, value: limits.initialWindowSize),
+            HTTP2Setting(parameter: .maxFrameSize, value: limits.maxFrameSize),
+            // RFC 8441: WebSockets by extended CONNECT.
+            HTTP2Setting(parameter: .enableConnectProtocol, value: 1),
+        ]
+        configuration.targetWindowSize = limits.connectionWindowSize
+        configuration.maximumSequentialContinuationFrames = limits.maxContinuationFrames
+        configuration.controlFrameRateLimit.maximumCount = limits.maxControlFrames
+        configuration.controlFrameRateLimit.windowLength = TimeAmount(limits.controlFrameWindow)
+        return configuration
+    }
+
+    static func streamConfiguration(_ limits: HTTP2Limits) -> NIOHTTP2Handler.StreamConfiguration {
+        var configuration = NIOHTTP2Handler.StreamConfiguration()
+        configuration.targetWindowSize = limits.initialWindowSize
+        configuration.streamResetFrameRateLimit.maximumCount = limits.maxResets
+        configuration.streamResetFrameRateLimit.windowLength = TimeAmount(limits.resetWindow)
+        return configuration
+    }
+
+    /// The routing for the next stream.
+    func currentRouting() -> ListenerRouting.Snapshot {
+        routing.refresh()
+    }
+}
+
+/// Turns `HTTP2Connection.ListenerChanged` into the quiesce event the connection manager
+/// answers with a graceful GOAWAY.
+private final class ListenerChangeHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is HTTP2Connection.ListenerChanged {
+            context.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+}

@@ -1,0 +1,351 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOHTTP2
+import SluiceConfig
+
+/// Serves the one request of one HTTP/2 stream, by the same admission, backends and relay as
+/// HTTP/1: a plain request is proxied to the route's HTTP/1.1 backends with both bodies
+/// streaming (the stream's flow-control window is the backpressure: a client that reads slowly
+/// stops Sluice reading the backend, a backend that reads slowly stops the client's window);
+/// an extended CONNECT with `:protocol websocket` (RFC 8441) becomes an RFC 6455 upgrade to
+/// the backend and, on its 101, a 200 and the frame-aware relay over the stream's DATA frames.
+///
+/// The phases are `HTTPConnectionStateMachine`'s, with one request and no keep-alive: the stream
+/// ends with its answer.
+final class HTTP2StreamHandler: ChannelDuplexHandler, RemovableChannelHandler, HTTPProxyDownstream {
+    typealias InboundIn = HTTP2RequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+    typealias StateMachine = HTTPConnectionStateMachine<RequestAnswer, HTTPProxyExchange, WebSocketUpgrade>
+
+    private let connection: HTTP2Connection
+    private var services: GatewayServices { connection.services }
+    private var state = StateMachine()
+    private var request: RequestRecord?
+    private var requestHead: HTTP2RequestHead?
+    /// The client ended its side of the stream.
+    private var requestEnded = false
+    private var context: ChannelHandlerContext?
+    private var watchdog: Scheduled<Void>?
+    private var watchdogDeadline: NIODeadline?
+
+    init(connection: HTTP2Connection) {
+        self.connection = connection
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        stopWatchdog()
+        self.context = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        stopWatchdog()
+        switch state.close() {
+        case .upgrading(let upgrade): upgrade.cancel()
+        case .proxying(let exchange): exchange.cancel()
+        default: break
+        }
+        if let request {
+            // The client reset the stream before its answer.
+            self.request = nil
+            request.write(to: services.accessLog, listener: connection.configuration.listener, status: HTTPResponseStatus(statusCode: 499), bytes: 0)
+        }
+        context.fireChannelInactive()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if state.readWanted() { context.read() }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if case .proxying(let exchange) = state.phase { exchange.requestReadComplete() }
+        context.fireChannelReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if case .proxying(let exchange) = state.phase { exchange.clientWritabilityChanged(context.channel.isWritable) }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    // MARK: The request
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part: HTTPServerRequestPart
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            requestHead = head
+            // Known now, so an answer given at the head does not reset a finished request.
+            requestEnded = head.endStream
+            part = .head(head.head)
+        case .body(let buffer):
+            part = .body(buffer)
+        case .end:
+            requestEnded = true
+            part = .end(nil)
+        }
+        switch state.received(part) {
+        case .decide:
+            if let head = requestHead { decide(head, context: context) }
+        case .body(let exchange, let buffer):
+            exchange.requestBody(buffer)
+        case .end(let exchange):
+            exchange.requestEnd()
+        case .perform, .none:
+            break
+        }
+    }
+
+    /// Admission, then the answer at once: an HTTP/2 request does not need its body read
+    /// before it is refused (the stream is reset after the answer instead).
+    private func decide(_ head: HTTP2RequestHead, context: ChannelHandlerContext) {
+        request = RequestRecord(
+            method: head.head.method.rawValue, uri: head.head.uri, client: connection.admission.peer,
+            userAgent: services.accessLog.isEnabled ? head.head.headers.first(name: "user-agent") : nil, startedAt: .now(), version: "HTTP/2"
+        )
+        let isHead = head.head.method == .HEAD
+        if let problem = head.problem {
+            request?.rejection = SluiceError.Label.badRequest.rawValue
+            respond(context: context, .client(.badRequest, .badRequest, problem), omitBody: isHead)
+            return
+        }
+        let admissionRequest = Admission.Request(head: head.head, host: head.host, framing: head.framing, extendedConnect: head.extendedConnect)
+        switch Admission.screen(admissionRequest, on: connection.admission, routing: connection.currentRouting()) {
+        case .failure(let refusal):
+            request?.client = refusal.client?.address
+            request?.route = refusal.route?.name
+            request?.rejection = refusal.error.rejection
+            services.metrics.refused(refusal.error)
+            if let route = refusal.upgradeRoute { services.metrics.upgradeFailed(route: route.name, refusal.error) }
+            respond(context: context, refusal.error, omitBody: isHead)
+        case .success(let screened):
+            request?.client = screened.client.address
+            request?.route = screened.route.name
+            switch screened.purpose {
+            case .demoPage:
+                respond(context: context, DemoPage.answer, omitBody: isHead)
+            case .proxy:
+                let answer = RequestAnswer.proxy(screened, admissionRequest)
+                guard screened.route.authenticator != nil else {
+                    beginExchange(context: context, screened, admissionRequest, identity: nil)
+                    return
+                }
+                authorize(context: context, answer, screened, admissionRequest)
+            case .upgrade(let upgrade):
+                guard screened.route.authenticator != nil else {
+                    admit(context: context, screened, upgrade: upgrade, head: head.head, identity: nil)
+                    return
+                }
+                authorize(context: context, .upgrade(screened, upgrade, admissionRequest), screened, admissionRequest)
+            }
+        }
+    }
+
+    /// Runs the route's authentication with reads held, then goes on with the answer it kept.
+    private func authorize(context: ChannelHandlerContext, _ answer: RequestAnswer, _ screened: Admission.Screened, _ admissionRequest: Admission.Request) {
+        state.authorizing(answer)
+        Admission.authenticate(screened, admissionRequest, on: connection.admission, eventLoop: context.eventLoop)
+            .assumeIsolated().whenSuccess { [self] result in
+                guard state.isAuthorizing, let context = self.context else { return }
+                switch result {
+                case .success(let identity):
+                    switch state.authorized() {
+                    case .proxy(let screened, let admissionRequest):
+                        beginExchange(context: context, screened, admissionRequest, identity: identity)
+                    case .upgrade(let screened, let upgrade, let admissionRequest):
+                        admit(context: context, screened, upgrade: upgrade, head: admissionRequest.head, identity: identity)
+                    case .refuse, .demoPage, nil:
+                        break
+                    }
+                case .failure(let error):
+                    if case .upgrade = screened.purpose { services.metrics.upgradeFailed(route: screened.route.name, error) }
+                    request?.rejection = error.rejection
+                    respond(context: context, error)
+                }
+            }
+    }
+
+    private func forwardingClient(_ client: Admission.Client, host: String?) -> ForwardedHeaders.Client {
+        ForwardedHeaders.Client(
+            address: connection.peerText, host: host, tls: connection.configuration.tls, trustsIncomingChain: client.peerIsTrustedProxy,
+            keepsUnderscoreFields: connection.configuration.limits.underscoreHeaders == .keep
+        )
+    }
+
+    // MARK: Proxying
+
+    private func beginExchange(context: ChannelHandlerContext, _ screened: Admission.Screened, _ admissionRequest: Admission.Request, identity: Identity?) {
+        let route = screened.route
+        guard let backends = route.backends else { return }
+        request?.user = identity?.user
+        let exchange = HTTPProxyExchange(
+            route: route, backends: backends,
+            request: .init(
+                head: admissionRequest.head, framing: admissionRequest.framing, keepAlive: true, target: screened.target,
+                client: forwardingClient(screened.client, host: admissionRequest.host), forwarding: nil,
+                clientIP: screened.client.address, identity: identity
+            ),
+            client: context, response: .parts(context), downstream: self, pool: services.pool, services: services
+        )
+        let held = state.proxying(exchange)
+        exchange.start()
+        for part in held {
+            switch part {
+            case .body(let buffer): exchange.requestBody(buffer)
+            case .end: exchange.requestEnd()
+            case .head: break
+            }
+        }
+        if !held.isEmpty { exchange.requestReadComplete() }
+    }
+
+    func pauseClientReads(_ paused: Bool) {
+        if state.backendFull(paused) { context?.read() }
+    }
+
+    func exchangeFailed(_ error: SluiceError, keepAlive: Bool) {
+        guard let context else { return }
+        request?.rejection = error.rejection
+        respond(context: context, error)
+    }
+
+    func exchangeFinished(status: HTTPResponseStatus, bytes: Int, reusable: Bool, written: EventLoopFuture<Void>?) {
+        stopWatchdog()
+        log(status: status, bytes: bytes)
+        _ = state.answered(keepAlive: false)
+        finishStream(after: written)
+    }
+
+    func exchangeAborted() {
+        _ = state.close()
+        context?.close(promise: nil)
+    }
+
+    func watch(until deadline: NIODeadline) {
+        guard let context else { return }
+        if let pending = watchdogDeadline, pending <= deadline { return }
+        watchdog?.cancel()
+        watchdogDeadline = deadline
+        watchdog = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
+            watchdog = nil
+            watchdogDeadline = nil
+            if case .proxying(let exchange) = state.phase, let next = exchange.checkDeadlines(now: context.eventLoop.now) {
+                watch(until: next)
+            }
+        }
+    }
+
+    private func stopWatchdog() {
+        watchdog?.cancel()
+        watchdog = nil
+        watchdogDeadline = nil
+    }
+
+    // MARK: WebSockets (RFC 8441)
+
+    private func admit(context: ChannelHandlerContext, _ screened: Admission.Screened, upgrade: UpgradeRequest, head: HTTPRequestHead, identity: Identity?) {
+        request?.user = identity?.user
+        switch Admission.lease(screened, identity: identity) {
+        case .success(let lease):
+            context.channel.closeFuture.whenComplete { _ in lease.release() }
+        case .failure(let error):
+            services.metrics.upgradeFailed(route: screened.route.name, error)
+            services.metrics.refused(error)
+            request?.rejection = error.rejection
+            respond(context: context, error)
+            return
+        }
+        let host = requestHead?.host
+        let downstream = WebSocketUpgrade.Downstream(
+            context: context,
+            respond: { [self] error in
+                request?.rejection = error.rejection
+                respond(context: context, error)
+            },
+            switchToRelay: { [self] head, relayHandler in switchToRelay(context: context, head: head, relayHandler: relayHandler) }
+        )
+        let origin = WebSocketUpgrade.Origin(
+            listener: connection.configuration.listener, screened: screened, forwarding: forwardingClient(screened.client, host: host),
+            path: request?.path, identity: identity, clientProtocol: "h2"
+        )
+        let upgrade = WebSocketUpgrade(
+            downstream: downstream, route: screened.route, clientHead: head, upgrade: upgrade, requestTarget: screened.target,
+            origin: origin, services: services
+        ) { [self] outcome in
+            switch outcome {
+            case .relaying:
+                request = nil
+            case .responded(let status):
+                // The backend's own answer was streamed to the client, and ended the stream.
+                if let status { log(status: status, bytes: 0) }
+                _ = state.close()
+                finishStream(after: nil)
+            }
+        }
+        state.upgrading(upgrade)
+        upgrade.start()
+    }
+
+    /// The backend accepted: the client gets a 200 (RFC 8441 §5) with the backend's
+    /// subprotocol and extensions, and the stream goes to the relay.
+    private func switchToRelay(context: ChannelHandlerContext, head: HTTPResponseHead, relayHandler: RelayHandler) -> EventLoopFuture<Void> {
+        _ = state.close()
+        var headers = head.headers
+        for name in ["sec-websocket-accept", "upgrade", "connection"] { headers.remove(name: name) }
+        context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http2, status: .ok, headers: headers))), promise: nil)
+        let pipeline = context.pipeline.syncOperations
+        do {
+            let codec = try pipeline.handler(type: HTTP2RequestCodec.self)
+            try pipeline.addHandler(HTTP2TunnelCodec(clientEnded: codec.clientFinished), position: .after(codec))
+            try pipeline.addHandler(relayHandler)
+            _ = pipeline.removeHandler(codec)
+            _ = pipeline.removeHandler(context: context)
+        } catch {
+            context.close(promise: nil)
+            return context.eventLoop.makeFailedFuture(error)
+        }
+        context.channel.read()
+        return context.eventLoop.makeSucceededVoidFuture()
+    }
+
+    // MARK: Answers
+
+    private func log(status: HTTPResponseStatus, bytes: Int) {
+        services.metrics.httpRequest(listener: connection.configuration.listener, route: request?.route, status: status.code)
+        guard let request else { return }
+        self.request = nil
+        request.write(to: services.accessLog, listener: connection.configuration.listener, status: status, bytes: bytes)
+    }
+
+    private func respond(context: ChannelHandlerContext, _ error: SluiceError, omitBody: Bool = false) {
+        respond(context: context, GatewayAnswer(error), omitBody: omitBody)
+    }
+
+    /// A complete answer written by Sluice; the stream ends with it.
+    private func respond(context: ChannelHandlerContext, _ answer: GatewayAnswer, omitBody: Bool = false) {
+        stopWatchdog()
+        _ = state.answered(keepAlive: false)
+        log(status: answer.status, bytes: answer.sentBytes(omitBody: omitBody))
+        finishStream(after: answer.write(to: context, version: .http2, closing: false, omitBody: omitBody))
+    }
+
+    /// The answer is ending the stream: if the client is still sending (a refused upload), the
+    /// stream is reset once the answer is out (`written`), so it stops; otherwise it closes
+    /// on its own.
+    private func finishStream(after written: EventLoopFuture<Void>?) {
+        guard !requestEnded, let context else { return }
+        guard let written else {
+            context.close(promise: nil)
+            return
+        }
+        written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+    }
+}
