@@ -101,7 +101,7 @@ struct HTTP2Tests {
         }
     }
 
-    @Test("curl, nghttp and h2load over h2 (ALPN) and h2c (prior knowledge): requests reach the HTTP/1.1 backend with forwarding fields; h1 clients share the listeners")
+    @Test("curl, nghttp and h2load over h2 (ALPN) and h2c (prior knowledge): requests reach the HTTP/1.1 backend with forwarding fields over pooled connections; h1 clients share the listeners")
     func requests() async throws {
         let setup = try await Setup()
         let tls = "https://127.0.0.1:\(setup.tlsPort)"
@@ -115,6 +115,11 @@ struct HTTP2Tests {
         let h1OverTLS = try await Curl.run(["-k", "--http1.1", "\(tls)/app/d"])
         let nghttp = try await Curl.run([], shell: "nghttp -nv \(tls)/app/e 2>&1")
         let h2load = try await Curl.run([], shell: "h2load -n 400 -c 4 -m 10 \(tls)/app/f 2>&1")
+        // One request at a time on one h2 connection: every one reuses the pooled backend
+        // connection (at most one new per event loop, for h2load and for the count itself).
+        let connectionsBefore = try await Curl.run(["--http1.1", "\(plain)/app/stats"]).json?["connections"] as? Int
+        let sequential = try await Curl.run([], shell: "h2load -n 20 -c 1 -m 1 \(plain)/app/g 2>&1")
+        let connectionsAfter = try await Curl.run(["--http1.1", "\(plain)/app/stats"]).json?["connections"] as? Int
         let versions = (setup.metric("sluice_http_connections_total", ["version": "h2"]), setup.metric("sluice_http_connections_total", ["version": "http/1.1"]))
         let requestLines = setup.logLines("http")
         await setup.stop()
@@ -134,6 +139,9 @@ struct HTTP2Tests {
         #expect(nghttp.body.contains("SETTINGS_ENABLE_CONNECT_PROTOCOL(0x08):1"), "\(nghttp.body.prefix(2000))")
         #expect(nghttp.body.contains(":status: 200"))
         #expect(h2load.body.contains("400 succeeded, 0 failed, 0 errored"), "\(h2load.body)")
+        #expect(sequential.body.contains("20 succeeded, 0 failed"), "\(sequential.body)")
+        let opened = (connectionsAfter ?? 99) - (connectionsBefore ?? 0)
+        #expect(opened <= 2, "20 sequential h2 requests opened \(opened) backend connections: the pool was not reused")
         #expect(versions.0 >= 8 && versions.1 >= 2, "\(versions)")
         #expect(requestLines.contains { $0["protocol"] as? String == "HTTP/2" && $0["path"] as? String == "/app/a" })
     }

@@ -291,9 +291,15 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
             responseDone = true
             responseEndedEarly = !requestDone
             if case .parts(let stream) = response {
+                // The flush that sends END_STREAM closes a stream whose request has ended, and
+                // a closed stream cancels its exchange: finish (handing the backend connection
+                // back to the pool) between the write and the flush.
                 let written = eventLoop.makePromise(of: Void.self)
-                stream.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)), promise: written)
+                stream.write(NIOAny(HTTPServerResponsePart.end(nil)), promise: written)
                 endWritten = written.futureResult
+                complete()
+                stream.flush()
+                return
             } else if case .http1(let clientBytes) = response, clientKeepsAlive {
                 // Nothing waits for this write: no promise, and no write at all for a sized body.
                 // Sent with the loop's other flushes of this wake-up.
