@@ -385,15 +385,13 @@ final class Decoder {
             route.listeners = try listeners.sequence().map { (item) throws(ConfigError) in try name(item) }
         }
         if let backends = map.optional("backends") {
-            route.backends = try backends.sequence().map { (item) throws(ConfigError) in
-                let text = try item.string()
-                do throws(ValueError) {
-                    return try BackendURL.parse(text)
-                } catch {
-                    throw item.error(error.message)
-                }
+            for item in try backends.sequence() {
+                let (url, weight) = try decodeBackend(item)
+                route.backends.append(url)
+                route.weights.append(weight)
             }
         }
+        if let health = map.optional("health") { route.health = try decodeHealthCheck(health) }
         if let builtin = map.optional("builtin") {
             let text = try builtin.string()
             guard let value = BuiltinHandler(rawValue: text) else {
@@ -555,6 +553,7 @@ final class Decoder {
         }
         if let value = map.optional("max_fails") { balance.maxFails = try value.int(in: 1...1000) }
         if let value = map.optional("cool_down") { balance.coolDown = try positive(value) }
+        try decodeOutlierSettings(&map, into: &balance)
         try map.finish()
         return balance
     }

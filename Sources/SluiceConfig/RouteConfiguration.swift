@@ -6,6 +6,11 @@ public struct RouteConfiguration: Sendable, Equatable {
     public var match: RouteMatch
     /// Where connections go; empty only for routes served by a built-in handler.
     public var backends: [BackendURL] = []
+    /// Each backend's share in the balance (`backends: [{url: …, weight: 3}]`), 1 by default;
+    /// as many as `backends`.
+    public var weights: [Int] = []
+    /// Active checks of the backends; `nil` = none (passive health only).
+    public var health: HealthCheckConfiguration?
     /// How `wss://` backends are verified.
     public var backendTLS: BackendTLSConfiguration = BackendTLSConfiguration()
     /// Which `Host` header the backend receives.
@@ -137,12 +142,54 @@ public struct BalancingConfiguration: Sendable, Equatable {
         case clientIP
     }
 
+    /// What consistent hashing keys on, so one user's connections land on one backend.
+    public enum HashKey: Sendable, Equatable {
+        case header(String)
+        case cookie(String)
+        /// The authenticated user (falls back to the policy on public routes).
+        case user
+    }
+
     public var policy: Policy = .roundRobin
     public var sticky: Sticky = .none
-    /// Connect failures in a row after which a backend is skipped...
+    /// Consistent (rendezvous) hashing by a request field; excludes `sticky`.
+    public var hash: HashKey?
+    /// Failures in a row (connect failures, handshake timeouts, 5xx answers to upgrades, early
+    /// 1011/1014 closes) after which a backend is ejected...
     public var maxFails: Int = 3
-    /// ...for this long.
+    /// ...for this long, doubled at each ejection that follows within `max_cool_down`...
     public var coolDown: Duration = .seconds(10)
+    /// ...up to this long.
+    public var maxCoolDown: Duration = .seconds(300)
+    /// At most this share of a set is ejected by passive health at once (at least one backend).
+    public var maxEjectionPercent: Int = 50
+    /// A backend back from ejection or a failed check gets its share gradually over this long.
+    public var slowStart: Duration = .zero
+    /// 5xx answers to plain requests count as failures too.
+    public var plainErrorsFail: Bool = false
+    /// Idempotent requests without a body are tried on the next backend after a 502, 503 or 504.
+    public var retryRequests: Bool = true
+    /// No retry starts later than this after the first try.
+    public var retryBudget: Duration = .seconds(10)
+
+    public init() {}
+}
+
+/// Active checks of a route's backends: an HTTP GET, or a real WebSocket upgrade with a
+/// ping/pong, every `interval`; `fall` failures in a row mark a backend down, `rise` passes up.
+public struct HealthCheckConfiguration: Sendable, Equatable {
+    public enum Mode: String, Sendable, Equatable {
+        case http, websocket
+    }
+
+    public var path: String = "/"
+    public var interval: Duration = .seconds(5)
+    public var timeout: Duration = .seconds(1)
+    public var rise: Int = 2
+    public var fall: Int = 3
+    /// Status ranges that pass an `http` check.
+    public var expectStatus: [ClosedRange<Int>] = [200...399]
+    public var mode: Mode = .http
 
     public init() {}
 }
@@ -152,7 +199,8 @@ extension RouteConfiguration {
     /// for `other`: the same backends, balancing and backend TLS, and no TLS backend (whose
     /// trust files may have changed, so its context is built again).
     public func sharesBackendSet(with other: RouteConfiguration) -> Bool {
-        backends == other.backends && balance == other.balance && backendTLS == other.backendTLS
+        backends == other.backends && weights == other.weights && health == other.health && balance == other.balance
+            && backendTLS == other.backendTLS
             && !backends.contains { url in
                 if case .remote(let scheme, _, _, _) = url.target { scheme.isSecure } else { false }
             }

@@ -70,8 +70,9 @@ struct CommandLineTests {
             routes: [ { name: demo, builtin: demo } ]
             """, waitingFor: ["admin"])
         defer { sluice.stop() }
-        #expect(await sluice.logged("configuration in force"))
-        #expect(await sluice.logged("address=127.0.0.1:\(sluice.port) listener=plain"))
+        // Generous: a debug build starting beside a busy test run.
+        #expect(await sluice.logged("configuration in force", timeout: .seconds(60)))
+        #expect(await sluice.logged("address=127.0.0.1:\(sluice.port) listener=plain", timeout: .seconds(60)))
         #expect(sluice.log.first { $0.contains("[IPv4]") } == nil)
     }
 

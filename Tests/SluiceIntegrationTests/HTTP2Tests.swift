@@ -246,7 +246,7 @@ struct HTTP2Tests {
     @Test("flow control end to end: a client that grants no window stops Sluice reading the backend; then every byte arrives")
     func flowControl() async throws {
         let setup = try await Setup(flood: 64 << 20)
-        let result = try await setup.h2("stall", ["path": "/flood", "seconds": 3, "admin": setup.gateway.adminURL("/connections")], timeout: 180)
+        let result = try await setup.h2("stall", ["path": "/flood", "seconds": 3, "admin": setup.gateway.adminURL("/connections")], timeout: 300)
         await setup.stop()
         #expect(result["status"] as? Int == 200, "\(result)")
         // The stream's window (65,535 bytes) is all the client can get while it grants nothing.

@@ -316,9 +316,9 @@ struct ProxyUnitTests {
         var moved = 0
         for last in 1...200 {
             let client = IPAddress("10.1.\(last / 256).\(last % 256)")!
-            let before = three.candidates(attempts: 1, client: client)[0]
-            let after = four.candidates(attempts: 1, client: client)[0]
-            #expect(three.candidates(attempts: 1, client: client)[0] == before, "stable for the same client")
+            let before = three.candidates(attempts: 1, pin: .init(client: client))[0]
+            let after = four.candidates(attempts: 1, pin: .init(client: client))[0]
+            #expect(three.candidates(attempts: 1, pin: .init(client: client))[0] == before, "stable for the same client")
             if before != after {
                 moved += 1
                 #expect(after == 3, "a client moved to a backend other than the new one")
@@ -327,7 +327,7 @@ struct ProxyUnitTests {
         #expect(moved > 20 && moved < 90, "about a quarter of the clients should move, moved \(moved)")
     }
 
-    @Test("least connections prefers the idlest; max_fails connect failures skip a backend for the cool-down")
+    @Test("least connections prefers the idlest; max_fails failures eject a backend for the cool-down")
     func leastConnectionsAndHealth() {
         var balance = BalancingConfiguration()
         balance.policy = .leastConnections
@@ -337,16 +337,16 @@ struct ProxyUnitTests {
         set.began(0)
         set.began(1)
         #expect(set.candidates(attempts: 3)[0] == 2)
-        set.connectFailed(2)
+        set.failed(2, reason: "refused")
         #expect(!set.isSkipped(2))
-        set.connectFailed(2)
+        set.failed(2, reason: "refused")
         #expect(set.isSkipped(2))
         #expect(!set.candidates(attempts: 3).contains(2))
         #expect(set.candidates(attempts: 3)[0] == 1)
         var cookie = BalancingConfiguration()
         cookie.sticky = .cookie(name: "sb")
         let sticky = Self.backends(3, cookie)
-        #expect(sticky.candidates(attempts: 3, stickyCookie: sticky.stickyIDs[2])[0] == 2)
+        #expect(sticky.candidates(attempts: 3, pin: .init(stickyCookie: sticky.stickyIDs[2]))[0] == 2)
         #expect(Set(sticky.stickyIDs).count == 3)
     }
 }

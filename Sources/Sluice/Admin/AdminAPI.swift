@@ -1,5 +1,7 @@
 import NIOCore
 import NIOHTTP1
+import Foundation
+import SluiceConfig
 
 /// The admin endpoints as plain request → response functions, apart from the socket handling.
 struct AdminAPI: Sendable {
@@ -39,10 +41,15 @@ struct AdminAPI: Sendable {
             let phase = gateway.phase
             let body = #"{"status":"\#(phase)","config_version":"\#(gateway.configurationVersion)"}"#
             return eventLoop.makeSucceededFuture(.json(phase == .ready ? .ok : .serviceUnavailable, body))
-        case "metrics" where segments.count == 1, "connections", "reload" where segments.count == 1, "drain" where segments.count == 1:
+        case "metrics" where segments.count == 1, "connections", "reload" where segments.count == 1, "drain" where segments.count == 1,
+            "backends" where segments.count == 1 || segments.count == 4:
             if let refusal = authorize(head) { return eventLoop.makeSucceededFuture(refusal) }
         default:
-            return eventLoop.makeSucceededFuture(.text(.notFound, "not found; try /metrics, /connections, /reload, /drain, /healthz or /readyz"))
+            return eventLoop.makeSucceededFuture(.text(.notFound, "not found; try /metrics, /connections, /backends, /reload, /drain, /healthz or /readyz"))
+        }
+
+        if segments.first == "backends" {
+            return eventLoop.makeSucceededFuture(backends(head, segments: segments, query: query, isRead: isRead))
         }
 
         if segments == ["reload"] {
@@ -110,6 +117,41 @@ struct AdminAPI: Sendable {
             )
         default:
             return eventLoop.makeSucceededFuture(methodNotAllowed("GET, HEAD, DELETE"))
+        }
+    }
+
+    /// `GET /backends`; `POST /backends/{route}/{backend}/drain[?window=30s]` and `…/enable`.
+    private func backends(_ head: HTTPRequestHead, segments: [String], query: [String: String], isRead: Bool) -> Response {
+        if segments.count == 1 {
+            guard isRead else { return methodNotAllowed("GET, HEAD") }
+            return .json(.ok, gateway.backendsJSON())
+        }
+        guard head.method == .POST else { return methodNotAllowed("POST") }
+        let route = segments[1].removingPercentEncoding ?? segments[1]
+        let name = segments[2].removingPercentEncoding ?? segments[2]
+        let refused = { (error: Gateway.BackendCommandError) in
+            Response.json(HTTPResponseStatus(statusCode: error.status), #"{"error":\#(ConnectionJSON.quoted(error.message))}"#)
+        }
+        switch segments[3] {
+        case "drain":
+            var window: Duration?
+            if let text = query["window"] {
+                guard let value = ValueParsing.duration(text), value >= .zero, value <= .seconds(3600) else {
+                    return .json(.badRequest, #"{"error":"window is a duration up to 1h, such as 30s"}"#)
+                }
+                window = value
+            }
+            switch gateway.drainBackend(route: route, named: name, window: window) {
+            case .success(let count): return .json(.accepted, #"{"draining":true,"websockets":\#(count)}"#)
+            case .failure(let error): return refused(error)
+            }
+        case "enable":
+            switch gateway.enableBackend(route: route, named: name) {
+            case .success: return .json(.ok, #"{"enabled":true}"#)
+            case .failure(let error): return refused(error)
+            }
+        default:
+            return .json(.notFound, #"{"error":"try /backends/{route}/{backend}/drain or /enable"}"#)
         }
     }
 

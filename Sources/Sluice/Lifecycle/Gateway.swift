@@ -117,9 +117,44 @@ public final class Gateway: Service, Sendable {
 
     var adminToken: String? { live.withLockedValue { $0.adminToken } }
 
+    /// The routes in force.
+    var currentRoutes: [Route] { live.withLockedValue { $0.routes } }
+
+    /// The shutdown settings in force (a backend drain spreads its closes like a shutdown).
+    var shutdownSettings: ShutdownConfiguration { live.withLockedValue { $0.configuration.shutdown } }
+
     /// Current routes, for the limit gauges.
     func updateLimitMetrics() {
-        metrics.updateLimits(routes: live.withLockedValue { $0.routes }, connections: services.connectionLimiter)
+        let routes = live.withLockedValue { $0.routes }
+        metrics.updateLimits(routes: routes, connections: services.connectionLimiter)
+        for set in Self.backendSets(routes) { set.publishMetrics() }
+    }
+
+    /// The distinct backend sets of `routes` (a set kept by a reload appears once).
+    static func backendSets(_ routes: [Route]) -> [BackendSet] {
+        var seen = Set<ObjectIdentifier>()
+        return routes.compactMap(\.backends).filter { seen.insert(ObjectIdentifier($0)).inserted }
+    }
+
+    /// Starts the active checks of the sets in `routes` that `previous` did not have, and stops
+    /// those of the sets that left.
+    private func switchBackendSets(to routes: [Route], from previous: [Route]) {
+        let old = Self.backendSets(previous)
+        let new = Self.backendSets(routes)
+        let oldIDs = Set(old.map(ObjectIdentifier.init))
+        let newIDs = Set(new.map(ObjectIdentifier.init))
+        let observer = BackendObserver(registry: metrics.registry, logger: logger)
+        for set in new where !oldIDs.contains(ObjectIdentifier(set)) {
+            if let before = previous.first(where: { $0.name == set.routeName })?.backends { set.inherit(from: before) }
+            set.start(observer: observer, group: group)
+            observer.publish(set)
+        }
+        for set in old where !newIDs.contains(ObjectIdentifier(set)) { set.stop() }
+    }
+
+    /// Stops every active check (the gateway stops).
+    func stopBackendChecks() {
+        for set in Self.backendSets(live.withLockedValue { $0.routes }) { set.stop() }
     }
 
     // MARK: Start
@@ -145,6 +180,7 @@ public final class Gateway: Service, Sendable {
             $0.echo = echo
             $0.adminToken = token
         }
+        switchBackendSets(to: routes, from: [])
         if let admin = configuration.admin {
             let server = try await AdminServer.start(configuration: admin, gateway: self, group: group, logger: logger)
             live.withLockedValue { $0.admin = server }
@@ -384,6 +420,7 @@ public final class Gateway: Service, Sendable {
             logger.warning("admin.address changes take effect at the next start; the admin listener stays where it is")
         }
         let removed = remaining
+        switchBackendSets(to: routes, from: old.routes)
         live.withLockedValue { live in
             live.configuration = new
             live.routes = routes
@@ -464,6 +501,7 @@ public final class Gateway: Service, Sendable {
         let outcome = await DrainProcedure(settings, clock: clock).run(steps)
         if outcome.forced > 0 { logger.warning("drain deadline reached; connections closed", metadata: ["connections": "\(outcome.forced)"]) }
         services.pool.closeAll()
+        stopBackendChecks()
         if stoppingParts {
             await stopAdmin()
             await stopBuiltins()
@@ -484,8 +522,9 @@ public final class Gateway: Service, Sendable {
         await echo?.stop()
     }
 
-    private func drainSteps(
-        listeners: [LiveListener], code: UInt16, matching: @escaping @Sendable (ConnectionInfo) -> Bool, announce: @escaping @Sendable () -> Void
+    func drainSteps(
+        listeners: [LiveListener], code: UInt16, reason: String? = nil, matching: @escaping @Sendable (ConnectionInfo) -> Bool,
+        announce: @escaping @Sendable () -> Void
     ) -> DrainSteps {
         let registry = self.registry
         let chosen = NIOLockedValueBox<Set<UInt64>>([])
@@ -496,7 +535,7 @@ public final class Gateway: Service, Sendable {
                 let ids = registry.ids(matching: matching)
                 chosen.withLockedValue { $0 = Set(ids) }
                 var generator = SystemRandomNumberGenerator()
-                let reason = code == CloseCode.serviceRestart ? "gateway restarting" : "gateway shutting down"
+                let reason = reason ?? (code == CloseCode.serviceRestart ? "gateway restarting" : "gateway shutting down")
                 registry.scheduleCloses(ids, after: DrainSchedule.offsets(count: ids.count, window: window, using: &generator), code: code, reason: reason)
             },
             remaining: {

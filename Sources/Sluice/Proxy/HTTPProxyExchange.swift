@@ -94,7 +94,9 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         times = route.proxyTimes
         requestChunked = request.framing.chunked
         requestHasBody = request.framing.hasBody
-        attempts = BackendAttempts(backends, attempts: max(backends.backends.count, 2), client: request.clientIP, headers: request.head.headers)
+        attempts = BackendAttempts(
+            backends, attempts: max(backends.backends.count, 2), client: request.clientIP, headers: request.head.headers, user: request.identity?.user
+        )
     }
 
     private var eventLoop: any EventLoop { client.eventLoop }
@@ -205,7 +207,6 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         UpstreamConnection.connect(backend, timeout: times.pool.connectTimeout, on: eventLoop).hop(to: eventLoop).assumeIsolated().whenComplete { [self] result in
             switch result {
             case .success(let connection):
-                attempts.connected()
                 route.metrics?.connectTime.recordNanoseconds((NIODeadline.now() - startedAt).nanoseconds)
                 guard !finished else {
                     pool.release(connection, backend: backend, settings: times.pool, reusable: true)
@@ -262,6 +263,24 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         guard !finished else { return }
         switch event {
         case .head(let head):
+            if head.status >= 500 {
+                let reason = "status \(head.status) to \(request.head.method.rawValue)"
+                if backends.balance.plainErrorsFail { attempts.failedAnswer(reason) }
+                if backends.balance.retryRequests, retriable, requestDone, [502, 503, 504].contains(head.status),
+                    attempts.mayRetry(reason: String(head.status))
+                {
+                    // Nothing reached the client: the next backend answers instead.
+                    releaseConnection(reusable: false)
+                    responseDeadline = nil
+                    connectNext()
+                    // A pooled connection attached here is outside the client's read, whose
+                    // end would have flushed it.
+                    connection?.handler.flushWrites()
+                    return
+                }
+            } else {
+                attempts.succeeded()
+            }
             responseDeadline = nil
             responseHead = head
             route.metrics?.responseTime.recordNanoseconds((NIODeadline.now() - sentAt).nanoseconds)

@@ -104,7 +104,9 @@ final class WebSocketUpgrade {
             fail(SluiceError(source: .gateway, status: .internalServerError, label: .noBackend, message: "route has no backends"))
             return
         }
-        attempts = BackendAttempts(backends, attempts: route.websocket.maxConnectAttempts, client: origin.clientIP, headers: clientHead.headers)
+        attempts = BackendAttempts(
+            backends, attempts: route.websocket.maxConnectAttempts, client: origin.clientIP, headers: clientHead.headers, user: origin.identity?.user
+        )
         connectNext()
     }
 
@@ -144,7 +146,6 @@ final class WebSocketUpgrade {
                 handshakeHandler = handler
                 currentBackend = backend
                 currentIndex = index
-                self.attempts?.connected()
                 handshakeStartedAt = .now()
                 route.metrics?.connectTime.recordNanoseconds((handshakeStartedAt - connectStartedAt).nanoseconds)
                 handshakeTimer = eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(route.websocket.handshakeTimeout)) { [self] in
@@ -187,9 +188,31 @@ final class WebSocketUpgrade {
 
     private func handshakeTimedOut() {
         guard !finished, !streamingResponse else { return }
+        if retried(after: "backend did not answer the WebSocket handshake in time", label: "timeout") { return }
+        fail(.backend(.gatewayTimeout, .backendTimeout, "backend did not answer the WebSocket handshake in time"))
+    }
+
+    /// The current backend failed the handshake before anything reached the client: it counts
+    /// against the backend's health, and the next backend is tried if one is left within the
+    /// retry budget. Returns whether it is.
+    private func retried(after reason: String, label: String) -> Bool {
+        attempts?.failedAnswer(reason)
+        handshakeTimer?.cancel()
+        handshakeTimer = nil
         handshakeHandler?.detach()
         upstream?.close(promise: nil)
-        fail(.backend(.gatewayTimeout, .backendTimeout, "backend did not answer the WebSocket handshake in time"))
+        guard attempts?.mayRetry(reason: label) == true else { return false }
+        logger.info("websocket upgrade retried on the next backend", metadata: [
+            "route": "\(route.name)", "backend": "\(currentBackend.map { "\($0.url)" } ?? "")", "reason": "\(reason)",
+        ])
+        upstream = nil
+        handshakeHandler = nil
+        currentBackend = nil
+        currentIndex = nil
+        backendHead = nil
+        validated = nil
+        connectNext()
+        return true
     }
 
     private func handshakeEvent(_ event: UpstreamHandshakeHandler.Event) {
@@ -201,11 +224,22 @@ final class WebSocketUpgrade {
                 do {
                     validated = try UpgradeResponse.validate(head, for: upgrade)
                 } catch {
-                    handshakeHandler?.detach()
-                    upstream?.close(promise: nil)
+                    if retried(after: error.message, label: "invalid_101") { return }
                     fail(.backend(.badGateway, .backendError, error.message))
                 }
             } else {
+                let status = Int(head.status.code)
+                if status >= 500 {
+                    let reason = "status \(status) to the upgrade"
+                    if [502, 503, 504].contains(status) {
+                        if retried(after: reason, label: String(status)) { return }
+                    } else {
+                        attempts?.failedAnswer(reason)
+                    }
+                } else {
+                    // A refusal (401, 404, …) is the backend working as it should.
+                    attempts?.succeeded()
+                }
                 handshakeTimer?.cancel()
                 streamingResponse = true
                 services.metrics.upgradeFailed(route: route.name, .backend(head.status, .backendRejected, "backend refused the upgrade"))
@@ -235,7 +269,9 @@ final class WebSocketUpgrade {
                 downstream.context.close(promise: nil)
                 completion(.responded(backendHead?.status))
             } else {
-                fail(.backend(.badGateway, .backendError, "backend closed the connection during the handshake (\(BackendConnectFailure.describe(error)))"))
+                let reason = "backend closed the connection during the handshake (\(BackendConnectFailure.describe(error)))"
+                if retried(after: reason, label: "closed") { return }
+                fail(.backend(.badGateway, .backendError, reason))
             }
         }
     }
@@ -249,6 +285,7 @@ final class WebSocketUpgrade {
         finished = true
         handshakeTimer?.cancel()
         handshakeHandler.detach()
+        attempts?.succeeded()
 
         var headers = ForwardedHeaders.endToEnd(backendHead.headers)
         headers.remove(name: "sec-websocket-accept")
@@ -273,7 +310,10 @@ final class WebSocketUpgrade {
             eventLoop: eventLoop, logger: logger, metrics: route.metrics
         ) { [services, route, origin, currentIndex] summary in
             registry.remove(info.id)
-            if let currentIndex { route.backends?.ended(currentIndex) }
+            if let currentIndex, let backends = route.backends {
+                backends.ended(currentIndex)
+                if let reason = Self.earlyFailure(summary) { backends.failed(currentIndex, reason: reason) }
+            }
             Self.record(summary, info: info, origin: origin, route: route, services: services)
         }
         route.metrics?.activeWebSockets.increment()
@@ -334,6 +374,22 @@ final class WebSocketUpgrade {
         ])
         downstream.respond(error)
         completion(.responded(nil))
+    }
+
+    /// WebSockets the backend ends this soon after its 101 with 1011 or 1014 (or by vanishing)
+    /// count against its health: a backend that accepts upgrades and then fails them.
+    static let earlyCloseWindow: TimeAmount = .seconds(10)
+
+    /// Why a finished WebSocket counts as its backend's failure, if it does.
+    static func earlyFailure(_ summary: WebSocketRelay.Summary) -> String? {
+        guard summary.duration < earlyCloseWindow, let outcome = summary.outcome, outcome.initiator == .upstream else { return nil }
+        if !outcome.byGateway, let code = outcome.code, code == 1011 || code == 1014 {
+            return "closed a WebSocket with \(code) right after its 101"
+        }
+        if outcome.ending == .vanished || outcome.ending == .vanishedMidFrame {
+            return "dropped a WebSocket right after its 101"
+        }
+        return nil
     }
 
     /// Metrics and the access-log line of a finished WebSocket.
