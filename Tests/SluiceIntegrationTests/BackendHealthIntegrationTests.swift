@@ -237,3 +237,90 @@ struct BackendHealthIntegrationTests {
         await gateway.stop()
     }
 }
+
+/// The operator's view: the dashboard page in headless Chromium, `/overview`, and `# HELP` on
+/// every metric family.
+@Suite("The admin dashboard")
+struct DashboardTests {
+    @Test("headless Chromium: the dashboard shows a live WebSocket the test opened, and its kick button closes it", .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/chromium"), "needs chromium (apt)"))
+    func dashboardInChromium() async throws {
+        let backends = try await BackendHealthIntegrationTests.Backends(["a"])
+        defer { backends.stop() }
+        let tokenFile = NSTemporaryDirectory() + "sluice-token-\(UUID().uuidString)"
+        let token = "dashboard-token-0123456789abcdef"
+        try token.write(toFile: tokenFile, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: tokenFile) }
+        let gateway = try await TestGateway(yaml: """
+        admin: { address: 127.0.0.1:0, token_file: \(tokenFile) }
+        listeners: [ { name: plain, address: "127.0.0.1:0" } ]
+        routes:
+          - name: chat
+            match: { path_prefix: /chat }
+            backends: [\(backends.urls)]
+            health: { path: /health, interval: 1s, timeout: 1s }
+        """)
+        let session = try PythonSession()
+        defer { session.stop() }
+        #expect(try await session.open("watched", gateway.url("/chat/room"))["status"] as? Int == 101)
+        let listing = try await Curl.run(["-H", "Authorization: Bearer \(token)", gateway.adminURL("/connections")])
+        let id = try #require((listing.json?["connections"] as? [[String: Any]])?.first?["id"] as? Int, "\(listing.body)")
+        let page = try await Curl.run([gateway.adminURL("/")])
+        #expect(page.status == 200 && page.headers["content-type"]?.hasPrefix("text/html") == true && page.body.contains("<script>"))
+        #expect(!page.body.contains("src=") && !page.body.contains("<link") && !page.body.contains("@import"), "the page loads nothing from elsewhere")
+        let screenshot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("docs/dashboard.png").path
+        let browser = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Conformance/browser/browser_test.py").path
+        let scratch = NSTemporaryDirectory() + "sluice-dashboard-\(UUID().uuidString).png"
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        let outcome = try await Curl.run([], shell: "python3 \(browser) --dashboard '\(gateway.adminURL("/"))#token=\(token)' \(id) \(scratch) 2>&1", timeout: 120)
+        let result = try JSONSerialization.jsonObject(with: Data((outcome.body.split(separator: "\n").last ?? "").utf8)) as? [String: Any] ?? [:]
+        let row = result["row"] as? String ?? ""
+        let backendsShown = result["backends"] as? String ?? ""
+        #expect(row.contains("chat"), "\(outcome.body)")
+        #expect(backendsShown.contains("up"), "\(outcome.body)")
+        #expect(result["row_gone"] as? Bool == true, "\(outcome.body)")
+        let closed = try await session.send(["op": "wait-close", "id": "watched"])
+        #expect(closed["close_code"] as? Int == 1008, "\(closed)")
+        // The committed screenshot is refreshed when the page changes (SLUICE_UPDATE_SCREENSHOT=1).
+        if ProcessInfo.processInfo.environment["SLUICE_UPDATE_SCREENSHOT"] == "1" {
+            try? FileManager.default.removeItem(atPath: screenshot)
+            try FileManager.default.copyItem(atPath: scratch, toPath: screenshot)
+        }
+        #expect((try? FileManager.default.attributesOfItem(atPath: scratch)[.size] as? Int) ?? 0 > 10_000, "a screenshot was taken")
+        await gateway.stop()
+    }
+
+    @Test("/overview names listeners and routes; every sluice_* family in /metrics has a # HELP line")
+    func overviewAndHelp() async throws {
+        let backends = try await BackendHealthIntegrationTests.Backends(["a"])
+        defer { backends.stop() }
+        let gateway = try await TestGateway(yaml: """
+        admin: { address: 127.0.0.1:0 }
+        listeners: [ { name: plain, address: "127.0.0.1:0" } ]
+        routes:
+          - name: chat
+            match: { path_prefix: /chat }
+            backends: [\(backends.urls)]
+            health: { path: /health, interval: 1s, timeout: 1s }
+          - name: app
+            match: { path_prefix: /app }
+            backends: [\(backends.urls.replacingOccurrences(of: "ws://", with: "http://"))]
+        """)
+        // Traffic of every kind, so the families exist.
+        _ = try await BackendHealthIntegrationTests.upgrades(gateway, 5, path: "/chat")
+        _ = try await Curl.run(["http://127.0.0.1:\(gateway.port("plain"))/app/x"])
+        _ = try await Curl.run(["http://127.0.0.1:\(gateway.port("plain"))/nowhere"])
+        _ = await gateway.eventually(.seconds(5)) { (try? await Curl.run([gateway.adminURL("/metrics")]).body.contains("sluice_backend_check_duration")) ?? false }
+        let overview = try await Curl.run([gateway.adminURL("/overview")])
+        #expect((overview.json?["listeners"] as? [[String: Any]])?.first?["name"] as? String == "plain", "\(overview.body)")
+        #expect((overview.json?["routes"] as? [[String: Any]])?.map { $0["name"] as? String } == ["chat", "app"], "\(overview.body)")
+        let metrics = try await Curl.run([gateway.adminURL("/metrics")]).body
+        let lines = metrics.split(separator: "\n")
+        let families = Set(lines.filter { $0.hasPrefix("# TYPE sluice_") }.map { $0.split(separator: " ")[2] })
+        let helped = Set(lines.filter { $0.hasPrefix("# HELP sluice_") }.map { $0.split(separator: " ")[2] })
+        #expect(families.count >= 12, "\(families)")
+        #expect(families.subtracting(helped).isEmpty, "no # HELP for \(families.subtracting(helped).sorted())")
+        await gateway.stop()
+    }
+}

@@ -253,3 +253,23 @@ struct BackendHealthTests {
         }
     }
 }
+
+@Suite("Metric help and the Grafana dashboard")
+struct MetricHelpTests {
+    @Test("# HELP is added before a # TYPE that has none; the Grafana dashboard only names metrics that exist")
+    func helpAndDashboard() throws {
+        let text = Array("# TYPE sluice_websockets_active gauge\nsluice_websockets_active 1\n# HELP x y\n# TYPE x counter\nx 2\n".utf8)
+        let out = String(decoding: MetricHelp.addingMissing(to: text), as: UTF8.self)
+        #expect(out.hasPrefix("# HELP sluice_websockets_active WebSockets relayed now, by route.\n# TYPE sluice_websockets_active gauge\n"), "\(out)")
+        #expect(out.components(separatedBy: "# HELP x").count == 2, "an existing HELP is not doubled")
+        let dashboard = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("conf/grafana-dashboard.json")
+        let json = try String(contentsOf: dashboard, encoding: .utf8)
+        _ = try JSONSerialization.jsonObject(with: Data(json.utf8))
+        let names = Set(json.matches(of: /sluice_[a-z0-9_]+/).map { String($0.output) }.map { name in
+            name.hasSuffix("_bucket") ? String(name.dropLast(7)) : name
+        })
+        #expect(!names.isEmpty)
+        #expect(names.subtracting(MetricHelp.texts.keys).sorted().filter { !["sluice_config_info", "sluice_config_last_reload_success_timestamp_seconds"].contains($0) } == [])
+    }
+}

@@ -86,3 +86,20 @@ extension Gateway {
         String(format: "%.3f", value)
     }
 }
+
+extension Gateway {
+    /// `GET /overview`: what the dashboard shows above the live figures — the configuration in
+    /// force, the listeners with their bound addresses, the routes.
+    func overviewJSON() -> String {
+        let listeners = currentListeners.map { listener in
+            let configuration = listener.configuration
+            let versions = ConnectionJSON.strings(configuration.httpVersions.map(\.rawValue))
+            return #"{"name":\#(ConnectionJSON.quoted(listener.name)),"address":\#(ConnectionJSON.quoted(listener.address)),"tls":\#(configuration.tls != nil),"versions":\#(versions),"open":\#(listener.openConnections)}"#
+        }
+        let routes = currentRoutes.map { route in
+            let match = route.configuration.match
+            return #"{"name":\#(ConnectionJSON.quoted(route.name)),"host":\#(match.host.map(ConnectionJSON.quoted) ?? "null"),"path_prefix":\#(ConnectionJSON.quoted(match.pathPrefix)),"backends":\#(route.backends?.backends.count ?? 0),"auth":\#(!route.configuration.auth.isPublic)}"#
+        }
+        return #"{"config_version":"\#(configurationVersion)","phase":"\#(phase)","websockets":\#(registry.count),"listeners":[\#(listeners.joined(separator: ","))],"routes":[\#(routes.joined(separator: ","))]}"#
+    }
+}

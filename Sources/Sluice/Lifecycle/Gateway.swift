@@ -120,6 +120,9 @@ public final class Gateway: Service, Sendable {
     /// The routes in force.
     var currentRoutes: [Route] { live.withLockedValue { $0.routes } }
 
+    /// The listeners in force, with their bound addresses.
+    var currentListeners: [LiveListener] { live.withLockedValue { $0.listeners } }
+
     /// The shutdown settings in force (a backend drain spreads its closes like a shutdown).
     var shutdownSettings: ShutdownConfiguration { live.withLockedValue { $0.configuration.shutdown } }
 

@@ -175,7 +175,7 @@ public final class GatewayMetrics: Sendable {
     /// The Prometheus text exposition, with the process figures read now.
     public func render() -> [UInt8] {
         process.update()
-        return registry.emitToBuffer()
+        return MetricHelp.addingMissing(to: registry.emitToBuffer())
     }
 }
 

@@ -6,8 +6,12 @@ WebSocket result exists, so the DOM is polled instead.
 usage: browser_test.py WSS_URL [PROTOCOL]   (exit 0 when every check passed)
        browser_test.py --demo HTTPS_URL      (Sluice's demo page echoes through the gateway)
        browser_test.py --page URL            (prints the JSON a page puts in its #result element)
+       browser_test.py --dashboard URL ID PNG (Sluice's admin dashboard: waits for connection ID
+                                               in its table, saves a screenshot, kicks it, waits
+                                               for the row to go; prints JSON)
 """
 import asyncio
+import base64
 import fcntl
 import json
 import os
@@ -41,7 +45,16 @@ async def evaluate(debugger_url, expression):
                 return reply.get("result", {}).get("result", {}).get("value")
 
 
-async def run(url, protocol, page_url=None, expression="document.getElementById('result').textContent"):
+async def command(debugger_url, method, params):
+    async with connect(debugger_url, max_size=None) as ws:
+        await ws.send(json.dumps({"id": 1, "method": method, "params": params}))
+        while True:
+            reply = json.loads(await ws.recv())
+            if reply.get("id") == 1:
+                return reply.get("result", {})
+
+
+async def run(url, protocol, page_url=None, expression="document.getElementById('result').textContent", then=None):
     # One Chromium at a time on this machine: two at once on two cores starve each other's pages.
     lock = open(os.path.join(tempfile.gettempdir(), "sluice-chromium.lock"), "w")
     fcntl.flock(lock, fcntl.LOCK_EX)
@@ -52,7 +65,7 @@ async def run(url, protocol, page_url=None, expression="document.getElementById(
         chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--ignore-certificate-errors",
         "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", f"--user-data-dir={profile}",
         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1, EXCLUDE [::1]",
-        "--no-first-run", "--no-default-browser-check", "--disable-background-networking",
+        "--no-first-run", "--no-default-browser-check", "--disable-background-networking", "--window-size=1280,1000",
         page_url,
     ], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -65,7 +78,7 @@ async def run(url, protocol, page_url=None, expression="document.getElementById(
         debugger = None
         for _ in range(100):
             targets = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json"))
-            pages = [t for t in targets if t.get("type") == "page" and t.get("url", "").startswith(page_url.split("?")[0])]
+            pages = [t for t in targets if t.get("type") == "page" and t.get("url", "").startswith(page_url.split("?")[0].split("#")[0])]
             if pages:
                 debugger = pages[0]["webSocketDebuggerUrl"]
                 break
@@ -74,7 +87,8 @@ async def run(url, protocol, page_url=None, expression="document.getElementById(
         while time.monotonic() < deadline:
             text = await evaluate(debugger, expression)
             if text:
-                return json.loads(text) if text.startswith("{") else {"text": text}
+                found = json.loads(text) if text.startswith("{") else {"text": text}
+                return await then(debugger, found) if then else found
             await asyncio.sleep(0.2)
         return {"error": "no result in the page"}
     finally:
@@ -99,7 +113,34 @@ def page(url):
     sys.exit(0)
 
 
+def dashboard(url, ident, screenshot):
+    """The admin dashboard shows connection `ident`; its kick button closes it."""
+    row = f"document.querySelector('tr[data-id=\"{ident}\"]')"
+    probe = f"(() => {{ const r = {row}; return r ? JSON.stringify({{row: r.textContent, summary: document.getElementById('summary').textContent, backends: document.getElementById('backends').textContent}}) : ''; }})()"
+
+    async def kick(debugger, found):
+        await asyncio.sleep(2.5)  # a second sample, so the rate chart has a line
+        shot = await command(debugger, "Page.captureScreenshot", {"format": "png"})
+        with open(screenshot, "wb") as out:
+            out.write(base64.b64decode(shot["data"]))
+        await evaluate(debugger, f"document.querySelector('button[data-kick=\"{ident}\"]').click()")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if not await evaluate(debugger, f"{row} ? 'present' : ''"):
+                found["row_gone"] = True
+                return found
+            await asyncio.sleep(0.2)
+        found["row_gone"] = False
+        return found
+
+    outcome = asyncio.run(run(None, None, page_url=url, expression=probe, then=kick))
+    print(json.dumps(outcome), flush=True)
+    sys.exit(0)
+
+
 def main():
+    if sys.argv[1] == "--dashboard":
+        dashboard(sys.argv[2], sys.argv[3], sys.argv[4])
     if sys.argv[1] == "--demo":
         demo(sys.argv[2])
     if sys.argv[1] == "--page":
