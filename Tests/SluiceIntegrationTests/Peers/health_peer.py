@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Backends that fall sick on purpose, and clients that count where upgrades land.
 
-  health_peer.py backend NAME MODEFILE
+  health_peer.py backend NAME MODEFILE [PORT]
       A WebSocket and HTTP backend (Python `websockets`) that reads its mode from MODEFILE at
       every request: `good` (upgrades get a 101 carrying `X-Backend: NAME` and echo; GET
       /health and other GETs get 200 and NAME), `503` (every request and upgrade gets 503),
@@ -42,7 +42,7 @@ def mode_of(path):
         return "good"
 
 
-async def backend(name, mode_file):
+async def backend(name, mode_file, port=0):
     from websockets.asyncio.server import serve
     from websockets.datastructures import Headers
     from websockets.exceptions import ConnectionClosed
@@ -74,8 +74,8 @@ async def backend(name, mode_file):
         response.headers["X-Backend"] = name
         return response
 
-    async with serve(handler, "127.0.0.1", 0, process_request=process_request, process_response=process_response,
-                     ping_interval=None) as server:
+    async with serve(handler, "127.0.0.1", port, process_request=process_request, process_response=process_response,
+                     ping_interval=None, reuse_address=True) as server:
         print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
         await asyncio.Future()
 
@@ -199,7 +199,7 @@ if __name__ == "__main__":
     exit_when_parent_goes()
     role = sys.argv[1]
     if role == "backend":
-        asyncio.run(backend(sys.argv[2], sys.argv[3]))
+        asyncio.run(backend(sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 0))
     elif role == "http":
         http(sys.argv[2], sys.argv[3])
     elif role == "upgrades":
