@@ -162,6 +162,32 @@ struct BackendHealthIntegrationTests {
         await gateway.stop()
     }
 
+    @Test("a backend that accepts upgrades and closes them at once with 1011 is ejected after max_fails")
+    func earlyCloses() async throws {
+        let backends = try await Backends(["a", "b"])
+        defer { backends.stop() }
+        let gateway = try await TestGateway(yaml: """
+        admin: { address: 127.0.0.1:0 }
+        listeners: [ { name: plain, address: "127.0.0.1:0" } ]
+        routes:
+          - name: ws
+            match: { path_prefix: /ws }
+            backends: [\(backends.urls)]
+            balance: { max_fails: 2, cool_down: 30s }
+        """)
+        try backends.set("b", "1011")
+        let bURL = "ws://127.0.0.1:\(backends.peers["b"]!.port)"
+        // Upgrades succeed (the 101 comes); the early closes count against b.
+        _ = try await Self.upgrades(gateway, 8, concurrency: 1)
+        let ejected = await gateway.eventually(.seconds(10)) { (try? await Self.backends(gateway))?[bURL] == "ejected" }
+        let view = try await Curl.run([gateway.adminURL("/backends")]).body
+        #expect(ejected, "\(view)")
+        #expect(view.contains("1011 right after its 101"), "\(view)")
+        let after = try await Self.upgrades(gateway, 20)
+        #expect(Set(Self.landed(after).keys) == ["a"], "\(after)")
+        await gateway.stop()
+    }
+
     @Test("drain of one backend with 500 live WebSockets: each gets 1012, spread over the window; new ones go elsewhere; enable brings it back")
     func drainBackend() async throws {
         let backends = try await Backends(["a", "b"])

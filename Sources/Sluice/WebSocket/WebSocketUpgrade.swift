@@ -285,7 +285,6 @@ final class WebSocketUpgrade {
         finished = true
         handshakeTimer?.cancel()
         handshakeHandler.detach()
-        attempts?.succeeded()
 
         var headers = ForwardedHeaders.endToEnd(backendHead.headers)
         headers.remove(name: "sec-websocket-accept")
@@ -312,12 +311,24 @@ final class WebSocketUpgrade {
             registry.remove(info.id)
             if let currentIndex, let backends = route.backends {
                 backends.ended(currentIndex)
-                if let reason = Self.earlyFailure(summary) { backends.failed(currentIndex, reason: reason) }
+                if let reason = Self.earlyFailure(summary) {
+                    backends.failed(currentIndex, reason: reason)
+                } else if summary.duration < Self.earlyCloseWindow {
+                    backends.succeeded(currentIndex)
+                }
             }
             Self.record(summary, info: info, origin: origin, route: route, services: services)
         }
         route.metrics?.activeWebSockets.increment()
-        if let currentIndex { route.backends?.began(currentIndex) }
+        if let currentIndex, let backends = route.backends {
+            backends.began(currentIndex)
+            // A 101 alone does not prove the backend well (it may close at once with 1011): the
+            // WebSocket counts as its success once it outlived the early window, or ended well
+            // within it.
+            eventLoop.scheduleTask(in: Self.earlyCloseWindow) { [id = info.id] in
+                if registry.count(of: [id]) > 0 { backends.succeeded(currentIndex) }
+            }
+        }
         if route.configuration.auth.closeOnExpiry, let expiresAt = origin.identity?.expiresAt {
             relay.closeWhenCredentialExpires(in: .nanoseconds(Int64(max(0, expiresAt - WallClock.now()) * 1e9)))
         }

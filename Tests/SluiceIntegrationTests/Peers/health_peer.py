@@ -5,7 +5,8 @@
       A WebSocket and HTTP backend (Python `websockets`) that reads its mode from MODEFILE at
       every request: `good` (upgrades get a 101 carrying `X-Backend: NAME` and echo; GET
       /health and other GETs get 200 and NAME), `503` (every request and upgrade gets 503),
-      `hang` (reads the request and never answers). Prints `PORT n`.
+      `hang` (reads the request and never answers), `1011` (upgrades get their 101, then a close
+      1011 at once). Prints `PORT n`.
 
   health_peer.py http NAME MODEFILE
       A plain HTTP/1.1 keep-alive backend with the same modes for every method (`good`: 200
@@ -49,6 +50,9 @@ async def backend(name, mode_file, port=0):
     from websockets.http11 import Response
 
     async def handler(ws):
+        if mode_of(mode_file) == "1011":
+            await ws.close(1011, "internal error")
+            return
         try:
             async for message in ws:
                 await ws.send(message)
