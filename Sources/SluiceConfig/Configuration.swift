@@ -92,6 +92,11 @@ public struct ListenerConfiguration: Sendable, Equatable {
     public var http: HTTPLimits = HTTPLimits()
     /// HTTP/2's settings and defences, for connections that speak it.
     public var http2: HTTP2Limits = HTTP2Limits()
+    /// The PROXY protocol header a balancer sends before anything else; `nil` = none expected.
+    public var proxyProtocol: ProxyProtocolVersion?
+    /// The peers allowed to send that header (required when `proxyProtocol` is set); a
+    /// connection from anyone else is refused.
+    public var proxyProtocolFrom: [CIDR] = []
 
     /// The HTTP versions served, in ALPN preference order: `http.versions`, or by default `h2`
     /// and `http/1.1` over TLS and `http/1.1` alone on plain TCP (where `h2` means h2c with prior
@@ -209,4 +214,14 @@ public struct HTTPLimits: Sendable, Equatable {
     }
 
     public init() {}
+}
+
+/// Which PROXY protocol header (haproxy.org's proxy-protocol.txt) a listener reads.
+public enum ProxyProtocolVersion: String, Sendable, Equatable {
+    /// The text form: `PROXY TCP4 1.2.3.4 5.6.7.8 1234 443\r\n`.
+    case v1
+    /// The binary form, with its 12-byte signature.
+    case v2
+    /// Either, told apart by the first bytes.
+    case any
 }

@@ -271,6 +271,27 @@ final class Decoder {
         if let tls = map.optional("tls") { listener.tls = try decodeTLS(tls) }
         if let http = map.optional("http") { listener.http = try decodeHTTPLimits(http) }
         if let http2 = map.optional("http2") { listener.http2 = try decodeHTTP2Limits(http2) }
+        if let value = map.optional("proxy_protocol") {
+            let text = try value.string()
+            guard let version = ProxyProtocolVersion(rawValue: text) else { throw value.error("proxy_protocol is v1, v2 or any, got '\(text)'") }
+            listener.proxyProtocol = version
+        }
+        if let value = map.optional("proxy_protocol_from") {
+            for item in try value.sequence() {
+                let text = try item.string()
+                do throws(ValueError) {
+                    listener.proxyProtocolFrom.append(try CIDR(text))
+                } catch {
+                    throw item.error(error.message)
+                }
+            }
+        }
+        if listener.proxyProtocol != nil && listener.proxyProtocolFrom.isEmpty {
+            throw node.error("proxy_protocol needs proxy_protocol_from: the balancers' addresses (CIDRs) allowed to send the header")
+        }
+        if listener.proxyProtocol == nil && !listener.proxyProtocolFrom.isEmpty {
+            throw node.error("proxy_protocol_from is set but proxy_protocol is not")
+        }
         try map.finish()
         return listener
     }

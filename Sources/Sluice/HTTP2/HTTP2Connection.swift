@@ -40,7 +40,7 @@ final class HTTP2Connection {
         on channel: any Channel, configuration: HTTPGatewayHandler.Configuration, limits: HTTP2Limits, routing: ListenerRouting, services: GatewayServices
     ) throws {
         let connection = HTTP2Connection(
-            configuration: configuration, services: services, routing: routing, peer: ClientAddress.ip(of: channel.remoteAddress)
+            configuration: configuration, services: services, routing: routing, peer: configuration.peer
         )
         let shared = NIOLoopBound(connection, eventLoop: channel.eventLoop)
         let manager = NIOHTTP2ServerConnectionManagementHandler(

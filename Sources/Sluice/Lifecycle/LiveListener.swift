@@ -56,6 +56,7 @@ final class LiveListener: Sendable {
         let metrics = services.metrics
         let active = metrics.meter("sluice_connections_active", [("listener", name)])
         let limiter = services.connectionLimiter
+        let logger = services.logger
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: Int32(configuration.backlog))
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -73,22 +74,48 @@ final class LiveListener: Sendable {
                     try options.setOption(.socketOption(.so_keepalive), value: 1)
                     try options.setOption(.allowRemoteHalfClosure, value: now.tls == nil)
                     metrics.connectionAccepted(listener: name)
-                    let peer = ClientAddress.ip(of: channel.remoteAddress)
-                    if let rejection = limiter.admit(peer) {
-                        // Refused before any TLS work: the cheapest answer to a flood.
-                        metrics.limitRejected(rejection)
-                        channel.close(promise: nil)
-                        return
+                    let socketPeer = ClientAddress.ip(of: channel.remoteAddress)
+                    /// Admits the client (its address from the socket, or from a PROXY header)
+                    /// against the connection limits and serves HTTP.
+                    func admit(_ peer: IPAddress?) throws {
+                        if let rejection = limiter.admit(peer) {
+                            // Refused before any TLS work: the cheapest answer to a flood.
+                            metrics.limitRejected(rejection)
+                            channel.close(promise: nil)
+                            return
+                        }
+                        channel.closeFuture.whenComplete { _ in limiter.release(peer) }
+                        try HTTPVersionSelection.install(on: channel, settings: now, routing: routing, services: services, peer: peer)
                     }
                     active.increment()
                     let id = ObjectIdentifier(channel)
                     connections.withLockedValue { $0[id] = channel }
                     channel.closeFuture.whenComplete { _ in
                         connections.withLockedValue { _ = $0.removeValue(forKey: id) }
-                        limiter.release(peer)
                         active.decrement()
                     }
-                    try HTTPVersionSelection.install(on: channel, settings: now, routing: routing, services: services)
+                    guard let version = now.configuration.proxyProtocol else {
+                        try admit(socketPeer)
+                        return
+                    }
+                    guard let balancer = socketPeer, now.configuration.proxyProtocolFrom.contains(where: { $0.contains(balancer) }) else {
+                        metrics.proxyProtocolRefused(listener: name, reason: "untrusted_peer")
+                        logger.info("PROXY protocol: connection from a peer not in proxy_protocol_from refused", metadata: [
+                            "listener": "\(name)", "peer": "\(socketPeer.map { "\($0)" } ?? "unknown")",
+                        ])
+                        channel.close(promise: nil)
+                        return
+                    }
+                    try channel.pipeline.syncOperations.addHandler(ProxyProtocolHandler(
+                        version: version, timeout: TimeAmount(now.configuration.http.headerTimeout),
+                        accepted: { header in try admit(header.source ?? socketPeer) },
+                        refused: { label, reason in
+                            metrics.proxyProtocolRefused(listener: name, reason: label)
+                            logger.info("PROXY protocol: connection refused", metadata: [
+                                "listener": "\(name)", "peer": "\(balancer)", "reason": "\(reason)",
+                            ])
+                        }
+                    ))
                 }
             }
         do {

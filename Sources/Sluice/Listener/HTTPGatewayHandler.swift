@@ -20,6 +20,9 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
         var listener: String
         var tls: Bool
         var limits: HTTPLimits
+        /// The client's address: the socket's peer, or what a trusted balancer's PROXY header
+        /// said.
+        var peer: IPAddress?
     }
 
     typealias StateMachine = HTTPConnectionStateMachine<Answer, HTTPProxyExchange, WebSocketUpgrade>
@@ -307,7 +310,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     func connectionFacts(_ context: ChannelHandlerContext) -> Admission.Connection {
         if let facts = admissionConnection { return facts }
         let facts = Admission.Connection(
-            listener: configuration.listener, tls: configuration.tls, peer: ClientAddress.ip(of: context.channel.remoteAddress),
+            listener: configuration.listener, tls: configuration.tls, peer: configuration.peer,
             limits: configuration.limits
         )
         admissionConnection = facts

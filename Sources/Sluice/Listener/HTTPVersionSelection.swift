@@ -9,11 +9,11 @@ import SluiceConfig
 /// `h2`, HTTP/2 with prior knowledge for a client that opens with the h2c preface.
 enum HTTPVersionSelection {
     static func install(
-        on channel: any Channel, settings: LiveListener.Settings, routing: ListenerRouting, services: GatewayServices
+        on channel: any Channel, settings: LiveListener.Settings, routing: ListenerRouting, services: GatewayServices, peer: IPAddress?
     ) throws {
         let configuration = settings.configuration
         let versions = configuration.httpVersions
-        let gateway = HTTPGatewayHandler.Configuration(listener: configuration.name, tls: settings.tls != nil, limits: configuration.http)
+        let gateway = HTTPGatewayHandler.Configuration(listener: configuration.name, tls: settings.tls != nil, limits: configuration.http, peer: peer)
         let metrics = services.metrics
         func serve(_ version: HTTPProtocol) throws {
             metrics.httpConnection(listener: configuration.name, version: version)

@@ -75,6 +75,12 @@ public final class GatewayMetrics: Sendable {
         counter("sluice_http2_connection_errors_total", [("listener", listener), ("code", names[code] ?? String(code))]).increment()
     }
 
+    /// A connection refused at its PROXY protocol header: `sluice_proxy_protocol_errors_total{listener,reason}`
+    /// (`untrusted_peer`, `invalid`, `timeout`, `truncated`).
+    func proxyProtocolRefused(listener: String, reason: String) {
+        counter("sluice_proxy_protocol_errors_total", [("listener", listener), ("reason", reason)]).increment()
+    }
+
     func tlsHandshakeFailed(listener: String) {
         counter("sluice_tls_handshake_failures_total", [("listener", listener)]).increment()
     }

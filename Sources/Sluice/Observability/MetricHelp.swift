@@ -9,6 +9,7 @@ enum MetricHelp {
         "sluice_http2_connection_errors_total": "HTTP/2 connections ended by a GOAWAY with an error, by code.",
         "sluice_http_requests_total": "Plain HTTP requests answered, by listener, route and status.",
         "sluice_tls_handshake_failures_total": "TLS handshakes that failed, by listener.",
+        "sluice_proxy_protocol_errors_total": "Connections refused at their PROXY protocol header, by listener and reason.",
         "sluice_limit_rejections_total": "Requests and upgrades refused by a limit, by limit.",
         "sluice_websocket_upgrades_total": "WebSocket upgrades by route and result (ok, or why it failed).",
         "sluice_websockets_active": "WebSockets relayed now, by route.",
