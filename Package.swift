@@ -92,10 +92,13 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
+        // liburing for the io_uring engine of `sluice-bench tunnel` (Debian: liburing-dev).
+        .systemLibrary(name: "CLibURing", path: "Sources/CLibURing", providers: [.apt(["liburing-dev"])]),
         .executableTarget(
             name: "SluiceBench",
             dependencies: [
                 "Sluice",
+                .target(name: "CLibURing", condition: .when(platforms: [.linux])),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -23,9 +23,17 @@ struct Tunnel: AsyncParsableCommand {
     @Option(help: "Stop after this many seconds.")
     var duration: Int = 3600
 
+    @Option(help: "nio (channels on a SwiftNIO event loop) or uring (one thread, one io_uring ring; Linux).")
+    var engine: String = "nio"
+
     func run() async throws {
         let listenTarget = try LoopbackTarget(hostPort: listen)
         let backendTarget = try LoopbackTarget(hostPort: backend)
+        if engine == "uring" {
+            try runUring(listen: listenTarget, backend: backendTarget)
+            return
+        }
+        guard engine == "nio" else { throw ValidationError("--engine is nio or uring") }
         let backendAddress = try SocketAddress.makeAddressResolvingHost(backendTarget.host, port: backendTarget.port)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let server = try await ServerBootstrap(group: group)
@@ -120,5 +128,32 @@ final class TunnelSide: ChannelDuplexHandler, @unchecked Sendable {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         context.close(promise: nil)
+    }
+}
+
+extension Tunnel {
+    /// The io_uring engine: a blocking loop on this thread until `duration` has passed.
+    func runUring(listen: LoopbackTarget, backend: LoopbackTarget) throws {
+        #if canImport(CLibURing)
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = UInt16(listen.port).bigEndian
+        address.sin_addr.s_addr = inet_addr(listen.host)
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+        guard bound == 0, Glibc.listen(fd, 4096) == 0 else { throw ValidationError("cannot listen on \(listen.host):\(listen.port)") }
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        let engine = try UringTunnel(listener: fd, backendPort: UInt16(backend.port))
+        FileHandle.standardOutput.write(Data("tunnel (io_uring) listening on \(listen.host):\(UInt16(bigEndian: address.sin_port))\n".utf8))
+        var start = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &start)
+        engine.run(until: Double(start.tv_sec) + Double(start.tv_nsec) / 1e9 + Double(duration))
+        close(fd)
+        #else
+        throw ValidationError("--engine uring needs Linux and liburing")
+        #endif
     }
 }
