@@ -83,13 +83,13 @@ struct BenchToolTests {
         #expect(outside.output.contains("only targets loopback"), "\(outside.output)")
     }
 
-    @Test("tunnel relays HTTP byte for byte to a real backend, two requests on one kept-alive connection; it refuses targets off loopback")
-    func tunnel() async throws {
+    @Test("tunnel (NIO and io_uring engines) relays HTTP byte for byte to a real backend, two requests on one kept-alive connection; it refuses targets off loopback", arguments: ["nio", "uring"])
+    func tunnel(engine: String) async throws {
         let backend = try await PythonPeer(["http-backend", "one"])
         defer { backend.stop() }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Self.executable)
-        process.arguments = ["tunnel", "--backend", "127.0.0.1:\(backend.port)", "--duration", "30"]
+        process.arguments = ["tunnel", "--engine", engine, "--backend", "127.0.0.1:\(backend.port)", "--duration", "30"]
         let output = Pipe()
         process.standardOutput = output
         try process.run()
@@ -109,7 +109,10 @@ struct BenchToolTests {
         let both = try await Curl.run(["http://127.0.0.1:\(port)/a", "http://127.0.0.1:\(port)/b"])
         let first = both.body.range(of: #""path": "/a""#), second = both.body.range(of: #""path": "/b""#)
         #expect(both.status == 200 && first != nil && second != nil && first!.lowerBound < second!.lowerBound, "\(both.body)")
-        let refused = try await Self.bench(["tunnel", "--backend", "192.0.2.1:80", "--duration", "1"])
+        // 100 KiB up and back through the engine's buffers, intact.
+        let upload = try await Curl.run([], shell: "head -c 102400 /dev/urandom > /tmp/sluice-tunnel-\(engine).bin && curl -s -T /tmp/sluice-tunnel-\(engine).bin http://127.0.0.1:\(port)/upload")
+        #expect((upload.json?["received"] as? Int) == 102_400, "\(upload.body)")
+        let refused = try await Self.bench(["tunnel", "--engine", engine, "--backend", "192.0.2.1:80", "--duration", "1"])
         #expect(refused.status != 0 && refused.output.contains("loopback"), "\(refused.output)")
     }
 
