@@ -26,6 +26,8 @@ final class BackendSet: Sendable {
     let stickyIDs: [String]
     /// Round-robin turns honouring the weights (smooth weighted round robin, made once).
     private let schedule: [Int]
+    /// Every weight is the same: turns are a plain rotation.
+    private let unweighted: Bool
     private let next = Atomic<Int>(0)
     private let stats: [BackendStats]
     private let states: Mutex<[BackendHealth]>
@@ -53,6 +55,7 @@ final class BackendSet: Sendable {
             String(Array(SHA256.hash(data: Array(backend.url.text.utf8))).prefix(6).map { String(format: "%02x", $0) }.joined())
         }
         schedule = Self.smoothSchedule(self.weights)
+        unweighted = Set(self.weights).count == 1
     }
 
     func backend(_ index: Int) -> Backend { backends[index] }
@@ -134,6 +137,8 @@ final class BackendSet: Sendable {
 
     /// The backends of `pool` in round-robin order from turn `start`, weights honoured.
     private func turns(from start: Int, among pool: [Int]) -> [Int] {
+        // Equal weights (the common case): a rotation of the pool, with no schedule walk.
+        if unweighted { return (0..<pool.count).map { pool[(start &+ $0) % pool.count] } }
         var order: [Int] = []
         order.reserveCapacity(pool.count)
         var seen = [Bool](repeating: false, count: backends.count)
