@@ -167,7 +167,7 @@ struct ProxyProtocolTests {
         defer { for holder in holders { holder.stop() } }
         var statuses: [Int] = []
         for address in ["192.0.2.1", "192.0.2.2", "192.0.2.1"] {
-            let holder = try StreamingPeer(script: Self.peer, arguments: ["hold", "127.0.0.1", "\(port)", Self.hex("PROXY TCP4 \(address) 10.0.0.1 5555 80\r\n"), "/ws", "5"])
+            let holder = try StreamingPeer(script: Self.peer, arguments: ["hold", "127.0.0.1", "\(port)", Self.hex("PROXY TCP4 \(address) 10.0.0.1 5555 80\r\n"), "/ws", "60"])
             holders.append(holder)
             let line = try await holder.line(startingWith: "{")
             statuses.append((try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["status"] as? Int ?? 0)
