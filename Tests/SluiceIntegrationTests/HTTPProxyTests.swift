@@ -451,7 +451,10 @@ struct SockJSTests {
             executable: "/usr/bin/node", arguments: [Self.peers.appendingPathComponent("sockjs_server.js").path],
             environment: ["NODE_PATH": "/usr/share/nodejs"]
         )
+        let log = NSTemporaryDirectory() + "sluice-sockjs-\(UUID().uuidString).log"
+        defer { try? FileManager.default.removeItem(atPath: log) }
         let gateway = try await TestGateway(yaml: """
+            access_log: \(log)
             listeners: [ { name: plain, address: 127.0.0.1:0 } ]
             routes:
               - name: app
@@ -461,9 +464,12 @@ struct SockJSTests {
         let result = try await PythonPeer.run(["--page", "http://127.0.0.1:\(gateway.port("plain"))/page"], script: Self.browser, timeout: 120)
         await gateway.stop()
         server.stop()
+        // What the gateway answered, for a failure's message.
+        let answers = ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n")
+            .map { line in line.split(separator: ",").filter { $0.contains("\"status\"") || $0.contains("\"path\"") || $0.contains("rejection") }.joined(separator: ",") }
         for transport in ["websocket", "xhr-streaming", "xhr-polling", "eventsource"] {
             let outcome = try #require(result[transport] as? [String: Any], "\(transport): \(result)")
-            #expect(outcome["echo"] as? Bool == true, "\(transport): \(outcome)")
+            #expect(outcome["echo"] as? Bool == true, "\(transport): \(outcome); the gateway answered: \(answers.suffix(30))")
             #expect(outcome["used"] as? String == transport, "\(transport): \(outcome)")
             let ticks = outcome["ticks"] as? [Int] ?? []
             #expect(ticks.count == 3, "\(transport): \(outcome)")
