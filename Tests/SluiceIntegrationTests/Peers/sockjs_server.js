@@ -9,7 +9,8 @@ const sockjs = require('sockjs');
 const clientScript = fs.readFileSync('/usr/share/nodejs/sockjs-client/dist/sockjs.min.js');
 const page = fs.readFileSync(path.join(__dirname, 'sockjs_page.html'));
 
-const echo = sockjs.createServer({ log: () => {}, disconnect_delay: 1000 });
+// A session survives 30 s without a poll: a loaded machine may pause the browser that long.
+const echo = sockjs.createServer({ log: () => {}, disconnect_delay: 30000 });
 echo.on('connection', (conn) => {
   conn.on('data', (message) => {
     if (message === 'ticks') {
