@@ -18,8 +18,18 @@ struct BadInputTests {
     static let fuzzPeer = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .appendingPathComponent("Peers/fuzz_peer.py").path
 
+    /// The process's open sockets: the connections it holds (a timer or a file the runtime opens
+    /// once, lazily, is not a held connection).
     static func openDescriptors(_ pid: Int32) -> Int {
-        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1
+        describeDescriptors(pid).filter { $0.contains("socket:") }.count
+    }
+
+    /// What each open descriptor is (`socket:[…]`, a path), for a failure's message.
+    static func describeDescriptors(_ pid: Int32) -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
+        return names.sorted { (Int($0) ?? 0) < (Int($1) ?? 0) }.map { name in
+            "\(name)→\((try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(name)")) ?? "?")"
+        }
     }
 
     @Test("mutated HTTP and WebSocket traffic both ways: the gateway stays up and holds no connection afterwards", arguments: [11, 12])
@@ -57,6 +67,7 @@ struct BadInputTests {
                 websocket: { handshake_timeout: 2s, idle_timeout: 3s }
             """, waitingFor: ["plain", "tls", "admin"])
         let baseline = Self.openDescriptors(sluice.pid)
+        let before = Self.describeDescriptors(sluice.pid)
         let ports = [sluice.port, sluice.ports["tls"] ?? 0, sluice.ports["admin"] ?? 0].map(String.init)
         let result = try await PythonPeer.run(["client", ports[0], "12", "\(seed)", ports[1], ports[2]], script: Self.fuzzPeer, timeout: 90)
         #expect(!sluice.hasExited, "sluice stopped (status \(sluice.exitStatus.map(String.init) ?? "?")) under seed \(seed)")
@@ -68,9 +79,10 @@ struct BadInputTests {
             open = Self.openDescriptors(sluice.pid)
         }
         let alive = !sluice.hasExited
+        let after = Self.describeDescriptors(sluice.pid)
         sluice.stop()
         #expect(alive)
-        #expect(open <= baseline, "\(open) descriptors open after the run, \(baseline) before")
+        #expect(open <= baseline, "\(open) sockets open after the run, \(baseline) before; new descriptors: \(Set(after).subtracting(before).sorted())")
         let requests = result["requests"] as? Int ?? 0, answered = result["answered"] as? Int ?? 0
         #expect(requests > 200 && answered > 50, "\(result)")
         #expect((result["tls_answered"] as? Int ?? 0) > 10 && (result["admin_answered"] as? Int ?? 0) > 5, "\(result)")
