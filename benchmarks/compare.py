@@ -91,6 +91,18 @@ def rss_bytes(pids):
     return total
 
 
+def replace_section(path, begin, end, section, title="# Benchmark results\n"):
+    """Writes `section` (which starts with `begin` and ends with `end`) into the file at `path`,
+    in place of the one a previous run wrote, or at the end."""
+    text = open(path).read() if os.path.exists(path) else title
+    if begin in text:
+        head, rest = text.split(begin, 1)
+        text = head + section + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    open(path, "w").write(text)
+
+
 def bench(*args, timeout):
     out = subprocess.run([os.path.join(BIN, "sluice-bench"), *args, "--json"], capture_output=True, text=True, timeout=timeout)
     if out.returncode != 0:

@@ -26,7 +26,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare import BIN, ROOT, cpu_seconds, free_port, process_tree, render_template, wait_listening  # noqa: E402
+from compare import BIN, ROOT, cpu_seconds, free_port, process_tree, render_template, replace_section, wait_listening  # noqa: E402
 
 SCENARIOS = [
     ("64 B, window 1, 50 connections", ["--connections", "50", "--size", "64", "--window", "1"]),
@@ -141,14 +141,7 @@ def write_results(options, table):
                           f"NIO tunnel / nginx: {rows['nio tunnel']['cpu_us'] / rows['nginx']['cpu_us']:.2f}×."]
         lines.append("")
     lines.append("<!-- engines.py end -->")
-    section = "\n".join(lines)
-    text = open(options.results).read() if os.path.exists(options.results) else "# Relay engine\n"
-    if "<!-- engines.py begin -->" in text:
-        head, rest = text.split("<!-- engines.py begin -->", 1)
-        text = head + section + rest.split("<!-- engines.py end -->", 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    open(options.results, "w").write(text)
+    replace_section(options.results, "<!-- engines.py begin -->", "<!-- engines.py end -->", "\n".join(lines), title="# Relay engine\n")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare import BIN, ROOT, cpu_seconds, free_port, process_tree, render_template, wait_listening  # noqa: E402
+from compare import BIN, ROOT, cpu_seconds, free_port, process_tree, render_template, replace_section, wait_listening  # noqa: E402
 
 MARK_BEGIN = "<!-- h2.py begin -->"
 MARK_END = "<!-- h2.py end -->"
@@ -207,12 +207,7 @@ def main():
     results = run(options)
     section = render(results, options)
     print(section)
-    text = open(options.results).read() if os.path.exists(options.results) else ""
-    if MARK_BEGIN in text:
-        text = text[:text.index(MARK_BEGIN)] + section + text[text.index(MARK_END) + len(MARK_END) + 1:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    open(options.results, "w").write(text)
+    replace_section(options.results, MARK_BEGIN, MARK_END, section.rstrip("\n"))
 
 
 if __name__ == "__main__":

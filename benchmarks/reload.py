@@ -32,7 +32,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare import BIN, ROOT, cpu_seconds, free_port, rss_bytes, wait_listening  # noqa: E402
+from compare import BIN, ROOT, cpu_seconds, free_port, replace_section, rss_bytes, wait_listening  # noqa: E402
 
 MARK_BEGIN = "<!-- reload.py begin -->"
 MARK_END = "<!-- reload.py end -->"
@@ -229,14 +229,7 @@ def write_results(options, r):
         "",
         MARK_END,
     ]
-    text = open(options.results).read() if os.path.exists(options.results) else "# Benchmark results\n"
-    section = "\n".join(lines)
-    if MARK_BEGIN in text:
-        head, rest = text.split(MARK_BEGIN, 1)
-        text = head + section + rest.split(MARK_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    open(options.results, "w").write(text)
+    replace_section(options.results, MARK_BEGIN, MARK_END, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare import BIN, ROOT, free_port, wait_listening  # noqa: E402
+from compare import BIN, ROOT, free_port, replace_section, wait_listening  # noqa: E402
 
 PEER = os.path.join(ROOT, "Tests", "SluiceIntegrationTests", "Peers", "health_peer.py")
 MARK_BEGIN = "<!-- rolling.py begin -->"
@@ -271,14 +271,7 @@ def write_results(options, results):
     for name, result in results.items():
         lines.append(f"| {name} | {result['attempted']} | {result['failed']} | {json.dumps(result['reasons']) if result['reasons'] else '—'} |")
     lines += ["", MARK_END]
-    text = open(options.results).read() if os.path.exists(options.results) else "# Benchmark results\n"
-    section = "\n".join(lines)
-    if MARK_BEGIN in text:
-        head, rest = text.split(MARK_BEGIN, 1)
-        text = head + section + rest.split(MARK_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    open(options.results, "w").write(text)
+    replace_section(options.results, MARK_BEGIN, MARK_END, "\n".join(lines))
 
 
 if __name__ == "__main__":
