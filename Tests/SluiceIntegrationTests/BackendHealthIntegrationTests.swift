@@ -46,6 +46,20 @@ struct BackendHealthIntegrationTests {
         )
     }
 
+    /// An admin listener, a plain listener and route `ws` (`/ws`) to `backends`; `route` is one
+    /// more line of the route (its `balance:`, `health:`).
+    static func gateway(_ backends: Backends, route: String = "") async throws -> TestGateway {
+        try await TestGateway(yaml: """
+        admin: { address: 127.0.0.1:0 }
+        listeners: [ { name: plain, address: "127.0.0.1:0" } ]
+        routes:
+          - name: ws
+            match: { path_prefix: /ws }
+            backends: [\(backends.urls)]
+            \(route)
+        """)
+    }
+
     static func landed(_ result: [String: Any]) -> [String: Int] { result["landed"] as? [String: Int] ?? [:] }
 
     static func backends(_ gateway: TestGateway) async throws -> [String: String] {
@@ -166,15 +180,7 @@ struct BackendHealthIntegrationTests {
     func earlyCloses() async throws {
         let backends = try await Backends(["a", "b"])
         defer { backends.stop() }
-        let gateway = try await TestGateway(yaml: """
-        admin: { address: 127.0.0.1:0 }
-        listeners: [ { name: plain, address: "127.0.0.1:0" } ]
-        routes:
-          - name: ws
-            match: { path_prefix: /ws }
-            backends: [\(backends.urls)]
-            balance: { max_fails: 2, cool_down: 30s }
-        """)
+        let gateway = try await Self.gateway(backends, route: "balance: { max_fails: 2, cool_down: 30s }")
         try backends.set("b", "1011")
         let bURL = "ws://127.0.0.1:\(backends.peers["b"]!.port)"
         // Upgrades succeed (the 101 comes); the early closes count against b.
@@ -192,14 +198,7 @@ struct BackendHealthIntegrationTests {
     func drainBackend() async throws {
         let backends = try await Backends(["a", "b"])
         defer { backends.stop() }
-        let gateway = try await TestGateway(yaml: """
-        admin: { address: 127.0.0.1:0 }
-        listeners: [ { name: plain, address: "127.0.0.1:0" } ]
-        routes:
-          - name: ws
-            match: { path_prefix: /ws }
-            backends: [\(backends.urls)]
-        """)
+        let gateway = try await Self.gateway(backends)
         let aURL = "ws://127.0.0.1:\(backends.peers["a"]!.port)"
         let holder = try StreamingPeer(script: Self.peer, arguments: ["hold", "127.0.0.1", "\(gateway.port("plain"))", "500", "/ws", "30"])
         defer { holder.stop() }
