@@ -21,6 +21,8 @@ public struct Configuration: Sendable, Equatable {
     public var reload: ReloadConfiguration = ReloadConfiguration()
     /// How the gateway drains on SIGTERM/SIGINT and for listeners a reload removes.
     public var shutdown: ShutdownConfiguration = ShutdownConfiguration()
+    /// Limits and kicks shared with other instances through Redis; `nil`: this instance alone.
+    public var cluster: ClusterConfiguration?
     /// Every file the configuration reads (certificates and keys, CA bundles, htpasswd, JWT keys,
     /// the admin token): what `reload.watch` watches besides the config file itself.
     public var referencedFiles: [String] = []

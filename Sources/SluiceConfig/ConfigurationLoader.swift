@@ -199,6 +199,9 @@ final class Decoder {
         if let shutdown = root.optional("shutdown") {
             if let value = record({ () throws(ConfigError) in try decodeShutdown(shutdown) }) { configuration.shutdown = value }
         }
+        if let cluster = root.optional("cluster") {
+            configuration.cluster = record { () throws(ConfigError) in try decodeCluster(cluster) }
+        }
         _ = record { () throws(ConfigError) in try root.finish() }
         return configuration
     }
@@ -609,6 +612,8 @@ final class Decoder {
         if let value = map.optional("upgrade_rate_per_ip") { limits.upgradeRatePerIP = try decodeRate(value) }
         if let value = map.optional("request_rate") { limits.requestRate = try decodeRate(value) }
         if let value = map.optional("request_rate_per_ip") { limits.requestRatePerIP = try decodeRate(value) }
+        if let value = map.optional("upgrade_rate_per_user") { limits.upgradeRatePerUser = try decodeRate(value) }
+        if let value = map.optional("request_rate_per_user") { limits.requestRatePerUser = try decodeRate(value) }
         if let value = map.optional("retry_after") { limits.retryAfter = try positive(value) }
         try map.finish()
         return limits

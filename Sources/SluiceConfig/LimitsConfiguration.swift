@@ -30,6 +30,10 @@ public struct RouteLimits: Sendable, Equatable {
     public var requestRate: RateLimit?
     /// Plain HTTP requests per second from one client address (429 past it).
     public var requestRatePerIP: RateLimit?
+    /// Upgrades per second by one authenticated user (429 past it).
+    public var upgradeRatePerUser: RateLimit?
+    /// Plain HTTP requests per second by one authenticated user (429 past it).
+    public var requestRatePerUser: RateLimit?
     /// The `Retry-After` sent with 503s and with 429s for connection caps.
     public var retryAfter: Duration = .seconds(5)
 
@@ -37,7 +41,7 @@ public struct RouteLimits: Sendable, Equatable {
 
     public var isEmpty: Bool {
         maxWebSockets == nil && maxWebSocketsPerIP == nil && maxWebSocketsPerUser == nil && upgradeRate == nil && upgradeRatePerIP == nil
-            && requestRate == nil && requestRatePerIP == nil
+            && requestRate == nil && requestRatePerIP == nil && upgradeRatePerUser == nil && requestRatePerUser == nil
     }
 }
 

@@ -25,18 +25,6 @@ struct ProxyProtocolTests {
         return bytes.map { String(format: "%02x", $0) }.joined()
     }
 
-    static func freePort() -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
-
     static func setup(from: String = "127.0.0.1/32", extra: String = "") async throws -> (TestGateway, Peers, String) {
         let backend = try await PythonPeer(["http-backend", "one"])
         let echo = try await PythonPeer(["backend", "echo"])
@@ -85,7 +73,7 @@ struct ProxyProtocolTests {
         try #require(FileManager.default.isExecutableFile(atPath: "/usr/sbin/haproxy"), "needs haproxy (apt)")
         let (gateway, backend, log) = try await Self.setup()
         defer { backend.stop() }
-        let (v1, v2) = (Self.freePort(), Self.freePort())
+        let (v1, v2) = (LocalPort.free(), LocalPort.free())
         let config = NSTemporaryDirectory() + "sluice-haproxy-\(UUID().uuidString).cfg"
         try """
         global

@@ -96,14 +96,18 @@ struct AdminAPI: Sendable {
                 Response(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.render())
             }
         }
+        if segments.count == 1, head.method == .DELETE {
+            return kick(query, on: eventLoop)
+        }
         if segments.count == 1 {
-            guard isRead else { return eventLoop.makeSucceededFuture(methodNotAllowed("GET, HEAD")) }
+            guard isRead else { return eventLoop.makeSucceededFuture(methodNotAllowed("GET, HEAD, DELETE")) }
             let filter: ConnectionQuery
             do {
                 filter = try ConnectionQuery(query)
             } catch {
                 return eventLoop.makeSucceededFuture(.json(.badRequest, #"{"error":\#(ConnectionJSON.quoted(error.message))}"#))
             }
+            if filter.clusterWide { return clusterView(filter, on: eventLoop) }
             return gateway.registry.snapshots(on: eventLoop).map { snapshots in
                 let (selected, total) = filter.apply(snapshots)
                 return .json(.ok, ConnectionJSON.list(selected, matching: total))

@@ -20,11 +20,17 @@ struct ConnectionQuery {
     var client: String?
     var limit = 100
     var sort = Sort.id
+    /// `cluster`: every instance's WebSockets, from the cluster's store.
+    var clusterWide = false
 
     init(_ query: [String: String]) throws(Invalid) {
-        let known: Set<String> = ["route", "user", "client", "limit", "sort"]
+        let known: Set<String> = ["route", "user", "client", "limit", "sort", "scope"]
         if let unknown = query.keys.first(where: { !known.contains($0) }) {
-            throw Invalid(message: "unknown parameter '\(unknown)'; known: route, user, client, limit, sort")
+            throw Invalid(message: "unknown parameter '\(unknown)'; known: route, user, client, limit, sort, scope")
+        }
+        if let scope = query["scope"] {
+            guard scope == "cluster" || scope == "instance" else { throw Invalid(message: "scope is 'instance' (the default) or 'cluster'") }
+            clusterWide = scope == "cluster"
         }
         route = query["route"]
         user = query["user"]

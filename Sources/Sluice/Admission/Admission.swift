@@ -203,6 +203,95 @@ enum Admission {
         screened.route.limiter.admit(ip: screened.client.addressForLimits, user: identity?.user).mapError { .limited($0) }
     }
 
+    /// An upgrade's leases: those `decide` already took, or the local one taken now (the path
+    /// that did not wait).
+    static func leases(_ screened: Screened, identity: Identity?, granted: Leases?) -> Result<Leases, SluiceError> {
+        if let granted { return .success(granted) }
+        return lease(screened, identity: identity).map { Leases(local: $0) }
+    }
+
+    /// What a request that passed every step carries on.
+    struct Grant: Sendable {
+        var identity: Identity?
+        /// An upgrade's places under the caps; `nil` for a plain request.
+        var leases: Leases?
+    }
+
+    /// An upgrade's places under the route's caps, here and in the cluster: given back together
+    /// when the client connection ends (each exactly once, whatever calls `release`).
+    struct Leases: Sendable {
+        var local: AdmissionLease
+        var cluster: ClusterLease?
+        /// The id the connection will have in the registry, already named in the cluster view.
+        var connectionID: UInt64?
+
+        func release() {
+            local.release()
+            cluster?.release()
+        }
+    }
+
+    /// Whether admission must wait before it can answer: for authentication, or for the
+    /// cluster's store (every WebSocket takes a lease there; plain requests only where the
+    /// route has a per-address or per-user request rate).
+    static func waits(_ screened: Screened, cluster: ClusterStore?) -> Bool {
+        if screened.route.authenticator != nil { return true }
+        guard cluster != nil else { return false }
+        switch screened.purpose {
+        case .upgrade: return true
+        case .proxy: return screened.route.configuration.limits.requestRatePerIP != nil
+        case .demoPage: return false
+        }
+    }
+
+    /// The steps that wait: authentication, then for a plain request the per-user and the
+    /// cluster's request rates, for an upgrade its leases here and in the cluster. Completes on
+    /// `eventLoop`; a grant whose connection is gone by then must be released by the caller.
+    static func decide(
+        _ screened: Screened, _ request: Request, on connection: Connection, cluster: ClusterStore?, registry: ConnectionRegistry,
+        eventLoop: any EventLoop
+    ) -> EventLoopFuture<Result<Grant, SluiceError>> {
+        authenticate(screened, request, on: connection, eventLoop: eventLoop).flatMap { result -> EventLoopFuture<Result<Grant, SluiceError>> in
+            let identity: Identity?
+            switch result {
+            case .success(let value): identity = value
+            case .failure(let error): return eventLoop.makeSucceededFuture(.failure(error))
+            }
+            let route = screened.route
+            let check = ClusterStore.Check(route: route.name, limits: route.configuration.limits, user: identity?.user, ip: screened.client.addressForLimits)
+            switch screened.purpose {
+            case .demoPage:
+                return eventLoop.makeSucceededFuture(.success(Grant(identity: identity)))
+            case .proxy:
+                if let user = identity?.user, let rejection = route.limiter.admitRequest(user: user) {
+                    return eventLoop.makeSucceededFuture(.failure(.limited(rejection)))
+                }
+                guard let cluster else { return eventLoop.makeSucceededFuture(.success(Grant(identity: identity))) }
+                return cluster.admitRequest(check).hop(to: eventLoop).map { refusal in
+                    refusal.map { .failure($0) } ?? .success(Grant(identity: identity))
+                }
+            case .upgrade:
+                let local: AdmissionLease
+                switch lease(screened, identity: identity) {
+                case .success(let value): local = value
+                case .failure(let error): return eventLoop.makeSucceededFuture(.failure(error))
+                }
+                guard let cluster else { return eventLoop.makeSucceededFuture(.success(Grant(identity: identity, leases: Leases(local: local)))) }
+                let id = registry.makeID()
+                let summary = ClusterStore.Summary(connectionID: id, listener: connection.listener, client: screened.client.address?.description ?? "unknown")
+                return cluster.admit(check, summary: summary).hop(to: eventLoop).map { result in
+                    switch result {
+                    case .success(let clusterLease):
+                        return .success(Grant(identity: identity, leases: Leases(local: local, cluster: clusterLease, connectionID: id)))
+                    case .failure(let error):
+                        local.release()
+                        return .failure(error)
+                    }
+                }
+            }
+        }
+    }
+
     /// The client behind `peer`: its own address, or, when `peer` is a trusted proxy, the one
     /// its `X-Forwarded-For` chain names.
     static func identify(_ headers: HTTPHeaders, peer: IPAddress?, trusted: [CIDR]) -> Client {

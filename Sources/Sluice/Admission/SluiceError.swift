@@ -29,6 +29,8 @@ struct SluiceError: Error, Sendable, CustomStringConvertible {
         case authForbidden = "auth_forbidden"
         case authUnavailable = "auth_unavailable"
         case authRateLimited = "auth_rate_limited"
+        /// The cluster's store (Redis) did not answer and `on_store_failure` is `deny`.
+        case clusterUnavailable = "cluster_unavailable"
         // Backends.
         case noBackend = "no_backend"
         case backendRefused = "backend_refused"
@@ -90,7 +92,7 @@ extension LimitRejection {
     /// A rate limit, not a cap on what is open.
     var isRate: Bool {
         switch self {
-        case .upgradeRate, .upgradeRatePerIP, .requestRate, .requestRatePerIP: true
+        case .upgradeRate, .upgradeRatePerIP, .requestRate, .requestRatePerIP, .upgradeRatePerUser, .requestRatePerUser: true
         default: false
         }
     }

@@ -134,13 +134,13 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, RemovableChannelHandler, H
                 respond(context: context, DemoPage.answer, omitBody: isHead)
             case .proxy:
                 let answer = RequestAnswer.proxy(screened, admissionRequest)
-                guard screened.route.authenticator != nil else {
+                guard Admission.waits(screened, cluster: services.cluster) else {
                     beginExchange(context: context, screened, admissionRequest, identity: nil)
                     return
                 }
                 authorize(context: context, answer, screened, admissionRequest)
             case .upgrade(let upgrade):
-                guard screened.route.authenticator != nil else {
+                guard Admission.waits(screened, cluster: services.cluster) else {
                     admit(context: context, screened, upgrade: upgrade, head: head.head, identity: nil)
                     return
                 }
@@ -149,28 +149,35 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, RemovableChannelHandler, H
         }
     }
 
-    /// Runs the route's authentication with reads held, then goes on with the answer it kept.
+    /// Runs the steps of admission that wait (authentication, the cluster's limits) with reads
+    /// held, then goes on with the answer it kept.
     private func authorize(context: ChannelHandlerContext, _ answer: RequestAnswer, _ screened: Admission.Screened, _ admissionRequest: Admission.Request) {
         state.authorizing(answer)
-        Admission.authenticate(screened, admissionRequest, on: connection.admission, eventLoop: context.eventLoop)
-            .assumeIsolated().whenSuccess { [self] result in
-                guard state.isAuthorizing, let context = self.context else { return }
-                switch result {
-                case .success(let identity):
-                    switch state.authorized() {
-                    case .proxy(let screened, let admissionRequest):
-                        beginExchange(context: context, screened, admissionRequest, identity: identity)
-                    case .upgrade(let screened, let upgrade, let admissionRequest):
-                        admit(context: context, screened, upgrade: upgrade, head: admissionRequest.head, identity: identity)
-                    case .refuse, .demoPage, nil:
-                        break
-                    }
-                case .failure(let error):
-                    if case .upgrade = screened.purpose { services.metrics.upgradeFailed(route: screened.route.name, error) }
-                    request?.rejection = error.rejection
-                    respond(context: context, error)
-                }
+        Admission.decide(
+            screened, admissionRequest, on: connection.admission, cluster: services.cluster, registry: services.registry, eventLoop: context.eventLoop
+        ).assumeIsolated().whenSuccess { [self] result in
+            guard state.isAuthorizing, let context = self.context else {
+                // The stream ended while admission waited.
+                if case .success(let grant) = result { grant.leases?.release() }
+                return
             }
+            switch result {
+            case .success(let grant):
+                switch state.authorized() {
+                case .proxy(let screened, let admissionRequest):
+                    beginExchange(context: context, screened, admissionRequest, identity: grant.identity)
+                case .upgrade(let screened, let upgrade, let admissionRequest):
+                    admit(context: context, screened, upgrade: upgrade, head: admissionRequest.head, identity: grant.identity, leases: grant.leases)
+                case .refuse, .demoPage, nil:
+                    grant.leases?.release()
+                }
+            case .failure(let error):
+                if case .upgrade = screened.purpose { services.metrics.upgradeFailed(route: screened.route.name, error) }
+                services.metrics.refused(error)
+                request?.rejection = error.rejection
+                respond(context: context, error)
+            }
+        }
     }
 
     private func forwardingClient(_ client: Admission.Client, host: String?) -> ForwardedHeaders.Client {
@@ -251,11 +258,14 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, RemovableChannelHandler, H
 
     // MARK: WebSockets (RFC 8441)
 
-    private func admit(context: ChannelHandlerContext, _ screened: Admission.Screened, upgrade: UpgradeRequest, head: HTTPRequestHead, identity: Identity?) {
+    private func admit(
+        context: ChannelHandlerContext, _ screened: Admission.Screened, upgrade: UpgradeRequest, head: HTTPRequestHead, identity: Identity?,
+        leases: Admission.Leases? = nil
+    ) {
         request?.user = identity?.user
-        switch Admission.lease(screened, identity: identity) {
-        case .success(let lease):
-            context.channel.closeFuture.whenComplete { _ in lease.release() }
+        let held: Admission.Leases
+        switch Admission.leases(screened, identity: identity, granted: leases) {
+        case .success(let value): held = value
         case .failure(let error):
             services.metrics.upgradeFailed(route: screened.route.name, error)
             services.metrics.refused(error)
@@ -263,6 +273,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, RemovableChannelHandler, H
             respond(context: context, error)
             return
         }
+        context.channel.closeFuture.whenComplete { _ in held.release() }
         let host = requestHead?.host
         let downstream = WebSocketUpgrade.Downstream(
             context: context,
@@ -272,10 +283,11 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, RemovableChannelHandler, H
             },
             switchToRelay: { [self] head, relayHandler in switchToRelay(context: context, head: head, relayHandler: relayHandler) }
         )
-        let origin = WebSocketUpgrade.Origin(
+        var origin = WebSocketUpgrade.Origin(
             listener: connection.configuration.listener, screened: screened, forwarding: forwardingClient(screened.client, host: host),
             path: request?.path, identity: identity, clientProtocol: "h2"
         )
+        origin.connectionID = held.connectionID
         let upgrade = WebSocketUpgrade(
             downstream: downstream, route: screened.route, clientHead: head, upgrade: upgrade, requestTarget: screened.target,
             origin: origin, services: services

@@ -178,6 +178,12 @@ public final class Gateway: Service, Sendable {
         let routes = try await Self.makeRoutes(configuration, builtinPorts: echo.map { [.echo: $0.port] } ?? [:], metrics: metrics)
         for warning in ConfigurationWarnings.compute(configuration) { logger.warning("\(warning)") }
         let token = try Self.readToken(configuration.admin)
+        if let cluster = configuration.cluster {
+            let store = try ClusterStore.make(cluster, eventLoop: group.next(), metrics: metrics, registry: registry, logger: logger)
+            services.setCluster(store)
+            store.start()
+            logger.notice("cluster store", metadata: ["redis": "\(cluster.redis)", "instance": "\(cluster.instanceID)", "on_store_failure": "\(cluster.onStoreFailure.rawValue)"])
+        }
         live.withLockedValue {
             $0.routes = routes
             $0.echo = echo
@@ -367,6 +373,9 @@ public final class Gateway: Service, Sendable {
                 errors.append(error)
             }
         }
+        if new.cluster != old.configuration.cluster {
+            errors.append(ConfigError(path: "cluster", message: "the cluster block takes effect at a restart only; put it back as it was to reload the rest"))
+        }
         var token: String?
         do throws(ConfigError) {
             token = try Self.readToken(new.admin)
@@ -505,6 +514,7 @@ public final class Gateway: Service, Sendable {
         if outcome.forced > 0 { logger.warning("drain deadline reached; connections closed", metadata: ["connections": "\(outcome.forced)"]) }
         services.pool.closeAll()
         stopBackendChecks()
+        await services.cluster?.stop()
         if stoppingParts {
             await stopAdmin()
             await stopBuiltins()

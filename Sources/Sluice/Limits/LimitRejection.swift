@@ -12,6 +12,8 @@ enum LimitRejection: Error, Equatable, Sendable {
     case upgradeRatePerIP(retryAfter: Int)
     case requestRate(retryAfter: Int)
     case requestRatePerIP(retryAfter: Int)
+    case upgradeRatePerUser(retryAfter: Int)
+    case requestRatePerUser(retryAfter: Int)
 
     /// The `limit` label value.
     var label: String {
@@ -25,6 +27,8 @@ enum LimitRejection: Error, Equatable, Sendable {
         case .upgradeRatePerIP: "upgrade_rate_per_ip"
         case .requestRate: "request_rate"
         case .requestRatePerIP: "request_rate_per_ip"
+        case .upgradeRatePerUser: "upgrade_rate_per_user"
+        case .requestRatePerUser: "request_rate_per_user"
         }
     }
 
@@ -40,7 +44,8 @@ enum LimitRejection: Error, Equatable, Sendable {
         switch self {
         case .maxConnections, .maxConnectionsPerIP: 1
         case .maxWebSockets(let seconds), .maxWebSocketsPerIP(let seconds), .maxWebSocketsPerUser(let seconds),
-            .upgradeRate(let seconds), .upgradeRatePerIP(let seconds), .requestRate(let seconds), .requestRatePerIP(let seconds):
+            .upgradeRate(let seconds), .upgradeRatePerIP(let seconds), .requestRate(let seconds), .requestRatePerIP(let seconds),
+            .upgradeRatePerUser(let seconds), .requestRatePerUser(let seconds):
             seconds
         }
     }
@@ -53,8 +58,8 @@ enum LimitRejection: Error, Equatable, Sendable {
         case .maxWebSockets: "this route is at capacity; retry later"
         case .maxWebSocketsPerIP: "too many WebSockets from this address"
         case .maxWebSocketsPerUser: "too many WebSockets for this user"
-        case .upgradeRate, .upgradeRatePerIP: "too many connection attempts; slow down"
-        case .requestRate, .requestRatePerIP: "too many requests; slow down"
+        case .upgradeRate, .upgradeRatePerIP, .upgradeRatePerUser: "too many connection attempts; slow down"
+        case .requestRate, .requestRatePerIP, .requestRatePerUser: "too many requests; slow down"
         }
     }
 }

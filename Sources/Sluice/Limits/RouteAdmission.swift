@@ -17,6 +17,8 @@ struct RouteAdmissionState {
     private var ipBuckets: [IPAddress: TokenBucket] = [:]
     private var requestBucket: TokenBucket?
     private var requestIPBuckets: [IPAddress: TokenBucket] = [:]
+    private var userBuckets: [String: TokenBucket] = [:]
+    private var requestUserBuckets: [String: TokenBucket] = [:]
     private var admissionsSinceSweep = 0
 
     init(limits: RouteLimits, now: Int64) {
@@ -40,6 +42,17 @@ struct RouteAdmissionState {
         return nil
     }
 
+    /// A plain request by an authenticated user: the per-user request rate (known only after
+    /// authentication, so apart from `admitRequest`).
+    mutating func admitRequest(user: String, now: Int64) -> LimitRejection? {
+        guard let rate = limits.requestRatePerUser else { return nil }
+        var bucket = requestUserBuckets[user] ?? TokenBucket(rate, now: now)
+        let allowed = bucket.take(now: now)
+        requestUserBuckets[user] = bucket
+        if requestUserBuckets.count > 65_536 { requestUserBuckets = requestUserBuckets.filter { !$0.value.isFull(now: now) } }
+        return allowed ? nil : .requestRatePerUser(retryAfter: bucket.secondsUntilToken())
+    }
+
     /// Counts the connection in, or says which limit refuses it (and counts nothing).
     mutating func admit(ip: IPAddress, user: String?, now: Int64) -> LimitRejection? {
         let retry = Int(limits.retryAfter.components.seconds)
@@ -54,6 +67,13 @@ struct RouteAdmissionState {
             ipBuckets[ip] = bucket
             if !allowed { return .upgradeRatePerIP(retryAfter: bucket.secondsUntilToken()) }
             sweepBuckets(now: now)
+        }
+        if let user, let rate = limits.upgradeRatePerUser {
+            var bucket = userBuckets[user] ?? TokenBucket(rate, now: now)
+            let allowed = bucket.take(now: now)
+            userBuckets[user] = bucket
+            if !allowed { return .upgradeRatePerUser(retryAfter: bucket.secondsUntilToken()) }
+            if userBuckets.count > 65_536 { userBuckets = userBuckets.filter { !$0.value.isFull(now: now) } }
         }
         if routeBucket != nil {
             guard routeBucket!.take(now: now) else { return .upgradeRate(retryAfter: routeBucket!.secondsUntilToken()) }
@@ -78,6 +98,8 @@ struct RouteAdmissionState {
         if new.upgradeRatePerIP != limits.upgradeRatePerIP { ipBuckets = [:] }
         if new.requestRate != limits.requestRate { requestBucket = new.requestRate.map { TokenBucket($0, now: now) } }
         if new.requestRatePerIP != limits.requestRatePerIP { requestIPBuckets = [:] }
+        if new.upgradeRatePerUser != limits.upgradeRatePerUser { userBuckets = [:] }
+        if new.requestRatePerUser != limits.requestRatePerUser { requestUserBuckets = [:] }
         limits = new
     }
 
@@ -127,6 +149,12 @@ final class RouteLimiter: Sendable {
     func admitRequest(ip: IPAddress) -> LimitRejection? {
         let now = MonotonicClock.nanoseconds()
         return state.withLockedValue { $0.admitRequest(ip: ip, now: now) }
+    }
+
+    /// Checks a plain request by `user` against the per-user request rate.
+    func admitRequest(user: String) -> LimitRejection? {
+        let now = MonotonicClock.nanoseconds()
+        return state.withLockedValue { $0.admitRequest(user: user, now: now) }
     }
 
     var active: Int { state.withLockedValue { $0.active } }

@@ -1,4 +1,5 @@
 import Logging
+import NIOConcurrencyHelpers
 import SluiceConfig
 
 /// What every connection of one gateway shares, across reloads: the registry of live
@@ -12,6 +13,13 @@ final class GatewayServices: Sendable {
     let logger: Logger
     /// Keep-alive connections to HTTP backends, shared by every listener.
     let pool = UpstreamPool()
+    /// Limits and kicks shared with other instances (`cluster:`); set once, before listeners bind.
+    var cluster: ClusterStore? { clusterStore.withLockedValue { $0 } }
+    private let clusterStore = NIOLockedValueBox<ClusterStore?>(nil)
+
+    func setCluster(_ store: ClusterStore?) {
+        clusterStore.withLockedValue { $0 = store }
+    }
 
     init(registry: ConnectionRegistry, metrics: GatewayMetrics, accessLog: AccessLog, limits: GlobalLimits, logger: Logger) {
         self.registry = registry

@@ -8,7 +8,7 @@ import SluiceConfig
 extension HTTPGatewayHandler {
     /// A plain request's head was admitted: proxy it now (public route) or once authenticated.
     func startProxy(context: ChannelHandlerContext, _ answer: Answer, _ screened: Admission.Screened, _ admissionRequest: Admission.Request) {
-        guard screened.route.authenticator != nil else {
+        guard Admission.waits(screened, cluster: services.cluster) else {
             beginExchange(context: context, screened, admissionRequest, identity: nil)
             return
         }
@@ -105,25 +105,34 @@ extension HTTPGatewayHandler {
         if state.closeIfClientDone() { closeQuietly(context) }
     }
 
-    /// The route's caps, then the backend.
-    func admit(context: ChannelHandlerContext, _ screened: Admission.Screened, upgrade: UpgradeRequest, head: HTTPRequestHead, identity: Identity?) {
+    /// The route's caps (taken here, or already by `Admission.decide`), then the backend.
+    func admit(context: ChannelHandlerContext, _ screened: Admission.Screened, upgrade: UpgradeRequest, head: HTTPRequestHead, identity: Identity?, leases: Admission.Leases? = nil) {
         request?.user = identity?.user
-        switch Admission.lease(screened, identity: identity) {
-        case .success(let lease):
-            // The client channel closes exactly once, on every path (relay end, refusal,
-            // error, timeout), so its close is where the count is given back.
-            context.channel.closeFuture.whenComplete { _ in lease.release() }
+        let held: Admission.Leases
+        switch Admission.leases(screened, identity: identity, granted: leases) {
+        case .success(let value): held = value
         case .failure(let error):
-            services.metrics.upgradeFailed(route: screened.route.name, error)
-            services.metrics.refused(error)
-            request?.rejection = error.rejection
-            respond(context: context, error, keepAlive: false)
+            refuseUpgrade(context: context, screened, error)
             return
         }
-        startUpgrade(context: context, screened, upgrade: upgrade, head: head, identity: identity)
+        // The client channel closes exactly once, on every path (relay end, refusal, error,
+        // timeout), so its close is where the counts are given back.
+        context.channel.closeFuture.whenComplete { _ in held.release() }
+        startUpgrade(context: context, screened, upgrade: upgrade, head: head, identity: identity, connectionID: held.connectionID)
     }
 
-    func startUpgrade(context: ChannelHandlerContext, _ screened: Admission.Screened, upgrade upgradeRequest: UpgradeRequest, head: HTTPRequestHead, identity: Identity?) {
+    /// An upgrade a limit refused: counted, logged and answered; the connection closes.
+    func refuseUpgrade(context: ChannelHandlerContext, _ screened: Admission.Screened, _ error: SluiceError) {
+        services.metrics.upgradeFailed(route: screened.route.name, error)
+        services.metrics.refused(error)
+        request?.rejection = error.rejection
+        respond(context: context, error, keepAlive: false)
+    }
+
+    func startUpgrade(
+        context: ChannelHandlerContext, _ screened: Admission.Screened, upgrade upgradeRequest: UpgradeRequest, head: HTTPRequestHead, identity: Identity?,
+        connectionID: UInt64?
+    ) {
         let downstream = WebSocketUpgrade.Downstream(
             context: context,
             respond: { [self] error in
@@ -132,10 +141,11 @@ extension HTTPGatewayHandler {
             },
             switchToRelay: { [self] head, relayHandler in switchToRelay(context: context, head: head, relayHandler: relayHandler) }
         )
-        let origin = WebSocketUpgrade.Origin(
+        var origin = WebSocketUpgrade.Origin(
             listener: configuration.listener, screened: screened, forwarding: forwardingClient(screened.client), path: request?.path,
             identity: identity, clientProtocol: "h1"
         )
+        origin.connectionID = connectionID
         let upgrade = WebSocketUpgrade(
             downstream: downstream, route: screened.route, clientHead: head, upgrade: upgradeRequest, requestTarget: screened.target,
             origin: origin, services: services

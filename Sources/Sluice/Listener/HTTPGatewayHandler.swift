@@ -336,7 +336,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
         case .proxy:
             break  // started at the head, so the body can stream
         case .upgrade(let screened, let upgrade, let admissionRequest):
-            guard screened.route.authenticator != nil else {
+            guard Admission.waits(screened, cluster: services.cluster) else {
                 admit(context: context, screened, upgrade: upgrade, head: admissionRequest.head, identity: nil)
                 return
             }
@@ -344,33 +344,39 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
         }
     }
 
-    /// Authentication admitted the request it was deciding: go on with it.
-    func authorized(context: ChannelHandlerContext, identity: Identity?) {
+    /// Admission granted the request it was deciding: go on with it.
+    func authorized(context: ChannelHandlerContext, _ grant: Admission.Grant) {
         switch state.authorized() {
         case .proxy(let screened, let admissionRequest):
-            beginExchange(context: context, screened, admissionRequest, identity: identity)
+            beginExchange(context: context, screened, admissionRequest, identity: grant.identity)
         case .upgrade(let screened, let upgrade, let admissionRequest):
-            admit(context: context, screened, upgrade: upgrade, head: admissionRequest.head, identity: identity)
+            admit(context: context, screened, upgrade: upgrade, head: admissionRequest.head, identity: grant.identity, leases: grant.leases)
         case .refuse, .demoPage, nil:
-            break
+            grant.leases?.release()
         }
     }
 
-    /// Runs the route's authentication for `answer` with reads held; `authorized` goes on with
-    /// it, or the refusal is answered.
+    /// Runs the steps of admission that wait (authentication, the cluster's limits) for
+    /// `answer` with reads held; `authorized` goes on with it, or the refusal is answered.
     func authorize(context: ChannelHandlerContext, _ answer: Answer, _ screened: Admission.Screened, _ admissionRequest: Admission.Request) {
         state.authorizing(answer)
-        Admission.authenticate(screened, admissionRequest, on: connectionFacts(context), eventLoop: context.eventLoop)
-            .assumeIsolated().whenSuccess { [self] result in
-                guard state.isAuthorizing else { return }
-                switch result {
-                case .success(let identity):
-                    authorized(context: context, identity: identity)
-                case .failure(let error):
-                    if case .upgrade = screened.purpose { services.metrics.upgradeFailed(route: screened.route.name, error) }
-                    request?.rejection = error.rejection
-                    respond(context: context, error, keepAlive: false)
-                }
+        Admission.decide(
+            screened, admissionRequest, on: connectionFacts(context), cluster: services.cluster, registry: services.registry, eventLoop: context.eventLoop
+        ).assumeIsolated().whenSuccess { [self] result in
+            guard state.isAuthorizing else {
+                // The connection ended while admission waited.
+                if case .success(let grant) = result { grant.leases?.release() }
+                return
             }
+            switch result {
+            case .success(let grant):
+                authorized(context: context, grant)
+            case .failure(let error):
+                if case .upgrade = screened.purpose { services.metrics.upgradeFailed(route: screened.route.name, error) }
+                services.metrics.refused(error)
+                request?.rejection = error.rejection
+                respond(context: context, error, keepAlive: false)
+            }
+        }
     }
 }

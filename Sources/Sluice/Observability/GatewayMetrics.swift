@@ -156,6 +156,23 @@ public final class GatewayMetrics: Sendable {
         }
     }
 
+    /// A Redis call of the cluster store that gave no usable answer:
+    /// `sluice_cluster_store_errors_total{operation,reason}`.
+    func clusterStoreError(operation: String, reason: String) {
+        counter("sluice_cluster_store_errors_total", [("operation", operation), ("reason", reason)]).increment()
+    }
+
+    /// An upgrade or request decided by `on_store_failure` because Redis could not:
+    /// `sluice_cluster_store_failure_decisions_total{policy}`.
+    func clusterPolicyApplied(_ policy: ClusterConfiguration.StoreFailurePolicy) {
+        counter("sluice_cluster_store_failure_decisions_total", [("policy", policy.rawValue)]).increment()
+    }
+
+    /// Whether the cluster store's connection to Redis is open: `sluice_cluster_store_up`.
+    func clusterStoreUp(_ up: Bool) {
+        registry.makeGauge(name: "sluice_cluster_store_up", labels: [], help: "1 while the connection to the cluster's Redis is open.").set(Int64(up ? 1 : 0))
+    }
+
     /// A reload's result: `sluice_config_reloads_total{result="success"|"failure"}`.
     func reloaded(success: Bool) {
         counter("sluice_config_reloads_total", [("result", success ? "success" : "failure")]).increment()

@@ -19,4 +19,13 @@ public enum CloseCode {
     public static let tryAgainLater: UInt16 = 1013
     public static let serviceRestart: UInt16 = 1012
     public static let badGateway: UInt16 = 1014
+
+    /// A code an endpoint may send in a close frame (RFC 6455 §7.4): the defined ones that are
+    /// not reserved for local use, and 3000–4999.
+    static func isSendable(_ code: UInt16) -> Bool {
+        switch code {
+        case 1000...1003, 1007...1014, 3000...4999: true
+        default: false
+        }
+    }
 }

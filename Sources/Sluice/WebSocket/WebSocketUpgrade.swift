@@ -35,6 +35,8 @@ final class WebSocketUpgrade {
         var clientIP: IPAddress?
         /// `h1` or `h2` (RFC 8441).
         var clientProtocol = "h1"
+        /// The registry id admission already gave it (in the cluster view); else one is made.
+        var connectionID: UInt64?
 
         /// An upgrade admission screened: `path` is the logged request path (the target as sent,
         /// without its query).
@@ -300,7 +302,7 @@ final class WebSocketUpgrade {
         services.metrics.upgradeSucceeded(route: route.name)
         let registry = services.registry
         let info = ConnectionInfo(
-            id: registry.makeID(), route: route.name, listener: origin.listener, client: origin.clientAddress,
+            id: origin.connectionID ?? registry.makeID(), route: route.name, listener: origin.listener, client: origin.clientAddress,
             user: origin.identity?.user, backend: currentBackend.map { "\($0.url)" } ?? "", subprotocol: response.protocol,
             extensions: response.extensions, startedAt: WallClock.now(), clientProtocol: origin.clientProtocol
         )

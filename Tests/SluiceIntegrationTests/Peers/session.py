@@ -12,8 +12,12 @@ Reads one JSON command per line on stdin and answers each with one JSON line on 
   {"op": "metrics", "url": "http://.../metrics", "token": "..."}    -> {"samples": [[name, labels, value], ...]}
   {"op": "http", "url": "...", "method": "GET", "headers": {...}}   -> {"status": ..., "body": "...", "headers": {...}}
   {"op": "churn", "url": ..., "count": N, "concurrency": C, ...}    -> {"paths": {...}}
+  {"op": "open-many", "opens": [{"id": .., "url": .., "headers": {..}}, ...]}
+                                                                    -> {"statuses": {id: status}, "seconds": {id: s}}
+      (all at once; the ones answered 101 stay open under their ids)
 """
 import asyncio
+import time
 import json
 import os
 import socket
@@ -38,6 +42,19 @@ async def open_connection(command):
                 "headers": {k.lower(): v for k, v in response.headers.raw_items()}}
     connections[command["id"]] = ws
     return {"status": 101}
+
+
+async def open_many(command):
+    async def one(item):
+        started = time.monotonic()
+        try:
+            result = await open_connection(item)
+            status = result["status"]
+        except Exception as error:
+            status = f"{type(error).__name__}: {error}"
+        return item["id"], status, time.monotonic() - started
+    results = await asyncio.gather(*(one(item) for item in command["opens"]))
+    return {"statuses": {i: s for i, s, _ in results}, "seconds": {i: t for i, _, t in results}}
 
 
 def close_result(ws):
@@ -169,6 +186,8 @@ async def main():
                 answer = await asyncio.to_thread(http, command)
             elif op == "churn":
                 answer = await churn(command)
+            elif op == "open-many":
+                answer = await open_many(command)
             else:
                 answer = {"error": f"unknown op {op}"}
         except Exception as error:  # reported to the test, which asserts on it

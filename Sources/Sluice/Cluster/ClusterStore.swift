@@ -1,0 +1,322 @@
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOSSL
+import SluiceConfig
+
+/// This instance's part in a cluster of Sluice instances sharing one Redis: WebSocket caps per
+/// route and per user and rate limits per address and per user that hold across instances,
+/// kicks that reach every instance, and a view of every instance's live WebSockets.
+///
+/// One round trip per upgrade and one per close (`ClusterScripts`); a heartbeat every third
+/// of `lease_ttl` renews this instance's leases, so the leases of an instance that dies lapse
+/// by themselves. Redis slow or down never blocks an event loop: each call has its timeout,
+/// `on_store_failure` decides, local limits still hold, and once Redis answers again the
+/// instance's leases are reconciled from its own table (`ClusterLeaseTable`).
+///
+/// Its state lives on `eventLoop`, the loop of its Redis connections.
+final class ClusterStore: @unchecked Sendable {
+    /// What an upgrade or request is checked against.
+    struct Check: Sendable {
+        var route: String
+        var limits: RouteLimits
+        var user: String?
+        var ip: IPAddress
+    }
+
+    /// What the cluster view shows of a WebSocket (taken at admission).
+    struct Summary: Sendable {
+        var connectionID: UInt64
+        var listener: String
+        var client: String
+    }
+
+    let configuration: ClusterConfiguration
+    let eventLoop: any EventLoop
+    private let client: RedisClient
+    private let subscriber: RedisClient
+    private let metrics: GatewayMetrics
+    private let registry: ConnectionRegistry
+    private let logger: Logger
+    private var table = ClusterLeaseTable()
+    private var heartbeat: RepeatedTask?
+    private var beating = false
+    private let prefix: String
+    private var instance: String { configuration.instanceID }
+    private var ttlMilliseconds: Int64 { configuration.leaseTTL.components.seconds * 1000 + configuration.leaseTTL.components.attoseconds / 1_000_000_000_000_000 }
+    /// The bound on the calls that carry the whole table or the whole view.
+    static let bulkTimeout: TimeAmount = .seconds(2)
+
+    init(configuration: ClusterConfiguration, password: String?, tls: NIOSSLContext?, eventLoop: any EventLoop,
+         metrics: GatewayMetrics, registry: ConnectionRegistry, logger: Logger) {
+        self.configuration = configuration
+        self.eventLoop = eventLoop
+        self.metrics = metrics
+        self.registry = registry
+        self.logger = logger
+        prefix = configuration.keyPrefix
+        let address = configuration.redis
+        let endpoint = RedisClient.Endpoint(
+            host: address.host, port: address.port, database: address.database, username: address.username, password: password,
+            tls: tls, serverName: IPAddressText.isIPv4(address.host) || IPAddressText.isIPv6(address.host) ? nil : address.host,
+            timeout: TimeAmount(configuration.timeout)
+        )
+        client = RedisClient(endpoint: endpoint, eventLoop: eventLoop, logger: logger)
+        subscriber = RedisClient(endpoint: endpoint, mode: .subscriber([configuration.keyPrefix + ":kick"]), eventLoop: eventLoop, logger: logger)
+    }
+
+    /// Connects, and keeps the heartbeat and the kick subscription going.
+    func start() {
+        client.onReady = { [self] in
+            metrics.clusterStoreUp(true)
+            table.markForReconcile()
+            beat()
+        }
+        client.onLost = { [self] _ in
+            metrics.clusterStoreUp(false)
+            table.markForReconcile()
+        }
+        subscriber.onMessage = { [self] _, payload in kickReceived(payload) }
+        client.start()
+        subscriber.start()
+        let period = TimeAmount.nanoseconds(TimeAmount(configuration.leaseTTL).nanoseconds / 3)
+        eventLoop.execute { [self] in
+            heartbeat = eventLoop.scheduleRepeatedTask(initialDelay: period, delay: period) { [self] _ in beat() }
+        }
+    }
+
+    func stop() async {
+        try? await eventLoop.submit { [self] in heartbeat?.cancel() }.get()
+        try? await client.stop().get()
+        try? await subscriber.stop().get()
+    }
+
+    // MARK: Admission
+
+    /// Takes a cluster lease for an upgrade `check` admits (one round trip): the lease, or the
+    /// refusal — a cap or rate of the cluster, or Redis failing under `deny`.
+    func admit(_ check: Check, summary: Summary) -> EventLoopFuture<Result<ClusterLease, SluiceError>> {
+        eventLoop.flatSubmit { [self] in
+            let plan = Plan(check, prefix: prefix, upgrade: true)
+            let id = table.makeID(instance: instance)
+            let record = plan.record(id: id, instance: instance, check: check, summary: summary)
+            table.sent(id, record: record)
+            return evaluate(ClusterScripts.admit, keys: plan.keys(prefix: prefix, instance: instance), arguments: plan.arguments(instance: instance, lease: id, ttl: ttlMilliseconds, record: record))
+                .flatMapThrowing { [self] answer -> Result<ClusterLease, SluiceError> in
+                    if let rejection = try plan.decision(answer, limits: check.limits) {
+                        table.dropped(id, confirmedByRedis: true)
+                        return .failure(.limited(rejection))
+                    }
+                    table.held(id, confirmedByRedis: true)
+                    return .success(ClusterLease(id: id, store: self))
+                }
+                .flatMapErrorThrowing { [self] error in
+                    storeFailed("admit", error)
+                    if plan.limitsAnything && configuration.onStoreFailure == .deny {
+                        table.dropped(id, confirmedByRedis: false)
+                        metrics.clusterPolicyApplied(.deny)
+                        return .failure(Self.unavailable)
+                    }
+                    if plan.limitsAnything { metrics.clusterPolicyApplied(.allow) }
+                    table.held(id, confirmedByRedis: false)
+                    return .success(ClusterLease(id: id, store: self))
+                }
+        }
+    }
+
+    /// Checks a plain request against the cluster's request rates (one round trip; none when the
+    /// route has no such rate).
+    func admitRequest(_ check: Check) -> EventLoopFuture<SluiceError?> {
+        let plan = Plan(check, prefix: prefix, upgrade: false)
+        guard plan.limitsAnything else { return eventLoop.makeSucceededFuture(nil) }
+        return eventLoop.flatSubmit { [self] in
+            evaluate(ClusterScripts.admit, keys: plan.keys(prefix: prefix, instance: instance), arguments: plan.arguments(instance: instance, lease: "", ttl: ttlMilliseconds, record: ""))
+                .flatMapThrowing { answer -> SluiceError? in
+                    try plan.decision(answer, limits: check.limits).map { .limited($0) }
+                }
+                .flatMapErrorThrowing { [self] error in
+                    storeFailed("request", error)
+                    metrics.clusterPolicyApplied(configuration.onStoreFailure)
+                    return configuration.onStoreFailure == .deny ? Self.unavailable : nil
+                }
+        }
+    }
+
+    static let unavailable = SluiceError(
+        source: .gateway, status: .serviceUnavailable, label: .clusterUnavailable, message: "the cluster's limits cannot be checked now; retry later",
+        headers: [("Retry-After", "1")]
+    )
+
+    /// Gives a lease back (one round trip); a release Redis does not confirm is made at the next
+    /// reconciliation.
+    fileprivate func release(_ id: String) {
+        eventLoop.execute { [self] in
+            guard table.entries[id] != nil else { return }
+            table.dropped(id, confirmedByRedis: true)
+            evaluate(ClusterScripts.release, keys: [Keys.index(prefix, instance)], arguments: [id]).whenFailure { [self] error in
+                storeFailed("release", error)
+                table.markForReconcile()
+            }
+        }
+    }
+
+    // MARK: Heartbeat and reconciliation
+
+    private func beat() {
+        guard client.isConnected, !beating else { return }
+        beating = true
+        let keys = [Keys.index(prefix, instance), Keys.instances(prefix)]
+        let reply: EventLoopFuture<RESPValue>
+        let generation = table.generation
+        let reconciling = table.needsReconcile
+        if reconciling {
+            let (keep, held) = table.reconcileArguments()
+            var arguments = [instance, String(ttlMilliseconds), String(keep.count)] + keep
+            for lease in held { arguments += [lease.id, lease.record] }
+            reply = evaluate(ClusterScripts.reconcile, keys: keys, arguments: arguments, timeout: Self.bulkTimeout)
+        } else {
+            reply = evaluate(ClusterScripts.heartbeat, keys: keys, arguments: [instance, String(ttlMilliseconds)], timeout: Self.bulkTimeout)
+        }
+        reply.whenComplete { [self] result in
+            beating = false
+            switch result {
+            case .success(let answer):
+                if reconciling {
+                    table.reconciled(at: generation)
+                    logger.info("cluster leases reconciled", metadata: ["leases": "\(answer.integer ?? -1)", "instance": "\(instance)"])
+                }
+            case .failure(let error):
+                storeFailed(reconciling ? "reconcile" : "heartbeat", error)
+                table.markForReconcile()
+            }
+        }
+    }
+
+    /// For tests and `/metrics`: leases this instance holds, and whether Redis must be told.
+    var leases: EventLoopFuture<(held: Int, needsReconcile: Bool)> {
+        eventLoop.submit { [self] in (table.heldCount, table.needsReconcile) }
+    }
+
+    // MARK: Kicks and the cluster view
+
+    /// Publishes a kick to every other instance; the answer is how many instances heard it.
+    func publishKick(user: String?, instance target: String?, id: UInt64?, code: UInt16, reason: String) -> EventLoopFuture<Int> {
+        var fields = [#""from":\#(ConnectionJSON.quoted(instance))"#, #""code":\#(code)"#, #""reason":\#(ConnectionJSON.quoted(reason))"#]
+        if let user { fields.append(#""user":\#(ConnectionJSON.quoted(user))"#) }
+        if let target, let id { fields += [#""instance":\#(ConnectionJSON.quoted(target))"#, #""id":\#(id)"#] }
+        return client.send(["PUBLISH", Keys.kickChannel(prefix), "{" + fields.joined(separator: ",") + "}"])
+            .flatMapThrowing { answer in
+                guard let count = answer.integer else { throw RedisError.protocolViolation("PUBLISH answered \(answer)") }
+                return Int(count)
+            }
+            .flatMapErrorThrowing { [self] error in
+                storeFailed("kick", error)
+                throw error
+            }
+    }
+
+    /// A kick from another instance: closes the matching WebSockets here.
+    private func kickReceived(_ payload: [UInt8]) {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(payload)) as? [String: Any], object["from"] as? String != instance,
+            let code = (object["code"] as? NSNumber)?.intValue, let close = UInt16(exactly: code), CloseCode.isSendable(close)
+        else { return }
+        let reason = String((object["reason"] as? String ?? "closed by operator").utf8.prefix(120)) ?? "closed by operator"
+        let ids: [UInt64]
+        if let user = object["user"] as? String {
+            ids = registry.ids { $0.user == user }
+        } else if object["instance"] as? String == instance, let id = (object["id"] as? NSNumber)?.uint64Value {
+            ids = [id]
+        } else {
+            return
+        }
+        for id in ids { _ = registry.close(id: id, clientCode: close, backendCode: CloseCode.goingAway, reason: reason) }
+        if !ids.isEmpty { logger.notice("kicked by another instance", metadata: ["from": "\(object["from"] ?? "")", "connections": "\(ids.count)"]) }
+    }
+
+    /// Every live instance's WebSockets, as JSON objects (the records taken at admission).
+    func view() -> EventLoopFuture<[String]> {
+        evaluate(ClusterScripts.view, keys: [Keys.instances(prefix)], arguments: [prefix], timeout: Self.bulkTimeout)
+            .flatMapThrowing { answer in
+                guard let items = answer.array else { throw RedisError.protocolViolation("the view is not a list") }
+                return items.compactMap(\.string)
+            }
+            .flatMapErrorThrowing { [self] error in
+                storeFailed("view", error)
+                throw error
+            }
+    }
+
+    // MARK: Calls
+
+    /// `EVALSHA`, falling back to `EVAL` (which caches the script) when Redis does not have it.
+    private func evaluate(_ script: ClusterScripts.Script, keys: [String], arguments: [String], timeout: TimeAmount? = nil) -> EventLoopFuture<RESPValue> {
+        let tail = [String(keys.count)] + keys + arguments
+        return client.send(["EVALSHA", script.sha] + tail, timeout: timeout).flatMapError { [client] error in
+            if case RedisError.server(let message) = error, message.hasPrefix("NOSCRIPT") {
+                return client.send(["EVAL", script.source] + tail, timeout: timeout)
+            }
+            return client.eventLoop.makeFailedFuture(error)
+        }
+    }
+
+    private func storeFailed(_ operation: String, _ error: any Error) {
+        let reason = (error as? RedisError)?.label ?? "other"
+        metrics.clusterStoreError(operation: operation, reason: reason)
+        logger.warning("cluster store call failed", metadata: ["operation": "\(operation)", "error": "\(error)"])
+    }
+}
+
+/// A WebSocket's lease in the cluster: `release()` gives it back once, however many paths call it.
+final class ClusterLease: Sendable {
+    let id: String
+    private let store: ClusterStore
+    private let released = NIOLockedValueBox(false)
+
+    fileprivate init(id: String, store: ClusterStore) {
+        self.id = id
+        self.store = store
+    }
+
+    func release() {
+        guard !released.withLockedValue({ old in defer { old = true }; return old }) else { return }
+        store.release(id)
+    }
+}
+
+/// The Redis keys and channel of the cluster.
+enum Keys {
+    static func index(_ prefix: String, _ instance: String) -> String { "\(prefix):leases:\(instance)" }
+    static func instances(_ prefix: String) -> String { "\(prefix):instances" }
+    static func routeCap(_ prefix: String, _ route: String) -> String { "\(prefix):ws:\(route)" }
+    static func userCap(_ prefix: String, _ route: String, _ user: String) -> String { "\(prefix):ws:\(route):user:\(user)" }
+    static func rate(_ prefix: String, _ route: String, _ kind: String, _ subject: String) -> String { "\(prefix):rate:\(route):\(kind):\(subject)" }
+    static func kickChannel(_ prefix: String) -> String { "\(prefix):kick" }
+}
+
+extension ClusterStore {
+    /// The store for `configuration`, with its password and TLS context read now; errors name
+    /// the key to fix.
+    static func make(_ configuration: ClusterConfiguration, eventLoop: any EventLoop, metrics: GatewayMetrics, registry: ConnectionRegistry, logger: Logger) throws(ConfigError) -> ClusterStore {
+        var password: String?
+        if let file = configuration.passwordFile {
+            do {
+                password = try String(contentsOfFile: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            } catch {
+                throw ConfigError(path: "cluster.password_file", message: "cannot read \(file): \(error.localizedDescription)")
+            }
+            if password?.isEmpty ?? true { throw ConfigError(path: "cluster.password_file", message: "\(file) is empty") }
+        }
+        var tls: NIOSSLContext?
+        if configuration.redis.tls {
+            var settings = TLSConfiguration.makeClientConfiguration()
+            if let caFile = configuration.caFile { settings.trustRoots = .file(caFile) }
+            do {
+                tls = try NIOSSLContext(configuration: settings)
+            } catch {
+                throw ConfigError(path: "cluster.ca_file", message: "cannot build the TLS context for Redis: \(error)")
+            }
+        }
+        return ClusterStore(configuration: configuration, password: password, tls: tls, eventLoop: eventLoop, metrics: metrics, registry: registry, logger: logger)
+    }
+}
