@@ -6,7 +6,7 @@ import PackageDescription
 // built exactly as usual, so a fuzz build reuses them. No other build carries sanitizer flags.
 let fuzzing = Context.environment["SLUICE_FUZZ"] == "1"
 let fuzzFlags: [SwiftSetting] = fuzzing ? [.unsafeFlags(["-sanitize=fuzzer,address"])] : []
-let fuzzers = ["FuzzRelayDirection", "FuzzRelay", "FuzzRequestHead", "FuzzResponse", "FuzzConfig", "FuzzAuth", "FuzzProxyHeader"]
+let fuzzers = ["FuzzRelayDirection", "FuzzRelay", "FuzzRequestHead", "FuzzResponse", "FuzzConfig", "FuzzAuth", "FuzzProxyHeader", "FuzzRESP"]
 
 let package = Package(
     name: "Sluice",
