@@ -49,21 +49,26 @@ struct Hold: AsyncParsableCommand {
         var channels: [any Channel] = []
         var failures = 0
         var firstError: String?
-        try await withThrowingTaskGroup(of: Result<any Channel, any Error>.self) { tasks in
+        /// Seconds from the start of each successful open to its 101.
+        var handshakes: [Double] = []
+        try await withThrowingTaskGroup(of: Result<(any Channel, Double), any Error>.self) { tasks in
             for index in 0..<connections {
                 // Pace the opens at --open-rate, a few in flight at once.
                 let due = opening + .nanoseconds(Int64(Double(index) * 1e9 / Double(openRate)))
                 if due > ContinuousClock.now { try await Task.sleep(until: due) }
                 if index >= 64, let result = try await tasks.next() {
                     switch result {
-                    case .success(let channel): channels.append(channel)
+                    case .success(let (channel, seconds)): channels.append(channel); handshakes.append(seconds)
                     case .failure(let error): failures += 1; firstError = firstError ?? "\(error)"
                     }
                 }
                 let source = sources[index % sources.count]
                 tasks.addTask {
                     do {
-                        return .success(try await target.open(group: group, localAddress: source) { _ in HoldHandler(interval: interval, tally: tally) })
+                        let started = ContinuousClock.now
+                        let channel = try await target.open(group: group, localAddress: source) { _ in HoldHandler(interval: interval, tally: tally) }
+                        let took = ContinuousClock.now - started
+                        return .success((channel, Double(took.components.seconds) + Double(took.components.attoseconds) / 1e18))
                     } catch {
                         return .failure(error)
                     }
@@ -71,7 +76,7 @@ struct Hold: AsyncParsableCommand {
             }
             for try await result in tasks {
                 switch result {
-                case .success(let channel): channels.append(channel)
+                case .success(let (channel, seconds)): channels.append(channel); handshakes.append(seconds)
                 case .failure(let error): failures += 1; firstError = firstError ?? "\(error)"
                 }
             }
@@ -101,6 +106,7 @@ struct Hold: AsyncParsableCommand {
             "requested": connections, "opened": channels.count, "failed": failures, "open_now": stillOpen, "alive": alive,
             "handshakes_per_second": Double(channels.count) / max(openSeconds, 0.001), "open_seconds": openSeconds,
             "first_error": firstError ?? "",
+            "handshake_p50_ms": Self.percentile(handshakes, 0.50) * 1000, "handshake_p99_ms": Self.percentile(handshakes, 0.99) * 1000,
         ]
         if json {
             print(String(decoding: try JSONSerialization.data(withJSONObject: values, options: [.sortedKeys]), as: UTF8.self))
@@ -109,6 +115,15 @@ struct Hold: AsyncParsableCommand {
                          channels.count, connections, failures, openSeconds, Double(channels.count) / max(openSeconds, 0.001), duration,
                          stillOpen, alive, firstError.map { "; first error: \($0)" } ?? ""))
         }
+    }
+}
+
+extension Hold {
+    /// The `fraction` percentile of `values` (nearest rank); 0 for none.
+    static func percentile(_ values: [Double], _ fraction: Double) -> Double {
+        guard !values.isEmpty else { return 0 }
+        let sorted = values.sorted()
+        return sorted[min(sorted.count - 1, max(0, Int((fraction * Double(sorted.count)).rounded(.up)) - 1))]
     }
 }
 

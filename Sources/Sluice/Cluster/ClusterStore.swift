@@ -1,3 +1,4 @@
+import CoreMetrics
 import Foundation
 import Logging
 import NIOConcurrencyHelpers
@@ -45,6 +46,8 @@ final class ClusterStore: @unchecked Sendable {
     private let prefix: String
     private var instance: String { configuration.instanceID }
     private var ttlMilliseconds: Int64 { configuration.leaseTTL.components.seconds * 1000 + configuration.leaseTTL.components.attoseconds / 1_000_000_000_000_000 }
+    /// Round trips to Redis by operation (`sluice_cluster_store_calls_total`), made once.
+    private let calls: [Operation: CoreMetrics.Counter]
     /// The bound on the calls that carry the whole table or the whole view.
     static let bulkTimeout: TimeAmount = .seconds(2)
 
@@ -56,6 +59,7 @@ final class ClusterStore: @unchecked Sendable {
         self.registry = registry
         self.logger = logger
         prefix = configuration.keyPrefix
+        calls = Dictionary(uniqueKeysWithValues: Operation.allCases.map { ($0, metrics.counter("sluice_cluster_store_calls_total", [("operation", $0.rawValue)])) })
         let address = configuration.redis
         let endpoint = RedisClient.Endpoint(
             host: address.host, port: address.port, database: address.database, username: address.username, password: password,
@@ -86,8 +90,16 @@ final class ClusterStore: @unchecked Sendable {
         }
     }
 
+    /// Leaves the cluster: what this instance still holds (nothing, after a drain) is written
+    /// back first, so the others see its slots free now rather than after `lease_ttl`.
     func stop() async {
-        try? await eventLoop.submit { [self] in heartbeat?.cancel() }.get()
+        try? await eventLoop.flatSubmit { [self] in
+            heartbeat?.cancel()
+            table.markForReconcile()
+            return beat(force: true).flatMap { [self] in
+                client.isConnected ? client.send(["ZREM", Keys.instances(prefix), instance]).map { _ in }.recover { _ in } : eventLoop.makeSucceededVoidFuture()
+            }
+        }.get()
         try? await client.stop().get()
         try? await subscriber.stop().get()
     }
@@ -102,7 +114,7 @@ final class ClusterStore: @unchecked Sendable {
             let id = table.makeID(instance: instance)
             let record = plan.record(id: id, instance: instance, check: check, summary: summary)
             table.sent(id, record: record)
-            return evaluate(ClusterScripts.admit, keys: plan.keys(prefix: prefix, instance: instance), arguments: plan.arguments(instance: instance, lease: id, ttl: ttlMilliseconds, record: record))
+            return evaluate(ClusterScripts.admit, .admit, keys: plan.keys(prefix: prefix, instance: instance), arguments: plan.arguments(instance: instance, lease: id, ttl: ttlMilliseconds, record: record))
                 .flatMapThrowing { [self] answer -> Result<ClusterLease, SluiceError> in
                     if let rejection = try plan.decision(answer, limits: check.limits) {
                         table.dropped(id, confirmedByRedis: true)
@@ -131,7 +143,7 @@ final class ClusterStore: @unchecked Sendable {
         let plan = Plan(check, prefix: prefix, upgrade: false)
         guard plan.limitsAnything else { return eventLoop.makeSucceededFuture(nil) }
         return eventLoop.flatSubmit { [self] in
-            evaluate(ClusterScripts.admit, keys: plan.keys(prefix: prefix, instance: instance), arguments: plan.arguments(instance: instance, lease: "", ttl: ttlMilliseconds, record: ""))
+            evaluate(ClusterScripts.admit, .request, keys: plan.keys(prefix: prefix, instance: instance), arguments: plan.arguments(instance: instance, lease: "", ttl: ttlMilliseconds, record: ""))
                 .flatMapThrowing { answer -> SluiceError? in
                     try plan.decision(answer, limits: check.limits).map { .limited($0) }
                 }
@@ -154,7 +166,7 @@ final class ClusterStore: @unchecked Sendable {
         eventLoop.execute { [self] in
             guard table.entries[id] != nil else { return }
             table.dropped(id, confirmedByRedis: true)
-            evaluate(ClusterScripts.release, keys: [Keys.index(prefix, instance)], arguments: [id]).whenFailure { [self] error in
+            evaluate(ClusterScripts.release, .release, keys: [Keys.index(prefix, instance)], arguments: [id]).whenFailure { [self] error in
                 storeFailed("release", error)
                 table.markForReconcile()
             }
@@ -163,8 +175,11 @@ final class ClusterStore: @unchecked Sendable {
 
     // MARK: Heartbeat and reconciliation
 
-    private func beat() {
-        guard client.isConnected, !beating else { return }
+    /// Renews this instance's leases, or reconciles them when the table says so; `force` goes
+    /// ahead even while an earlier beat is on its way.
+    @discardableResult
+    private func beat(force: Bool = false) -> EventLoopFuture<Void> {
+        guard client.isConnected, force || !beating else { return eventLoop.makeSucceededVoidFuture() }
         beating = true
         let keys = [Keys.index(prefix, instance), Keys.instances(prefix)]
         let reply: EventLoopFuture<RESPValue>
@@ -174,28 +189,21 @@ final class ClusterStore: @unchecked Sendable {
             let (keep, held) = table.reconcileArguments()
             var arguments = [instance, String(ttlMilliseconds), String(keep.count)] + keep
             for lease in held { arguments += [lease.id, lease.record] }
-            reply = evaluate(ClusterScripts.reconcile, keys: keys, arguments: arguments, timeout: Self.bulkTimeout)
+            reply = evaluate(ClusterScripts.reconcile, .reconcile, keys: keys, arguments: arguments, timeout: Self.bulkTimeout)
         } else {
-            reply = evaluate(ClusterScripts.heartbeat, keys: keys, arguments: [instance, String(ttlMilliseconds)], timeout: Self.bulkTimeout)
+            reply = evaluate(ClusterScripts.heartbeat, .heartbeat, keys: keys, arguments: [instance, String(ttlMilliseconds)], timeout: Self.bulkTimeout)
         }
-        reply.whenComplete { [self] result in
+        return reply.map { [self] answer in
             beating = false
-            switch result {
-            case .success(let answer):
-                if reconciling {
-                    table.reconciled(at: generation)
-                    logger.info("cluster leases reconciled", metadata: ["leases": "\(answer.integer ?? -1)", "instance": "\(instance)"])
-                }
-            case .failure(let error):
-                storeFailed(reconciling ? "reconcile" : "heartbeat", error)
-                table.markForReconcile()
+            if reconciling {
+                table.reconciled(at: generation)
+                logger.info("cluster leases reconciled", metadata: ["leases": "\(answer.integer ?? -1)", "instance": "\(instance)"])
             }
+        }.recover { [self] error in
+            beating = false
+            storeFailed(reconciling ? "reconcile" : "heartbeat", error)
+            table.markForReconcile()
         }
-    }
-
-    /// For tests and `/metrics`: leases this instance holds, and whether Redis must be told.
-    var leases: EventLoopFuture<(held: Int, needsReconcile: Bool)> {
-        eventLoop.submit { [self] in (table.heldCount, table.needsReconcile) }
     }
 
     // MARK: Kicks and the cluster view
@@ -205,6 +213,7 @@ final class ClusterStore: @unchecked Sendable {
         var fields = [#""from":\#(ConnectionJSON.quoted(instance))"#, #""code":\#(code)"#, #""reason":\#(ConnectionJSON.quoted(reason))"#]
         if let user { fields.append(#""user":\#(ConnectionJSON.quoted(user))"#) }
         if let target, let id { fields += [#""instance":\#(ConnectionJSON.quoted(target))"#, #""id":\#(id)"#] }
+        calls[.kick]?.increment()
         return client.send(["PUBLISH", Keys.kickChannel(prefix), "{" + fields.joined(separator: ",") + "}"])
             .flatMapThrowing { answer in
                 guard let count = answer.integer else { throw RedisError.protocolViolation("PUBLISH answered \(answer)") }
@@ -236,7 +245,7 @@ final class ClusterStore: @unchecked Sendable {
 
     /// Every live instance's WebSockets, as JSON objects (the records taken at admission).
     func view() -> EventLoopFuture<[String]> {
-        evaluate(ClusterScripts.view, keys: [Keys.instances(prefix)], arguments: [prefix], timeout: Self.bulkTimeout)
+        evaluate(ClusterScripts.view, .view, keys: [Keys.instances(prefix)], arguments: [prefix], timeout: Self.bulkTimeout)
             .flatMapThrowing { answer in
                 guard let items = answer.array else { throw RedisError.protocolViolation("the view is not a list") }
                 return items.compactMap(\.string)
@@ -250,7 +259,15 @@ final class ClusterStore: @unchecked Sendable {
     // MARK: Calls
 
     /// `EVALSHA`, falling back to `EVAL` (which caches the script) when Redis does not have it.
-    private func evaluate(_ script: ClusterScripts.Script, keys: [String], arguments: [String], timeout: TimeAmount? = nil) -> EventLoopFuture<RESPValue> {
+    /// What each call is for: the `operation` label of the call and error counters.
+    enum Operation: String, CaseIterable {
+        case admit, request, release, heartbeat, reconcile, view, kick
+    }
+
+    private func evaluate(
+        _ script: ClusterScripts.Script, _ operation: Operation, keys: [String], arguments: [String], timeout: TimeAmount? = nil
+    ) -> EventLoopFuture<RESPValue> {
+        calls[operation]?.increment()
         let tail = [String(keys.count)] + keys + arguments
         return client.send(["EVALSHA", script.sha] + tail, timeout: timeout).flatMapError { [client] error in
             if case RedisError.server(let message) = error, message.hasPrefix("NOSCRIPT") {

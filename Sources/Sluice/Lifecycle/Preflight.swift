@@ -47,6 +47,10 @@ public enum ConfigurationSummary {
             lines.append("  \(listener.name)  \(listener.address)  \(tls)")
         }
         if let admin = configuration.admin { lines.append("  (admin)  \(admin.address)") }
+        if let cluster = configuration.cluster {
+            lines.append("")
+            lines.append("cluster: \(cluster.redis) as \(cluster.instanceID), on_store_failure \(cluster.onStoreFailure.rawValue), lease_ttl \(cluster.leaseTTL)")
+        }
         lines.append("")
         lines.append("routes:")
         let rows = configuration.routes.map { route -> [String] in
