@@ -27,7 +27,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare import BIN, ROOT, free_port, replace_section, wait_listening  # noqa: E402
+from compare import BIN, ROOT, free_port, replace_section, stop_all, wait_listening  # noqa: E402
 
 MARK_BEGIN = "<!-- cluster.py begin -->"
 MARK_END = "<!-- cluster.py end -->"
@@ -188,13 +188,7 @@ then {options.connections:,} at {options.paced_rate:,}/s (latency), each held 1 
         replace_section(options.results, MARK_BEGIN, MARK_END, section)
         print(section)
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_all(processes)
 
 
 if __name__ == "__main__":

@@ -91,6 +91,17 @@ def rss_bytes(pids):
     return total
 
 
+def stop_all(processes, grace=10):
+    """Terminates every process, then kills those still running after `grace` seconds."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 def replace_section(path, begin, end, section, title="# Benchmark results\n"):
     """Writes `section` (which starts with `begin` and ends with `end`) into the file at `path`,
     in place of the one a previous run wrote, or at the end."""

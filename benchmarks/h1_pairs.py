@@ -26,7 +26,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare import BIN, cpu_seconds, free_port, process_tree, render_template, wait_listening, write_http_config  # noqa: E402
+from compare import BIN, cpu_seconds, free_port, process_tree, render_template, stop_all, wait_listening, write_http_config  # noqa: E402
 
 
 def start(command, core):
@@ -130,13 +130,7 @@ def main():
             print(f"median tunnel/{labels[0]}: requests/s {statistics.median(floor_rates):.2f}× "
                   f"(rounds {min(floor_rates):.2f}–{max(floor_rates):.2f}×), CPU per request {statistics.median(floor_cpus):.2f}×")
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_all(processes)
 
 
 if __name__ == "__main__":
