@@ -108,7 +108,8 @@ def replace_section(path, begin, end, section, title="# Benchmark results\n"):
     text = open(path).read() if os.path.exists(path) else title
     if begin in text:
         head, rest = text.split(begin, 1)
-        text = head + section + rest.split(end, 1)[1]
+        # The section ends with `end` (and perhaps a newline); what followed `end` stays as it was.
+        text = head + section.rstrip("\n") + rest.split(end, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     open(path, "w").write(text)

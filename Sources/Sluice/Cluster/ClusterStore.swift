@@ -48,6 +48,9 @@ final class ClusterStore: @unchecked Sendable {
     private var ttlMilliseconds: Int64 { configuration.leaseTTL.components.seconds * 1000 + configuration.leaseTTL.components.attoseconds / 1_000_000_000_000_000 }
     /// Round trips to Redis by operation (`sluice_cluster_store_calls_total`), made once.
     private let calls: [Operation: CoreMetrics.Counter]
+    /// How long each answered call took (`sluice_cluster_store_call_seconds`): what the cluster
+    /// adds to an upgrade is exactly its `admit` call.
+    private let durations: [Operation: CoreMetrics.Timer]
     /// The bound on the calls that carry the whole table or the whole view.
     static let bulkTimeout: TimeAmount = .seconds(2)
 
@@ -60,6 +63,9 @@ final class ClusterStore: @unchecked Sendable {
         self.logger = logger
         prefix = configuration.keyPrefix
         calls = Dictionary(uniqueKeysWithValues: Operation.allCases.map { ($0, metrics.counter("sluice_cluster_store_calls_total", [("operation", $0.rawValue)])) })
+        durations = Dictionary(uniqueKeysWithValues: Operation.allCases.map {
+            ($0, CoreMetrics.Timer(label: "sluice_cluster_store_call_seconds", dimensions: [("operation", $0.rawValue)], factory: metrics.factory))
+        })
         let address = configuration.redis
         let endpoint = RedisClient.Endpoint(
             host: address.host, port: address.port, database: address.database, username: address.username, password: password,
@@ -268,13 +274,16 @@ final class ClusterStore: @unchecked Sendable {
         _ script: ClusterScripts.Script, _ operation: Operation, keys: [String], arguments: [String], timeout: TimeAmount? = nil
     ) -> EventLoopFuture<RESPValue> {
         calls[operation]?.increment()
+        let started = NIODeadline.now()
         let tail = [String(keys.count)] + keys + arguments
-        return client.send(["EVALSHA", script.sha] + tail, timeout: timeout).flatMapError { [client] error in
+        let answer = client.send(["EVALSHA", script.sha] + tail, timeout: timeout).flatMapError { [client] error in
             if case RedisError.server(let message) = error, message.hasPrefix("NOSCRIPT") {
                 return client.send(["EVAL", script.source] + tail, timeout: timeout)
             }
             return client.eventLoop.makeFailedFuture(error)
         }
+        answer.whenSuccess { [durations] _ in durations[operation]?.recordNanoseconds((NIODeadline.now() - started).nanoseconds) }
+        return answer
     }
 
     private func storeFailed(_ operation: String, _ error: any Error) {

@@ -21,6 +21,12 @@ public final class GatewayMetrics: Sendable {
         factory.durationHistogramBuckets["sluice_websocket_duration_seconds"] = [
             .seconds(1), .seconds(5), .seconds(15), .seconds(60), .seconds(300), .seconds(900), .seconds(3600), .seconds(14400), .seconds(86400),
         ]
+        // Redis calls on a LAN or loopback take well under a millisecond; the finer buckets say how far under.
+        factory.durationHistogramBuckets["sluice_cluster_store_call_seconds"] = [
+            .microseconds(100), .microseconds(250), .microseconds(500), .microseconds(750), .milliseconds(1), .microseconds(1500),
+            .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
+            .milliseconds(500), .seconds(2),
+        ]
         factory.defaultDurationHistogramBuckets = [
             .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10),
             .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),

@@ -11,6 +11,7 @@ enum MetricHelp {
         "sluice_tls_handshake_failures_total": "TLS handshakes that failed, by listener.",
         "sluice_proxy_protocol_errors_total": "Connections refused at their PROXY protocol header, by listener and reason.",
         "sluice_cluster_store_calls_total": "Round trips to the cluster's Redis, by operation (admit, release, request, heartbeat, reconcile, view, kick).",
+        "sluice_cluster_store_call_seconds": "Time to an answer of each Redis call of the cluster store, by operation.",
         "sluice_cluster_store_errors_total": "Redis calls of the cluster store that gave no usable answer, by operation and reason.",
         "sluice_cluster_store_failure_decisions_total": "Upgrades and requests decided by on_store_failure because Redis could not answer, by policy.",
         "sluice_limit_rejections_total": "Requests and upgrades refused by a limit, by limit.",
