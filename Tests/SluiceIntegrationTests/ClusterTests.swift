@@ -290,4 +290,29 @@ struct ClusterTests {
         #expect(metrics.value("sluice_cluster_store_up") == 0)
         #expect(metrics.value("sluice_cluster_store_failure_decisions_total", ["policy": "deny"]) == 1)
     }
+
+    @Test("the heartbeat renews every lease in batches: 1,500 leases held by one instance are all renewed, and lapse once it is gone")
+    func batchedHeartbeat() async throws {
+        let cluster = try await Cluster()
+        defer { cluster.stop() }
+        let instance = try cluster.add()
+        // Once the instance has made its first contact (a reconciliation, which would drop
+        // leases it does not know), its index gets 1,500 leases as if it had admitted them.
+        var joined = false
+        for _ in 0..<100 where !joined {
+            joined = try await cluster.redis.command(["ZSCORE", "sluice:instances", "gw-0"]) != ""
+            if !joined { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        #expect(joined)
+        let script = #"for i = 1, 1500 do redis.call('HSET', 'sluice:leases:gw-0', 'gw-0/x' .. i, '{"k":["sluice:ws:batch"]}') end return 1"#
+        #expect(try await cluster.redis.command(["EVAL", script, "0"]) == "1")
+        // Within a heartbeat (a third of the 3 s TTL), every one counts in the route's set.
+        #expect(try await cluster.leases("sluice:ws:batch", reach: 1500, within: .seconds(5)))
+        let session = try PythonSession()
+        defer { session.stop() }
+        let metrics = try await session.metrics(cluster.admin(0, "/metrics"))
+        #expect(metrics.value("sluice_cluster_store_calls_total", ["operation": "heartbeat"]) >= 3, "1,500 leases take several batches of 200 (a hash of up to 512 is read in one)")
+        instance.stop()
+        #expect(try await cluster.leases("sluice:ws:batch", reach: 0, within: .seconds(3 + 5)))
+    }
 }

@@ -80,21 +80,24 @@ enum ClusterScripts {
         return 1
         """)
 
-    /// KEYS: index, instances.  ARGV: instance, ttl ms.  Renews every lease of the instance
-    /// (re-adding any that lapsed while the instance could not reach Redis); answers how many.
+    /// KEYS: index, instances.  ARGV: instance, ttl ms, cursor, batch.  Renews one batch of the
+    /// instance's leases from `cursor` (an HSCAN cursor; `0` starts), re-adding any that lapsed
+    /// while the instance could not reach Redis; answers the next cursor (`0`: done). Batches
+    /// keep each call short, so no heartbeat holds Redis up for the other instances' upgrades.
     static let heartbeat = Script(clock + """
 
         local ttl = tonumber(ARGV[2])
-        local all = redis.call('HGETALL', KEYS[1])
-        for j = 1, #all, 2 do
-          for _, key in ipairs(cjson.decode(all[j + 1]).k) do
-            redis.call('ZADD', key, now + ttl, all[j])
+        local scanned = redis.call('HSCAN', KEYS[1], ARGV[3], 'COUNT', ARGV[4])
+        local page = scanned[2]
+        for j = 1, #page, 2 do
+          for _, key in ipairs(cjson.decode(page[j + 1]).k) do
+            redis.call('ZADD', key, now + ttl, page[j])
             redis.call('PEXPIRE', key, ttl)
           end
         end
         redis.call('PEXPIRE', KEYS[1], ttl)
         redis.call('ZADD', KEYS[2], now + ttl, ARGV[1])
-        return #all / 2
+        return scanned[1]
         """)
 
     /// KEYS: index, instances.  ARGV: instance, ttl ms, keep count, ids to keep if present…,

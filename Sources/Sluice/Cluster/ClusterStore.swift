@@ -197,7 +197,7 @@ final class ClusterStore: @unchecked Sendable {
             for lease in held { arguments += [lease.id, lease.record] }
             reply = evaluate(ClusterScripts.reconcile, .reconcile, keys: keys, arguments: arguments, timeout: Self.bulkTimeout)
         } else {
-            reply = evaluate(ClusterScripts.heartbeat, .heartbeat, keys: keys, arguments: [instance, String(ttlMilliseconds)], timeout: Self.bulkTimeout)
+            reply = renew(from: "0", keys: keys)
         }
         return reply.map { [self] answer in
             beating = false
@@ -210,6 +210,20 @@ final class ClusterStore: @unchecked Sendable {
             storeFailed(reconciling ? "reconcile" : "heartbeat", error)
             table.markForReconcile()
         }
+    }
+
+    /// Leases renewed per heartbeat call: a few hundred keep each call well under a millisecond
+    /// of Redis's time.
+    static let heartbeatBatch = 200
+
+    /// Renews every lease, one batch per round trip, from `cursor` until Redis says it is done.
+    private func renew(from cursor: String, keys: [String]) -> EventLoopFuture<RESPValue> {
+        evaluate(ClusterScripts.heartbeat, .heartbeat, keys: keys, arguments: [instance, String(ttlMilliseconds), cursor, String(Self.heartbeatBatch)])
+            .flatMapThrowing { answer -> String in
+                guard let next = answer.string, UInt64(next) != nil else { throw RedisError.protocolViolation("the heartbeat answered \(answer)") }
+                return next
+            }
+            .flatMap { [self] next in next == "0" ? eventLoop.makeSucceededFuture(RESPValue.integer(0)) : renew(from: next, keys: keys) }
     }
 
     // MARK: Kicks and the cluster view
