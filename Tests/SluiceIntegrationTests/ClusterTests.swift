@@ -48,7 +48,7 @@ struct ClusterTests {
             let process = try SluiceProcess(yaml: """
                 admin: { address: "127.0.0.1:0" }
                 listeners:
-                  - { name: plain, address: "127.0.0.1:0" }
+                  - { name: plain, address: "127.0.0.1:0", http: { versions: [h2, http/1.1] } }
                 cluster: { redis: "\(redis.url)", instance_id: \(name), lease_ttl: \(ttl), on_store_failure: \(policy), timeout: \(timeout) \(store) }
                 routes:
                   - name: chat
@@ -61,6 +61,10 @@ struct ClusterTests {
                     backends: ["ws://127.0.0.1:\(echo.port)"]
                     auth: { methods: [ { basic: { htpasswd: \(directory)/users } } ] }
                     limits: { upgrade_rate_per_user: { rate: 1/h, burst: 3 }, upgrade_rate_per_ip: { rate: 1/h, burst: 5 } }
+                  - name: capped
+                    match: { path_prefix: /capped }
+                    backends: ["ws://127.0.0.1:\(echo.port)"]
+                    limits: { max_websockets: 2 }
                   - name: api
                     match: { path_prefix: /api }
                     backends: ["http://127.0.0.1:\(http.port)"]
@@ -314,5 +318,20 @@ struct ClusterTests {
         #expect(metrics.value("sluice_cluster_store_calls_total", ["operation": "heartbeat"]) >= 3, "1,500 leases take several batches of 200 (a hash of up to 512 is read in one)")
         instance.stop()
         #expect(try await cluster.leases("sluice:ws:batch", reach: 0, within: .seconds(3 + 5)))
+    }
+
+    @Test("one admission path in the cluster too: WebSockets over HTTP/2 (RFC 8441) count against a cluster-wide cap beside HTTP/1.1 ones")
+    func http2() async throws {
+        let cluster = try await Cluster()
+        defer { cluster.stop() }
+        for _ in 0..<2 { try cluster.add() }
+        let session = try PythonSession()
+        defer { session.stop() }
+        #expect(try await session.open("h1", cluster.url(0, "/capped"), headers: [:])["status"] as? Int == 101)
+        // Three streams on one h2c connection to the other instance: one place is left.
+        let json = #"{"path": "/capped", "streams": 3, "messages": 1, "tls": false}"#
+        let many = try await PythonPeer.run(["ws-many", "127.0.0.1", "\(cluster.instances[1].ports["plain"]!)", json], script: HTTP2Tests.peer, timeout: 60)
+        #expect((many["statuses"] as? [Int])?.sorted() == [200, 503, 503], "\(many)")
+        #expect(try await cluster.leases("sluice:ws:capped", reach: 1), "the h2 WebSocket's lease was not given back when it closed")
     }
 }
