@@ -115,7 +115,7 @@ final class ClusterStore: @unchecked Sendable {
     /// Takes a cluster lease for an upgrade `check` admits (one round trip): the lease, or the
     /// refusal — a cap or rate of the cluster, or Redis failing under `deny`.
     func admit(_ check: Check, summary: Summary) -> EventLoopFuture<Result<ClusterLease, SluiceError>> {
-        eventLoop.flatSubmit { [self] in
+        onLoop { [self] in
             let plan = Plan(check, prefix: prefix, upgrade: true)
             let id = table.makeID(instance: instance)
             let record = plan.record(id: id, instance: instance, check: check, summary: summary)
@@ -148,7 +148,7 @@ final class ClusterStore: @unchecked Sendable {
     func admitRequest(_ check: Check) -> EventLoopFuture<SluiceError?> {
         let plan = Plan(check, prefix: prefix, upgrade: false)
         guard plan.limitsAnything else { return eventLoop.makeSucceededFuture(nil) }
-        return eventLoop.flatSubmit { [self] in
+        return onLoop { [self] in
             evaluate(ClusterScripts.admit, .request, keys: plan.keys(prefix: prefix, instance: instance), arguments: plan.arguments(instance: instance, lease: "", ttl: ttlMilliseconds, record: ""))
                 .flatMapThrowing { answer -> SluiceError? in
                     try plan.decision(answer, limits: check.limits).map { .limited($0) }
@@ -159,6 +159,13 @@ final class ClusterStore: @unchecked Sendable {
                     return configuration.onStoreFailure == .deny ? Self.unavailable : nil
                 }
         }
+    }
+
+    /// Runs `body` on the store's event loop: at once when already there (one event loop for
+    /// connections and store, as with `--event-loop-threads 1`), else as a task on it. A task
+    /// would wait for the loop's next turn, which is what a handshake's tail latency is made of.
+    private func onLoop<T>(_ body: @escaping () -> EventLoopFuture<T>) -> EventLoopFuture<T> {
+        eventLoop.inEventLoop ? body() : eventLoop.flatSubmit(body)
     }
 
     static let unavailable = SluiceError(

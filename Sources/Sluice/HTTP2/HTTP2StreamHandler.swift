@@ -288,6 +288,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, RemovableChannelHandler, H
             path: request?.path, identity: identity, clientProtocol: "h2"
         )
         origin.connectionID = held.connectionID
+        if let startedAt = request?.startedAt { origin.startedAt = startedAt }
         let upgrade = WebSocketUpgrade(
             downstream: downstream, route: screened.route, clientHead: head, upgrade: upgrade, requestTarget: screened.target,
             origin: origin, services: services

@@ -146,6 +146,7 @@ extension HTTPGatewayHandler {
             identity: identity, clientProtocol: "h1"
         )
         origin.connectionID = connectionID
+        if let startedAt = request?.startedAt { origin.startedAt = startedAt }
         let upgrade = WebSocketUpgrade(
             downstream: downstream, route: screened.route, clientHead: head, upgrade: upgradeRequest, requestTarget: screened.target,
             origin: origin, services: services

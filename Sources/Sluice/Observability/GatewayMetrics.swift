@@ -21,12 +21,15 @@ public final class GatewayMetrics: Sendable {
         factory.durationHistogramBuckets["sluice_websocket_duration_seconds"] = [
             .seconds(1), .seconds(5), .seconds(15), .seconds(60), .seconds(300), .seconds(900), .seconds(3600), .seconds(14400), .seconds(86400),
         ]
-        // Redis calls on a LAN or loopback take well under a millisecond; the finer buckets say how far under.
-        factory.durationHistogramBuckets["sluice_cluster_store_call_seconds"] = [
+        // Redis calls on a LAN or loopback and whole handshakes take about a millisecond; the finer
+        // buckets say how far under or over.
+        let fine: [Duration] = [
             .microseconds(100), .microseconds(250), .microseconds(500), .microseconds(750), .milliseconds(1), .microseconds(1500),
-            .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
-            .milliseconds(500), .seconds(2),
+            .milliseconds(2), .milliseconds(3), .milliseconds(4), .milliseconds(5), .microseconds(7500), .milliseconds(10), .milliseconds(25),
+            .milliseconds(50), .milliseconds(100), .milliseconds(500), .seconds(2),
         ]
+        factory.durationHistogramBuckets["sluice_cluster_store_call_seconds"] = fine
+        factory.durationHistogramBuckets["sluice_websocket_handshake_seconds"] = fine
         factory.defaultDurationHistogramBuckets = [
             .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10),
             .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
@@ -215,6 +218,11 @@ final class RouteMetrics: Sendable {
     let duration: CoreMetrics.Timer
     let connectTime: CoreMetrics.Timer
     let handshakeTime: CoreMetrics.Timer
+    /// From the client's request head to the 101 (or RFC 8441's 200) it is sent: the handshake as
+    /// the client sees it, admission (authentication, the cluster's lease) included.
+    let clientHandshakeTime: CoreMetrics.Timer
+    /// `sluice_websocket_upgrades_total{result="ok"}`, held rather than looked up per upgrade.
+    let upgrades: CoreMetrics.Counter
     /// Plain HTTP: time from the request sent to the backend's response head.
     let responseTime: CoreMetrics.Timer
     /// Indexed by `RelaySide.index` of the side the traffic came from.
@@ -229,6 +237,8 @@ final class RouteMetrics: Sendable {
         duration = CoreMetrics.Timer(label: "sluice_websocket_duration_seconds", dimensions: labels, factory: factory)
         connectTime = CoreMetrics.Timer(label: "sluice_upstream_connect_seconds", dimensions: labels, factory: factory)
         handshakeTime = CoreMetrics.Timer(label: "sluice_upstream_handshake_seconds", dimensions: labels, factory: factory)
+        clientHandshakeTime = CoreMetrics.Timer(label: "sluice_websocket_handshake_seconds", dimensions: labels, factory: factory)
+        upgrades = CoreMetrics.Counter(label: "sluice_websocket_upgrades_total", dimensions: labels + [("result", "ok")], factory: factory)
         responseTime = CoreMetrics.Timer(label: "sluice_upstream_response_seconds", dimensions: labels, factory: factory)
         func byDirection(_ name: String) -> [CoreMetrics.Counter] {
             RelaySide.allCases.map { side in

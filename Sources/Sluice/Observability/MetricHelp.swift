@@ -25,6 +25,7 @@ enum MetricHelp {
         "sluice_websocket_duration_seconds": "How long WebSockets lived, by route.",
         "sluice_upstream_connect_seconds": "Time to connect to a backend, by route.",
         "sluice_upstream_handshake_seconds": "Time from the backend connection to its 101, by route.",
+        "sluice_websocket_handshake_seconds": "Time from a client's upgrade request to the 101 it is sent (admission included), by route.",
         "sluice_upstream_response_seconds": "Time from a proxied request to the backend's response head, by route.",
         "sluice_config_reloads_total": "Configuration reloads, by result.",
         "sluice_backend_up": "1 when the backend takes new connections (not down, ejected or draining).",

@@ -37,6 +37,8 @@ final class WebSocketUpgrade {
         var clientProtocol = "h1"
         /// The registry id admission already gave it (in the cluster view); else one is made.
         var connectionID: UInt64?
+        /// When the client's request head was read: the start of the handshake it sees.
+        var startedAt = NIODeadline.now()
 
         /// An upgrade admission screened: `path` is the logged request path (the target as sent,
         /// without its query).
@@ -298,8 +300,10 @@ final class WebSocketUpgrade {
         }
         let head = HTTPResponseHead(version: .http1_1, status: .switchingProtocols, headers: headers)
 
-        route.metrics?.handshakeTime.recordNanoseconds((NIODeadline.now() - handshakeStartedAt).nanoseconds)
-        services.metrics.upgradeSucceeded(route: route.name)
+        let now = NIODeadline.now()
+        route.metrics?.handshakeTime.recordNanoseconds((now - handshakeStartedAt).nanoseconds)
+        route.metrics?.clientHandshakeTime.recordNanoseconds((now - origin.startedAt).nanoseconds)
+        if let metrics = route.metrics { metrics.upgrades.increment() } else { services.metrics.upgradeSucceeded(route: route.name) }
         let registry = services.registry
         let info = ConnectionInfo(
             id: origin.connectionID ?? registry.makeID(), route: route.name, listener: origin.listener, client: origin.clientAddress,

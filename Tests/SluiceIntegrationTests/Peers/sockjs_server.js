@@ -14,12 +14,13 @@ const echo = sockjs.createServer({ log: () => {}, disconnect_delay: 30000 });
 echo.on('connection', (conn) => {
   conn.on('data', (message) => {
     if (message === 'ticks') {
-      // Three messages 300 ms apart: a streaming transport must deliver each as it is sent.
-      let count = 0;
-      const timer = setInterval(() => {
-        conn.write(`tick ${count}`);
-        if (++count === 3) clearInterval(timer);
-      }, 300);
+      // Three pushes, each sent only once the client has acknowledged the one before: a proxy
+      // that held a streamed push back (until the response ended, or more came) would stall the
+      // chain, since the streaming response stays open. Causality, not timing, on a loaded machine.
+      conn.write('tick 0');
+    } else if (message.startsWith('ack ')) {
+      const count = Number(message.slice(4));
+      if (count < 2) conn.write(`tick ${count + 1}`);
     } else {
       conn.write(message);
     }
