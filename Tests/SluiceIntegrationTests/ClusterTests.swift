@@ -74,6 +74,12 @@ struct ClusterTests {
             return process
         }
 
+        /// `GET /connections?scope=cluster&…` on instance `index`: the whole answer, parsed.
+        func view(_ session: PythonSession, on index: Int, _ query: String = "") async throws -> [String: Any] {
+            let answer = try await session.send(["op": "http", "url": admin(index, "/connections?scope=cluster" + query)])
+            return (try JSONSerialization.jsonObject(with: Data((answer["body"] as? String ?? "{}").utf8)) as? [String: Any]) ?? ["answer": answer]
+        }
+
         func url(_ index: Int, _ path: String) -> String { "ws://127.0.0.1:\(instances[index].ports["plain"]!)\(path)" }
         func admin(_ index: Int, _ path: String) -> String { "http://127.0.0.1:\(instances[index].ports["admin"]!)\(path)" }
 
@@ -135,8 +141,8 @@ struct ClusterTests {
 
         // The instance holding the most of alice's five dies without a word: its slots come
         // back once its leases lapse (3 s), with no one's help.
-        let view = try await session.send(["op": "http", "url": cluster.admin(0, "/connections?scope=cluster&user=alice")])
-        let listed = (try JSONSerialization.jsonObject(with: Data((view["body"] as? String ?? "{}").utf8)) as? [String: Any])?["connections"] as? [[String: Any]] ?? []
+        let view = try await cluster.view(session, on: 0, "&user=alice")
+        let listed = view["connections"] as? [[String: Any]] ?? []
         #expect(listed.count == 5, "\(view)")
         let perInstance = Dictionary(grouping: listed, by: { $0["instance"] as? String ?? "" }).mapValues(\.count)
         let (victimName, held) = try #require(perInstance.max { $0.value < $1.value })
@@ -163,8 +169,7 @@ struct ClusterTests {
             #expect(try await session.open("alice\(index)", cluster.url(index, "/chat"), headers: Self.alice)["status"] as? Int == 101)
             #expect(try await session.open("bob\(index)", cluster.url(index, "/chat"), headers: Self.bob)["status"] as? Int == 101)
         }
-        let view = try await session.send(["op": "http", "url": cluster.admin(2, "/connections?scope=cluster")])
-        let body = try #require(try JSONSerialization.jsonObject(with: Data((view["body"] as? String ?? "{}").utf8)) as? [String: Any], "\(view)")
+        let body = try await cluster.view(session, on: 2)
         #expect(body["total"] as? Int == 6, "\(body)")
         #expect(body["instances"] as? [String] == ["gw-0", "gw-1", "gw-2"], "\(body)")
 
@@ -180,8 +185,8 @@ struct ClusterTests {
         }
 
         // One of bob's, on gw-2, kicked from gw-0 by its id in the cluster view.
-        let bobs = try await session.send(["op": "http", "url": cluster.admin(0, "/connections?scope=cluster&user=bob")])
-        let listed = (try JSONSerialization.jsonObject(with: Data((bobs["body"] as? String ?? "{}").utf8)) as? [String: Any])?["connections"] as? [[String: Any]] ?? []
+        let bobs = try await cluster.view(session, on: 0, "&user=bob")
+        let listed = bobs["connections"] as? [[String: Any]] ?? []
         #expect(listed.count == 3, "\(bobs)")
         let onTwo = try #require(listed.first { $0["instance"] as? String == "gw-2" }, "\(listed)")
         let id = try #require(onTwo["id"] as? Int)

@@ -184,6 +184,18 @@ public final class Gateway: Service, Sendable {
             store.start()
             logger.notice("cluster store", metadata: ["redis": "\(cluster.redis)", "instance": "\(cluster.instanceID)", "on_store_failure": "\(cluster.onStoreFailure.rawValue)"])
         }
+        do {
+            return try await startListeners(configuration, routes: routes, echo: echo, token: token)
+        } catch {
+            // Nothing will drain this gateway: its cluster store must not go on heartbeating.
+            await services.cluster?.stop()
+            throw error
+        }
+    }
+
+    /// The part of `start` after the routes and the cluster store: the admin listener and every
+    /// listener, then readiness.
+    private func startListeners(_ configuration: Configuration, routes: [Route], echo: EchoBackend?, token: String?) async throws -> [BoundListener] {
         live.withLockedValue {
             $0.routes = routes
             $0.echo = echo
