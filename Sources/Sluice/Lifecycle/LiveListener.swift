@@ -55,6 +55,7 @@ final class LiveListener: Sendable {
         let name = configuration.name
         let metrics = services.metrics
         let active = metrics.meter("sluice_connections_active", [("listener", name)])
+        let listenerMetrics = metrics.listener(name)
         let limiter = services.connectionLimiter
         let logger = services.logger
         let bootstrap = ServerBootstrap(group: group)
@@ -73,7 +74,7 @@ final class LiveListener: Sendable {
                     try options.setOption(.socketOption(.tcp_nodelay), value: 1)
                     try options.setOption(.socketOption(.so_keepalive), value: 1)
                     try options.setOption(.allowRemoteHalfClosure, value: now.tls == nil)
-                    metrics.connectionAccepted(listener: name)
+                    listenerMetrics.accepted.increment()
                     let socketPeer = ClientAddress.ip(of: channel.remoteAddress)
                     /// Admits the client (its address from the socket, or from a PROXY header)
                     /// against the connection limits and serves HTTP.

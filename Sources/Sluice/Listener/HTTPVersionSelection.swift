@@ -15,8 +15,9 @@ enum HTTPVersionSelection {
         let versions = configuration.httpVersions
         let gateway = HTTPGatewayHandler.Configuration(listener: configuration.name, tls: settings.tls != nil, limits: configuration.http, peer: peer)
         let metrics = services.metrics
+        let listenerMetrics = metrics.listener(configuration.name)
         func serve(_ version: HTTPProtocol) throws {
-            metrics.httpConnection(listener: configuration.name, version: version)
+            listenerMetrics.connectionServed(version)
             switch version {
             case .http1:
                 try HTTPGatewayHandler.install(on: channel.pipeline.syncOperations, configuration: gateway, routing: routing, services: services)

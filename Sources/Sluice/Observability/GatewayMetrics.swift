@@ -7,12 +7,16 @@ import SluiceConfig
 /// `Gateway`, so tests and reloads never share counters). Labels are per route and listener
 /// only; per-connection figures live in the `ConnectionRegistry`.
 ///
-/// Handles used on every connection are made once per route; rarer ones (closes by code,
-/// rejections by limit) are looked up by the registry, which deduplicates by name and labels.
+/// Handles used on every connection are made once per route and listener, and those with labels
+/// that vary per event (closes by code and ending, requests by status) are kept per label set
+/// once made: a lookup in the Prometheus registry builds the handle and its label arrays anew.
+/// Rare ones (rejections by limit, errors) are looked up by the registry, which deduplicates by
+/// name and labels.
 public final class GatewayMetrics: Sendable {
     public let registry: PrometheusCollectorRegistry
     let factory: PrometheusMetricsFactory
     private let routes = NIOLockedValueBox<[String: RouteMetrics]>([:])
+    private let listeners = NIOLockedValueBox<[String: ListenerMetrics]>([:])
     private let process: ProcessMetrics
 
     public init() {
@@ -50,6 +54,16 @@ public final class GatewayMetrics: Sendable {
         }
     }
 
+    /// The handles of one listener, made on first use.
+    func listener(_ name: String) -> ListenerMetrics {
+        listeners.withLockedValue { listeners in
+            if let existing = listeners[name] { return existing }
+            let made = ListenerMetrics(listener: name, factory: factory)
+            listeners[name] = made
+            return made
+        }
+    }
+
     func counter(_ label: String, _ dimensions: [(String, String)]) -> CoreMetrics.Counter {
         CoreMetrics.Counter(label: label, dimensions: dimensions, factory: factory)
     }
@@ -60,17 +74,8 @@ public final class GatewayMetrics: Sendable {
 
     // MARK: Events
 
-    func connectionAccepted(listener: String) {
-        counter("sluice_connections_accepted_total", [("listener", listener)]).increment()
-    }
-
     func limitRejected(_ rejection: LimitRejection) {
         counter("sluice_limit_rejections_total", [("limit", rejection.label)]).increment()
-    }
-
-    /// A connection set up for an HTTP version: `sluice_http_connections_total{listener,version}`.
-    func httpConnection(listener: String, version: HTTPProtocol) {
-        counter("sluice_http_connections_total", [("listener", listener), ("version", version.rawValue)]).increment()
     }
 
     /// An HTTP/2 connection ended by a GOAWAY with an error: `sluice_http2_connection_errors_total{listener,code}`
@@ -137,10 +142,26 @@ public final class GatewayMetrics: Sendable {
     /// One ended WebSocket: its close code (`none` when it ended without one), who ended it, and
     /// how (`WebSocketRelay.StateMachine.Ending`: `close_handshake`, `vanished_mid_frame`, …).
     func websocketClosed(route: String, code: UInt16?, initiator: String, ending: String) {
-        counter(
-            "sluice_websocket_closes_total",
-            [("route", route), ("code", code.map(String.init) ?? "none"), ("initiator", initiator), ("ending", ending)]
-        ).increment()
+        let key = CloseKey(route: route, code: code, initiator: initiator, ending: ending)
+        let counter = closeCounters.withLockedValue { counters in
+            if let existing = counters[key] { return existing }
+            let made = self.counter(
+                "sluice_websocket_closes_total",
+                [("route", route), ("code", code.map(String.init) ?? "none"), ("initiator", initiator), ("ending", ending)]
+            )
+            counters[key] = made
+            return made
+        }
+        counter.increment()
+    }
+
+    private let closeCounters = NIOLockedValueBox<[CloseKey: CoreMetrics.Counter]>([:])
+
+    private struct CloseKey: Hashable {
+        var route: String
+        var code: UInt16?
+        var initiator: String
+        var ending: String
     }
 
     /// Sets the gauges of what the limits hold now: per route, the WebSockets counted and the
@@ -248,6 +269,32 @@ final class RouteMetrics: Sendable {
         messages = byDirection("sluice_websocket_messages_total")
         frames = byDirection("sluice_websocket_frames_total")
         bytes = byDirection("sluice_websocket_bytes_total")
+    }
+}
+
+/// One listener's per-connection metric handles.
+final class ListenerMetrics: Sendable {
+    /// `sluice_connections_accepted_total{listener}`.
+    let accepted: CoreMetrics.Counter
+    /// `sluice_http_connections_total{listener,version}`, by `HTTPProtocol`.
+    private let http1Connections: CoreMetrics.Counter
+    private let h2Connections: CoreMetrics.Counter
+
+    init(listener: String, factory: PrometheusMetricsFactory) {
+        accepted = CoreMetrics.Counter(label: "sluice_connections_accepted_total", dimensions: [("listener", listener)], factory: factory)
+        func connections(_ version: HTTPProtocol) -> CoreMetrics.Counter {
+            CoreMetrics.Counter(label: "sluice_http_connections_total", dimensions: [("listener", listener), ("version", version.rawValue)], factory: factory)
+        }
+        http1Connections = connections(.http1)
+        h2Connections = connections(.h2)
+    }
+
+    /// A connection set up for an HTTP version.
+    func connectionServed(_ version: HTTPProtocol) {
+        switch version {
+        case .http1: http1Connections.increment()
+        case .h2: h2Connections.increment()
+        }
     }
 }
 
