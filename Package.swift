@@ -6,6 +6,10 @@ import PackageDescription
 // built exactly as usual, so a fuzz build reuses them. No other build carries sanitizer flags.
 let fuzzing = Context.environment["SLUICE_FUZZ"] == "1"
 let fuzzFlags: [SwiftSetting] = fuzzing ? [.unsafeFlags(["-sanitize=fuzzer,address"])] : []
+// The cost benchmarks in Benchmarks/ (ordo-one/benchmark, allocation counts per operation) exist
+// only with SLUICE_BENCHMARKS=1 (benchmarks/costs sets it), so everyday builds neither resolve
+// nor build the benchmark package.
+let costBenchmarks = Context.environment["SLUICE_BENCHMARKS"] == "1"
 let fuzzers = ["FuzzRelayDirection", "FuzzRelay", "FuzzRequestHead", "FuzzResponse", "FuzzConfig", "FuzzAuth", "FuzzProxyHeader", "FuzzRESP"]
 
 let package = Package(
@@ -59,6 +63,7 @@ let package = Package(
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -166,4 +171,14 @@ if fuzzing {
             linkerSettings: [.unsafeFlags(["-sanitize=fuzzer,address"])]
         ))
     }
+}
+
+if costBenchmarks {
+    package.dependencies.append(.package(url: "https://github.com/ordo-one/benchmark.git", from: "1.38.1", traits: ["MallocInterposer"]))
+    package.targets.append(.executableTarget(
+        name: "SluiceCost",
+        dependencies: ["Sluice", .product(name: "Benchmark", package: "benchmark")],
+        path: "Benchmarks/SluiceCost",
+        plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+    ))
 }

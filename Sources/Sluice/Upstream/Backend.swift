@@ -27,8 +27,12 @@ final class Backend: Sendable {
     let hostHeader: String
     /// Which pooled connections this backend may use, hashed once.
     let poolIdentity: PoolIdentity
+    /// Opens connections instead of a socket (the cost benchmarks' embedded channels); `nil` in
+    /// the gateway.
+    let dialer: (any BackendDialer)?
 
-    init(url: BackendURL, host: String, port: Int, path: String, tls: NIOSSLContext?, serverName: String?) {
+    init(url: BackendURL, host: String, port: Int, path: String, tls: NIOSSLContext?, serverName: String?, dialer: (any BackendDialer)? = nil) {
+        self.dialer = dialer
         self.url = url
         self.host = host
         self.port = port
@@ -91,6 +95,9 @@ final class Backend: Sendable {
     ) -> EventLoopFuture<any Channel> {
         // The initializer runs on `eventLoop`, where the handler was made.
         let handler = NIOLoopBound(handler, eventLoop: eventLoop)
+        if let dialer {
+            return dialer.dial(on: eventLoop) { [self] channel in try setUp(channel, leftovers: leftovers, handler: handler.value) }
+        }
         let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(timeout)
             .channelInitializer { [self] channel in
@@ -98,19 +105,25 @@ final class Backend: Sendable {
                     // Synchronously, not as a bootstrap option applied through futures.
                     guard let options = channel.syncOptions else { throw ChannelError.operationUnsupported }
                     try options.setOption(.socketOption(.tcp_nodelay), value: 1)
-                    let sync = channel.pipeline.syncOperations
-                    if let tls {
-                        try sync.addHandler(NIOSSLClientHandler(context: tls, serverHostname: serverName))
-                    }
-                    if let leftovers {
-                        try sync.addHandler(HTTPRequestEncoder())
-                        try sync.addHandler(ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: leftovers)))
-                    }
-                    try sync.addHandler(handler.value)
+                    try setUp(channel, leftovers: leftovers, handler: handler.value)
                 }
             }
         if let address = literalAddress { return bootstrap.connect(to: address) }
         return bootstrap.connect(host: host, port: port)
+    }
+
+    /// The pipeline of a backend connection: TLS for wss/https, the HTTP codecs unless the
+    /// handler frames bytes itself, then the handler.
+    private func setUp<Handler: ChannelHandler>(_ channel: any Channel, leftovers: RemoveAfterUpgradeStrategy?, handler: Handler) throws {
+        let sync = channel.pipeline.syncOperations
+        if let tls {
+            try sync.addHandler(NIOSSLClientHandler(context: tls, serverHostname: serverName))
+        }
+        if let leftovers {
+            try sync.addHandler(HTTPRequestEncoder())
+            try sync.addHandler(ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: leftovers)))
+        }
+        try sync.addHandler(handler)
     }
 
     /// The request target for a client path: the backend URL's path, then the client's.

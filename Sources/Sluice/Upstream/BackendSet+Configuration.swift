@@ -3,8 +3,11 @@ import SluiceConfig
 
 /// Building a route's backend set from its configuration.
 extension BackendSet {
-    /// Builds the set for `route`; `builtinPorts` maps built-in backends to their loopback ports.
-    static func make(for route: RouteConfiguration, routeIndex: Int, builtinPorts: [BackendURL.Builtin: Int]) throws(ConfigError) -> BackendSet {
+    /// Builds the set for `route`; `builtinPorts` maps built-in backends to their loopback ports;
+    /// `dialer`, when given, opens every connection instead of a socket (the cost benchmarks).
+    static func make(
+        for route: RouteConfiguration, routeIndex: Int, builtinPorts: [BackendURL.Builtin: Int], dialer: (any BackendDialer)? = nil
+    ) throws(ConfigError) -> BackendSet {
         var tlsContext: NIOSSLContext?
         var result: [Backend] = []
         for (index, url) in route.backends.enumerated() {
@@ -13,7 +16,7 @@ extension BackendSet {
                 guard let port = builtinPorts[builtin] else {
                     throw ConfigError(path: "routes[\(routeIndex)].backends[\(index)]", message: "built-in backend is not running")
                 }
-                result.append(Backend(url: url, host: "127.0.0.1", port: port, path: "/", tls: nil, serverName: nil))
+                result.append(Backend(url: url, host: "127.0.0.1", port: port, path: "/", tls: nil, serverName: nil, dialer: dialer))
             case .remote(let scheme, let host, let port, let path):
                 var context: NIOSSLContext?
                 if scheme.isSecure {
@@ -22,7 +25,8 @@ extension BackendSet {
                 }
                 result.append(Backend(
                     url: url, host: host, port: port, path: path, tls: context,
-                    serverName: route.backendTLS.serverName ?? (IPAddressText.isIPv4(host) || IPAddressText.isIPv6(host) ? nil : host)
+                    serverName: route.backendTLS.serverName ?? (IPAddressText.isIPv4(host) || IPAddressText.isIPv6(host) ? nil : host),
+                    dialer: dialer
                 ))
             }
         }

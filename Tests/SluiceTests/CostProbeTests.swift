@@ -1,0 +1,31 @@
+import Testing
+@testable import Sluice
+
+/// The scenarios the allocation benchmarks count (Benchmarks/SluiceCost) do what they say, every
+/// time: a count taken of a path that failed half-way would describe nothing.
+@Suite("Cost probes")
+struct CostProbeTests {
+    @Test("a relayed message each way, repeatedly")
+    func relay() throws {
+        let probe = try RelayProbe(payloadSize: 64)
+        for _ in 0..<100 { #expect(try probe.exchange() == (2 + 4 + 64) + (2 + 64)) }
+    }
+
+    @Test("an upgrade admitted and its lease returned, repeatedly (the per-address cap is never reached)")
+    func admission() throws {
+        let probe = try AdmissionProbe()
+        for _ in 0..<200 { try probe.admitAndRelease() }
+    }
+
+    @Test("whole WebSocket lifetimes through the gateway, each leaving nothing registered", arguments: [false, true])
+    func webSocketLifetime(accessLog: Bool) throws {
+        let probe = try GatewayProbe(accessLog: accessLog ? .file("/dev/null") : .off)
+        for _ in 0..<20 { try probe.webSocketLifetime() }
+    }
+
+    @Test("proxied requests on one kept-alive connection and one pooled backend connection", arguments: [false, true])
+    func proxyRequest(accessLog: Bool) throws {
+        let probe = try GatewayProbe(accessLog: accessLog ? .file("/dev/null") : .off)
+        for _ in 0..<20 { try probe.proxyRequest() }
+    }
+}
