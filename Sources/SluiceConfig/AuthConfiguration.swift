@@ -135,10 +135,12 @@ public struct OriginPolicy: Sendable, Equatable {
     /// Whether `origin` (as the browser sent it) is allowed.
     public func allows(_ origin: String?) -> Bool {
         guard let origin else { return allowMissing }
+        // Exact rules first, compared in place (origins are ASCII: browsers send hosts in
+        // punycode); only wildcard rules need the lower-cased copies below.
+        for pattern in allowed where Self.equalIgnoringASCIICase(pattern, origin) { return true }
         let value = origin.lowercased()
-        for pattern in allowed {
+        for pattern in allowed where pattern.contains("://*.") {
             let rule = pattern.lowercased()
-            if rule == value { return true }
             guard let star = rule.range(of: "://*.") else { continue }
             let scheme = rule[..<star.lowerBound]
             let suffix = rule[star.upperBound...]
@@ -149,6 +151,16 @@ public struct OriginPolicy: Sendable, Equatable {
             }
         }
         return false
+    }
+
+    private static func equalIgnoringASCIICase(_ a: String, _ b: String) -> Bool {
+        guard a.utf8.count == b.utf8.count else { return false }
+        for (x, y) in zip(a.utf8, b.utf8) where x != y {
+            let lowerX = x >= 0x41 && x <= 0x5A ? x | 0x20 : x
+            let lowerY = y >= 0x41 && y <= 0x5A ? y | 0x20 : y
+            if lowerX != lowerY { return false }
+        }
+        return true
     }
 }
 

@@ -30,12 +30,13 @@ package final class GatewayProbe {
     /// the access log goes (`/dev/null` counts building and writing its lines).
     package init(accessLog destination: AccessLogDestination = .off) throws {
         dialer = EmbeddedDialer(loop: loop)
-        let routes = try ProbeRoutes.make(dialer: dialer)
+        let metrics = GatewayMetrics()
+        let routes = try ProbeRoutes.make(dialer: dialer, metrics: metrics)
         routing = ListenerRouting(.init(routes: RouteTable(routes: routes, listener: "probe"), trustedProxies: []))
         let accessLog = AccessLog()
         try accessLog.point(to: destination)
         services = GatewayServices(
-            registry: ConnectionRegistry(), metrics: GatewayMetrics(), accessLog: accessLog, limits: GlobalLimits(), logger: Logger(label: "probe")
+            registry: ConnectionRegistry(), metrics: metrics, accessLog: accessLog, limits: GlobalLimits(), logger: Logger(label: "probe")
         )
         configuration = .init(listener: "probe", tls: false, limits: HTTPLimits(), peer: IPAddress("192.0.2.1"))
         let key = "dGhlIHNhbXBsZSBub25jZQ=="

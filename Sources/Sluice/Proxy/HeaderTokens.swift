@@ -27,6 +27,17 @@ enum HeaderTokens {
         return false
     }
 
+    /// The value of the one field named `name`, or `nil` when there is none or more than one.
+    /// Reads the fields in place, where `headers[name]` builds an array of them.
+    static func onlyValue(_ headers: HTTPHeaders, _ name: String) -> String? {
+        var found: String?
+        for (field, value) in headers where equalIgnoringASCIICase(field, name) {
+            if found != nil { return nil }
+            found = value
+        }
+        return found
+    }
+
     /// Whether `predicate` holds for an element of the list `value` (non-empty, spaces and tabs
     /// trimmed), trying them in order. Elements are slices of `value`: nothing is copied.
     static func firstElement(of value: String, where predicate: (Substring) -> Bool) -> Bool {

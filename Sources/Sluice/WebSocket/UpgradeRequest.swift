@@ -51,7 +51,8 @@ struct UpgradeRequest: Equatable {
         guard head.version.major == 1 && head.version.minor >= 1 else {
             throw Rejection(status: .badRequest, message: "WebSocket upgrade requires HTTP/1.1")
         }
-        guard headers[canonicalForm: "host"].count == 1 else {
+        // One Host field holding one value (a host never holds a comma).
+        guard let host = HeaderTokens.onlyValue(headers, "host"), !host.utf8.contains(UInt8(ascii: ",")) else {
             throw Rejection(status: .badRequest, message: "exactly one Host header is required")
         }
         guard HeaderTokens.contains(headers, "connection", token: "upgrade") else {
@@ -67,15 +68,13 @@ struct UpgradeRequest: Equatable {
         if !lengths.isEmpty && !(lengths.count == 1 && lengths[0] == "0") {
             throw Rejection(status: .badRequest, message: "an upgrade request cannot have a body (Content-Length)")
         }
-        let versions = headers["sec-websocket-version"]
-        guard versions.count == 1, versions[0].trimmingSpacesAndTabs() == "13" else {
+        guard let version = HeaderTokens.onlyValue(headers, "sec-websocket-version"), version.trimmingSpacesAndTabs() == "13" else {
             throw Rejection(
                 status: .upgradeRequired, message: "Sec-WebSocket-Version 13 is required",
                 headers: [("Sec-WebSocket-Version", "13")]
             )
         }
-        let keys = headers["sec-websocket-key"]
-        guard keys.count == 1, case let key = keys[0].trimmingSpacesAndTabs(), WebSocketKey.isValid(key) else {
+        guard let field = HeaderTokens.onlyValue(headers, "sec-websocket-key"), case let key = field.trimmingSpacesAndTabs(), WebSocketKey.isValid(key) else {
             throw Rejection(status: .badRequest, message: "Sec-WebSocket-Key must be the base64 of 16 bytes")
         }
         return try offer(headers, key: key, allowedProtocols: allowedProtocols)

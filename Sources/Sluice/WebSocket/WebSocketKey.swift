@@ -31,10 +31,14 @@ public enum WebSocketKey {
     /// The `Sec-WebSocket-Accept` value for `key`: base64 of SHA-1 of the key and the GUID.
     public static func accept(for key: some StringProtocol) -> String {
         var hash = Insecure.SHA1()
-        hash.update(data: Array(key.utf8))
-        hash.update(data: Array("258EAFA5-E914-47DA-95CA-C5AB0DC85B11".utf8))
+        var text = String(key)
+        text.withUTF8 { hash.update(bufferPointer: UnsafeRawBufferPointer($0)) }
+        guid.withUnsafeBytes { hash.update(bufferPointer: $0) }
         return hash.finalize().withUnsafeBytes { base64($0) }
     }
+
+    /// RFC 6455's GUID, appended to the key before hashing.
+    private static let guid: [UInt8] = Array("258EAFA5-E914-47DA-95CA-C5AB0DC85B11".utf8)
 
     private static let alphabet: [UInt8] = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
 

@@ -106,7 +106,8 @@ final class WebSocketRelay {
             let marks = ChannelOptions.Types.WriteBufferWaterMark(
                 low: max(1, configuration.bufferSize / 2), high: configuration.bufferSize
             )
-            context.channel.setOption(ChannelOptions.writeBufferWaterMark, value: marks).whenFailure { _ in }
+            // Synchronously: through the channel's future-returning API this costs a future.
+            try? context.channel.syncOptions?.setOption(ChannelOptions.writeBufferWaterMark, value: marks)
         }
         if side == .downstream { downstreamContext = context } else { upstreamContext = context }
     }
