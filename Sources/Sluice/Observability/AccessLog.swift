@@ -65,20 +65,21 @@ public final class AccessLog: Sendable {
         if target.owned { Glibc.close(target.fd) }
     }
 
-    func write(_ record: AccessRecord) {
+    func write(_ record: consuming AccessRecord) {
         guard isEnabled else { return }
-        var line = record.json
-        line.append("\n")
+        record.finish()
+        let line = record.bytes
         lock.withLock {
             let fd = target.fd
             guard fd >= 0 else { return }
-            var utf8 = Array(line.utf8)
-            var offset = 0
-            while offset < utf8.count {
-                let written = utf8.withUnsafeMutableBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
-                if written < 0 && errno == EINTR { continue }
-                guard written > 0 else { return }
-                offset += written
+            line.withUnsafeBytes { bytes in
+                var offset = 0
+                while offset < bytes.count {
+                    let written = Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+                    if written < 0 && errno == EINTR { continue }
+                    guard written > 0 else { return }
+                    offset += written
+                }
             }
         }
     }
@@ -91,83 +92,140 @@ public struct AccessLogError: Error, CustomStringConvertible {
     public var description: String { "cannot open access log \(path): \(String(cString: strerror(errno)))" }
 }
 
-/// An ordered set of JSON fields; only strings, integers, doubles, booleans and null.
+/// One access-log line being written: JSON fields appended in order, straight into the line's
+/// bytes (one buffer per line; no field list, no intermediate strings for numbers and the
+/// timestamp). Values are strings, integers, doubles, booleans and null.
 struct AccessRecord {
-    enum Value {
-        case string(String)
-        case int(Int64)
-        case double(Double)
-        case bool(Bool)
-        case null
-    }
-
-    private(set) var fields: [(String, Value)] = []
+    private(set) var bytes: [UInt8] = []
 
     init(type: String) {
-        fields.append(("ts", .string(Self.timestamp())))
-        fields.append(("type", .string(type)))
+        bytes.reserveCapacity(768)
+        bytes.append(UInt8(ascii: "{"))
+        appendKey("ts")
+        bytes.append(UInt8(ascii: "\""))
+        Self.appendTimestamp(to: &bytes)
+        bytes.append(UInt8(ascii: "\""))
+        set("type", type)
     }
 
-    subscript(key: String) -> Value? {
-        get { fields.first { $0.0 == key }?.1 }
-        set {
-            fields.removeAll { $0.0 == key }
-            if let newValue { fields.append((key, newValue)) }
+    mutating func set(_ key: String, _ value: (some StringProtocol)?) {
+        appendKey(key)
+        if let value { Self.appendQuoted(value, to: &bytes) } else { appendLiteral("null") }
+    }
+
+    mutating func set<I: BinaryInteger>(_ key: String, _ value: I) {
+        appendKey(key)
+        Self.appendDecimal(Int64(clamping: value), to: &bytes)
+    }
+
+    mutating func set(_ key: String, _ value: Double) {
+        appendKey(key)
+        if value.isFinite { bytes.append(contentsOf: String(value).utf8) } else { appendLiteral("null") }
+    }
+
+    mutating func set(_ key: String, _ value: Bool) {
+        appendKey(key)
+        appendLiteral(value ? "true" : "false")
+    }
+
+    mutating func setNull(_ key: String) {
+        appendKey(key)
+        appendLiteral("null")
+    }
+
+    /// Ends the object and the line.
+    mutating func finish() {
+        bytes.append(UInt8(ascii: "}"))
+        bytes.append(UInt8(ascii: "\n"))
+    }
+
+    /// The record as a JSON object (for tests and callers that want the text).
+    var json: String { String(decoding: bytes, as: UTF8.self) + "}" }
+
+    private mutating func appendKey(_ key: String) {
+        if bytes.count > 1 { bytes.append(UInt8(ascii: ",")) }
+        Self.appendQuoted(key, to: &bytes)
+        bytes.append(UInt8(ascii: ":"))
+    }
+
+    private mutating func appendLiteral(_ literal: StaticString) {
+        literal.withUTF8Buffer { bytes.append(contentsOf: $0) }
+    }
+
+    static func appendDecimal(_ value: Int64, to out: inout [UInt8]) {
+        if value < 0 { out.append(UInt8(ascii: "-")) }
+        var magnitude = value.magnitude
+        // Digits come lowest first: collect them in a fixed buffer, then copy them in order.
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { buffer in
+            var count = 0
+            repeat {
+                buffer[count] = UInt8(ascii: "0") + UInt8(magnitude % 10)
+                magnitude /= 10
+                count += 1
+            } while magnitude > 0
+            for index in stride(from: count - 1, through: 0, by: -1) { out.append(buffer[index]) }
         }
     }
 
-    mutating func set(_ key: String, _ value: String?) { self[key] = value.map(Value.string) ?? .null }
-    mutating func set<I: BinaryInteger>(_ key: String, _ value: I) { self[key] = .int(Int64(clamping: value)) }
-    mutating func set(_ key: String, _ value: Double) { self[key] = .double(value) }
-    mutating func set(_ key: String, _ value: Bool) { self[key] = .bool(value) }
+    private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
 
-    var json: String {
-        var out = "{"
-        for (index, (key, value)) in fields.enumerated() {
-            if index > 0 { out += "," }
-            Self.appendQuoted(key, to: &out)
-            out += ":"
-            switch value {
-            case .string(let text): Self.appendQuoted(text, to: &out)
-            case .int(let number): out += String(number)
-            case .double(let number): out += number.isFinite ? String(number) : "null"
-            case .bool(let flag): out += flag ? "true" : "false"
-            case .null: out += "null"
+    /// `text` as a JSON string: quotes, backslashes and control characters escaped; other bytes
+    /// (UTF-8 included) as they are.
+    static func appendQuoted(_ text: some StringProtocol, to out: inout [UInt8]) {
+        out.append(UInt8(ascii: "\""))
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""): out.append(UInt8(ascii: "\\")); out.append(UInt8(ascii: "\""))
+            case UInt8(ascii: "\\"): out.append(UInt8(ascii: "\\")); out.append(UInt8(ascii: "\\"))
+            case UInt8(ascii: "\n"): out.append(UInt8(ascii: "\\")); out.append(UInt8(ascii: "n"))
+            case UInt8(ascii: "\r"): out.append(UInt8(ascii: "\\")); out.append(UInt8(ascii: "r"))
+            case UInt8(ascii: "\t"): out.append(UInt8(ascii: "\\")); out.append(UInt8(ascii: "t"))
+            case 0..<0x20, 0x7f:
+                for escape in "\\u00".utf8 { out.append(escape) }
+                out.append(hexDigits[Int(byte >> 4)])
+                out.append(hexDigits[Int(byte & 0xf)])
+            default: out.append(byte)
             }
         }
-        return out + "}"
+        out.append(UInt8(ascii: "\""))
     }
 
+    /// `text` as a JSON string, appended to a `String` (the admin API's text answers).
     static func appendQuoted(_ text: String, to out: inout String) {
-        out += "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20 || scalar.value == 0x7f:
-                let hex = String(scalar.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        out += "\""
+        var bytes: [UInt8] = []
+        appendQuoted(text, to: &bytes)
+        out += String(decoding: bytes, as: UTF8.self)
     }
 
-    /// RFC 3339 UTC with milliseconds.
-    static func timestamp() -> String {
+    /// RFC 3339 UTC with milliseconds, written as digits.
+    static func appendTimestamp(to out: inout [UInt8]) {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
         var seconds = now.tv_sec
         var parts = tm()
         gmtime_r(&seconds, &parts)
-        func pad(_ value: Int32, _ width: Int) -> String {
-            let text = String(value)
-            return String(repeating: "0", count: max(0, width - text.count)) + text
+        func digits(_ value: Int32, _ width: Int) {
+            var divisor: Int32 = 1
+            for _ in 1..<width { divisor *= 10 }
+            let value = max(0, value)
+            while divisor > 0 {
+                out.append(UInt8(ascii: "0") + UInt8(value / divisor % 10))
+                divisor /= 10
+            }
         }
-        let millis = Int32(now.tv_nsec / 1_000_000)
-        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(millis, 3))Z"
+        digits(parts.tm_year + 1900, 4)
+        out.append(UInt8(ascii: "-"))
+        digits(parts.tm_mon + 1, 2)
+        out.append(UInt8(ascii: "-"))
+        digits(parts.tm_mday, 2)
+        out.append(UInt8(ascii: "T"))
+        digits(parts.tm_hour, 2)
+        out.append(UInt8(ascii: ":"))
+        digits(parts.tm_min, 2)
+        out.append(UInt8(ascii: ":"))
+        digits(parts.tm_sec, 2)
+        out.append(UInt8(ascii: "."))
+        digits(Int32(now.tv_nsec / 1_000_000), 3)
+        out.append(UInt8(ascii: "Z"))
     }
 }

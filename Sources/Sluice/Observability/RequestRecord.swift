@@ -8,8 +8,10 @@ struct RequestRecord {
     /// The request target as it came; logged without its query string.
     var uri: String
     /// The path without its query string, which may carry credentials.
-    var path: String {
-        uri.utf8.firstIndex(of: UInt8(ascii: "?")).map { String(uri[..<$0]) } ?? uri
+    var path: String { String(pathSlice) }
+    /// The same, as a slice of `uri` (the access log copies it from there).
+    var pathSlice: Substring {
+        uri.utf8.firstIndex(of: UInt8(ascii: "?")).map { uri[..<$0] } ?? uri[...]
     }
     var route: String?
     var client: IPAddress?
@@ -31,7 +33,7 @@ struct RequestRecord {
         record.set("client", client?.description)
         record.set("user", user)
         record.set("method", method)
-        record.set("path", path)
+        record.set("path", pathSlice)
         record.set("status", status.code)
         record.set("bytes_sent", bytes)
         record.set("duration_ms", Double((NIODeadline.now() - startedAt).nanoseconds / 1000) / 1000)

@@ -443,16 +443,17 @@ final class WebSocketUpgrade {
         line.set("subprotocol", info.subprotocol)
         line.set("protocol", info.clientProtocol)
         line.set("duration_ms", Double(summary.duration.nanoseconds / 1000) / 1000)
-        line["close_code"] = code.map { .int(Int64($0)) } ?? .null
+        if let code { line.set("close_code", code) } else { line.setNull("close_code") }
         line.set("close_reason", summary.outcome?.reason ?? "")
         line.set("closed_by", initiator)
         line.set("ending", ending.rawValue)
         line.set("idle_timeout", summary.idleTimedOut)
-        for (prefix, traffic) in [("client", summary.fromClient), ("backend", summary.fromBackend)] {
-            line.set("\(prefix)_messages", traffic.messages)
-            line.set("\(prefix)_frames", traffic.frames)
-            line.set("\(prefix)_bytes", traffic.bytes)
-        }
+        line.set("client_messages", summary.fromClient.messages)
+        line.set("client_frames", summary.fromClient.frames)
+        line.set("client_bytes", summary.fromClient.bytes)
+        line.set("backend_messages", summary.fromBackend.messages)
+        line.set("backend_frames", summary.fromBackend.frames)
+        line.set("backend_bytes", summary.fromBackend.bytes)
         accessLog.write(line)
     }
 }
