@@ -171,7 +171,7 @@ extension HTTPGatewayHandler {
     func switchToRelay(context: ChannelHandlerContext, head: HTTPResponseHead, relayHandler: RelayHandler) -> EventLoopFuture<Void> {
         _ = state.close()
         // The relay treats the client's EOF as its end, as it always has.
-        context.channel.setOption(.allowRemoteHalfClosure, value: false).whenFailure { _ in }
+        try? context.channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: false)
         if state.clientHalfClosed {
             context.close(promise: nil)
             return context.eventLoop.makeFailedFuture(ChannelError.inputClosed)
@@ -185,8 +185,8 @@ extension HTTPGatewayHandler {
             return context.eventLoop.makeFailedFuture(error)
         }
         let channel = context.channel
-        _ = pipeline.removeHandler(context: context)
-        _ = pipeline.removeHandler(encoder)
+        pipeline.removeHandler(context: context, promise: nil)
+        pipeline.removeHandler(encoder, promise: nil)
         let decoderGone = pipeline.removeHandler(decoder)
         channel.read()
         return decoderGone

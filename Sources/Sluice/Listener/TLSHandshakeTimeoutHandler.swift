@@ -54,7 +54,7 @@ final class TLSHandshakeTimeoutHandler: ChannelInboundHandler, RemovableChannelH
             timer?.cancel()
             timer = nil
             context.fireUserInboundEventTriggered(event)
-            _ = context.pipeline.syncOperations.removeHandler(context: context)
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
             return
         }
         context.fireUserInboundEventTriggered(event)

@@ -9,14 +9,24 @@ import Synchronization
 /// connection's relay on its own event loop; `snapshots()` asks every event loop once for the
 /// figures of all its connections, so reading costs the relay nothing until someone looks.
 public final class ConnectionRegistry: Sendable {
-    /// What the registry can do with one connection; both closures run on `eventLoop`.
+    /// One connection and its relay, reached on the relay's event loop (`eventLoop`). The relay
+    /// itself is held, not closures over it: three closure contexts per connection cost three
+    /// allocations at each upgrade and their memory for as long as it lives.
     struct Entry: Sendable {
         var info: ConnectionInfo
         var eventLoop: any EventLoop
-        var snapshot: @Sendable () -> ConnectionSnapshot
-        var close: @Sendable (_ clientCode: UInt16, _ backendCode: UInt16, _ reason: String, _ ending: WebSocketRelay.StateMachine.Ending) -> Void
-        /// Closes both sides at the TCP level now (a drain's deadline).
-        var abort: @Sendable () -> Void
+        var relay: NIOLoopBound<WebSocketRelay>
+
+        /// The live figures (on `eventLoop`).
+        func snapshot() -> ConnectionSnapshot { relay.value.snapshot(info) }
+
+        /// Closes both sides with these codes (on `eventLoop`).
+        func close(_ clientCode: UInt16, _ backendCode: UInt16, _ reason: String, _ ending: WebSocketRelay.StateMachine.Ending) {
+            relay.value.close(downstreamCode: clientCode, upstreamCode: backendCode, reason: reason, ending: ending)
+        }
+
+        /// Closes both sides at the TCP level now (a drain's deadline; on `eventLoop`).
+        func abort() { relay.value.abort() }
     }
 
     private let entries = NIOLockedValueBox<[UInt64: Entry]>([:])

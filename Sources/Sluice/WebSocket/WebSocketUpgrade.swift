@@ -338,15 +338,7 @@ final class WebSocketUpgrade {
         if route.configuration.auth.closeOnExpiry, let expiresAt = origin.identity?.expiresAt {
             relay.closeWhenCredentialExpires(in: .nanoseconds(Int64(max(0, expiresAt - WallClock.now()) * 1e9)))
         }
-        let loopBoundRelay = NIOLoopBound(relay, eventLoop: eventLoop)
-        registry.register(ConnectionRegistry.Entry(
-            info: info, eventLoop: eventLoop,
-            snapshot: { loopBoundRelay.value.snapshot(info) },
-            close: { clientCode, backendCode, reason, ending in
-                loopBoundRelay.value.close(downstreamCode: clientCode, upstreamCode: backendCode, reason: reason, ending: ending)
-            },
-            abort: { loopBoundRelay.value.abort() }
-        ))
+        registry.register(ConnectionRegistry.Entry(info: info, eventLoop: eventLoop, relay: NIOLoopBound(relay, eventLoop: eventLoop)))
 
         // Both relay handlers go in first and the relay queues what reaches it until `start()`.
         // Bytes that arrived right behind the handshakes sit in the HTTP decoders, which leave
@@ -357,8 +349,8 @@ final class WebSocketUpgrade {
         do {
             try upstream.pipeline.syncOperations.addHandler(RelayHandler(relay: relay, side: .upstream))
             let sync = upstream.pipeline.syncOperations
-            _ = sync.removeHandler(handshakeHandler)
-            _ = sync.removeHandler(context: try sync.context(handlerType: HTTPRequestEncoder.self))
+            sync.removeHandler(handshakeHandler, promise: nil)
+            sync.removeHandler(context: try sync.context(handlerType: HTTPRequestEncoder.self), promise: nil)
             let upstreamDecoderGone = sync.removeHandler(context: try sync.context(handlerType: ByteToMessageHandler<HTTPResponseDecoder>.self))
             let downstreamDecoderGone = downstream.switchToRelay(
                 head, RelayHandler(relay: relay, side: .downstream, isSocket: origin.clientProtocol == "h1")
