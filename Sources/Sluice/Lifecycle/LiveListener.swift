@@ -74,6 +74,7 @@ final class LiveListener: Sendable {
                     try options.setOption(.socketOption(.tcp_nodelay), value: 1)
                     try options.setOption(.socketOption(.so_keepalive), value: 1)
                     try options.setOption(.allowRemoteHalfClosure, value: now.tls == nil)
+                    try options.setOption(.recvAllocator, value: ReceiveBuffers.client)
                     listenerMetrics.accepted.increment()
                     let socketPeer = ClientAddress.ip(of: channel.remoteAddress)
                     /// Admits the client (its address from the socket, or from a PROXY header)

@@ -105,6 +105,7 @@ final class Backend: Sendable {
                     // Synchronously, not as a bootstrap option applied through futures.
                     guard let options = channel.syncOptions else { throw ChannelError.operationUnsupported }
                     try options.setOption(.socketOption(.tcp_nodelay), value: 1)
+                    try options.setOption(.recvAllocator, value: ReceiveBuffers.backend)
                     try setUp(channel, leftovers: leftovers, handler: handler.value)
                 }
             }
