@@ -92,6 +92,9 @@ package final class GatewayProbe {
         guard services.registry.count == 0, !backend.isActive, !client.isActive else {
             throw ProbeFailure("after the close handshake: \(services.registry.count) registered, backend open \(backend.isActive), client open \(client.isActive)")
         }
+        // Time passes, as on a real loop: tasks still scheduled for this WebSocket (the backend's
+        // early-close window) run, rather than piling up in the embedded loop's queue.
+        loop.advanceTime(by: .seconds(60))
     }
 
     /// One proxied GET on a kept-alive client connection to a pooled backend connection (the
