@@ -46,20 +46,20 @@ public final class GatewayMetrics: Sendable {
 
     /// The handles of one route, made on first use.
     func route(_ name: String) -> RouteMetrics {
-        routes.withLockedValue { routes in
-            if let existing = routes[name] { return existing }
-            let made = RouteMetrics(route: name, factory: factory)
-            routes[name] = made
-            return made
-        }
+        Self.held(in: routes, name) { RouteMetrics(route: name, factory: factory) }
     }
 
     /// The handles of one listener, made on first use.
     func listener(_ name: String) -> ListenerMetrics {
-        listeners.withLockedValue { listeners in
-            if let existing = listeners[name] { return existing }
-            let made = ListenerMetrics(listener: name, factory: factory)
-            listeners[name] = made
+        Self.held(in: listeners, name) { ListenerMetrics(listener: name, factory: factory) }
+    }
+
+    /// The handle kept in `handles` under `key`, made by `make` the first time.
+    private static func held<Key: Hashable, Handle>(in handles: NIOLockedValueBox<[Key: Handle]>, _ key: Key, make: () -> Handle) -> Handle {
+        handles.withLockedValue { handles in
+            if let existing = handles[key] { return existing }
+            let made = make()
+            handles[key] = made
             return made
         }
     }
@@ -115,12 +115,8 @@ public final class GatewayMetrics: Sendable {
     /// The requests counter for one listener, route and status (connections keep the last one
     /// they used: most requests on a connection repeat it).
     func httpRequestCounter(listener: String, route: String?, status: UInt) -> CoreMetrics.Counter {
-        let key = HTTPCounterKey(listener: listener, route: route, status: status)
-        return httpCounters.withLockedValue { counters in
-            if let existing = counters[key] { return existing }
-            let made = self.counter("sluice_http_requests_total", [("listener", listener), ("route", route ?? "none"), ("status", String(status))])
-            counters[key] = made
-            return made
+        Self.held(in: httpCounters, HTTPCounterKey(listener: listener, route: route, status: status)) {
+            counter("sluice_http_requests_total", [("listener", listener), ("route", route ?? "none"), ("status", String(status))])
         }
     }
 
@@ -142,17 +138,9 @@ public final class GatewayMetrics: Sendable {
     /// One ended WebSocket: its close code (`none` when it ended without one), who ended it, and
     /// how (`WebSocketRelay.StateMachine.Ending`: `close_handshake`, `vanished_mid_frame`, …).
     func websocketClosed(route: String, code: UInt16?, initiator: String, ending: String) {
-        let key = CloseKey(route: route, code: code, initiator: initiator, ending: ending)
-        let counter = closeCounters.withLockedValue { counters in
-            if let existing = counters[key] { return existing }
-            let made = self.counter(
-                "sluice_websocket_closes_total",
-                [("route", route), ("code", code.map(String.init) ?? "none"), ("initiator", initiator), ("ending", ending)]
-            )
-            counters[key] = made
-            return made
-        }
-        counter.increment()
+        Self.held(in: closeCounters, CloseKey(route: route, code: code, initiator: initiator, ending: ending)) {
+            counter("sluice_websocket_closes_total", [("route", route), ("code", code.map(String.init) ?? "none"), ("initiator", initiator), ("ending", ending)])
+        }.increment()
     }
 
     private let closeCounters = NIOLockedValueBox<[CloseKey: CoreMetrics.Counter]>([:])
