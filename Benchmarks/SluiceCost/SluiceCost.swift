@@ -17,57 +17,33 @@ let benchmarks: @Sendable () -> Void = {
     )
 
     // A 64-byte binary message from the client to the backend and one back, relay running.
-    Benchmark("relay-message") { benchmark in
-        let probe = try RelayProbe(payloadSize: 64)
-        for _ in 0..<10 { try probe.exchange() }
-        benchmark.startMeasurement()
-        for _ in benchmark.scaledIterations { blackHole(try probe.exchange()) }
-        benchmark.stopMeasurement()
-    }
+    probe("relay-message", warmUp: 10, { try RelayProbe(payloadSize: 64) }) { _ = try $0.exchange() }
 
     // An upgrade request screened (route, Origin, WebSocket fields, limits), its lease taken and
     // given back: what every WebSocket pays before its backend is dialed.
-    Benchmark("admission-upgrade") { benchmark in
-        let probe = try AdmissionProbe()
-        try probe.admitAndRelease()
-        benchmark.startMeasurement()
-        for _ in benchmark.scaledIterations { try probe.admitAndRelease() }
-        benchmark.stopMeasurement()
-    }
+    probe("admission-upgrade", { try AdmissionProbe() }) { try $0.admitAndRelease() }
 
     // A whole WebSocket: client connection, upgrade, backend dialed and its 101, a 64-byte
     // message each way, the close handshake, both connections closed; then with the access log on.
-    Benchmark("websocket-lifetime") { benchmark in
-        let probe = try GatewayProbe()
-        try probe.webSocketLifetime()
-        benchmark.startMeasurement()
-        for _ in benchmark.scaledIterations { try probe.webSocketLifetime() }
-        benchmark.stopMeasurement()
-    }
+    probe("websocket-lifetime", { try GatewayProbe() }) { try $0.webSocketLifetime() }
+    probe("websocket-lifetime-logged", { try GatewayProbe(accessLog: .file("/dev/null")) }) { try $0.webSocketLifetime() }
 
-    Benchmark("websocket-lifetime-logged") { benchmark in
-        let probe = try GatewayProbe(accessLog: .file("/dev/null"))
-        try probe.webSocketLifetime()
-        benchmark.startMeasurement()
-        for _ in benchmark.scaledIterations { try probe.webSocketLifetime() }
-        benchmark.stopMeasurement()
-    }
+    // One GET on a kept-alive client connection, proxied on a pooled backend connection (the
+    // warm-up opens both); then with the access log on.
+    probe("proxy-request", warmUp: 10, { try GatewayProbe() }) { try $0.proxyRequest() }
+    probe("proxy-request-logged", warmUp: 10, { try GatewayProbe(accessLog: .file("/dev/null")) }) { try $0.proxyRequest() }
+}
 
-    // One GET on a kept-alive client connection, proxied on a pooled backend connection; then
-    // with the access log on.
-    Benchmark("proxy-request") { benchmark in
-        let probe = try GatewayProbe()
-        for _ in 0..<10 { try probe.proxyRequest() }
+/// One benchmark: `make` builds the probe outside the measurement, `warmUp` operations run
+/// unmeasured (pools filled, tables grown), then each sample is one operation.
+func probe<Probe>(
+    _ name: String, warmUp: Int = 1, _ make: @escaping @Sendable () throws -> Probe, _ operation: @escaping @Sendable (Probe) throws -> Void
+) {
+    Benchmark(name) { benchmark in
+        let probe = try make()
+        for _ in 0..<warmUp { try operation(probe) }
         benchmark.startMeasurement()
-        for _ in benchmark.scaledIterations { try probe.proxyRequest() }
-        benchmark.stopMeasurement()
-    }
-
-    Benchmark("proxy-request-logged") { benchmark in
-        let probe = try GatewayProbe(accessLog: .file("/dev/null"))
-        for _ in 0..<10 { try probe.proxyRequest() }
-        benchmark.startMeasurement()
-        for _ in benchmark.scaledIterations { try probe.proxyRequest() }
+        for _ in benchmark.scaledIterations { try operation(probe) }
         benchmark.stopMeasurement()
     }
 }
