@@ -14,6 +14,23 @@ struct SluiceBench: AsyncParsableCommand {
         abstract: "Benchmark WebSocket relays on loopback.",
         subcommands: [Echo.self, Load.self, Hold.self, Tunnel.self, Churn.self, Probe.self]
     )
+
+    static func main() async {
+        // The load generator and the echo backend open thousands of descriptors from many
+        // threads: without this, each doubling of their table stalls them for milliseconds and
+        // the stall is measured as the gateway's latency (see DescriptorTable).
+        DescriptorTable.reserve()
+        do {
+            var command = try parseAsRoot()
+            if var asynchronous = command as? any AsyncParsableCommand {
+                try await asynchronous.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
 }
 
 /// A WebSocket echo backend, the one every proxy gets in a comparison. It accepts

@@ -93,6 +93,8 @@ struct Run: AsyncParsableCommand {
             ControlledLogHandler(base: StreamLogHandler.standardError(label: label), control: control)
         }
         let logger = Logger(label: "sluice")
+        // Before the event loops exist: the table's growths would stall them later (DescriptorTable).
+        DescriptorTable.reserve()
         let group: any EventLoopGroup = eventLoopThreads.map { MultiThreadedEventLoopGroup(numberOfThreads: $0) } ?? MultiThreadedEventLoopGroup.singleton
         let notifier = ServiceManagerNotifier(environment: ProcessInfo.processInfo.environment)
         let gateway = Gateway(configuration: configuration, group: group, logger: logger, logLevel: control, notifier: notifier)
