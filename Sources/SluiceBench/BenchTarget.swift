@@ -37,13 +37,32 @@ struct BenchTarget: Sendable {
         group: any EventLoopGroup, localAddress: SocketAddress? = nil, extensions: String? = nil,
         handler: @escaping @Sendable (HTTPResponseHead) throws -> any ChannelHandler
     ) async throws -> any Channel {
-        let opened = group.next().makePromise(of: Void.self)
+        try await openTimed(group: group, localAddress: localAddress, extensions: extensions, handler: handler).channel
+    }
+
+    /// `open`, with the handshake's duration as the channel's event loop saw it: from the
+    /// socket's creation (before the connect) to the 101. Timed on the loop, so the caller's
+    /// task scheduling is not part of it.
+    func openTimed(
+        group: any EventLoopGroup, localAddress: SocketAddress? = nil, extensions: String? = nil,
+        handler: @escaping @Sendable (HTTPResponseHead) throws -> any ChannelHandler
+    ) async throws -> (channel: any Channel, handshake: TimeAmount) {
+        try await dial(group: group, localAddress: localAddress, extensions: extensions, handler: handler).get()
+    }
+
+    /// `openTimed` as a future, for callers that pace their opens with an event loop's timers.
+    func dial(
+        group: any EventLoopGroup, localAddress: SocketAddress? = nil, extensions: String? = nil,
+        handler: @escaping @Sendable (HTTPResponseHead) throws -> any ChannelHandler
+    ) -> EventLoopFuture<(channel: any Channel, handshake: TimeAmount)> {
+        let opened = group.next().makePromise(of: TimeAmount.self)
         var bootstrap = ClientBootstrap(group: group)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(.seconds(10))
         if let localAddress { bootstrap = bootstrap.bind(to: localAddress) }
         let host = self.host, port = self.port, path = self.path, tls = self.tls
-        let channel = try await bootstrap.channelInitializer { channel in
+        return bootstrap.channelInitializer { channel in
+            let began = NIODeadline.now()
             let key = Data((0..<16).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
             let sender = UpgradeRequestSender(host: "\(host):\(port)", path: path, extensions: extensions, failed: opened)
             let upgrader = NIOWebSocketClientUpgrader(requestKey: key, maxFrameSize: 1 << 26, automaticErrorHandling: true) { channel, response in
@@ -53,7 +72,7 @@ struct BenchTarget: Sendable {
                     }
                     do {
                         try channel.pipeline.syncOperations.addHandler(handler(response))
-                        opened.succeed(())
+                        opened.succeed(NIODeadline.now() - began)
                     } catch {
                         opened.fail(error)
                         throw error
@@ -65,10 +84,13 @@ struct BenchTarget: Sendable {
                 try channel.pipeline.syncOperations.addHTTPClientHandlers(withClientUpgrade: (upgraders: [upgrader], completionHandler: { _ in }))
                 try channel.pipeline.syncOperations.addHandler(sender)
             }
-        }.connect(host: host, port: port).get()
-        channel.closeFuture.whenComplete { _ in opened.fail(ChannelError.alreadyClosed) }
-        try await opened.futureResult.get()
-        return channel
+        }.connect(host: host, port: port).flatMapError { error in
+            opened.fail(error)
+            return opened.futureResult.eventLoop.makeFailedFuture(error)
+        }.flatMap { channel in
+            channel.closeFuture.whenComplete { _ in opened.fail(ChannelError.alreadyClosed) }
+            return opened.futureResult.map { (channel, $0) }
+        }
     }
 }
 
@@ -79,9 +101,9 @@ final class UpgradeRequestSender: ChannelInboundHandler, RemovableChannelHandler
     let host: String
     let path: String
     let extensions: String?
-    let failed: EventLoopPromise<Void>
+    let failed: EventLoopPromise<TimeAmount>
 
-    init(host: String, path: String, extensions: String?, failed: EventLoopPromise<Void>) {
+    init(host: String, path: String, extensions: String?, failed: EventLoopPromise<TimeAmount>) {
         self.host = host
         self.path = path
         self.extensions = extensions

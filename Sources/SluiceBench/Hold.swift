@@ -31,6 +31,9 @@ struct Hold: AsyncParsableCommand {
     @Flag(help: "Print one JSON object instead of a line.")
     var json = false
 
+    @Flag(help: "With --json: every handshake's duration too (ms), so runs can be pooled.")
+    var samples = false
+
     func validate() throws {
         guard (1...60_000).contains(connections) else { throw ValidationError("--connections must be 1...60000") }
         guard (1...600).contains(duration) else { throw ValidationError("--duration must be 1...600 seconds") }
@@ -46,41 +49,11 @@ struct Hold: AsyncParsableCommand {
         let sources = target.host.hasPrefix("127.") ? try (0..<sourceAddresses).map { try SocketAddress(ipAddress: "127.0.0.\(2 + $0)", port: 0) } : [nil]
         let interval = interval
         let opening = ContinuousClock.now
-        var channels: [any Channel] = []
-        var failures = 0
-        var firstError: String?
-        /// Seconds from the start of each successful open to its 101.
-        var handshakes: [Double] = []
-        try await withThrowingTaskGroup(of: Result<(any Channel, Double), any Error>.self) { tasks in
-            for index in 0..<connections {
-                // Pace the opens at --open-rate, a few in flight at once.
-                let due = opening + .nanoseconds(Int64(Double(index) * 1e9 / Double(openRate)))
-                if due > ContinuousClock.now { try await Task.sleep(until: due) }
-                if index >= 64, let result = try await tasks.next() {
-                    switch result {
-                    case .success(let (channel, seconds)): channels.append(channel); handshakes.append(seconds)
-                    case .failure(let error): failures += 1; firstError = firstError ?? "\(error)"
-                    }
-                }
-                let source = sources[index % sources.count]
-                tasks.addTask {
-                    do {
-                        let started = ContinuousClock.now
-                        let channel = try await target.open(group: group, localAddress: source) { _ in HoldHandler(interval: interval, tally: tally) }
-                        let took = ContinuousClock.now - started
-                        return .success((channel, Double(took.components.seconds) + Double(took.components.attoseconds) / 1e18))
-                    } catch {
-                        return .failure(error)
-                    }
-                }
-            }
-            for try await result in tasks {
-                switch result {
-                case .success(let (channel, seconds)): channels.append(channel); handshakes.append(seconds)
-                case .failure(let error): failures += 1; firstError = firstError ?? "\(error)"
-                }
-            }
+        let opens = PacedOpens(loop: group.next(), total: connections, rate: openRate) { index in
+            target.dial(group: group, localAddress: sources[index % sources.count]) { _ in HoldHandler(interval: interval, tally: tally) }
         }
+        let outcome = try await opens.run().get()
+        let channels = outcome.channels, failures = outcome.failures, firstError = outcome.firstError, handshakes = outcome.handshakes
         let openSeconds = Double((ContinuousClock.now - opening).components.attoseconds) / 1e18 + Double((ContinuousClock.now - opening).components.seconds)
         try await Task.sleep(for: .seconds(duration))
         // Proof of life at the end: every connection still open is sent one more message, and
@@ -102,12 +75,13 @@ struct Hold: AsyncParsableCommand {
         let stillOpen = channels.filter(\.isActive).count
         for channel in channels { channel.close(promise: nil) }
         try await Task.sleep(for: .milliseconds(300))
-        let values: [String: Any] = [
+        var values: [String: Any] = [
             "requested": connections, "opened": channels.count, "failed": failures, "open_now": stillOpen, "alive": alive,
             "handshakes_per_second": Double(channels.count) / max(openSeconds, 0.001), "open_seconds": openSeconds,
             "first_error": firstError ?? "",
             "handshake_p50_ms": Self.percentile(handshakes, 0.50) * 1000, "handshake_p99_ms": Self.percentile(handshakes, 0.99) * 1000,
         ]
+        if samples { values["handshakes_ms"] = handshakes.map { ($0 * 1_000_000).rounded() / 1000 } }
         if json {
             print(String(decoding: try JSONSerialization.data(withJSONObject: values, options: [.sortedKeys]), as: UTF8.self))
         } else {
