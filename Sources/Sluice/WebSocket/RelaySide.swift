@@ -29,3 +29,22 @@ public enum CloseCode {
         }
     }
 }
+
+/// A value per side, stored inline: a relay keeps several of these for as long as it lives, and
+/// an array would be a heap allocation each.
+struct PerSide<Value> {
+    var downstream: Value
+    var upstream: Value
+
+    init(_ both: Value) {
+        downstream = both
+        upstream = both
+    }
+
+    subscript(side: RelaySide) -> Value {
+        get { side == .downstream ? downstream : upstream }
+        set {
+            if side == .downstream { downstream = newValue } else { upstream = newValue }
+        }
+    }
+}

@@ -39,11 +39,11 @@ final class WebSocketRelay {
     private let logger: Logger
     private let onFinish: (Summary) -> Void
     private let metrics: RouteMetrics?
-    /// Totals already added to the route's counters, per source side (`RelaySide.index`).
-    private var reported = [TrafficCounters(), TrafficCounters()]
+    /// Totals already added to the route's counters, per source side.
+    private var reported = PerSide(TrafficCounters())
     /// Control frames read, per source side.
-    private var pings: [UInt64] = [0, 0]
-    private var pongs: [UInt64] = [0, 0]
+    private var pings = PerSide<UInt64>(0)
+    private var pongs = PerSide<UInt64>(0)
 
     private var downstreamContext: ChannelHandlerContext?
     private var upstreamContext: ChannelHandlerContext?
@@ -52,11 +52,10 @@ final class WebSocketRelay {
     private var fromDownstream: RelayDirection
     /// Frames read from the backend, going to the client.
     private var fromUpstream: RelayDirection
-    private var outputs: [RelayDirection.Output] = []
-    /// Per side, indexed by `RelaySide.index`: plain flags, so the per-write path hashes nothing.
-    private var needsFlush = [false, false]
+    /// Per side: plain flags, so the per-write path hashes nothing.
+    private var needsFlush = PerSide(false)
     /// A `read()` from this source was held back because its destination was not writable.
-    private var readHeld = [false, false]
+    private var readHeld = PerSide(false)
     private var lastActivity: NIODeadline
     private var lastHeardDownstream: NIODeadline
     private var lastHeardUpstream: NIODeadline
@@ -96,7 +95,6 @@ final class WebSocketRelay {
         }
         fromDownstream = direction(fromClient: true)
         fromUpstream = direction(fromClient: false)
-        outputs.reserveCapacity(16)
     }
 
     // MARK: Wiring
@@ -178,6 +176,8 @@ final class WebSocketRelay {
         let now = eventLoop.now
         if side == .downstream { lastHeardDownstream = now } else { lastHeardUpstream = now }
         let destination = side.peer
+        var outputs = RelayScratch.take()
+        defer { RelayScratch.give(&outputs) }
         while buffer.readableBytes > 0 {
             outputs.removeAll(keepingCapacity: true)
             let waiting = machine.awaitsBoundary(to: destination)
@@ -190,7 +190,7 @@ final class WebSocketRelay {
             }
             var processed = buffer
             processed.moveReaderIndex(to: origin)
-            emit(processed, from: side, at: now)
+            emit(outputs, of: processed, from: side, at: now)
             switch stop {
             case .frameBoundary:
                 perform(machine.frameBoundary(streams: streams, now: now))
@@ -206,7 +206,7 @@ final class WebSocketRelay {
 
     /// Writes this read's outputs to the destination, in order; `buffer`'s readable bytes are
     /// the ones just processed.
-    private func emit(_ buffer: ByteBuffer, from side: RelaySide, at now: NIODeadline) {
+    private func emit(_ outputs: [RelayDirection.Output], of buffer: ByteBuffer, from side: RelaySide, at now: NIODeadline) {
         guard !outputs.isEmpty else { return }
         let destination = side.peer
         for output in outputs {
@@ -218,10 +218,10 @@ final class WebSocketRelay {
                 write(bytes, to: destination)
             case .control(let frame):
                 if frame.opcode == FrameHeader.Opcode.pong {
-                    pongs[side.index] += 1
+                    pongs[side] += 1
                 } else {
                     lastActivity = now
-                    if frame.opcode == FrameHeader.Opcode.ping { pings[side.index] += 1 }
+                    if frame.opcode == FrameHeader.Opcode.ping { pings[side] += 1 }
                 }
                 perform(machine.controlFrame(frame, from: side, streams: streams, now: now))
             }
@@ -238,7 +238,7 @@ final class WebSocketRelay {
     func read(from side: RelaySide, context: ChannelHandlerContext) {
         let destination = self.context(side.peer)
         if let destination, !destination.channel.isWritable, !machine.isFinished {
-            readHeld[side.index] = true
+            readHeld[side] = true
         } else {
             context.read()
         }
@@ -247,8 +247,8 @@ final class WebSocketRelay {
     func writabilityChanged(_ side: RelaySide) {
         guard let context = self.context(side), context.channel.isWritable else { return }
         let source = side.peer
-        if readHeld[source.index] {
-            readHeld[source.index] = false
+        if readHeld[source] {
+            readHeld[source] = false
             self.context(source)?.read()
         }
     }
@@ -262,8 +262,8 @@ final class WebSocketRelay {
         let streams = self.streams
         if side == .downstream { downstreamContext = nil } else { upstreamContext = nil }
         perform(machine.peerGone(side, streams: streams, now: eventLoop.now))
-        if let other = self.context(side.peer), readHeld[side.peer.index] {
-            readHeld[side.peer.index] = false
+        if let other = self.context(side.peer), readHeld[side.peer] {
+            readHeld[side.peer] = false
             other.read()
         }
     }
@@ -303,7 +303,7 @@ final class WebSocketRelay {
         let direction = side == .downstream ? fromDownstream : fromUpstream
         return TrafficCounters(
             bytes: direction.bytes, frames: direction.frames, messages: direction.messages,
-            pings: pings[side.index], pongs: pongs[side.index]
+            pings: pings[side], pongs: pongs[side]
         )
     }
 
@@ -313,11 +313,11 @@ final class WebSocketRelay {
         guard let metrics else { return }
         for side in RelaySide.allCases {
             let now = traffic(from: side)
-            let before = reported[side.index]
+            let before = reported[side]
             if now.messages > before.messages { metrics.messages[side.index].increment(by: now.messages - before.messages) }
             if now.frames > before.frames { metrics.frames[side.index].increment(by: now.frames - before.frames) }
             if now.bytes > before.bytes { metrics.bytes[side.index].increment(by: now.bytes - before.bytes) }
-            reported[side.index] = now
+            reported[side] = now
         }
     }
 
@@ -371,12 +371,12 @@ final class WebSocketRelay {
     private func write(_ buffer: ByteBuffer, to side: RelaySide) {
         guard let context = context(side) else { return }
         context.write(NIOAny(buffer), promise: nil)
-        needsFlush[side.index] = true
+        needsFlush[side] = true
     }
 
     private func flushIfNeeded(_ side: RelaySide) {
-        guard needsFlush[side.index], let context = context(side) else { return }
-        needsFlush[side.index] = false
+        guard needsFlush[side], let context = context(side) else { return }
+        needsFlush[side] = false
         context.flush()
     }
 
@@ -386,7 +386,7 @@ final class WebSocketRelay {
         guard let context = context(side) else { return }
         let promise = context.eventLoop.makePromise(of: Void.self)
         context.writeAndFlush(NIOAny(context.channel.allocator.buffer(capacity: 0)), promise: promise)
-        needsFlush[side.index] = false
+        needsFlush[side] = false
         let channel = context.channel
         promise.futureResult.whenComplete { _ in channel.close(promise: nil) }
     }
