@@ -18,7 +18,7 @@ extension BenchTarget {
         let loop = group.next()
         let settled = loop.makePromise(of: Void.self)
         var bootstrap = ClientBootstrap(group: loop)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .connectTimeout(.seconds(10))
         if let localAddress { bootstrap = bootstrap.bind(to: localAddress) }
         var alpn: NIOSSLContext?

@@ -57,7 +57,7 @@ struct BenchTarget: Sendable {
     ) -> EventLoopFuture<(channel: any Channel, handshake: TimeAmount)> {
         let opened = group.next().makePromise(of: TimeAmount.self)
         var bootstrap = ClientBootstrap(group: group)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .connectTimeout(.seconds(10))
         if let localAddress { bootstrap = bootstrap.bind(to: localAddress) }
         let host = self.host, port = self.port, path = self.path, tls = self.tls

@@ -118,7 +118,7 @@ struct Churn: AsyncParsableCommand {
     /// Opens one connection for `cell` and waits (bounded) until it has closed.
     static func open(_ cell: ChurnCell, id: Int, port: Int, source: SocketAddress?, group: any EventLoopGroup, tally: ChurnTally) async throws {
         var bootstrap = ClientBootstrap(group: group)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .connectTimeout(.seconds(10))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {

@@ -76,6 +76,25 @@ struct CommandLineTests {
         #expect(sluice.log.first { $0.contains("[IPv4]") } == nil)
     }
 
+    @Test(
+        "run as an unprivileged user it serves pages and WebSockets: no socket option it sets needs a privilege",
+        .enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv"), "needs root to switch to nobody")
+    )
+    func unprivileged() async throws {
+        let sluice = try SluiceProcess(yaml: """
+            listeners: [ { name: plain, address: "127.0.0.1:0" } ]
+            routes:
+              - { name: echo, match: { path_prefix: /echo }, backends: ["builtin:echo"] }
+              - { name: demo, match: { path_prefix: / }, builtin: demo }
+            """, user: "nobody")
+        defer { sluice.stop() }
+        let page = try await Curl.run(["http://127.0.0.1:\(sluice.port)/"])
+        #expect(page.status == 200, "curl exit \(page.exitCode)")
+        let result = try await PythonPeer.run(["client", "echo", "ws://127.0.0.1:\(sluice.port)/echo"])
+        #expect(result["error"] == nil, "\(result)")
+        #expect(result["checks"] as? [Bool] == [true, true, true, true, true], "\(result)")
+    }
+
     @Test("--version prints the version")
     func version() async throws {
         let result = try await Self.run(["--version"])

@@ -61,6 +61,10 @@ final class LiveListener: Sendable {
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: Int32(configuration.backlog))
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            // On the listening socket: every accepted one inherits them (keep-alive with its
+            // timer armed), at no syscall of its own.
+            .serverChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .serverChannelOption(.socketOption(.so_keepalive), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     // Options set here, synchronously, rather than as the bootstrap's child
@@ -71,8 +75,6 @@ final class LiveListener: Sendable {
                     // as with every peer proxy.
                     let now = settings.withLockedValue { $0 }
                     guard let options = channel.syncOptions else { throw ChannelError.operationUnsupported }
-                    try options.setOption(.socketOption(.tcp_nodelay), value: 1)
-                    try options.setOption(.socketOption(.so_keepalive), value: 1)
                     try options.setOption(.allowRemoteHalfClosure, value: now.tls == nil)
                     try options.setOption(.recvAllocator, value: ReceiveBuffers.client)
                     listenerMetrics.accepted.increment()

@@ -102,9 +102,9 @@ final class Backend: Sendable {
             .connectTimeout(timeout)
             .channelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
-                    // Synchronously, not as a bootstrap option applied through futures.
+                    // Synchronously, not as a bootstrap option applied through futures. (TCP_NODELAY
+                    // is the bootstrap's own default.)
                     guard let options = channel.syncOptions else { throw ChannelError.operationUnsupported }
-                    try options.setOption(.socketOption(.tcp_nodelay), value: 1)
                     try options.setOption(.recvAllocator, value: ReceiveBuffers.backend)
                     try setUp(channel, leftovers: leftovers, handler: handler.value)
                 }

@@ -34,9 +34,11 @@ final class SluiceProcess: @unchecked Sendable {
     /// What it logged (stderr), line by line, read as it comes so the pipe never fills.
     let log = StreamingPeer.LineBuffer()
 
+    /// `user`: run it as that user (and the group `nogroup`) through `setpriv`; the test
+    /// process must be root.
     init(
         yaml: String, waitingFor names: Set<String> = [], environment: [String: String] = [:], directory existing: String? = nil,
-        arguments: @escaping (String) -> [String] = { ["run", "--config", $0, "--log-level", "notice"] }
+        user: String? = nil, arguments: @escaping (String) -> [String] = { ["run", "--config", $0, "--log-level", "notice"] }
     ) throws {
         self.arguments = arguments
         let directory = existing ?? NSTemporaryDirectory() + "sluice-process-" + UUID().uuidString
@@ -50,7 +52,8 @@ final class SluiceProcess: @unchecked Sendable {
         // Started through a shell that execs it, beside a watcher of this process's pipe: if the
         // test process dies (a crash skips `deinit`), the pipe closes and the watcher kills it.
         process.executableURL = URL(fileURLWithPath: "/bin/bash")
-        process.arguments = ["-c", Self.watcher, Self.executable] + arguments(config)
+        let privileges = user.map { ["/usr/bin/setpriv", "--reuid=\($0)", "--regid=nogroup", "--clear-groups"] } ?? []
+        process.arguments = ["-c", Self.watcher] + privileges + [Self.executable] + arguments(config)
         process.standardInput = lifeline
         if !environment.isEmpty {
             process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
