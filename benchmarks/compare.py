@@ -9,7 +9,8 @@ Scenarios (issue #7): S1 64 B × 50 connections at window 1 and 16; S2 64 KiB ×
 window 4; S3 20,000 msgs/s open loop over 100 connections; S4 5,000 idle connections held 20 s
 over ws and wss (RSS per connection, handshakes/s); S5 9,000 connections held 30 s with a
 message every 5 s; S6 S1 w16 with Sluice's admin listener and access log on; S7 1 KiB messages,
-window 16, compressed with permessage-deflate end to end.
+window 16, compressed with permessage-deflate end to end; S8 5,000 WebSockets opened unpaced over
+ws and wss (handshakes/s, the proxy's CPU per connection from accept to close).
 
 Needs release builds (`swift build -c release`), nginx, haproxy and caddy (Debian packages) and
 openssl. Every target is on loopback; every run is bounded in time.
@@ -259,6 +260,36 @@ def run_hold(targets, name, connections, duration, interval, tls):
     return rows
 
 
+def run_handshakes(targets, name, connections, tls, rounds=3):
+    """S8: `connections` WebSockets opened as fast as each target takes them (64 in flight),
+    held a second and closed, `rounds` times per target in turn; handshakes/s and the target's
+    CPU per connection (its whole life: accept, upgrade, backend connect, close), medians."""
+    rows = {}
+    for _ in range(rounds):
+        for target, info in targets.targets.items():
+            if target in ("sluice+admin", "direct") or (tls and not info["tls_port"]):
+                continue
+            pids = process_tree(info["pid"])
+            scheme, port = ("wss", info["tls_port"]) if tls else ("ws", info["port"])
+            cpu_before = cpu_seconds(pids)
+            command = [os.path.join(BIN, "sluice-bench"), "hold", "--url", f"{scheme}://127.0.0.1:{port}/", "--connections", str(connections),
+                       "--duration", "1", "--interval", "0", "--open-rate", "100000", "--source-addresses", "32", "--json"]
+            out = subprocess.run(command, capture_output=True, text=True, timeout=connections / 100 + 120)
+            if out.returncode != 0:
+                raise RuntimeError(out.stderr[-2000:])
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            time.sleep(2)  # the closes reach the target and its backend connections
+            result["cpu_us_per_connection"] = (cpu_seconds(pids) - cpu_before) * 1e6 / max(1, result["opened"])
+            rows.setdefault(target, []).append(result)
+            print(f"{name:8} {target:13} opened {result['opened']}/{connections} {result['handshakes_per_second']:>7.0f} handshakes/s "
+                  f"{result['cpu_us_per_connection']:>6.0f} µs CPU per connection", flush=True)
+    median = lambda values: sorted(values)[len(values) // 2]  # noqa: E731
+    return {target: {"opened": min(r["opened"] for r in runs), "failed": sum(r["failed"] for r in runs),
+                     "handshakes_per_second": median([r["handshakes_per_second"] for r in runs]),
+                     "handshake_p99_ms": median([r["handshake_p99_ms"] for r in runs]),
+                     "cpu_us_per_connection": median([r["cpu_us_per_connection"] for r in runs])} for target, runs in rows.items()}
+
+
 def write_http_config(work, name, port, backend):
     """Sluice's configuration for scenario H1: one route on `port` proxying everything to the
     static nginx on `backend`. Returns its path."""
@@ -338,7 +369,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--duration", type=int, default=10)
-    parser.add_argument("--only", default="S1,S2,S3,S4,S5,S6,S7,H1")
+    parser.add_argument("--only", default="S1,S2,S3,S4,S5,S6,S7,S8,H1")
     parser.add_argument("--s6-pairs", type=int, default=4)
     parser.add_argument("--results", default=os.path.join(ROOT, "benchmarks", "RESULTS.md"))
     options = parser.parse_args()
@@ -355,6 +386,10 @@ def main():
         if "S4" in wanted:
             sections.append(("hold", "S4 ws", "5,000 idle connections held 20 s", run_hold(targets, "S4 ws", 5000, 20, 0, tls=False)))
             sections.append(("hold", "S4 wss", "5,000 idle connections held 20 s over TLS", run_hold(targets, "S4 wss", 5000, 20, 0, tls=True)))
+        if "S8" in wanted:
+            sections.append(("handshake", "S8 ws", "5,000 WebSockets opened unpaced, held 1 s, closed; 3 rounds, medians",
+                             run_handshakes(targets, "S8 ws", 5000, tls=False)))
+            sections.append(("handshake", "S8 wss", "the same over TLS", run_handshakes(targets, "S8 wss", 5000, tls=True)))
         if "S5" in wanted:
             sections.append(("hold", "S5", "9,000 connections held 30 s, a message each every 5 s", run_hold(targets, "S5", 9000, 30, 5, tls=False)))
         if "S6" in wanted:
@@ -424,6 +459,19 @@ def write_results(options, sections):
                               f"{rows['sluice+admin']['messages_per_second'] / s['messages_per_second']:.3f}×, CPU per message "
                               f"{ratio(rows['sluice+admin']['cpu_us_per_msg'], s['cpu_us_per_msg'])} (target: cost under 3%); "
                               f"single runs ranged {spread(s.get('rates', []))} msgs/s off and {spread(rows['sluice+admin'].get('rates', []))} on."]
+        elif kind == "handshake":
+            lines += [f"## {name} ({args})", "", "| target | opened | failed | handshakes/s | p99 handshake ms | proxy CPU µs per connection |",
+                      "|---|---|---|---|---|---|"]
+            for target, r in rows.items():
+                lines.append(f"| {target} | {r['opened']} | {r['failed']} | {r['handshakes_per_second']:.0f} | {r['handshake_p99_ms']:.1f} | "
+                             f"{r['cpu_us_per_connection']:.0f} |")
+            s = rows.get("sluice")
+            if peers and s:
+                best_hs = max(p["handshakes_per_second"] for p in peers.values())
+                best_cpu = min(p["cpu_us_per_connection"] for p in peers.values())
+                target_hs = "≥ 1.10×" if "wss" in name else "≥ 1.00×"
+                lines += ["", f"**Sluice / best peer:** handshakes/s {ratio(s['handshakes_per_second'], best_hs)} (target {target_hs}), "
+                              f"CPU per connection {ratio(s['cpu_us_per_connection'], best_cpu)} (target ≤ 1.00×)."]
         elif kind == "http":
             lines += [f"## {name} ({args})", "", "| target | requests/s | p50 | p99 | proxy CPU µs/request | errors |", "|---|---|---|---|---|---|"]
             for target, r in rows.items():
