@@ -50,6 +50,9 @@ struct BenchTarget: Sendable {
         try await dial(group: group, localAddress: localAddress, extensions: extensions, handler: handler).get()
     }
 
+    /// How long an open waits for the server's 101 once connected.
+    static let handshakeTimeout: TimeAmount = .seconds(30)
+
     /// `openTimed` as a future, for callers that pace their opens with an event loop's timers.
     func dial(
         group: any EventLoopGroup, localAddress: SocketAddress? = nil, extensions: String? = nil,
@@ -89,6 +92,13 @@ struct BenchTarget: Sendable {
             return opened.futureResult.eventLoop.makeFailedFuture(error)
         }.flatMap { channel in
             channel.closeFuture.whenComplete { _ in opened.fail(ChannelError.alreadyClosed) }
+            // A server that accepts and never answers fails the open instead of holding it (and
+            // the run waiting for it) forever.
+            let deadline = channel.eventLoop.scheduleTask(in: Self.handshakeTimeout) {
+                opened.fail(ValidationError("no 101 within \(Self.handshakeTimeout.nanoseconds / 1_000_000_000) s"))
+                channel.close(promise: nil)
+            }
+            opened.futureResult.whenComplete { _ in deadline.cancel() }
             return opened.futureResult.map { (channel, $0) }
         }
     }
