@@ -95,9 +95,13 @@ struct ProxyProtocolTests {
             server sluice 127.0.0.1:\(gateway.port("plain")) send-proxy-v2
 
         """.write(toFile: config, atomically: true, encoding: .utf8)
+        // Through the watcher, like every server the tests start: if this process dies (a crash
+        // skips `defer`), the lifeline closes and HAProxy is killed, never left running.
         let haproxy = Process()
-        haproxy.executableURL = URL(fileURLWithPath: "/usr/sbin/haproxy")
-        haproxy.arguments = ["-f", config, "-db"]
+        haproxy.executableURL = URL(fileURLWithPath: "/bin/bash")
+        haproxy.arguments = ["-c", SluiceProcess.watcher, "/usr/sbin/haproxy", "-f", config, "-db"]
+        let lifeline = Pipe()
+        haproxy.standardInput = lifeline
         let errors = Pipe()
         haproxy.standardOutput = FileHandle.nullDevice
         haproxy.standardError = errors
@@ -105,6 +109,7 @@ struct ProxyProtocolTests {
         defer {
             haproxy.terminate()
             haproxy.waitUntilExit()
+            try? lifeline.fileHandleForWriting.close()
             try? FileManager.default.removeItem(atPath: config)
         }
         var listening = false
