@@ -1,8 +1,9 @@
 import NIOPosix
 
 /// The list a read's relay outputs are collected in, one per thread (so one per event loop)
-/// instead of one per relay: an idle relay then holds none of it. A call that finds it taken
-/// (a read handled inside another's outputs) gets an empty list of its own.
+/// instead of one per relay: an idle relay then holds none of it. A read takes the thread's
+/// list once (`current`, then `take`) and gives it back when done; a read handled inside
+/// another's outputs finds it taken and gets an empty list of its own.
 final class RelayScratch {
     /// Each loop's thread reads and writes only its own value, which is why the unchecked
     /// access is safe.
@@ -14,21 +15,25 @@ final class RelayScratch {
         outputs.reserveCapacity(16)
     }
 
-    /// This thread's list, emptied; give it back with `give(_:)`.
-    static func take() -> [RelayDirection.Output] {
-        guard let scratch = perThread.currentValue else {
-            perThread.currentValue = RelayScratch()
-            return take()
-        }
-        var outputs: [RelayDirection.Output] = []
-        swap(&outputs, &scratch.outputs)
-        return outputs
+    /// This thread's scratch (one thread-local lookup per read).
+    static var current: RelayScratch {
+        if let scratch = perThread.currentValue { return scratch }
+        let scratch = RelayScratch()
+        perThread.currentValue = scratch
+        return scratch
+    }
+
+    /// The list, emptied; give it back with `give(_:)`.
+    func take() -> [RelayDirection.Output] {
+        var taken: [RelayDirection.Output] = []
+        swap(&taken, &outputs)
+        return taken
     }
 
     /// Returns a list taken with `take()`, keeping its capacity for the thread's next read.
-    static func give(_ outputs: inout [RelayDirection.Output]) {
-        guard let scratch = perThread.currentValue, outputs.capacity > scratch.outputs.capacity else { return }
-        outputs.removeAll(keepingCapacity: true)
-        swap(&outputs, &scratch.outputs)
+    func give(_ list: inout [RelayDirection.Output]) {
+        guard list.capacity > outputs.capacity else { return }
+        list.removeAll(keepingCapacity: true)
+        swap(&list, &outputs)
     }
 }

@@ -176,8 +176,9 @@ final class WebSocketRelay {
         let now = eventLoop.now
         if side == .downstream { lastHeardDownstream = now } else { lastHeardUpstream = now }
         let destination = side.peer
-        var outputs = RelayScratch.take()
-        defer { RelayScratch.give(&outputs) }
+        let scratch = RelayScratch.current
+        var outputs = scratch.take()
+        defer { scratch.give(&outputs) }
         while buffer.readableBytes > 0 {
             outputs.removeAll(keepingCapacity: true)
             let waiting = machine.awaitsBoundary(to: destination)
