@@ -171,9 +171,10 @@ struct WebSocketRelayTests {
         backend.stop()
         #expect(result["status"] as? Int == 404, "\(result)")
         #expect(result["body"] as? String == "not here\r\n", "\(result)")
-        // Closed once the answer is out, not when the backend's connection ends (30 s later).
+        // Closed once the answer is out, not when the backend's connection ends (30 s later). The
+        // bound is the backend's close, not a speed: a loaded run once took 15 s to close.
         let eofAfter = try #require(result["eof_after"] as? Double, "no EOF within 20 s: \(result)")
-        #expect(eofAfter < 10, "closed with the answer, not with the backend's connection 30 s later")
+        #expect(eofAfter < 25, "closed with the answer, not with the backend's connection 30 s later")
     }
 
     @Test("a client that half-closes before the backend's 101 (an illegal frame right behind it) leaves the gateway serving")
