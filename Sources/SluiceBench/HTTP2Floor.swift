@@ -1,0 +1,127 @@
+import ArgumentParser
+import Foundation
+import NIOCore
+import NIOHPACK
+import NIOHTTP2
+import NIOPosix
+import NIOSSL
+
+/// `sluice-bench h2floor`: an HTTP/2 server over TLS on SwiftNIO that answers every request
+/// itself with 64 bytes — no backend, no routing, no headers beyond `:status` and
+/// `content-length`. It is what NIO's TLS and HTTP/2 cost per request before any proxying,
+/// measured beside Sluice, nginx and HAProxy by `benchmarks/h2.py --floor`, in two shapes:
+/// `streams` (NIOHTTP2's multiplexer with a child channel per stream, the shape Sluice uses)
+/// and `frames` (the connection's frames handled on the connection's own pipeline, no child
+/// channels), so the share of the per-stream channel is known.
+struct HTTP2Floor: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "h2floor", abstract: "Answer HTTP/2 requests over TLS directly (the NIO floor for h2)."
+    )
+
+    @Option(help: "Loopback host:port to listen on (port 0 = chosen by the OS).")
+    var listen: String = "127.0.0.1:0"
+
+    @Option(help: "PEM certificate chain.")
+    var cert: String
+
+    @Option(help: "PEM private key.")
+    var key: String
+
+    @Option(help: "streams (a child channel per stream) or frames (the connection's frames, no child channels).")
+    var mode: String = "streams"
+
+    @Option(help: "Stop after this many seconds.")
+    var duration: Int = 3600
+
+    func run() async throws {
+        let target = try LoopbackTarget(hostPort: listen)
+        guard mode == "streams" || mode == "frames" else { throw ValidationError("--mode is streams or frames") }
+        var tls = TLSConfiguration.makeServerConfiguration(
+            certificateChain: try NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) },
+            privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
+        )
+        tls.applicationProtocols = ["h2"]
+        let context = try NIOSSLContext(configuration: tls)
+        let perStream = mode == "streams"
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let server = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 4096)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(NIOSSLServerHandler(context: context))
+                    if perStream {
+                        try sync.addHandler(NIOHTTP2Handler(mode: .server, eventLoop: channel.eventLoop) { stream in
+                            stream.eventLoop.makeCompletedFuture { try stream.pipeline.syncOperations.addHandler(FloorStreamAnswer()) }
+                        })
+                    } else {
+                        try sync.addHandler(NIOHTTP2Handler(mode: .server))
+                        try sync.addHandler(FloorFrameAnswer())
+                    }
+                }
+            }
+            .bind(host: target.host, port: target.port).get()
+        FileHandle.standardOutput.write(Data("h2floor (\(mode)) listening on \(target.host):\(server.localAddress?.port ?? 0)\n".utf8))
+        try await Task.sleep(for: .seconds(duration))
+        try await server.close()
+        try await group.shutdownGracefully()
+    }
+}
+
+/// The floor's answer: `200`, 64 bytes.
+private enum FloorAnswer {
+    static let headers: HPACKHeaders = [":status": "200", "content-length": "64"]
+    static let body = ByteBuffer(string: String(repeating: "0123456789abcdef", count: 4))
+}
+
+/// Answers on a stream's child channel when the request's END_STREAM arrives.
+private final class FloorStreamAnswer: ChannelInboundHandler {
+    typealias InboundIn = HTTP2Frame.FramePayload
+    typealias OutboundOut = HTTP2Frame.FramePayload
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let ended: Bool
+        switch unwrapInboundIn(data) {
+        case .headers(let headers): ended = headers.endStream
+        case .data(let data): ended = data.endStream
+        default: ended = false
+        }
+        guard ended else { return }
+        context.write(wrapOutboundOut(.headers(.init(headers: FloorAnswer.headers))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.data(.init(data: .byteBuffer(FloorAnswer.body), endStream: true))), promise: nil)
+    }
+}
+
+/// Answers on the connection's pipeline, by stream ID, when a request's END_STREAM arrives.
+private final class FloorFrameAnswer: ChannelInboundHandler {
+    typealias InboundIn = HTTP2Frame
+    typealias OutboundOut = HTTP2Frame
+    private var pending = false
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        let ended: Bool
+        switch frame.payload {
+        case .headers(let headers): ended = headers.endStream
+        case .data(let data): ended = data.endStream
+        default: ended = false
+        }
+        guard ended else { return }
+        context.write(wrapOutboundOut(HTTP2Frame(streamID: frame.streamID, payload: .headers(.init(headers: FloorAnswer.headers)))), promise: nil)
+        context.write(
+            wrapOutboundOut(HTTP2Frame(streamID: frame.streamID, payload: .data(.init(data: .byteBuffer(FloorAnswer.body), endStream: true)))),
+            promise: nil
+        )
+        pending = true
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if pending {
+            pending = false
+            context.flush()
+        }
+        context.fireChannelReadComplete()
+    }
+}
