@@ -20,7 +20,7 @@ extension HTTPGatewayHandler {
         guard let backends = route.backends else { return }
         request?.user = identity?.user
         let client = forwardingClient(screened.client)
-        let forwarding = forwardingBlock(for: client, context: context)
+        let forwarding = forwardingFields.block(for: client, allocator: context.channel.allocator)
         let exchange = HTTPProxyExchange(
             route: route, backends: backends,
             request: .init(
@@ -39,16 +39,6 @@ extension HTTPGatewayHandler {
             }
         }
         if !held.isEmpty { exchange.requestReadComplete() }
-    }
-
-    /// The forwarding fields and `Via` for `client`, rendered once per connection and `Host`;
-    /// nil when a trusted proxy's chain makes them depend on each request.
-    func forwardingBlock(for client: ForwardedHeaders.Client, context: ChannelHandlerContext) -> ByteBuffer? {
-        guard !client.trustsIncomingChain else { return nil }
-        if let cached = forwardingCache, cached.host == client.host { return cached.block }
-        let block = HTTPWireFormat.forwardingBlock(client, allocator: context.channel.allocator)
-        forwardingCache = (client.host, block)
-        return block
     }
 
     /// Where already-framed response bytes are written: the context of this connection's HTTP

@@ -46,8 +46,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     /// one it waits for; when it fires it looks at what is due (the next request head, or the
     /// exchange's response and body deadlines) and sleeps again if nothing is. Scheduling and
     /// cancelling three timers per request cost about 6% of a proxied request's CPU.
-    var watchdog: Scheduled<Void>?
-    var watchdogDeadline: NIODeadline?
+    var watchdog = DeadlineTimer()
     /// When the next request head must have arrived; nil while a request is being answered.
     var headerDeadline: NIODeadline?
     var request: RequestRecord?
@@ -57,9 +56,8 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     var requestKeepAlive = false
     /// The HTTP encoder's context, found at the first proxied request.
     var encoderContext: ChannelHandlerContext?
-    /// The forwarding fields of this connection's requests, by `Host` (they depend on nothing else
-    /// unless a trusted proxy sends a chain).
-    var forwardingCache: (host: String?, block: ByteBuffer)?
+    /// The forwarding fields of this connection's requests.
+    var forwardingFields = HTTPWireFormat.ForwardingCache()
     /// The requests counter the last answer on this connection counted in.
     var lastRequestCounter: (route: String?, status: UInt, counter: CoreMetrics.Counter)?
     let pool: UpstreamPool
@@ -133,12 +131,8 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
 
     /// Makes sure the watchdog fires no later than `deadline`.
     func watch(until deadline: NIODeadline, context: ChannelHandlerContext) {
-        if let pending = watchdogDeadline, pending <= deadline { return }
-        watchdog?.cancel()
-        watchdogDeadline = deadline
-        watchdog = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
-            watchdog = nil
-            watchdogDeadline = nil
+        watchdog.arm(deadline, on: context.eventLoop) { [self] in
+            watchdog.fired()
             watchdogFired(context: context)
         }
     }
@@ -161,9 +155,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     }
 
     func stopWatchdog() {
-        watchdog?.cancel()
-        watchdog = nil
-        watchdogDeadline = nil
+        watchdog.cancel()
         headerDeadline = nil
     }
 

@@ -30,11 +30,25 @@ enum HTTPWireFormat {
         buffer.writeStaticString(via)
     }
 
-    /// The forwarding fields and `Via` a connection's requests carry, rendered once.
-    static func forwardingBlock(_ client: ForwardedHeaders.Client, allocator: ByteBufferAllocator) -> ByteBuffer {
-        var block = allocator.buffer(capacity: 256)
-        writeForwarding(client, into: &block)
-        return block
+    /// The forwarding fields and `Via` a connection's requests carry, rendered once per `Host`:
+    /// without a trusted proxy's chains they depend only on the client connection and the
+    /// `Host`, which a connection's requests mostly share. An HTTP/1 connection and an HTTP/2
+    /// connection (for all its streams) each keep one.
+    struct ForwardingCache {
+        private var host: String?
+        private var block: ByteBuffer?
+
+        /// The rendered fields for `client`; nil when a trusted proxy's chains make them
+        /// depend on each request.
+        mutating func block(for client: ForwardedHeaders.Client, allocator: ByteBufferAllocator) -> ByteBuffer? {
+            guard !client.trustsIncomingChain else { return nil }
+            if let block, host == client.host { return block }
+            var rendered = allocator.buffer(capacity: 256)
+            writeForwarding(client, into: &rendered)
+            host = client.host
+            block = rendered
+            return rendered
+        }
     }
 
     /// What the proxy adds to a response head on its way to the client.

@@ -61,8 +61,7 @@ final class WebSocketRelay {
     private var lastHeardUpstream: NIODeadline
     /// The connection's one timer, at the machine's next deadline (or earlier: when it fires
     /// early, because activity moved the idle deadline on, it is armed again).
-    private var timer: Scheduled<Void>?
-    private var timerDeadline: NIODeadline?
+    private var timer = DeadlineTimer()
     /// Events that arrived while the pipelines were being switched, replayed by `start()`.
     private enum EarlyEvent {
         case read(ByteBuffer, RelaySide)
@@ -143,17 +142,11 @@ final class WebSocketRelay {
     /// Makes sure the timer fires no later than the machine's next deadline.
     private func armTimer() {
         guard let deadline = machine.nextDeadline(lastActivity: lastActivity) else {
-            timer?.cancel()
-            timer = nil
-            timerDeadline = nil
+            timer.cancel()
             return
         }
-        if let pending = timerDeadline, pending <= deadline { return }
-        timer?.cancel()
-        timerDeadline = deadline
-        timer = eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
-            timer = nil
-            timerDeadline = nil
+        timer.arm(deadline, on: eventLoop) { [self] in
+            timer.fired()
             let wasOpen = machine.isOpen
             perform(machine.timerFired(
                 now: eventLoop.now, lastActivity: lastActivity, lastHeard: (lastHeardDownstream, lastHeardUpstream), streams: streams
@@ -408,9 +401,7 @@ final class WebSocketRelay {
     }
 
     private func finish() {
-        timer?.cancel()
-        timer = nil
-        timerDeadline = nil
+        timer.cancel()
         let summary = Summary(
             route: configuration.route,
             duration: eventLoop.now - machine.startedAt,
