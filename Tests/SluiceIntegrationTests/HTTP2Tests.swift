@@ -61,6 +61,10 @@ struct HTTP2Tests {
                   - name: app
                     match: { path_prefix: /app }
                     backends: ["http://127.0.0.1:\(httpPort)"]
+                  - name: timed
+                    match: { path_prefix: /timed }
+                    backends: ["http://127.0.0.1:\(httpPort)"]
+                    http: { response_timeout: 1s, idle_timeout: 1s }
                   - name: demo
                     match: { path_prefix: / }
                     builtin: demo
@@ -144,6 +148,26 @@ struct HTTP2Tests {
         #expect(opened <= 2, "20 sequential h2 requests opened \(opened) backend connections: the pool was not reused")
         #expect(versions.0 >= 8 && versions.1 >= 2, "\(versions)")
         #expect(requestLines.contains { $0["protocol"] as? String == "HTTP/2" && $0["path"] as? String == "/app/a" })
+    }
+
+    @Test("timeouts per stream on one connection: two slow backends get 504s, a stalled response body is reset, a quick request beside them is answered, and the connection serves on")
+    func streamTimeouts() async throws {
+        let setup = try await Setup()
+        let tls = "https://127.0.0.1:\(setup.tlsPort)"
+        // One connection (nghttp opens one per authority), five streams at once.
+        let streams = try await Curl.run([], shell: "nghttp -nv \(tls)/timed/slow \(tls)/timed/slow?2 \(tls)/timed/stall \(tls)/timed/a \(tls)/timed/b 2>&1", timeout: 60)
+        let after = try await Curl.run([], shell: "nghttp -nv \(tls)/timed/slow \(tls)/timed/c 2>&1", timeout: 60)
+        let lines = setup.logLines("http")
+        await setup.stop()
+
+        let statuses = streams.body.components(separatedBy: "\n").filter { $0.contains(":status:") }
+        #expect(statuses.filter { $0.contains("504") }.count == 2, "\(statuses)\n\(streams.body.suffix(3000))")
+        #expect(statuses.filter { $0.contains("200") }.count == 3, "\(statuses)")
+        #expect(streams.body.contains("recv RST_STREAM"), "the stalled body's stream is reset: \(streams.body.suffix(3000))")
+        #expect(after.body.components(separatedBy: "\n").filter { $0.contains(":status: 504") }.count == 1, "\(after.body.suffix(2000))")
+        #expect(after.body.components(separatedBy: "\n").filter { $0.contains(":status: 200") }.count == 1)
+        let timed = lines.filter { ($0["path"] as? String)?.hasPrefix("/timed/") == true }
+        #expect(timed.filter { $0["status"] as? Int == 504 }.count == 3, "\(timed)")
     }
 
     @Test("1 GiB up and 1 GiB down over h2 with the gateway's memory bounded; server-sent events arrive one by one")

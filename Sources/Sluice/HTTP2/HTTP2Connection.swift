@@ -19,9 +19,16 @@ final class HTTP2Connection {
     let admission: Admission.Connection
     /// The peer's address as text, for the forwarding fields.
     let peerText: String?
+    /// The forwarding fields of the connection's streams.
+    var forwardingFields = HTTPWireFormat.ForwardingCache()
+    /// The deadlines of the connection's streams, on one timer.
+    let watchdog: HTTP2StreamWatchdog
 
-    private init(configuration: HTTPGatewayHandler.Configuration, services: GatewayServices, routing: ListenerRouting, peer: IPAddress?) {
+    private init(
+        configuration: HTTPGatewayHandler.Configuration, services: GatewayServices, routing: ListenerRouting, peer: IPAddress?, eventLoop: any EventLoop
+    ) {
         self.configuration = configuration
+        watchdog = HTTP2StreamWatchdog(eventLoop: eventLoop)
         self.services = services
         self.routing = RoutingView(routing)
         admission = Admission.Connection(listener: configuration.listener, tls: configuration.tls, peer: peer, limits: configuration.limits, http2: true)
@@ -40,7 +47,7 @@ final class HTTP2Connection {
         on channel: any Channel, configuration: HTTPGatewayHandler.Configuration, limits: HTTP2Limits, routing: ListenerRouting, services: GatewayServices
     ) throws {
         let connection = HTTP2Connection(
-            configuration: configuration, services: services, routing: routing, peer: configuration.peer
+            configuration: configuration, services: services, routing: routing, peer: configuration.peer, eventLoop: channel.eventLoop
         )
         let shared = NIOLoopBound(connection, eventLoop: channel.eventLoop)
         let manager = NIOHTTP2ServerConnectionManagementHandler(
@@ -59,9 +66,10 @@ final class HTTP2Connection {
             }
         }
         let sync = channel.pipeline.syncOperations
-        try sync.addHandler(ListenerChangeHandler())
+        try sync.addHandler(HTTP2ConnectionEvents(connection: connection))
         let metrics = services.metrics
         try sync.addHandler(HTTP2GoAwayWatcher { code in metrics.http2ConnectionError(listener: configuration.listener, code: code) })
+        try sync.addHandler(HTTP2FlushCoalescer())
         try sync.addHandler(handler)
         try sync.addHandler(manager)
     }
@@ -97,10 +105,22 @@ final class HTTP2Connection {
     }
 }
 
-/// Turns `HTTP2Connection.ListenerChanged` into the quiesce event the connection manager
-/// answers with a graceful GOAWAY.
-private final class ListenerChangeHandler: ChannelInboundHandler, RemovableChannelHandler {
+/// The connection's own events: `HTTP2Connection.ListenerChanged` becomes the quiesce event
+/// the connection manager answers with a graceful GOAWAY, and the close stops the streams'
+/// watchdog.
+private final class HTTP2ConnectionEvents: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = NIOAny
+
+    private let connection: HTTP2Connection
+
+    init(connection: HTTP2Connection) {
+        self.connection = connection
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        connection.watchdog.close()
+        context.fireChannelInactive()
+    }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is HTTP2Connection.ListenerChanged {

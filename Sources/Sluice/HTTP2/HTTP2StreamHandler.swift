@@ -13,7 +13,7 @@ import SluiceConfig
 ///
 /// The phases are `HTTPConnectionStateMachine`'s, with one request and no keep-alive: the stream
 /// ends with its answer.
-final class HTTP2StreamHandler: ChannelDuplexHandler, RemovableChannelHandler, HTTPProxyDownstream {
+final class HTTP2StreamHandler: ChannelDuplexHandler, RemovableChannelHandler, HTTPProxyDownstream, HTTP2StreamWatchdog.Watched {
     typealias InboundIn = HTTP2RequestPart
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
@@ -27,8 +27,9 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     /// The client ended its side of the stream.
     private var requestEnded = false
     private var context: ChannelHandlerContext?
-    private var watchdog: Scheduled<Void>?
-    private var watchdogDeadline: NIODeadline?
+    /// Kept by the connection's `HTTP2StreamWatchdog`.
+    var watchDeadline: NIODeadline?
+    var watchIndex = 0
 
     init(connection: HTTP2Connection) {
         self.connection = connection
@@ -193,11 +194,13 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, RemovableChannelHandler, H
         let route = screened.route
         guard let backends = route.backends else { return }
         request?.user = identity?.user
+        let client = forwardingClient(screened.client, host: admissionRequest.host)
+        let forwarding = connection.forwardingFields.block(for: client, allocator: context.channel.allocator)
         let exchange = HTTPProxyExchange(
             route: route, backends: backends,
             request: .init(
                 head: admissionRequest.head, framing: admissionRequest.framing, keepAlive: true, target: screened.target,
-                client: forwardingClient(screened.client, host: admissionRequest.host), forwarding: nil,
+                client: client, forwarding: forwarding,
                 clientIP: screened.client.address, identity: identity
             ),
             client: context, response: .parts(context), downstream: self, pool: services.pool, services: services
@@ -237,23 +240,17 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     }
 
     func watch(until deadline: NIODeadline) {
-        guard let context else { return }
-        if let pending = watchdogDeadline, pending <= deadline { return }
-        watchdog?.cancel()
-        watchdogDeadline = deadline
-        watchdog = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
-            watchdog = nil
-            watchdogDeadline = nil
-            if case .proxying(let exchange) = state.phase, let next = exchange.checkDeadlines(now: context.eventLoop.now) {
-                watch(until: next)
-            }
-        }
+        guard context != nil else { return }
+        connection.watchdog.watch(self, until: deadline)
+    }
+
+    func watchdogFired(now: NIODeadline) -> NIODeadline? {
+        guard context != nil, case .proxying(let exchange) = state.phase else { return nil }
+        return exchange.checkDeadlines(now: now)
     }
 
     private func stopWatchdog() {
-        watchdog?.cancel()
-        watchdog = nil
-        watchdogDeadline = nil
+        connection.watchdog.unwatch(self)
     }
 
     // MARK: WebSockets (RFC 8441)

@@ -13,21 +13,46 @@ import NIOPosix
 /// 0.91× CPU per request, and steadier rounds.
 ///
 /// Used where a read ends a unit of work (a proxied request's bytes, the end of a response);
-/// a flush that cannot wait, or one asked for off the loop, goes out at once.
+/// a flush that cannot wait, or one asked for off the loop, goes out at once. An HTTP/2
+/// connection holds its own flushes here too (`HTTP2FlushCoalescer`), so the answers of all its
+/// streams that end in one wake-up leave in one write.
 final class DeferredFlushes {
     /// One batch per thread, so one per event loop: each loop's thread reads and writes only
     /// its own value, which is why the unchecked access is safe.
     nonisolated(unsafe) private static let perThread = ThreadSpecificVariable<DeferredFlushes>()
 
-    private var pending: [ChannelHandlerContext] = []
+    /// A flush held: of a context, or of something that flushes itself.
+    private enum Held {
+        case context(ChannelHandlerContext)
+        case flusher(any DeferredFlushing)
+
+        func flush() {
+            switch self {
+            case .context(let context): context.flush()
+            case .flusher(let flusher): flusher.flushDeferred()
+            }
+        }
+    }
+
+    private var pending: [Held] = []
     /// The batch being flushed; swapped with `pending` so that neither array is reallocated.
-    private var flushing: [ChannelHandlerContext] = []
+    private var flushing: [Held] = []
     /// The loop the pending flushes belong to.
     private var loop: (any EventLoop)?
 
     /// Flushes `context` once the loop has handled the events of this wake-up. Must be called on
     /// `context`'s event loop.
     static func flushSoon(_ context: ChannelHandlerContext) {
+        hold(.context(context), on: context.eventLoop)
+    }
+
+    /// Calls `flusher.flushDeferred()` once the loop has handled the events of this wake-up.
+    /// Must be called on `eventLoop`.
+    static func flushSoon(_ flusher: any DeferredFlushing, on eventLoop: any EventLoop) {
+        hold(.flusher(flusher), on: eventLoop)
+    }
+
+    private static func hold(_ held: Held, on eventLoop: any EventLoop) {
         let batch: DeferredFlushes
         if let current = perThread.currentValue {
             batch = current
@@ -36,15 +61,15 @@ final class DeferredFlushes {
             perThread.currentValue = batch
         }
         if batch.pending.isEmpty {
-            batch.loop = context.eventLoop
+            batch.loop = eventLoop
             // Tasks run after the loop has handled every ready event of this wake-up.
-            context.eventLoop.assumeIsolated().execute { batch.run() }
-        } else if batch.loop !== context.eventLoop {
+            eventLoop.assumeIsolated().execute { batch.run() }
+        } else if batch.loop !== eventLoop {
             // Another loop on this thread (embedded loops in tests share a thread): no batching.
-            context.flush()
+            held.flush()
             return
         }
-        batch.pending.append(context)
+        batch.pending.append(held)
     }
 
     private func run() {
@@ -55,4 +80,9 @@ final class DeferredFlushes {
         for index in flushing.indices { flushing[index].flush() }
         flushing.removeAll(keepingCapacity: true)
     }
+}
+
+/// Something that holds its flushes in `DeferredFlushes` and flushes itself when the batch runs.
+protocol DeferredFlushing: AnyObject {
+    func flushDeferred()
 }
