@@ -13,20 +13,20 @@ import SluiceConfig
 ///
 /// The phases are `HTTPConnectionStateMachine`'s, with one request and no keep-alive: the stream
 /// ends with its answer.
-final class HTTP2StreamHandler: ChannelDuplexHandler, RemovableChannelHandler, HTTPProxyDownstream, HTTP2StreamWatchdog.Watched {
+final class HTTP2StreamHandler: ChannelDuplexHandler, RemovableChannelHandler, HTTPProxyDownstream, HTTP2StreamWatchdog.Watched, AdmissionWaiting {
     typealias InboundIn = HTTP2RequestPart
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
     typealias StateMachine = HTTPConnectionStateMachine<RequestAnswer, HTTPProxyExchange, WebSocketUpgrade>
 
     private let connection: HTTP2Connection
-    private var services: GatewayServices { connection.services }
-    private var state = StateMachine()
+    var services: GatewayServices { connection.services }
+    var state = StateMachine()
     private var request: RequestRecord?
     private var requestHead: HTTP2RequestHead?
     /// The client ended its side of the stream.
     private var requestEnded = false
-    private var context: ChannelHandlerContext?
+    private(set) var context: ChannelHandlerContext?
     /// Kept by the connection's `HTTP2StreamWatchdog`.
     var watchDeadline: NIODeadline?
     var watchIndex = 0
@@ -150,35 +150,13 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, RemovableChannelHandler, H
         }
     }
 
-    /// Runs the steps of admission that wait (authentication, the cluster's limits) with reads
-    /// held, then goes on with the answer it kept.
-    private func authorize(context: ChannelHandlerContext, _ answer: RequestAnswer, _ screened: Admission.Screened, _ admissionRequest: Admission.Request) {
-        state.authorizing(answer)
-        Admission.decide(
-            screened, admissionRequest, on: connection.admission, cluster: services.cluster, registry: services.registry, eventLoop: context.eventLoop
-        ).assumeIsolated().whenSuccess { [self] result in
-            guard state.isAuthorizing, let context = self.context else {
-                // The stream ended while admission waited.
-                if case .success(let grant) = result { grant.leases?.release() }
-                return
-            }
-            switch result {
-            case .success(let grant):
-                switch state.authorized() {
-                case .proxy(let screened, let admissionRequest):
-                    beginExchange(context: context, screened, admissionRequest, identity: grant.identity)
-                case .upgrade(let screened, let upgrade, let admissionRequest):
-                    admit(context: context, screened, upgrade: upgrade, head: admissionRequest.head, identity: grant.identity, leases: grant.leases)
-                case .refuse, .demoPage, nil:
-                    grant.leases?.release()
-                }
-            case .failure(let error):
-                if case .upgrade = screened.purpose { services.metrics.upgradeFailed(route: screened.route.name, error) }
-                services.metrics.refused(error)
-                request?.rejection = error.rejection
-                respond(context: context, error)
-            }
-        }
+    func admissionFacts(_ context: ChannelHandlerContext) -> Admission.Connection {
+        connection.admission
+    }
+
+    func refuseAfterWaiting(context: ChannelHandlerContext, _ error: SluiceError) {
+        request?.rejection = error.rejection
+        respond(context: context, error)
     }
 
     private func forwardingClient(_ client: Admission.Client, host: String?) -> ForwardedHeaders.Client {
@@ -190,7 +168,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, RemovableChannelHandler, H
 
     // MARK: Proxying
 
-    private func beginExchange(context: ChannelHandlerContext, _ screened: Admission.Screened, _ admissionRequest: Admission.Request, identity: Identity?) {
+    func beginExchange(context: ChannelHandlerContext, _ screened: Admission.Screened, _ admissionRequest: Admission.Request, identity: Identity?) {
         let route = screened.route
         guard let backends = route.backends else { return }
         request?.user = identity?.user
@@ -255,7 +233,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, RemovableChannelHandler, H
 
     // MARK: WebSockets (RFC 8441)
 
-    private func admit(
+    func admit(
         context: ChannelHandlerContext, _ screened: Admission.Screened, upgrade: UpgradeRequest, head: HTTPRequestHead, identity: Identity?,
         leases: Admission.Leases? = nil
     ) {

@@ -10,7 +10,7 @@ import SluiceConfig
 /// The connection's phases (one request at a time, in order; reads held while an upgrade is
 /// in flight; pipelined requests queued) are `HTTPConnectionStateMachine`'s; this handler feeds
 /// it the channel's events and carries out what it returns.
-final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, HTTPProxyDownstream {
+final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, HTTPProxyDownstream, AdmissionWaiting {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
@@ -279,7 +279,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
         let admissionRequest = Admission.Request(
             head: head, host: requestHost, framing: vetted?.framing ?? RequestFraming.read(head.headers), simple: vetted != nil
         )
-        switch Admission.screen(admissionRequest, on: connectionFacts(context), routing: routing.refresh()) {
+        switch Admission.screen(admissionRequest, on: admissionFacts(context), routing: routing.refresh()) {
         case .success(let screened):
             request?.client = screened.client.address
             request?.route = screened.route.name
@@ -299,7 +299,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     }
 
     /// The connection's facts admission reads, gathered once.
-    func connectionFacts(_ context: ChannelHandlerContext) -> Admission.Connection {
+    func admissionFacts(_ context: ChannelHandlerContext) -> Admission.Connection {
         if let facts = admissionConnection { return facts }
         let facts = Admission.Connection(
             listener: configuration.listener, tls: configuration.tls, peer: configuration.peer,
@@ -336,39 +336,8 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
         }
     }
 
-    /// Admission granted the request it was deciding: go on with it.
-    func authorized(context: ChannelHandlerContext, _ grant: Admission.Grant) {
-        switch state.authorized() {
-        case .proxy(let screened, let admissionRequest):
-            beginExchange(context: context, screened, admissionRequest, identity: grant.identity)
-        case .upgrade(let screened, let upgrade, let admissionRequest):
-            admit(context: context, screened, upgrade: upgrade, head: admissionRequest.head, identity: grant.identity, leases: grant.leases)
-        case .refuse, .demoPage, nil:
-            grant.leases?.release()
-        }
-    }
-
-    /// Runs the steps of admission that wait (authentication, the cluster's limits) for
-    /// `answer` with reads held; `authorized` goes on with it, or the refusal is answered.
-    func authorize(context: ChannelHandlerContext, _ answer: Answer, _ screened: Admission.Screened, _ admissionRequest: Admission.Request) {
-        state.authorizing(answer)
-        Admission.decide(
-            screened, admissionRequest, on: connectionFacts(context), cluster: services.cluster, registry: services.registry, eventLoop: context.eventLoop
-        ).assumeIsolated().whenSuccess { [self] result in
-            guard state.isAuthorizing else {
-                // The connection ended while admission waited.
-                if case .success(let grant) = result { grant.leases?.release() }
-                return
-            }
-            switch result {
-            case .success(let grant):
-                authorized(context: context, grant)
-            case .failure(let error):
-                if case .upgrade = screened.purpose { services.metrics.upgradeFailed(route: screened.route.name, error) }
-                services.metrics.refused(error)
-                request?.rejection = error.rejection
-                respond(context: context, error, keepAlive: false)
-            }
-        }
+    func refuseAfterWaiting(context: ChannelHandlerContext, _ error: SluiceError) {
+        request?.rejection = error.rejection
+        respond(context: context, error, keepAlive: false)
     }
 }
