@@ -9,6 +9,8 @@ each, to a static nginx answering 64 bytes, through each proxy with keep-alive H
 upstreams. RFC 8441: `sluice-bench load --http2` (one h2 connection per WebSocket, 50 of them,
 64-byte messages, 16 in flight each) to the echo backend, through Sluice and through HAProxy
 (nginx has no RFC 8441), against `sluice-bench load` over HTTP/1.1 through the same proxy.
+Beside the proxies, NIO's own h2 floor: `sluice-bench h2floor`, answering by itself over TLS
+with a child channel per stream (as Sluice does) and on the connection's frames (no child channels).
 
 Each proxy runs alone on core 1 with one event-loop thread (nginx: one worker; HAProxy: one
 thread); the load generator and the backends share core 0. Every round measures each target in
@@ -112,6 +114,11 @@ routes:
         self.start("nginx", ["nginx", "-c", render_template(work, "nginx-h2.conf.template", {**values, "PORT": port}), "-p", work], port)
         port = free_port()
         self.start("haproxy", ["haproxy", "-f", render_template(work, "haproxy-h2.cfg.template", {**values, "PORT": port})], port)
+        # NIO's own h2 cost, no proxying: the floor Sluice's HTTP/2 stands on.
+        for mode in ("streams", "frames"):
+            port = free_port()
+            self.start(f"floor-{mode}", [os.path.join(BIN, "sluice-bench"), "h2floor", "--listen", f"127.0.0.1:{port}",
+                                         "--cert", cert, "--key", key, "--mode", mode], port)
 
     def start(self, name, command, port):
         process = pinned(command, 1, self.log)
@@ -129,6 +136,11 @@ routes:
                 process.kill()
 
 
+# The h2 request targets: the three proxies, then NIO's h2 floor answering by itself with a
+# child channel per stream (Sluice's shape) and on the connection's frames.
+H2_TARGETS = ("sluice", "nginx", "haproxy", "floor-streams", "floor-frames")
+
+
 def median(rows, key):
     values = [row[key] for row in rows if row.get(key) is not None]
     return statistics.median(values) if values else None
@@ -138,8 +150,8 @@ def run(options):
     work = tempfile.mkdtemp(prefix="sluice-h2-bench-")
     targets = Targets(work)
     cases = {
-        "h2 ×1": [(name, lambda port: h2load(port, 10, 1, options.duration)) for name in ("sluice", "nginx", "haproxy")],
-        "h2 ×100": [(name, lambda port: h2load(port, 10, 100, options.duration)) for name in ("sluice", "nginx", "haproxy")],
+        "h2 ×1": [(name, lambda port: h2load(port, 10, 1, options.duration)) for name in H2_TARGETS],
+        "h2 ×100": [(name, lambda port: h2load(port, 10, 100, options.duration)) for name in H2_TARGETS],
         "ws": [
             ("sluice h1", lambda port: ws_load(port, False, options.duration)),
             ("sluice RFC 8441", lambda port: ws_load(port, True, options.duration)),
@@ -185,7 +197,11 @@ def render(results, options):
             lines.append(f"| {name} | {median(runs, 'rate'):.0f} | {median(runs, 'cpu_us'):.2f} | {sum(r['failed'] for r in runs)} |")
         best = max(("nginx", "haproxy"), key=lambda name: median(rows[name], "rate"))
         lines += ["", f"**Sluice / best peer ({best}):** requests/s {ratio(rows['sluice'], rows[best], 'rate'):.2f}× (target ≥ 1.0×), "
-                  f"CPU per request {ratio(rows['sluice'], rows[best], 'cpu_us'):.2f}×.", ""]
+                  f"CPU per request {ratio(rows['sluice'], rows[best], 'cpu_us'):.2f}×. "
+                  f"**NIO's h2 floor** (no backend; `floor-streams` a child channel per stream as in Sluice, `floor-frames` none): "
+                  f"CPU per request {median(rows['floor-streams'], 'cpu_us'):.2f} and {median(rows['floor-frames'], 'cpu_us'):.2f} µs, "
+                  f"{ratio(rows['floor-streams'], rows[best], 'cpu_us'):.2f}× and {ratio(rows['floor-frames'], rows[best], 'cpu_us'):.2f}× "
+                  f"the best peer's with its proxying.", ""]
     rows = results["ws"]
     lines += ["### WebSocket echo, 50 connections, 64-byte messages, 16 in flight (sluice-bench), over TLS", "",
               "| target | msgs/s | proxy CPU µs/msg | failed |", "|---|---|---|---|"]
