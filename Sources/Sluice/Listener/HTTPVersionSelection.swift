@@ -74,7 +74,7 @@ final class HTTP2PrefaceSniffer: ChannelInboundHandler, RemovableChannelHandler 
     private let allowsHTTP1: Bool
     private let choose: (Bool) throws -> Void
     private var buffered: ByteBuffer?
-    private var timer: Scheduled<Void>?
+    private var timer = DeadlineTimer()
 
     /// - Parameter choose: installs HTTP/2 (`true`) or HTTP/1.1 after this handler.
     init(timeout: TimeAmount, allowsHTTP1: Bool, choose: @escaping (Bool) throws -> Void) {
@@ -85,11 +85,11 @@ final class HTTP2PrefaceSniffer: ChannelInboundHandler, RemovableChannelHandler 
 
     func handlerAdded(context: ChannelHandlerContext) {
         let channel = context.channel
-        timer = context.eventLoop.scheduleTask(in: timeout) { channel.close(promise: nil) }
+        timer.arm(context.eventLoop.now + timeout, on: context.eventLoop) { channel.close(promise: nil) }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        timer?.cancel()
+        timer.cancel()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

@@ -16,7 +16,7 @@ final class ProxyProtocolHandler: ChannelInboundHandler, RemovableChannelHandler
     /// Why (a metric label: `invalid`, `timeout`, `truncated`) and the reason for the log.
     private let refused: (_ label: String, _ reason: String) -> Void
     private var buffered: ByteBuffer?
-    private var timer: Scheduled<Void>?
+    private var timer = DeadlineTimer()
     private var done = false
 
     init(version: ProxyProtocolVersion, timeout: TimeAmount, accepted: @escaping (ProxyHeader) throws -> Void, refused: @escaping (_ label: String, _ reason: String) -> Void) {
@@ -27,13 +27,14 @@ final class ProxyProtocolHandler: ChannelInboundHandler, RemovableChannelHandler
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        timer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
+        timer.arm(context.eventLoop.now + timeout, on: context.eventLoop) { [self] in
+            timer.fired()
             refuse(context, "timeout", "no complete PROXY header within \(timeout.nanoseconds / 1_000_000) ms")
         }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        timer?.cancel()
+        timer.cancel()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -51,7 +52,7 @@ final class ProxyProtocolHandler: ChannelInboundHandler, RemovableChannelHandler
         case .header(let header, let length):
             done = true
             buffered = nil
-            timer?.cancel()
+            timer.cancel()
             bytes.moveReaderIndex(forwardBy: length)
             do {
                 try accepted(header)

@@ -11,7 +11,7 @@ final class TLSHandshakeTimeoutHandler: ChannelInboundHandler, RemovableChannelH
 
     private let timeout: TimeAmount
     private let onFailure: () -> Void
-    private var timer: Scheduled<Void>?
+    private var timer = DeadlineTimer()
     private var failed = false
 
     init(timeout: TimeAmount, onFailure: @escaping () -> Void = {}) {
@@ -46,13 +46,12 @@ final class TLSHandshakeTimeoutHandler: ChannelInboundHandler, RemovableChannelH
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        timer?.cancel()
+        timer.cancel()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if case .handshakeCompleted? = event as? TLSUserEvent {
-            timer?.cancel()
-            timer = nil
+            timer.cancel()
             context.fireUserInboundEventTriggered(event)
             context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
             return
@@ -61,8 +60,9 @@ final class TLSHandshakeTimeoutHandler: ChannelInboundHandler, RemovableChannelH
     }
 
     private func arm(_ context: ChannelHandlerContext) {
-        guard timer == nil else { return }
-        timer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
+        guard timer.deadline == nil else { return }
+        timer.arm(context.eventLoop.now + timeout, on: context.eventLoop) { [self] in
+            timer.fired()
             reportFailure()
             context.close(promise: nil)
         }

@@ -53,13 +53,7 @@ final class DeferredFlushes {
     }
 
     private static func hold(_ held: Held, on eventLoop: any EventLoop) {
-        let batch: DeferredFlushes
-        if let current = perThread.currentValue {
-            batch = current
-        } else {
-            batch = DeferredFlushes()
-            perThread.currentValue = batch
-        }
+        let batch = perThread.current { DeferredFlushes() }
         if batch.pending.isEmpty {
             batch.loop = eventLoop
             // Tasks run after the loop has handled every ready event of this wake-up.

@@ -17,10 +17,7 @@ final class RelayScratch {
 
     /// This thread's scratch (one thread-local lookup per read).
     static var current: RelayScratch {
-        if let scratch = perThread.currentValue { return scratch }
-        let scratch = RelayScratch()
-        perThread.currentValue = scratch
-        return scratch
+        perThread.current { RelayScratch() }
     }
 
     /// The list, emptied; give it back with `give(_:)`.

@@ -80,7 +80,7 @@ final class WebSocketUpgrade {
     private var currentIndex: Int?
     private var upstream: (any Channel)?
     private var handshakeHandler: UpstreamHandshakeHandler?
-    private var handshakeTimer: Scheduled<Void>?
+    private var handshakeTimer = DeadlineTimer()
     private var backendHead: HTTPResponseHead?
     private var validated: UpgradeResponse?
     private var streamingResponse = false
@@ -118,7 +118,7 @@ final class WebSocketUpgrade {
     func cancel() {
         guard !finished else { return }
         finished = true
-        handshakeTimer?.cancel()
+        handshakeTimer.cancel()
         handshakeHandler?.detach()
         upstream?.close(promise: nil)
     }
@@ -152,7 +152,8 @@ final class WebSocketUpgrade {
                 currentIndex = index
                 handshakeStartedAt = .now()
                 route.metrics?.connectTime.recordNanoseconds((handshakeStartedAt - connectStartedAt).nanoseconds)
-                handshakeTimer = eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(route.websocket.handshakeTimeout)) { [self] in
+                handshakeTimer.arm(eventLoop.now + TimeAmount(route.websocket.handshakeTimeout), on: eventLoop) { [self] in
+                    handshakeTimer.fired()
                     handshakeTimedOut()
                 }
             case .failure(let error):
@@ -201,8 +202,7 @@ final class WebSocketUpgrade {
     /// retry budget. Returns whether it is.
     private func retried(after reason: String, label: String) -> Bool {
         attempts?.failedAnswer(reason)
-        handshakeTimer?.cancel()
-        handshakeTimer = nil
+        handshakeTimer.cancel()
         handshakeHandler?.detach()
         upstream?.close(promise: nil)
         guard attempts?.mayRetry(reason: label) == true else { return false }
@@ -244,7 +244,7 @@ final class WebSocketUpgrade {
                     // A refusal (401, 404, …) is the backend working as it should.
                     attempts?.succeeded()
                 }
-                handshakeTimer?.cancel()
+                handshakeTimer.cancel()
                 streamingResponse = true
                 services.metrics.upgradeFailed(route: route.name, .backend(head.status, .backendRejected, "backend refused the upgrade"))
                 var headers = ForwardedHeaders.endToEnd(head.headers)
@@ -267,7 +267,7 @@ final class WebSocketUpgrade {
                 startRelay(backendHead: backendHead, response: validated)
             }
         case .failed(let error):
-            handshakeTimer?.cancel()
+            handshakeTimer.cancel()
             if streamingResponse {
                 finished = true
                 downstream.context.close(promise: nil)
@@ -287,7 +287,7 @@ final class WebSocketUpgrade {
             return
         }
         finished = true
-        handshakeTimer?.cancel()
+        handshakeTimer.cancel()
         handshakeHandler.detach()
 
         var headers = ForwardedHeaders.endToEnd(backendHead.headers)
@@ -331,7 +331,7 @@ final class WebSocketUpgrade {
             // A 101 alone does not prove the backend well (it may close at once with 1011): the
             // WebSocket counts as its success once it outlived the early window, or ended well
             // within it.
-            eventLoop.scheduleTask(in: Self.earlyCloseWindow) { [id = info.id] in
+            LoopTimers.schedule(at: eventLoop.now + Self.earlyCloseWindow, on: eventLoop) { [id = info.id] in
                 if registry.count(of: [id]) > 0 { backends.succeeded(currentIndex) }
             }
         }
@@ -376,7 +376,7 @@ final class WebSocketUpgrade {
 
     private func fail(_ error: SluiceError) {
         finished = true
-        handshakeTimer?.cancel()
+        handshakeTimer.cancel()
         services.metrics.upgradeFailed(route: route.name, error)
         logger.info("websocket upgrade failed", metadata: [
             "route": "\(route.name)", "status": "\(error.status.code)", "source": "\(error.source.rawValue)", "reason": "\(error.message)",
