@@ -14,6 +14,13 @@ struct DeadlineTimer {
     /// When the pending timer fires, if one is pending.
     private(set) var deadline: NIODeadline?
 
+    /// A timer is pending at or before `deadline`: arming for it would change nothing. (A caller
+    /// whose closure captures more than one reference asks first, so as not to allocate the
+    /// closure for nothing.)
+    func isPending(atOrBefore deadline: NIODeadline) -> Bool {
+        self.deadline.map { $0 <= deadline } ?? false
+    }
+
     /// Makes sure `fire` runs on `eventLoop` no later than `deadline`; a timer pending at or
     /// before it is kept (and its closure with it).
     mutating func arm(_ deadline: NIODeadline, on eventLoop: any EventLoop, _ fire: @escaping () -> Void) {

@@ -13,7 +13,7 @@ import NIOPosix
 ///
 /// One instance per event loop, found through its thread: each loop's thread reads and writes
 /// only its own, which is why the unchecked access is safe. Embedded loops in tests share a
-/// thread; each gets its own heap, kept while it has timers pending.
+/// thread; each gets its own heap, forgotten when its loop is gone.
 final class LoopTimers {
     /// A timer's place in the heap, kept across arms (allocated once per owner).
     final class Slot {
@@ -27,8 +27,8 @@ final class LoopTimers {
         var isPending: Bool { index != nil }
     }
 
-    /// The timers of the loops of one thread: in production the loop's, first and kept; loops
-    /// after the first (embedded loops in tests) are dropped once their heap is empty.
+    /// The timers of the loops of one thread: in production the one loop's; embedded loops in
+    /// tests share a thread.
     private final class OfThread {
         var all: [LoopTimers] = []
     }
@@ -36,30 +36,23 @@ final class LoopTimers {
     nonisolated(unsafe) private static let perThread = ThreadSpecificVariable<OfThread>()
 
     private var heap: [Slot] = []
-    private let loop: any EventLoop
+    private weak var loop: (any EventLoop)?
     private var wakeUp: Scheduled<Void>?
     private var wakeUpAt: NIODeadline?
-    /// Whether it is the first of its thread's (kept when empty).
-    private let first: Bool
 
-    private init(loop: any EventLoop, first: Bool) {
+    private init(loop: any EventLoop) {
         self.loop = loop
-        self.first = first
     }
 
     /// The timers of `eventLoop`; called on its thread.
     static func on(_ eventLoop: any EventLoop) -> LoopTimers {
         let thread = perThread.current { OfThread() }
         if let found = thread.all.first(where: { $0.loop === eventLoop }) { return found }
-        let timers = LoopTimers(loop: eventLoop, first: thread.all.isEmpty)
+        // The timers of loops that are gone (embedded loops of finished tests) go with them.
+        thread.all.removeAll { $0.loop == nil }
+        let timers = LoopTimers(loop: eventLoop)
         thread.all.append(timers)
         return timers
-    }
-
-    /// A loop other than its thread's first has no timers left: it is forgotten.
-    private func leaveIfEmpty() {
-        guard heap.isEmpty, !first, let thread = Self.perThread.currentValue else { return }
-        thread.all.removeAll { $0 === self }
     }
 
     /// Sets `slot` to fire `fire` at `deadline`, moving it if it is pending.
@@ -87,7 +80,6 @@ final class LoopTimers {
         slot.fire = nil
         guard let index = slot.index else { return }
         remove(at: index)
-        leaveIfEmpty()
     }
 
     /// How many timers are pending (for tests).
@@ -106,6 +98,7 @@ final class LoopTimers {
     /// Makes sure NIO wakes this loop's timers no later than `deadline`.
     private func wake(at deadline: NIODeadline) {
         if let pending = wakeUpAt, pending <= deadline { return }
+        guard let loop else { return }
         wakeUp?.cancel()
         wakeUpAt = deadline
         wakeUp = loop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
@@ -116,6 +109,7 @@ final class LoopTimers {
     }
 
     private func fireDue() {
+        guard let loop else { return }
         let now = loop.now
         while let first = heap.first, first.deadline <= now {
             remove(at: 0)
@@ -123,11 +117,7 @@ final class LoopTimers {
             first.fire = nil
             fire?()
         }
-        if let first = heap.first {
-            wake(at: first.deadline)
-        } else {
-            leaveIfEmpty()
-        }
+        if let first = heap.first { wake(at: first.deadline) }
     }
 
     // MARK: The heap

@@ -131,6 +131,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
 
     /// Makes sure the watchdog fires no later than `deadline`.
     func watch(until deadline: NIODeadline, context: ChannelHandlerContext) {
+        guard !watchdog.isPending(atOrBefore: deadline) else { return }
         watchdog.arm(deadline, on: context.eventLoop) { [self] in
             watchdog.fired()
             watchdogFired(context: context)
