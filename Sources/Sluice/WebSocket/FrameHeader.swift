@@ -116,9 +116,9 @@ public struct MaskKey: Sendable, Equatable {
         bytes = (b0, b1, b2, b3)
     }
 
+    /// A key no peer can predict (RFC 6455 §5.3), from this thread's `MaskKeyPool`.
     public static func random() -> MaskKey {
-        var generator = SystemRandomNumberGenerator()
-        let value = generator.next() as UInt32
+        let value = MaskKeyPool.take()
         return MaskKey(UInt8(truncatingIfNeeded: value), UInt8(truncatingIfNeeded: value >> 8), UInt8(truncatingIfNeeded: value >> 16), UInt8(truncatingIfNeeded: value >> 24))
     }
 
