@@ -101,6 +101,45 @@ struct LoopTimersTests {
         try second.syncShutdownGracefully()
     }
 
+    @Test("timers due together: one whose closure cancels another, or arms it for later, decides for it; a timer armed again for a past deadline fires again, once per arm")
+    func dueTogether() throws {
+        let (loop, timers) = Self.freshLoop()
+        let start = loop.now
+        let (first, cancelled, moved) = (Owner(loop: loop), Owner(loop: loop), Owner(loop: loop))
+        // Due at the same instant, armed in this order: `first` fires first and decides for both.
+        first.timer.arm(start + .seconds(1), on: loop) { [first, cancelled, moved] in
+            first.timer.fired()
+            first.fired.append(loop.now)
+            cancelled.timer.cancel()
+            moved.timer.cancel()
+            moved.arm(at: start + .seconds(5))
+        }
+        cancelled.arm(at: start + .seconds(1))
+        moved.arm(at: start + .seconds(1))
+        loop.advanceTime(by: .seconds(1))
+        #expect(first.fired.count == 1)
+        #expect(cancelled.fired.isEmpty, "cancelled by a closure of the same batch")
+        #expect(moved.fired.isEmpty, "armed again for later by a closure of the same batch")
+        loop.advanceTime(by: .seconds(4))
+        #expect(moved.fired == [start + .seconds(5)])
+        #expect(cancelled.fired.isEmpty)
+
+        var runs = 0
+        let again = Owner(loop: loop)
+        func rearm() {
+            again.timer.arm(loop.now - .seconds(1), on: loop) {
+                again.timer.fired()
+                runs += 1
+                if runs < 3 { rearm() }
+            }
+        }
+        rearm()
+        loop.run()
+        #expect(runs == 3, "each arm for a past deadline fired once")
+        #expect(timers.count == 0)
+        try loop.syncShutdownGracefully()
+    }
+
     @Test("a one-shot timer runs once at its deadline")
     func oneShot() throws {
         let (loop, _) = Self.freshLoop()

@@ -108,13 +108,21 @@ final class LoopTimers {
         }
     }
 
+    /// Fires the timers due now. Those due are taken out first and then fired: a timer its own
+    /// closure (or another's) arms again, even for a deadline already past, waits for the next
+    /// wake-up instead of firing again in this one, and one cancelled or armed again by an
+    /// earlier closure of the batch does not fire.
     private func fireDue() {
         guard let loop else { return }
         let now = loop.now
+        var due: [Slot] = []
         while let first = heap.first, first.deadline <= now {
             remove(at: 0)
-            let fire = first.fire
-            first.fire = nil
+            due.append(first)
+        }
+        for slot in due where slot.index == nil {
+            let fire = slot.fire
+            slot.fire = nil
             fire?()
         }
         if let first = heap.first { wake(at: first.deadline) }
