@@ -85,7 +85,10 @@ final class HTTP2PrefaceSniffer: ChannelInboundHandler, RemovableChannelHandler 
 
     func handlerAdded(context: ChannelHandlerContext) {
         let channel = context.channel
-        timer.arm(context.eventLoop.now + timeout, on: context.eventLoop) { channel.close(promise: nil) }
+        timer.arm(context.eventLoop.now + timeout, on: context.eventLoop) { [self] in
+            timer.fired()
+            channel.close(promise: nil)
+        }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
