@@ -3,7 +3,10 @@
 HAProxy and Caddy, target after target on this machine, with each proxy's CPU time
 (/proc/PID/stat) and resident memory (/proc/PID/status) read before and after.
 
-usage: benchmarks/compare.py [--workers 1] [--duration 10] [--only S1,S4] [--results benchmarks/RESULTS.md]
+usage: benchmarks/compare.py [--workers 1] [--duration 10] [--only S1,S4] [--pin] [--results benchmarks/RESULTS.md]
+
+--pin puts every proxy on core 1 and the echo backend and load generator on core 0 (`taskset`),
+so an A/B pair (S6) is not swayed by where the scheduler put each process.
 
 Scenarios (issue #7): S1 64 B × 50 connections at window 1 and 16; S2 64 KiB × 10 connections,
 window 4; S3 20,000 msgs/s open loop over 100 connections; S4 5,000 idle connections held 20 s
@@ -31,6 +34,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, ".build", "release")
 PEERS = ("nginx", "haproxy", "caddy")
+# `taskset` prefixes for the proxies and for the load side, set by --pin.
+PROXY_CORE, LOAD_CORE = [], []
 
 LOAD_SCENARIOS = [
     ("S1 w1", ["--connections", "50", "--size", "64", "--window", "1"]),
@@ -117,7 +122,7 @@ def replace_section(path, begin, end, section, title="# Benchmark results\n"):
 
 
 def bench(*args, timeout):
-    out = subprocess.run([os.path.join(BIN, "sluice-bench"), *args, "--json"], capture_output=True, text=True, timeout=timeout)
+    out = subprocess.run(LOAD_CORE + [os.path.join(BIN, "sluice-bench"), *args, "--json"], capture_output=True, text=True, timeout=timeout)
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-2000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -147,7 +152,7 @@ class Targets:
 
     def start(self, name, command, port, tls_port=None, env=None):
         log = open(os.path.join(self.work, f"{name}.log"), "a")
-        process = subprocess.Popen(command, stdout=log, stderr=log, env={**os.environ, **(env or {})})
+        process = subprocess.Popen(PROXY_CORE + command, stdout=log, stderr=log, env={**os.environ, **(env or {})})
         self.processes.append(process)
         wait_listening(port)
         if tls_port:
@@ -160,7 +165,7 @@ class Targets:
     def start_all(self, include_admin):
         echo = free_port()
         log = open(os.path.join(self.work, "echo.log"), "a")
-        self.processes.append(subprocess.Popen([os.path.join(BIN, "sluice-bench"), "echo", "--listen", f"127.0.0.1:{echo}", "--duration", "7200"],
+        self.processes.append(subprocess.Popen(LOAD_CORE + [os.path.join(BIN, "sluice-bench"), "echo", "--listen", f"127.0.0.1:{echo}", "--duration", "7200"],
                                                stdout=log, stderr=log))
         wait_listening(echo)
         self.targets["direct"] = {"port": echo, "tls_port": None, "pid": None}
@@ -371,9 +376,13 @@ def main():
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--only", default="S1,S2,S3,S4,S5,S6,S7,S8,H1")
     parser.add_argument("--s6-pairs", type=int, default=4)
+    parser.add_argument("--pin", action="store_true", help="proxies on core 1, echo and load on core 0")
     parser.add_argument("--results", default=os.path.join(ROOT, "benchmarks", "RESULTS.md"))
     options = parser.parse_args()
     wanted = set(options.only.split(","))
+    if options.pin:
+        PROXY_CORE.extend(["taskset", "-c", "1"])
+        LOAD_CORE.extend(["taskset", "-c", "0"])
     work = tempfile.mkdtemp(prefix="sluice-compare-")
     targets = Targets(work, options.workers)
     sections = []
