@@ -3,14 +3,12 @@ import NIOCore
 /// A timer that fires no later than the earliest deadline it was armed with: the one timer a
 /// connection keeps for all its deadlines (a relay's idle, ping and close deadlines, an HTTP/1
 /// connection's header and response deadlines, an HTTP/2 connection's streams', an upgrade's
-/// handshake), rescheduled only when a deadline earlier than the pending one comes. It lives in
-/// its loop's `LoopTimers`, where cancelling costs O(log n) and not a scan of every timer of
-/// the loop.
+/// handshake), rescheduled only when a deadline earlier than the pending one comes.
 ///
 /// Its owner runs on one event loop; the closure it arms runs there and must call `fired()`
 /// first.
 struct DeadlineTimer {
-    private var slot: LoopTimers.Slot?
+    private var scheduled: Scheduled<Void>?
     /// When the pending timer fires, if one is pending.
     private(set) var deadline: NIODeadline?
 
@@ -25,21 +23,19 @@ struct DeadlineTimer {
     /// before it is kept (and its closure with it).
     mutating func arm(_ deadline: NIODeadline, on eventLoop: any EventLoop, _ fire: @escaping () -> Void) {
         if let pending = self.deadline, pending <= deadline { return }
+        scheduled?.cancel()
         self.deadline = deadline
-        let timers = LoopTimers.on(eventLoop)
-        let slot = self.slot ?? LoopTimers.Slot()
-        self.slot = slot
-        if let owner = slot.owner, owner !== timers { owner.cancel(slot) }
-        timers.arm(slot, at: deadline, fire)
+        scheduled = eventLoop.assumeIsolated().scheduleTask(deadline: deadline, fire)
     }
 
     /// The timer fired: nothing is pending.
     mutating func fired() {
+        scheduled = nil
         deadline = nil
     }
 
     mutating func cancel() {
-        if let slot { slot.owner?.cancel(slot) }
+        scheduled?.cancel()
         fired()
     }
 }

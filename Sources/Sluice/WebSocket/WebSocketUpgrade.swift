@@ -331,7 +331,7 @@ final class WebSocketUpgrade {
             // A 101 alone does not prove the backend well (it may close at once with 1011): the
             // WebSocket counts as its success once it outlived the early window, or ended well
             // within it.
-            LoopTimers.schedule(at: eventLoop.now + Self.earlyCloseWindow, on: eventLoop) { [id = info.id] in
+            eventLoop.scheduleTask(in: Self.earlyCloseWindow) { [id = info.id] in
                 if registry.count(of: [id]) > 0 { backends.succeeded(currentIndex) }
             }
         }
