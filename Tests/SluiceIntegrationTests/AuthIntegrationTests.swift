@@ -28,7 +28,7 @@ struct AuthIntegrationTests {
     }
 
     static func run(_ tool: String, _ arguments: [String]) async throws {
-        let process = Process()
+        let process = ChildProcess()
         process.executableURL = URL(fileURLWithPath: tool)
         process.arguments = arguments
         process.standardOutput = FileHandle.nullDevice

@@ -15,7 +15,7 @@ struct BenchToolTests {
     /// Runs `sluice-bench` with `arguments` (bounded to a minute); its exit status, the JSON
     /// object it printed last (if any), and everything it printed.
     static func bench(_ arguments: [String]) async throws -> (status: Int32, json: [String: Any]?, output: String) {
-        let process = Process()
+        let process = ChildProcess()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         let output = Pipe()
@@ -87,7 +87,7 @@ struct BenchToolTests {
     func tunnel(engine: String) async throws {
         let backend = try await PythonPeer(["http-backend", "one"])
         defer { backend.stop() }
-        let process = Process()
+        let process = ChildProcess()
         process.executableURL = URL(fileURLWithPath: Self.executable)
         process.arguments = ["tunnel", "--engine", engine, "--backend", "127.0.0.1:\(backend.port)", "--duration", "30"]
         let output = Pipe()

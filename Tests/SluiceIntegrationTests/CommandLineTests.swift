@@ -11,7 +11,7 @@ struct CommandLineTests {
 
     /// Runs `sluice` with `arguments`; returns the exit status and what it printed.
     static func run(_ arguments: [String], input: String? = nil) async throws -> (status: Int32, output: String) {
-        let process = Process()
+        let process = ChildProcess()
         process.executableURL = URL(fileURLWithPath: SluiceProcess.executable)
         process.arguments = arguments
         let pipe = Pipe()

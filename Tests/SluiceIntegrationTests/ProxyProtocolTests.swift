@@ -97,7 +97,7 @@ struct ProxyProtocolTests {
         """.write(toFile: config, atomically: true, encoding: .utf8)
         // Through the watcher, like every server the tests start: if this process dies (a crash
         // skips `defer`), the lifeline closes and HAProxy is killed, never left running.
-        let haproxy = Process()
+        let haproxy = ChildProcess()
         haproxy.executableURL = URL(fileURLWithPath: "/bin/bash")
         haproxy.arguments = ["-c", SluiceProcess.watcher, "/usr/sbin/haproxy", "-f", config, "-db"]
         let lifeline = Pipe()

@@ -232,7 +232,7 @@ struct WebSocketRelayTests {
         backend.stop()
         #expect(result["close_code"] as? Int == 1001, "\(result)")
         let elapsed = try #require(result["elapsed"] as? Double)
-        #expect(elapsed >= 0.35 && elapsed < 5)
+        #expect(elapsed >= 0.35 && elapsed < 5, "\(result)")
     }
 
     @Test("the gateway pings both sides and consumes the pongs; the connection stays usable")

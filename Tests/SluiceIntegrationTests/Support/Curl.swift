@@ -14,7 +14,7 @@ enum Curl {
     /// Runs `curl -s -i ARGS URL` (or with `shell` a pipeline through /bin/sh) and parses the
     /// last response.
     static func run(_ arguments: [String], shell: String? = nil, timeout: TimeInterval = 120) async throws -> Result {
-        let process = Process()
+        let process = ChildProcess()
         if let shell {
             process.executableURL = URL(fileURLWithPath: "/bin/sh")
             process.arguments = ["-c", shell]

@@ -9,7 +9,7 @@ final class PythonPeer: @unchecked Sendable {
         .deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Peers/peer.py").path
 
-    private let process: Process
+    private let process: ChildProcess
     /// The peer's stdin; it exits when this closes (when the test process is gone).
     private let lifeline: Pipe
     let port: Int
@@ -21,7 +21,7 @@ final class PythonPeer: @unchecked Sendable {
 
     /// Starts any peer that prints "PORT <n>" on its first line and exits when its stdin closes.
     init(executable: String, arguments: [String], environment: [String: String] = [:]) async throws {
-        process = Process()
+        process = ChildProcess()
         lifeline = Pipe()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
@@ -68,7 +68,7 @@ final class PythonPeer: @unchecked Sendable {
     /// Runs a client (`client SCENARIO URL [JSON]` or `raw-client SCENARIO HOST PORT [JSON]`)
     /// to completion and returns its JSON result.
     static func run(_ arguments: [String], script: String = PythonPeer.script, timeout: TimeInterval = 60) async throws -> [String: Any] {
-        let process = Process()
+        let process = ChildProcess()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["python3", script] + arguments
         let lifeline = Pipe()

@@ -10,7 +10,7 @@ final class PythonSession: @unchecked Sendable {
         .deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Peers/session.py").path
 
-    private let process = Process()
+    private let process = ChildProcess()
     private let input = Pipe()
     private let output = Pipe()
     private let queue = DispatchQueue(label: "python-session")

@@ -9,7 +9,7 @@ final class RedisServer: @unchecked Sendable {
     /// A directory with `server.pem`, `server-key.pem` (for `localhost`) and `ca.pem`: the server
     /// then speaks TLS only.
     let tlsDirectory: String?
-    private var process: Process?
+    private var process: ChildProcess?
     /// One per start: the watcher of each server reads its own (kept open while this lives).
     private var lifelines: [Pipe] = []
 
@@ -28,7 +28,7 @@ final class RedisServer: @unchecked Sendable {
     func start(port fixed: Int?) async throws {
         for _ in 0..<5 {
             let port = fixed ?? LocalPort.free()
-            let process = Process()
+            let process = ChildProcess()
             process.executableURL = URL(fileURLWithPath: "/bin/bash")
             var arguments = ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "warning"]
             if let directory = tlsDirectory {
@@ -61,7 +61,7 @@ final class RedisServer: @unchecked Sendable {
 
     /// One command through `redis-cli`; its output, trimmed.
     func command(_ arguments: [String]) async throws -> String {
-        let cli = Process()
+        let cli = ChildProcess()
         cli.executableURL = URL(fileURLWithPath: "/usr/bin/redis-cli")
         cli.arguments = ["-h", "127.0.0.1", "-p", "\(port)"] + (password.map { ["-a", $0, "--no-auth-warning"] } ?? [])
             + (tlsDirectory.map { ["--tls", "--cacert", "\($0)/ca.pem", "--sni", "localhost"] } ?? []) + arguments

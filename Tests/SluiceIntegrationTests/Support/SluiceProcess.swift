@@ -9,7 +9,7 @@ final class SluiceProcess: @unchecked Sendable {
         return testBinary.deletingLastPathComponent().appendingPathComponent("sluice").path
     }
 
-    private let process = Process()
+    private let process = ChildProcess()
     /// Runs `sluice` (by `exec`, so it keeps this shell's pid) beside a watcher that kills it
     /// when stdin (our pipe) closes. The watcher closes every other descriptor: Foundation sees
     /// a child exit only once no descendant holds the socket it gave the child.

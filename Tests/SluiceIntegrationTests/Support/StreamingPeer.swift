@@ -3,7 +3,7 @@ import Foundation
 /// A peer process whose output the test reads as it comes: it waits for a line (`OPEN 2000`)
 /// before acting, then for the final JSON object. Killed when released.
 final class StreamingPeer: @unchecked Sendable {
-    private let process = Process()
+    private let process = ChildProcess()
     private let lifeline = Pipe()
     private let output = Pipe()
     private let lines = LineBuffer()
