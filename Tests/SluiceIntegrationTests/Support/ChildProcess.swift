@@ -8,8 +8,9 @@ import Glibc
 /// `/proc/self/fd` to close the child's descriptors with a 256-byte copy of each directory entry,
 /// which reads past glibc's buffer now and then and crashes the whole test process (fixed
 /// upstream in swift-corelibs-foundation #5472, not in this toolchain). With hundreds of
-/// descriptors open in the parallel suite it did, about one full run in ten. Here the kernel
-/// closes them (`closefrom` as a spawn action) and no directory is read.
+/// descriptors open in the parallel suite it did, now and then. Here the kernel closes them
+/// (`closefrom` as a spawn action) and no directory is read. A child another waiter reaped
+/// reads as ended with status 0.
 final class ChildProcess: @unchecked Sendable {
     var executableURL: URL?
     var arguments: [String] = []

@@ -55,8 +55,7 @@ final class PythonPeer: @unchecked Sendable {
         self.port = port
     }
 
-    /// Ends the peer. (Foundation's `waitUntilExit` spins off the main thread on Linux, so
-    /// this polls instead.)
+    /// Ends the peer: SIGKILL, then up to 2 s polling for it to be gone.
     func stop() {
         guard process.isRunning else { return }
         kill(process.processIdentifier, SIGKILL)
