@@ -435,7 +435,7 @@ def write_results(options, sections):
     }
     lines = [
         "# Benchmark results", "",
-        f"`benchmarks/compare.py --workers {options.workers} --duration {options.duration}` on {datetime.date.today().isoformat()}, "
+        f"`benchmarks/compare.py --workers {options.workers} --duration {options.duration}{' --pin' if options.pin else ''}` on {datetime.date.today().isoformat()}, "
         f"commit {commit}, `nproc` {os.cpu_count()} ({cpu}).",
         f"Peers: {versions['nginx']}; {versions['haproxy']}; {versions['caddy']}.",
         "The load generator and echo backend (`sluice-bench`, release build) share the machine with the proxy under test, so",

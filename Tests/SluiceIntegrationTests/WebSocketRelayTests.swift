@@ -372,17 +372,18 @@ struct ShutdownTests {
         let backend = try await PythonPeer(["backend", "echo"])
         let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)")
         let url = "ws://127.0.0.1:\(gateway.port("plain"))/ws"
-        // The close code, or the whole result when it is not 1001 (to say what came instead).
-        let client = Task { () -> String in
+        // The close code, and the whole result to say what came instead of a 1001.
+        let client = Task { () -> (code: Int?, result: String) in
             let result = try await PythonPeer.run(["client", "wait-close", url, #"{"timeout": 20}"#])
-            return result["close_code"] as? Int == 1001 ? "1001" : "\(result)"
+            return (result["close_code"] as? Int, "\(result)")
         }
         for _ in 0..<600 where gateway.gateway.registry.count == 0 {
             try await Task.sleep(for: .milliseconds(50))
         }
         #expect(gateway.gateway.registry.count == 1)
         await gateway.stop()
-        #expect(try await client.value == "1001")
+        let closed = try await client.value
+        #expect(closed.code == 1001, "\(closed.result)")
         #expect(gateway.gateway.registry.count == 0)
         backend.stop()
     }

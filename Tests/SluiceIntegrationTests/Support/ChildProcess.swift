@@ -112,9 +112,14 @@ final class ChildProcess: @unchecked Sendable {
         }
     }
 
-    /// Blocks until the child exits (polling: the caller is a test, never an event loop).
-    func waitUntilExit() {
-        while isRunning { usleep(5_000) }
+    /// Blocks until the child exits (polling: the caller is a test, never an event loop). A
+    /// child still running after `timeout` is killed, so no test waits on one for ever.
+    func waitUntilExit(timeout: TimeInterval = 60) {
+        let deadline = Date().addingTimeInterval(timeout)
+        while isRunning {
+            if Date() > deadline { kill(processIdentifier, SIGKILL) }
+            usleep(5_000)
+        }
     }
 
     func terminate() {

@@ -69,8 +69,10 @@ final class RedisServer: @unchecked Sendable {
         cli.standardOutput = output
         cli.standardError = FileHandle.nullDevice
         try cli.run()
+        // Bounded (a paused server would hold redis-cli for ever), then read: its answers are
+        // far smaller than the pipe's buffer.
+        cli.waitUntilExit(timeout: 30)
         let data = output.fileHandleForReading.readDataToEndOfFile()
-        cli.waitUntilExit()
         return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
