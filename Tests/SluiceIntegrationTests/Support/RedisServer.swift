@@ -76,8 +76,8 @@ final class RedisServer: @unchecked Sendable {
         return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
-    func pause() { process.map { kill($0.processIdentifier, SIGSTOP) } }
-    func resume() { process.map { kill($0.processIdentifier, SIGCONT) } }
+    func pause() { if let process { kill(process.processIdentifier, SIGSTOP) } }
+    func resume() { if let process { kill(process.processIdentifier, SIGCONT) } }
 
     /// Kills it (its data is gone: nothing is saved).
     func stop() {
