@@ -61,6 +61,11 @@ public final class ConnectionRegistry: Sendable {
         entries.withLockedValue { $0.values.filter { matching($0.info) }.map(\.info.id) }
     }
 
+    /// Whether WebSocket `id` is still live.
+    func isLive(_ id: UInt64) -> Bool {
+        entries.withLockedValue { $0[id] != nil }
+    }
+
     /// How many of `ids` are still live.
     func count(of ids: Set<UInt64>) -> Int {
         entries.withLockedValue { entries in ids.reduce(0) { $0 + (entries[$1] == nil ? 0 : 1) } }

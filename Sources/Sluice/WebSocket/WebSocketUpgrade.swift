@@ -319,7 +319,7 @@ final class WebSocketUpgrade {
                 backends.ended(currentIndex)
                 if let reason = Self.earlyFailure(summary) {
                     backends.failed(currentIndex, reason: reason)
-                } else if summary.duration < Self.earlyCloseWindow {
+                } else if summary.duration < EarlyCloseWatch.window {
                     backends.succeeded(currentIndex)
                 }
             }
@@ -331,9 +331,7 @@ final class WebSocketUpgrade {
             // A 101 alone does not prove the backend well (it may close at once with 1011): the
             // WebSocket counts as its success once it outlived the early window, or ended well
             // within it.
-            eventLoop.scheduleTask(in: Self.earlyCloseWindow) { [id = info.id] in
-                if registry.count(of: [id]) > 0 { backends.succeeded(currentIndex) }
-            }
+            EarlyCloseWatch.watch(info.id, in: registry, backends: backends, index: currentIndex, on: eventLoop)
         }
         if route.configuration.auth.closeOnExpiry, let expiresAt = origin.identity?.expiresAt {
             relay.closeWhenCredentialExpires(in: .nanoseconds(Int64(max(0, expiresAt - WallClock.now()) * 1e9)))
@@ -385,13 +383,11 @@ final class WebSocketUpgrade {
         completion(.responded(nil))
     }
 
-    /// WebSockets the backend ends this soon after its 101 with 1011 or 1014 (or by vanishing)
-    /// count against its health: a backend that accepts upgrades and then fails them.
-    static let earlyCloseWindow: TimeAmount = .seconds(10)
-
-    /// Why a finished WebSocket counts as its backend's failure, if it does.
+    /// Why a finished WebSocket counts as its backend's failure, if it does: the backend ended it
+    /// within `EarlyCloseWatch.window` of its 101 with 1011 or 1014, or by vanishing — a backend
+    /// that accepts upgrades and then fails them.
     static func earlyFailure(_ summary: WebSocketRelay.Summary) -> String? {
-        guard summary.duration < earlyCloseWindow, let outcome = summary.outcome, outcome.initiator == .upstream else { return nil }
+        guard summary.duration < EarlyCloseWatch.window, let outcome = summary.outcome, outcome.initiator == .upstream else { return nil }
         if !outcome.byGateway, let code = outcome.code, code == 1011 || code == 1014 {
             return "closed a WebSocket with \(code) right after its 101"
         }
