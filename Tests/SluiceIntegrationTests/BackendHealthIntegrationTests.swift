@@ -183,8 +183,13 @@ struct BackendHealthIntegrationTests {
         let gateway = try await Self.gateway(backends, route: "balance: { max_fails: 2, cool_down: 30s }")
         try backends.set("b", "1011")
         let bURL = "ws://127.0.0.1:\(backends.peers["b"]!.port)"
-        // Upgrades succeed (the 101 comes); the early closes count against b.
-        _ = try await Self.upgrades(gateway, 8, concurrency: 1)
+        // Upgrades succeed (the 101 comes); the early closes count against b. Each client waits
+        // for the backend's close before its own: a client that closed first would make the
+        // WebSocket one the client ended, which says nothing against b.
+        let early = try await PythonPeer.run(
+            ["upgrades-heard", "127.0.0.1", "\(gateway.port("plain"))", "8", "1", "/ws"], script: Self.peer, timeout: 300
+        )
+        #expect(((early["closes"] as? [String: Int])?["1011"] ?? 0) >= 2, "b's closes reach the clients as 1011: \(early)")
         let ejected = await gateway.eventually(.seconds(10)) { (try? await Self.backends(gateway))?[bURL] == "ejected" }
         let view = try await Curl.run([gateway.adminURL("/backends")]).body
         #expect(ejected, "\(view)")

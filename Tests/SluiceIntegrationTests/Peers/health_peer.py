@@ -18,6 +18,11 @@
       the upgrade's number modulo 50) is added to each. Prints one JSON object: where each
       landed (`X-Backend` of the 101), how many failed, and by what.
 
+  health_peer.py upgrades-heard HOST PORT COUNT CONCURRENCY PATH
+      The same, but each WebSocket waits up to 2 s for the gateway's close before closing its
+      own (answering it with the same code), so a backend that closes at once is the one that
+      closed first. Also prints how the gateway's closes ended them (`closes`: code → count).
+
   health_peer.py hold HOST PORT COUNT PATH SECONDS
       Opens COUNT WebSockets, then waits up to SECONDS for each to be closed by the gateway,
       answering each close. Prints the close codes and when each arrived (seconds from the
@@ -116,38 +121,60 @@ def http(name, mode_file):
 
 
 def read_head(sock):
+    """The answer's head, and the bytes read past it (frames that came with a 101)."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(4096)
         if not chunk:
             raise EOFError("closed before the answer")
         data += chunk
-    return data.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+    head, rest = data.split(b"\r\n\r\n", 1)
+    return head.decode("latin-1"), rest
 
 
-def one_upgrade(host, port, path, header):
+def await_close(sock, seconds, data=b""):
+    """Waits up to `seconds` for the gateway's first frame (`data`: its bytes already read);
+    returns its close code if it was a close (1005 if it carried none), else None."""
+    sock.settimeout(seconds)
+    try:
+        while len(data) < 2 or len(data) < 2 + (data[1] & 0x7F):
+            chunk = sock.recv(4096)
+            if not chunk:
+                return None
+            data += chunk
+    except socket.timeout:
+        return None
+    if data[0] & 0x0F != 0x8:
+        return None
+    return struct.unpack("!H", data[2:4])[0] if (data[1] & 0x7F) >= 2 else 1005
+
+
+def one_upgrade(host, port, path, header, linger=0):
     sock = socket.create_connection((host, port), timeout=30)
     try:
         key = base64.b64encode(os.urandom(16)).decode()
         extra = f"{header}\r\n" if header else ""
         sock.sendall((f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                       f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n").encode())
-        head = read_head(sock)
+        head, rest = read_head(sock)
         status = int(head.split(" ")[1])
         landed = None
         for line in head.split("\r\n")[1:]:
             field, _, value = line.partition(":")
             if field.strip().lower() == "x-backend":
                 landed = value.strip()
+        code = None
         if status == 101:
-            sock.sendall(bytes([0x88, 0x82]) + b"\x00\x00\x00\x00" + struct.pack("!H", 1000))
-        return status, landed
+            code = await_close(sock, linger, rest) if linger else None
+            reply = 1000 if code in (None, 1005) else code
+            sock.sendall(bytes([0x88, 0x82]) + b"\x00\x00\x00\x00" + struct.pack("!H", reply))
+        return status, landed, code
     finally:
         sock.close()
 
 
-async def upgrades(host, port, count, concurrency, path, header):
-    landed, failures, statuses = {}, 0, {}
+async def upgrades(host, port, count, concurrency, path, header, linger=0):
+    landed, failures, statuses, closes = {}, 0, {}, {}
     loop = asyncio.get_running_loop()
     semaphore = asyncio.Semaphore(concurrency)
 
@@ -156,12 +183,14 @@ async def upgrades(host, port, count, concurrency, path, header):
         async with semaphore:
             text = header.replace("{i}", str(index % 50)) if header else None
             try:
-                status, name = await loop.run_in_executor(None, one_upgrade, host, port, path, text)
+                status, name, code = await loop.run_in_executor(None, one_upgrade, host, port, path, text, linger)
             except (OSError, EOFError) as error:
                 failures += 1
                 statuses[type(error).__name__] = statuses.get(type(error).__name__, 0) + 1
                 return
             statuses[str(status)] = statuses.get(str(status), 0) + 1
+            if code is not None:
+                closes[str(code)] = closes.get(str(code), 0) + 1
             if status != 101:
                 failures += 1
             elif name:
@@ -171,7 +200,7 @@ async def upgrades(host, port, count, concurrency, path, header):
     from concurrent.futures import ThreadPoolExecutor
     loop.set_default_executor(ThreadPoolExecutor(max_workers=concurrency))
     await asyncio.gather(*(run(index) for index in range(count)))
-    print(json.dumps({"landed": landed, "failures": failures, "statuses": statuses}), flush=True)
+    print(json.dumps({"landed": landed, "failures": failures, "statuses": statuses, "closes": closes}), flush=True)
 
 
 async def hold(host, port, count, path, seconds):
@@ -209,5 +238,7 @@ if __name__ == "__main__":
     elif role == "upgrades":
         asyncio.run(upgrades(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6],
                              sys.argv[7] if len(sys.argv) > 7 else None))
+    elif role == "upgrades-heard":
+        asyncio.run(upgrades(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], None, linger=2.0))
     elif role == "hold":
         asyncio.run(hold(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], float(sys.argv[6])))
