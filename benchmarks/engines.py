@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Relay engines below the WebSocket layer (issue 25, phase 1): the byte tunnel on NIO and on
 io_uring (`sluice-bench tunnel --engine nio|uring`) beside nginx and HAProxy relaying the same
-WebSockets, in the same run.
+WebSockets, in the same run, and Sluice's own frame-aware relay beside them (issue 22's window
+targets: at window 1 within 5% of the NIO tunnel, at window 16 no more CPU than the best peer).
 
 usage: benchmarks/engines.py [--rounds 3] [--duration 5] [--results docs/relay-engine.md]
 
@@ -45,6 +46,20 @@ def start_relays(work, echo):
                                    stdout=log, stderr=log)
         processes.append(process)
         relays[f"{engine} tunnel"] = (port, process.pid)
+    port = free_port()
+    config = os.path.join(work, "sluice.yaml")
+    open(config, "w").write(f"""log_level: error
+listeners: [ {{ name: bench, address: "127.0.0.1:{port}", backlog: 4096 }} ]
+routes:
+  - name: echo
+    match: {{ path_prefix: / }}
+    backends: ["ws://127.0.0.1:{echo}"]
+    websocket: {{ idle_timeout: off }}
+""")
+    process = subprocess.Popen(["taskset", "-c", "1", os.path.join(BIN, "sluice"), "run", "--config", config, "--event-loop-threads", "1"],
+                               stdout=log, stderr=log)
+    processes.append(process)
+    relays["sluice"] = (port, process.pid)
     if shutil.which("nginx"):
         port, tls = free_port(), free_port()
         cert = os.path.join(work, "cert.pem")
@@ -139,6 +154,12 @@ def write_results(options, table):
         if "nginx" in rows and "uring tunnel" in rows and rows["nginx"]["cpu_us"]:
             lines += ["", f"io_uring tunnel / nginx CPU per message: {rows['uring tunnel']['cpu_us'] / rows['nginx']['cpu_us']:.2f}×; "
                           f"NIO tunnel / nginx: {rows['nio tunnel']['cpu_us'] / rows['nginx']['cpu_us']:.2f}×."]
+        peers = [name for name in ("nginx", "haproxy") if name in rows and rows[name]["cpu_us"]]
+        if "sluice" in rows and peers and rows["nio tunnel"]["cpu_us"]:
+            best = min(peers, key=lambda name: rows[name]["cpu_us"])
+            lines += ["", f"Sluice (the frame-aware relay) / NIO tunnel CPU per message: {rows['sluice']['cpu_us'] / rows['nio tunnel']['cpu_us']:.2f}×; "
+                          f"Sluice / best peer ({best}): {rows['sluice']['cpu_us'] / rows[best]['cpu_us']:.2f}×, "
+                          f"messages/s {rows['sluice']['rate'] / rows[best]['rate']:.2f}×."]
         lines.append("")
     lines.append("<!-- engines.py end -->")
     replace_section(options.results, "<!-- engines.py begin -->", "<!-- engines.py end -->", "\n".join(lines), title="# Relay engine\n")
