@@ -203,8 +203,7 @@ struct SimpleRequestHeadTests {
     /// request parts (a collector, or a probe that acts on them), on a connected channel.
     static func pipeline(endingIn reader: some ChannelInboundHandler) throws -> EmbeddedChannel {
         let channel = EmbeddedChannel()
-        let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
-        try channel.pipeline.syncOperations.addHandler(RequestFastPath(decoder: decoder, gateway: nil))
+        try channel.pipeline.syncOperations.addHandler(RequestFastPath(gateway: nil))
         try channel.pipeline.syncOperations.addHandler(reader)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         return channel

@@ -166,6 +166,12 @@ extension HTTPGatewayHandler {
             context.close(promise: nil)
             return context.eventLoop.makeFailedFuture(ChannelError.inputClosed)
         }
+        // An upgrade request is always read by NIO's decoder (the fast path declines it), which
+        // holds what the client sent behind it.
+        guard let decoder else {
+            context.close(promise: nil)
+            return context.eventLoop.makeFailedFuture(ChannelError.inappropriateOperationForState)
+        }
         context.writeAndFlush(wrapOutboundOut(.head(head)), promise: nil)
         let pipeline = context.pipeline.syncOperations
         do {

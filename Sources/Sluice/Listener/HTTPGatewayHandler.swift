@@ -37,9 +37,10 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     var routing: RoutingView
     let services: GatewayServices
     var logger: Logger { services.logger }
-    /// NIO's request decoder: in the pipeline once the fast path has stepped aside for it,
-    /// which every upgrade request makes it do.
-    let decoder: ByteToMessageHandler<HTTPRequestDecoder>
+    /// NIO's request decoder, made and put in the pipeline when the fast path steps aside for
+    /// it, which every upgrade request makes it do (a connection whose requests are all simple
+    /// never makes one).
+    var decoder: ByteToMessageHandler<HTTPRequestDecoder>?
     let encoder: HTTPResponseEncoder
     var state = StateMachine()
     /// The connection's one timer. It is re-armed only when a deadline comes sooner than the
@@ -69,15 +70,13 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     var peerText: String??
 
     init(
-        configuration: Configuration, routing: ListenerRouting, services: GatewayServices,
-        decoder: ByteToMessageHandler<HTTPRequestDecoder>, encoder: HTTPResponseEncoder
+        configuration: Configuration, routing: ListenerRouting, services: GatewayServices, encoder: HTTPResponseEncoder
     ) {
         self.pool = services.pool
         self.configuration = configuration
         self.headerTimeout = TimeAmount(configuration.limits.headerTimeout)
         self.routing = RoutingView(routing)
         self.services = services
-        self.decoder = decoder
         self.encoder = encoder
     }
 
@@ -87,11 +86,10 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     static func install(
         on pipeline: ChannelPipeline.SynchronousOperations, configuration: Configuration, routing: ListenerRouting, services: GatewayServices
     ) throws {
-        let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
         let encoder = HTTPResponseEncoder()
         try pipeline.addHandler(encoder)
-        let gateway = HTTPGatewayHandler(configuration: configuration, routing: routing, services: services, decoder: decoder, encoder: encoder)
-        try pipeline.addHandler(RequestFastPath(decoder: decoder, gateway: gateway))
+        let gateway = HTTPGatewayHandler(configuration: configuration, routing: routing, services: services, encoder: encoder)
+        try pipeline.addHandler(RequestFastPath(gateway: gateway))
         try pipeline.addHandler(gateway)
     }
 

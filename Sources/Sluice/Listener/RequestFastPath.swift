@@ -8,8 +8,8 @@ import NIOHTTP1
 /// llhttp and the `ByteToMessageHandler` around them were about a seventh of a proxied
 /// request's user CPU.
 ///
-/// At the first head it declines it steps aside for good: it puts NIO's decoder in its place,
-/// hands it those bytes (always at a message boundary, since it only ever consumes whole heads
+/// At the first head it declines it steps aside for good: it makes NIO's decoder (a connection
+/// whose requests are all simple never pays for one), puts it in its place, hands it those bytes (always at a message boundary, since it only ever consumes whole heads
 /// and the bodies they announce) and leaves the pipeline. From then on the connection is
 /// exactly what it was without the fast path, which is also how every upgrade, chunked body
 /// and malformed request is read.
@@ -17,15 +17,13 @@ final class RequestFastPath: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = HTTPServerRequestPart
 
-    /// NIO's decoder, added behind this handler when it steps aside.
-    let decoder: ByteToMessageHandler<HTTPRequestDecoder>
     /// The handler right behind this one, given each head directly with what was learned
     /// reading it: no pipeline hop, no type-erased part, and the fields are not read again.
-    /// Without one, the parts go down the pipeline.
+    /// Without one, the parts go down the pipeline. It is also told of the decoder made when
+    /// this handler steps aside (it removes the decoder when it hands the connection to a relay).
     let gateway: HTTPGatewayHandler?
 
-    init(decoder: ByteToMessageHandler<HTTPRequestDecoder>, gateway: HTTPGatewayHandler?) {
-        self.decoder = decoder
+    init(gateway: HTTPGatewayHandler?) {
         self.gateway = gateway
     }
 
@@ -105,6 +103,8 @@ final class RequestFastPath: ChannelInboundHandler, RemovableChannelHandler {
     private func stepAside(context: ChannelHandlerContext, handing buffer: ByteBuffer) {
         steppedAside = true
         let pipeline = context.pipeline.syncOperations
+        let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
+        gateway?.decoder = decoder
         do {
             try pipeline.addHandler(decoder, position: .after(self))
         } catch {
