@@ -32,6 +32,10 @@ let benchmarks: @Sendable () -> Void = {
     // warm-up opens both); then with the access log on.
     probe("proxy-request", warmUp: 10, { try GatewayProbe() }) { try $0.proxyRequest() }
     probe("proxy-request-logged", warmUp: 10, { try GatewayProbe(accessLog: .file("/dev/null")) }) { try $0.proxyRequest() }
+
+    // One GET on a client connection of its own (`Connection: close`): the connection's setup,
+    // the request proxied on a pooled backend connection, the close.
+    probe("proxy-request-new-connection", warmUp: 10, { try GatewayProbe() }) { try $0.proxyRequestOnNewConnection() }
 }
 
 /// One benchmark: `make` builds the probe outside the measurement, `warmUp` operations run

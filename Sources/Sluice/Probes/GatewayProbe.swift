@@ -21,6 +21,7 @@ package final class GatewayProbe {
     private let clientClose: ByteBuffer
     private let backendClose: ByteBuffer
     private let request: ByteBuffer
+    private let closingRequest: ByteBuffer
     private let response: ByteBuffer
     /// The kept-alive client connection that `proxyRequest()` sends on, and its pooled backend.
     private var requestClient: EmbeddedChannel?
@@ -53,6 +54,7 @@ package final class GatewayProbe {
         clientClose = ProbeFrames.client(opcode: FrameHeader.Opcode.close, ProbeFrames.closePayload(1000))
         backendClose = ProbeFrames.backend(opcode: FrameHeader.Opcode.close, ProbeFrames.closePayload(1000))
         request = ByteBuffer(string: "GET /api/items?page=2 HTTP/1.1\r\nHost: app.test\r\nUser-Agent: probe\r\nAccept: */*\r\n\r\n")
+        closingRequest = ByteBuffer(string: "GET /api/items?page=2 HTTP/1.1\r\nHost: app.test\r\nUser-Agent: probe\r\nConnection: close\r\n\r\n")
         response = ByteBuffer(string: "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok")
     }
 
@@ -110,5 +112,22 @@ package final class GatewayProbe {
         loop.run()
         let answered = try client.drainOutbound()
         guard answered > response.readableBytes / 2, client.isActive else { throw ProbeFailure("the response was not relayed (\(answered) bytes)") }
+    }
+
+    /// One proxied GET on a client connection of its own (`Connection: close`, as from a client
+    /// that does not keep connections alive) to a pooled backend connection: the client's
+    /// connection from its connect to its close after the answer.
+    package func proxyRequestOnNewConnection() throws {
+        let client = try connectClient()
+        try client.writeInbound(closingRequest)
+        loop.run()
+        if let dialed = dialer.takeDialed() { requestBackend = dialed }
+        guard let backend = requestBackend, try backend.drainOutbound() > 0 else { throw ProbeFailure("the request reached no backend") }
+        try backend.writeInbound(response)
+        loop.run()
+        let answered = try client.drainOutbound()
+        guard answered > response.readableBytes / 2, !client.isActive, backend.isActive else {
+            throw ProbeFailure("the response was not relayed and the client closed (\(answered) bytes, client open \(client.isActive))")
+        }
     }
 }
