@@ -9,10 +9,11 @@ import NIOHTTP1
 /// request's user CPU.
 ///
 /// At the first head it declines it steps aside for good: it makes NIO's decoder (a connection
-/// whose requests are all simple never pays for one), puts it in its place, hands it those bytes (always at a message boundary, since it only ever consumes whole heads
-/// and the bodies they announce) and leaves the pipeline. From then on the connection is
-/// exactly what it was without the fast path, which is also how every upgrade, chunked body
-/// and malformed request is read.
+/// whose requests are all simple never pays for one), puts it in its place, hands it those
+/// bytes (always at a message boundary, since it only ever consumes whole heads and the bodies
+/// they announce) and leaves the pipeline. From then on the connection is exactly what it was
+/// without the fast path, which is also how every upgrade, chunked body and malformed request
+/// is read.
 final class RequestFastPath: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = HTTPServerRequestPart

@@ -8,8 +8,8 @@ import NIOPosix
 /// it. Every WebSocket waits the same time, so a loop keeps them in the order they began with
 /// one timer for the oldest, instead of a scheduled task each: NIO cancels a task by searching
 /// every task its loop has pending, and a task per live WebSocket made each handshake's own
-/// cancels (its head, handshake and connect timeouts) scan them all — 8% of the CPU per
-/// handshake with 5,000 WebSockets opened in a burst.
+/// cancels (its head, handshake and connect timeouts) scan them all: with 5,000 WebSockets
+/// opened in a burst, 3.8% of the gateway's samples and 6–8% of its CPU per handshake.
 final class EarlyCloseWatch {
     /// How long after its 101 a WebSocket's end still says something about its backend.
     static let window: TimeAmount = .seconds(10)
