@@ -27,9 +27,11 @@ final class TestGateway: @unchecked Sendable {
 
     private let stopped = Atomic<Bool>(false)
 
-    func stop() async {
+    /// Shuts the gateway down: every live WebSocket gets its close at once, and `drainTimeout`
+    /// to finish its close handshake before it is closed at the TCP level.
+    func stop(drainTimeout: Duration = .seconds(2)) async {
         stopped.store(true, ordering: .relaxed)
-        await gateway.shutdown(drainTimeout: .seconds(2))
+        await gateway.shutdown(drainTimeout: drainTimeout)
     }
 
     /// A test that failed before its `stop()` still closes its listeners and connections: the
