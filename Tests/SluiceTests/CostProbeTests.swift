@@ -28,4 +28,10 @@ struct CostProbeTests {
         let probe = try GatewayProbe(accessLog: accessLog ? .file("/dev/null") : .off)
         for _ in 0..<20 { try probe.proxyRequest() }
     }
+
+    @Test("proxied requests each on a client connection of its own, closed after its answer, one pooled backend connection")
+    func proxyRequestOnNewConnection() throws {
+        let probe = try GatewayProbe()
+        for _ in 0..<20 { try probe.proxyRequestOnNewConnection() }
+    }
 }
