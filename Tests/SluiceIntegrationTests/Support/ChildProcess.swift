@@ -116,14 +116,28 @@ final class ChildProcess: @unchecked Sendable {
     /// child still running after `timeout` is killed, so no test waits on one for ever.
     func waitUntilExit(timeout: TimeInterval = 60) {
         let deadline = Date().addingTimeInterval(timeout)
+        var killed = false
         while isRunning {
-            if Date() > deadline { kill(processIdentifier, SIGKILL) }
+            if !killed && Date() > deadline {
+                Glibc.kill(processIdentifier, SIGKILL)
+                killed = true
+            }
             usleep(5_000)
         }
     }
 
+    /// Kills the child now (SIGKILL; a stopped child is continued so it can die) and waits up
+    /// to 2 s to reap it. What every test peer's `stop()` does.
+    func kill() {
+        guard isRunning else { return }
+        let child = processIdentifier
+        Glibc.kill(child, SIGCONT)
+        Glibc.kill(child, SIGKILL)
+        waitUntilExit(timeout: 2)
+    }
+
     func terminate() {
         let child = processIdentifier
-        if child > 0 && isRunning { kill(child, SIGTERM) }
+        if child > 0 && isRunning { Glibc.kill(child, SIGTERM) }
     }
 }

@@ -57,9 +57,7 @@ final class PythonPeer: @unchecked Sendable {
 
     /// Ends the peer: SIGKILL, then up to 2 s polling for it to be gone.
     func stop() {
-        guard process.isRunning else { return }
-        kill(process.processIdentifier, SIGKILL)
-        for _ in 0..<200 where process.isRunning { usleep(10_000) }
+        process.kill()
     }
 
     deinit { stop() }

@@ -28,9 +28,7 @@ final class PythonSession: @unchecked Sendable {
     deinit { stop() }
 
     func stop() {
-        guard process.isRunning else { return }
-        kill(process.processIdentifier, SIGKILL)
-        for _ in 0..<200 where process.isRunning { usleep(10_000) }
+        process.kill()
     }
 
     /// Sends one command and returns its answer (or throws after `timeout`).

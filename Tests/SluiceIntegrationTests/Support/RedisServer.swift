@@ -69,10 +69,13 @@ final class RedisServer: @unchecked Sendable {
         cli.standardOutput = output
         cli.standardError = FileHandle.nullDevice
         try cli.run()
-        // Bounded (a paused server would hold redis-cli for ever), then read: its answers are
-        // far smaller than the pipe's buffer.
+        // Read while it runs (an answer larger than the pipe's buffer would otherwise hold it),
+        // and bounded: a paused server would hold redis-cli for ever, and the end of file comes
+        // once it exits or is killed.
+        let reader = output.fileHandleForReading
+        let reading = Task.detached { reader.readDataToEndOfFile() }
         cli.waitUntilExit(timeout: 30)
-        let data = output.fileHandleForReading.readDataToEndOfFile()
+        let data = await reading.value
         return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
@@ -81,10 +84,7 @@ final class RedisServer: @unchecked Sendable {
 
     /// Kills it (its data is gone: nothing is saved).
     func stop() {
-        guard let process, process.isRunning else { return }
-        kill(process.processIdentifier, SIGCONT)
-        kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
+        process?.kill()
     }
 
     deinit { stop() }

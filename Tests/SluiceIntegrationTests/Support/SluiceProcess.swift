@@ -129,9 +129,7 @@ final class SluiceProcess: @unchecked Sendable {
     var exitStatus: Int32? { process.isRunning ? nil : process.terminationStatus }
 
     func stop() {
-        guard process.isRunning else { return }
-        kill(process.processIdentifier, SIGKILL)
-        for _ in 0..<200 where process.isRunning { usleep(10_000) }
+        process.kill()
     }
 
     deinit { stop() }

@@ -62,9 +62,7 @@ final class StreamingPeer: @unchecked Sendable {
     }
 
     func stop() {
-        guard process.isRunning else { return }
-        kill(process.processIdentifier, SIGKILL)
-        for _ in 0..<200 where process.isRunning { usleep(10_000) }
+        process.kill()
     }
 
     deinit { stop() }
