@@ -199,7 +199,7 @@ struct BackendHealthIntegrationTests {
         await gateway.stop()
     }
 
-    @Test("drain of one backend with 500 live WebSockets: each gets 1012, spread over the window; new ones go elsewhere; enable brings it back")
+    @Test("drain of one backend with 500 live WebSockets: each gets 1012, spread over the window; new ones go elsewhere; enable brings it back", .loadTest)
     func drainBackend() async throws {
         let backends = try await Backends(["a", "b"])
         defer { backends.stop() }
@@ -231,7 +231,7 @@ struct BackendHealthIntegrationTests {
         await gateway.stop()
     }
 
-    @Test("weights: 10,000 upgrades land within ±5% of 3:1:1; hashing by a header keeps each user on one backend")
+    @Test("weights: 10,000 upgrades land within ±5% of 3:1:1; hashing by a header keeps each user on one backend", .loadTest)
     func weightsAndHashing() async throws {
         let backends = try await Backends(["a", "b", "c"])
         defer { backends.stop() }

@@ -4,7 +4,7 @@ import Testing
 /// Memory stays bounded when a client stops reading, measured on a separate `sluice` process.
 @Suite("Backpressure")
 struct BackpressureTests {
-    @Test("a client that stops reading while the backend sends 1 GiB leaves the gateway's memory bounded")
+    @Test("a client that stops reading while the backend sends 1 GiB leaves the gateway's memory bounded", .loadTest)
     func stalledClient() async throws {
         let backend = try await PythonPeer(["backend", "flood", "\(1 << 30)"])
         let sluice = try SluiceProcess(yaml: """

@@ -300,7 +300,7 @@ struct ClusterTests {
         #expect(metrics.value("sluice_cluster_store_failure_decisions_total", ["policy": "deny"]) == 1)
     }
 
-    @Test("the heartbeat renews every lease in batches: 1,500 leases held by one instance are all renewed, and lapse once it is gone")
+    @Test("the heartbeat renews every lease in batches: 1,500 leases held by one instance are all renewed, and lapse once it is gone", .loadTest)
     func batchedHeartbeat() async throws {
         let cluster = try await Cluster()
         defer { cluster.stop() }

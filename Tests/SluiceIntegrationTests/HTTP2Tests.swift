@@ -170,7 +170,7 @@ struct HTTP2Tests {
         #expect(timed.filter { $0["status"] as? Int == 504 }.count == 3, "\(timed)")
     }
 
-    @Test("1 GiB up and 1 GiB down over h2 with the gateway's memory bounded; server-sent events arrive one by one")
+    @Test("1 GiB up and 1 GiB down over h2 with the gateway's memory bounded; server-sent events arrive one by one", .loadTest)
     func largeBodies() async throws {
         let setup = try await Setup()
         let plain = "http://127.0.0.1:\(setup.plainPort)"

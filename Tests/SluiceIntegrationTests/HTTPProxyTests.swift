@@ -114,7 +114,7 @@ struct HTTPProxyTests {
         backend.stop()
     }
 
-    @Test("1 GiB up and 1 GiB down stream through with the gateway's memory bounded; slow readers of sized and chunked bodies too")
+    @Test("1 GiB up and 1 GiB down stream through with the gateway's memory bounded; slow readers of sized and chunked bodies too", .loadTest)
     func largeBodies() async throws {
         let backend = try await PythonPeer(["http-backend", "one"])
         let gateway = try await Self.gateway([backend])
