@@ -238,7 +238,7 @@ struct LiveChangeTests {
     func drainOnSigterm() async throws {
         let backend = try await PythonPeer(executable: "/usr/bin/env", arguments: ["python3", Self.livePeer, "fragments-backend"])
         let sluice = try SluiceProcess(
-            yaml: Self.drainConfig(backend: backend.port, shutdown: "{ readiness_delay: 1500ms, drain_window: 4s, deadline: 15s }"),
+            yaml: Self.drainConfig(backend: backend.port, shutdown: "{ readiness_delay: 3s, drain_window: 4s, deadline: 15s }"),
             waitingFor: ["plain", "admin"]
         )
         defer { sluice.stop() }
@@ -250,9 +250,10 @@ struct LiveChangeTests {
         #expect(try await watch.line(startingWith: "OPEN") == "OPEN 1000")
         let signalled = Date().timeIntervalSince1970
         sluice.signal(SIGTERM)
-        // During the readiness delay: not ready, still accepting.
+        // During the readiness delay: not ready, still accepting (asked from the running session:
+        // a new Python process may take longer than the delay to start on a loaded machine).
         #expect(try await Self.admin(sluice, session, "/readyz")["status"] as? Int == 503)
-        #expect(try await Self.status(url) == 101)
+        #expect(try await session.send(["op": "open", "id": "late", "url": url])["status"] as? Int == 101)
         let result = try await watch.result(timeout: .seconds(60))
         let exit = await sluice.waitForExit(timeout: .seconds(20))
         #expect(exit == 0)
@@ -261,7 +262,7 @@ struct LiveChangeTests {
         #expect(result["mid_message"] as? Int == 0, "closes inside a fragmented message: \(result)")
         #expect(result["no_close"] as? Int == 0, "\(result)")
         let times = try #require(result["close_times"] as? [Double]).map { $0 - signalled }
-        #expect(times.min() ?? 0 >= 1.4, "a close came during the readiness delay: \(times.min() ?? 0)")
+        #expect(times.min() ?? 0 >= 2.9, "a close came during the readiness delay: \(times.min() ?? 0)")
         let buckets = Dictionary(grouping: times) { Int($0 * 10) }
         #expect((buckets.values.map(\.count).max() ?? 0) < 200, "closes in one 100 ms burst")
         #expect((times.max() ?? 0) - (times.min() ?? 0) > 2.5, "not spread over the 4 s window: \(times.min() ?? 0)...\(times.max() ?? 0)")

@@ -37,7 +37,7 @@ struct ProxyProtocolTests {
             address: 127.0.0.1:0
             proxy_protocol: any
             proxy_protocol_from: [\(from)]
-            http: { header_timeout: 1s }
+            http: { header_timeout: 4s }
         \(extra)
         routes:
           - name: app
@@ -192,7 +192,7 @@ struct ProxyProtocolTests {
             ("v2 datagram", signature + "2112000c" + "0102030405060708090a0b0c", 0),
             ("v2 short addresses", signature + "21110004" + "01020304", 0),
             ("v2 oversized", signature + "2111ffff", 0),
-            ("slow header", Self.hex("PROXY TCP4 1.2.3.4 10.0.0.1 1 2\r\n"), 0.06),
+            ("slow header", Self.hex("PROXY TCP4 1.2.3.4 10.0.0.1 1 2\r\n"), 0.2),
         ]
         for (name, header, delay) in cases {
             let result = try await Self.send(port, header: header, delay: delay)
