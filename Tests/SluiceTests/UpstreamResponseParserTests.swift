@@ -138,4 +138,43 @@ struct UpstreamResponseParserTests {
         let stray = try Self.parse(["HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA"])
         #expect(stray.ended && stray.body == "ok" && !stray.reusable)
     }
+
+    @Test("an upgrade's 101 is final: its head comes whole, every byte behind it stays for the relay, split anywhere")
+    func upgradeSwitches() throws {
+        let text = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+        let bytes = Array(text.utf8) + [0x81, 0x02, UInt8(ascii: "h"), UInt8(ascii: "i")]
+        for cut in 1..<bytes.count {
+            var parser = UpstreamResponseParser()
+            parser.expectResponse(toHEAD: false, upgrading: true)
+            var heads: [Int] = []
+            var rest: [UInt8] = []
+            for piece in [bytes[..<cut], bytes[cut...]] {
+                var buffer = ByteBuffer(bytes: piece)
+                while let event = try parser.next(&buffer) {
+                    if case .head(let head) = event { heads.append(head.status) } else { Issue.record("\(event) after a 101") }
+                }
+                if !heads.isEmpty { rest += buffer.readableBytesView }
+            }
+            #expect(heads == [101], "split at \(cut)")
+            #expect(rest == [0x81, 0x02, UInt8(ascii: "h"), UInt8(ascii: "i")], "split at \(cut)")
+            #expect(try parser.inputClosed() == nil && !parser.isReusable)
+        }
+    }
+
+    @Test("an upgrade refused is an ordinary response (its body framed as any other); a 101 to a plain request is malformed")
+    func upgradeRefused() throws {
+        var parser = UpstreamResponseParser()
+        parser.expectResponse(toHEAD: false, upgrading: true)
+        var buffer = ByteBuffer(string: "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy")
+        var events: [String] = []
+        while let event = try parser.next(&buffer) {
+            switch event {
+            case .head(let head): events.append("head \(head.status)")
+            case .body(let body): events.append("body \(String(buffer: body))")
+            case .end: events.append("end")
+            }
+        }
+        #expect(events == ["head 503", "body busy", "end"])
+        #expect(throws: UpstreamResponseParser.Malformed.self) { try Self.parse(["HTTP/1.1 101 Switching Protocols\r\n\r\n"]) }
+    }
 }

@@ -74,29 +74,14 @@ final class Backend: Sendable {
         }
     }
 
-    /// Connects to this backend with an HTTP/1.1 client pipeline (TLS first for wss/https)
-    /// ending in `handler`. `leftovers` says what the response decoder does with bytes after
-    /// the last response when it leaves: forward them (the relay needs a WebSocket's first frames),
-    /// or drop them.
-    func connectHTTP<Handler: ChannelHandler>(
-        on eventLoop: any EventLoop, timeout: TimeAmount, leftovers: RemoveAfterUpgradeStrategy, handler: Handler
-    ) -> EventLoopFuture<any Channel> {
-        connect(on: eventLoop, timeout: timeout, codecs: leftovers, handler: handler)
-    }
-
-    /// Connects to this backend (TLS first for https) with `handler` reading and writing the
-    /// bytes itself: the proxy's own HTTP/1.1 framing, no NIO codecs.
+    /// Connects to this backend (TLS first for wss/https) with `handler` reading and writing the
+    /// bytes itself: Sluice's own HTTP/1.1 framing for plain requests, upgrades and health
+    /// checks alike, no NIO codecs.
     func connectBytes<Handler: ChannelHandler>(on eventLoop: any EventLoop, timeout: TimeAmount, handler: Handler) -> EventLoopFuture<any Channel> {
-        connect(on: eventLoop, timeout: timeout, codecs: nil, handler: handler)
-    }
-
-    private func connect<Handler: ChannelHandler>(
-        on eventLoop: any EventLoop, timeout: TimeAmount, codecs leftovers: RemoveAfterUpgradeStrategy?, handler: Handler
-    ) -> EventLoopFuture<any Channel> {
         // The initializer runs on `eventLoop`, where the handler was made.
         let handler = NIOLoopBound(handler, eventLoop: eventLoop)
         if let dialer {
-            return dialer.dial(on: eventLoop) { [self] channel in try setUp(channel, leftovers: leftovers, handler: handler.value) }
+            return dialer.dial(on: eventLoop) { [self] channel in try setUp(channel, handler: handler.value) }
         }
         let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(timeout)
@@ -106,23 +91,18 @@ final class Backend: Sendable {
                     // is the bootstrap's own default.)
                     guard let options = channel.syncOptions else { throw ChannelError.operationUnsupported }
                     try options.setOption(.recvAllocator, value: ReceiveBuffers.backend)
-                    try setUp(channel, leftovers: leftovers, handler: handler.value)
+                    try setUp(channel, handler: handler.value)
                 }
             }
         if let address = literalAddress { return bootstrap.connect(to: address) }
         return bootstrap.connect(host: host, port: port)
     }
 
-    /// The pipeline of a backend connection: TLS for wss/https, the HTTP codecs unless the
-    /// handler frames bytes itself, then the handler.
-    private func setUp<Handler: ChannelHandler>(_ channel: any Channel, leftovers: RemoveAfterUpgradeStrategy?, handler: Handler) throws {
+    /// The pipeline of a backend connection: TLS for wss/https, then the handler.
+    private func setUp<Handler: ChannelHandler>(_ channel: any Channel, handler: Handler) throws {
         let sync = channel.pipeline.syncOperations
         if let tls {
             try sync.addHandler(NIOSSLClientHandler(context: tls, serverHostname: serverName))
-        }
-        if let leftovers {
-            try sync.addHandler(HTTPRequestEncoder())
-            try sync.addHandler(ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: leftovers)))
         }
         try sync.addHandler(handler)
     }

@@ -25,10 +25,4 @@ enum UpstreamHead {
     static func host(route: Route, client: ForwardedHeaders.Client, backend: Backend) -> String {
         route.configuration.hostHeader == .backend ? backend.hostHeader : (client.host ?? backend.hostHeader)
     }
-
-    /// The forwarding fields for `client` (extending the chains a trusted proxy sent in
-    /// `headers`) and `Via`.
-    static func forwardingFields(headers: HTTPHeaders, client: ForwardedHeaders.Client) -> [(String, String)] {
-        ForwardedHeaders.fields(for: client, chains: ForwardedHeaders.incomingChains(headers, client: client)) + [("Via", "1.1 sluice")]
-    }
 }

@@ -67,11 +67,15 @@ struct UpstreamResponseParser {
         case chunkDataEnd
         case trailers
         case untilClose
+        /// The backend answered an upgrade with 101: what follows is the new protocol's.
+        case switched
         case failed
     }
 
     private var state = State.idle
     private var respondingToHEAD = false
+    /// The awaited response answers an upgrade request: a 101 is final.
+    private var upgrading = false
     /// Bytes of a head or a chunk-size or trailer line not yet complete.
     private var partial: ByteBuffer?
     private var trailerBytes = 0
@@ -85,9 +89,11 @@ struct UpstreamResponseParser {
         self.maxHeadBytes = maxHeadBytes
     }
 
-    /// A request was sent: its response comes next.
-    mutating func expectResponse(toHEAD: Bool) {
+    /// A request was sent: its response comes next. For an upgrade request (`upgrading`), a 101
+    /// is the final answer: `next` returns its head and leaves every byte after it in the buffer.
+    mutating func expectResponse(toHEAD: Bool, upgrading: Bool = false) {
         respondingToHEAD = toHEAD
+        self.upgrading = upgrading
         state = .head
         partial = nil
         endDue = false
@@ -109,11 +115,17 @@ struct UpstreamResponseParser {
         }
         while buffer.readableBytes > 0 {
             switch state {
+            case .switched:
+                return nil
             case .idle, .failed:
                 sawStrayBytes = true
                 buffer.moveReaderIndex(forwardBy: buffer.readableBytes)
             case .head:
                 guard let head = try readHead(&buffer) else { return nil }
+                if head.status == 101 && upgrading {
+                    state = .switched
+                    return .head(head)
+                }
                 if head.status < 200 {
                     // Interim answers (100, 103): the final one follows.
                     guard head.status != 101 else { try fail("switched protocols on a plain request") }
@@ -169,7 +181,7 @@ struct UpstreamResponseParser {
     /// what a request without an answer means); an error if a response was cut short.
     mutating func inputClosed() throws(Malformed) -> Event? {
         switch state {
-        case .idle, .failed: return nil
+        case .idle, .failed, .switched: return nil
         case .untilClose:
             state = .idle
             return .end

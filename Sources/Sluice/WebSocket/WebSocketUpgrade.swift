@@ -137,9 +137,7 @@ final class WebSocketUpgrade {
         let handler = UpstreamHandshakeHandler(request: request) { [self] event in
             handshakeEvent(event)
         }
-        backend.connectHTTP(
-            on: eventLoop, timeout: TimeAmount(route.websocket.connectTimeout), leftovers: .forwardBytes, handler: handler
-        ).assumeIsolated().whenComplete { [self] result in
+        backend.connectBytes(on: eventLoop, timeout: TimeAmount(route.websocket.connectTimeout), handler: handler).assumeIsolated().whenComplete { [self] result in
             switch result {
             case .success(let channel):
                 if finished {
@@ -167,26 +165,30 @@ final class WebSocketUpgrade {
     /// The client's fields an upgrade writes itself (lower-case).
     private static let ownFields = ["sec-websocket-key", "sec-websocket-version", "sec-websocket-protocol", "sec-websocket-extensions", "sec-websocket-accept"]
 
-    /// The upgrade request the backend receives: the client's end-to-end headers, the validated
-    /// WebSocket fields, and forwarding headers.
-    private func upstreamRequest(for backend: Backend) -> HTTPRequestHead {
-        var fields: [(String, String)] = []
-        fields.reserveCapacity(clientHead.headers.count + 12)
+    /// The upgrade request the backend receives, as bytes: the client's end-to-end headers, the
+    /// validated WebSocket fields, and forwarding headers.
+    private func upstreamRequest(for backend: Backend) -> ByteBuffer {
+        var head = downstream.context.channel.allocator.buffer(capacity: 512)
+        head.writeRequestLine(.GET, backend.target(for: requestTarget))
         UpstreamHead.forEachField(
             route: route, headers: clientHead.headers, client: origin.client, identity: origin.identity, backend: backend,
             dropping: Self.ownFields
-        ) { fields.append(($0, $1)) }
-        var headers = HTTPHeaders(fields)
-        headers.add(name: "Connection", value: "Upgrade")
-        headers.add(name: "Upgrade", value: "websocket")
-        headers.add(name: "Sec-WebSocket-Key", value: upgrade.key)
-        headers.add(name: "Sec-WebSocket-Version", value: "13")
+        ) { head.writeField($0, $1) }
+        head.writeStaticString("Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: ")
+        head.writeString(upgrade.key)
+        head.writeStaticString("\r\nSec-WebSocket-Version: 13\r\n")
         if !upgrade.protocols.isEmpty {
-            headers.add(name: "Sec-WebSocket-Protocol", value: upgrade.protocols.joined(separator: ", "))
+            head.writeStaticString("Sec-WebSocket-Protocol: ")
+            for (index, name) in upgrade.protocols.enumerated() {
+                if index > 0 { head.writeStaticString(", ") }
+                head.writeString(name)
+            }
+            head.writeStaticString("\r\n")
         }
-        for value in upgrade.extensions { headers.add(name: "Sec-WebSocket-Extensions", value: value) }
-        for (name, value) in UpstreamHead.forwardingFields(headers: clientHead.headers, client: origin.client) { headers.add(name: name, value: value) }
-        return HTTPRequestHead(version: .http1_1, method: .GET, uri: backend.target(for: requestTarget), headers: headers)
+        for value in upgrade.extensions { head.writeField("Sec-WebSocket-Extensions", value) }
+        HTTPWireFormat.writeForwarding(origin.client, chains: ForwardedHeaders.incomingChains(clientHead.headers, client: origin.client), into: &head)
+        head.writeStaticString("\r\n")
+        return head
     }
 
     // MARK: Handshake
@@ -339,17 +341,15 @@ final class WebSocketUpgrade {
         registry.register(ConnectionRegistry.Entry(info: info, eventLoop: eventLoop, relay: NIOLoopBound(relay, eventLoop: eventLoop)))
 
         // Both relay handlers go in first and the relay queues what reaches it until `start()`.
-        // Bytes that arrived right behind the handshakes sit in the HTTP decoders, which leave
-        // the pipeline a tick later, forwarding those bytes on the way out; the relay starts
-        // (and may write) only once both decoders are gone, whether or not the client is still
-        // there: a frame written through the backend's response decoder while it is still in
-        // the pipeline (it observes writes as HTTP request parts) stops the process.
+        // Bytes that arrived right behind the handshakes sit in the handshake handler and the
+        // client's HTTP decoder, which pass them on as they leave the pipeline (the decoder a
+        // tick later); the relay starts (and may write) only once both are gone, whether or not
+        // the client is still there: a frame written through the client's HTTP handlers while
+        // they are still in the pipeline would be taken for an HTTP part.
         do {
-            try upstream.pipeline.syncOperations.addHandler(RelayHandler(relay: relay, side: .upstream))
             let sync = upstream.pipeline.syncOperations
-            sync.removeHandler(handshakeHandler, promise: nil)
-            sync.removeHandler(context: try sync.context(handlerType: HTTPRequestEncoder.self), promise: nil)
-            let upstreamDecoderGone = sync.removeHandler(context: try sync.context(handlerType: ByteToMessageHandler<HTTPResponseDecoder>.self))
+            try sync.addHandler(RelayHandler(relay: relay, side: .upstream))
+            let upstreamDecoderGone = sync.removeHandler(handshakeHandler)
             let downstreamDecoderGone = downstream.switchToRelay(
                 head, RelayHandler(relay: relay, side: .downstream, isSocket: origin.clientProtocol == "h1")
             )
