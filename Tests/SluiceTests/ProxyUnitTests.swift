@@ -229,7 +229,12 @@ struct ProxyUnitTests {
     ) -> HTTPHeaders {
         var kept: [(String, String)] = []
         UpstreamFields(auth: auth, identityHeaders: ["x-sluice-user", "x-user-id"]).forEach(headers, client: client, identity: identity) { kept.append(($0, $1)) }
-        kept += ForwardedHeaders.fields(for: client, chains: ForwardedHeaders.incomingChains(headers, client: client))
+        var written = ByteBuffer()
+        ForwardedHeaders.write(client, chains: ForwardedHeaders.incomingChains(headers, client: client), into: &written)
+        for line in String(buffer: written).split(separator: "\r\n") {
+            let (name, value) = (line.prefix { $0 != ":" }, line.drop { $0 != ":" }.dropFirst(2))
+            kept.append((String(name), String(value)))
+        }
         return HTTPHeaders(kept)
     }
 

@@ -1,3 +1,4 @@
+import NIOCore
 import NIOHTTP1
 
 /// The header rewriting every proxied request and response goes through: hop-by-hop headers
@@ -34,7 +35,7 @@ enum ForwardedHeaders {
         }
     }
 
-    /// The fields `fields(for:chains:)` writes; whatever a client sent in them is replaced.
+    /// The fields `write(_:chains:into:)` writes; whatever a client sent in them is replaced.
     static let forwardingNames = ["x-forwarded-for", "forwarded", "x-forwarded-proto", "x-forwarded-host"]
 
     /// Who asked, as the backend is told.
@@ -57,29 +58,50 @@ enum ForwardedHeaders {
         return (headers["x-forwarded-for"].joined(separator: ", "), headers["forwarded"].joined(separator: ", "))
     }
 
-    /// The forwarding fields for `client`, extending `chains`. Without chains they depend only on
-    /// the client connection and its `Host`, so a connection can keep them between requests.
-    static func fields(for client: Client, chains: (for: String, forwarded: String) = ("", "")) -> [(String, String)] {
-        let proto = client.tls ? "https" : "http"
-        var fields: [(String, String)] = []
-        fields.reserveCapacity(4)
+    /// Writes the forwarding fields for `client`, extending `chains`, as field lines straight into
+    /// `buffer` (no field list, no value strings). Without chains they depend only on the client
+    /// connection and its `Host`, so a connection can keep them between requests.
+    static func write(_ client: Client, chains: (for: String, forwarded: String) = ("", ""), into buffer: inout ByteBuffer) {
+        let proto: StaticString = client.tls ? "https" : "http"
         if let address = client.address {
-            fields.append(("X-Forwarded-For", chains.for.isEmpty ? address : chains.for + ", " + address))
+            buffer.writeStaticString("X-Forwarded-For: ")
+            if !chains.for.isEmpty {
+                buffer.writeString(chains.for)
+                buffer.writeStaticString(", ")
+            }
+            buffer.writeString(address)
+            buffer.writeStaticString("\r\n")
         } else if !chains.for.isEmpty {
-            fields.append(("X-Forwarded-For", chains.for))
+            buffer.writeField("X-Forwarded-For", chains.for)
         }
-        fields.append(("X-Forwarded-Proto", proto))
-        if let host = client.host { fields.append(("X-Forwarded-Host", host)) }
-        var element = ""
+        buffer.writeStaticString("X-Forwarded-Proto: ")
+        buffer.writeStaticString(proto)
+        buffer.writeStaticString("\r\n")
+        if let host = client.host { buffer.writeField("X-Forwarded-Host", host) }
+        buffer.writeStaticString("Forwarded: ")
+        if !chains.forwarded.isEmpty {
+            buffer.writeString(chains.forwarded)
+            buffer.writeStaticString(", ")
+        }
         if let address = client.address {
-            element = address.utf8.contains(UInt8(ascii: ":")) ? "for=\"[" + address + "]\";" : "for=" + address + ";"
+            if address.utf8.contains(UInt8(ascii: ":")) {
+                buffer.writeStaticString("for=\"[")
+                buffer.writeString(address)
+                buffer.writeStaticString("]\";")
+            } else {
+                buffer.writeStaticString("for=")
+                buffer.writeString(address)
+                buffer.writeStaticString(";")
+            }
         }
         // A host goes into the quoted-string only if it needs no escaping.
         if let host = client.host, host.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }) {
-            element += "host=\"" + host + "\";"
+            buffer.writeStaticString("host=\"")
+            buffer.writeString(host)
+            buffer.writeStaticString("\";")
         }
-        element += "proto=" + proto
-        fields.append(("Forwarded", chains.forwarded.isEmpty ? element : chains.forwarded + ", " + element))
-        return fields
+        buffer.writeStaticString("proto=")
+        buffer.writeStaticString(proto)
+        buffer.writeStaticString("\r\n")
     }
 }

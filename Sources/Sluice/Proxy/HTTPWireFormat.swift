@@ -26,7 +26,7 @@ enum HTTPWireFormat {
 
     /// The forwarding fields for `client` (extending a trusted proxy's `chains`) and `Via`.
     static func writeForwarding(_ client: ForwardedHeaders.Client, chains: (for: String, forwarded: String) = ("", ""), into buffer: inout ByteBuffer) {
-        for (name, value) in ForwardedHeaders.fields(for: client, chains: chains) { buffer.writeField(name, value) }
+        ForwardedHeaders.write(client, chains: chains, into: &buffer)
         buffer.writeStaticString(via)
     }
 
