@@ -25,7 +25,9 @@ final class UpstreamHandshakeHandler: ChannelInboundHandler, RemovableChannelHan
     private let request: ByteBuffer
     private var onEvent: ((Event) -> Void)?
     private var parser = UpstreamResponseParser()
-    /// What came behind a 101: the WebSocket's first bytes, passed on when the handler leaves.
+    /// The backend answered 101: what follows is the WebSocket's.
+    private var switched = false
+    /// What came behind the 101: the WebSocket's first bytes, passed on when the handler leaves.
     private var afterSwitch: ByteBuffer?
 
     init(request: ByteBuffer, onEvent: @escaping (Event) -> Void) {
@@ -42,8 +44,11 @@ final class UpstreamHandshakeHandler: ChannelInboundHandler, RemovableChannelHan
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var buffer = unwrapInboundIn(data)
         guard onEvent != nil else {
-            // Switched: bytes that arrive before the relay takes over are the relay's.
-            if afterSwitch == nil { afterSwitch = buffer } else { afterSwitch!.writeBuffer(&buffer) }
+            // Detached. After a 101 the bytes are the relay's, passed on as this handler leaves;
+            // otherwise the upgrade is done with the channel and has closed it.
+            if switched {
+                if afterSwitch == nil { afterSwitch = buffer } else { afterSwitch!.writeBuffer(&buffer) }
+            }
             return
         }
         do {
@@ -53,6 +58,7 @@ final class UpstreamHandshakeHandler: ChannelInboundHandler, RemovableChannelHan
                     if head.status == 101 {
                         // The rest is the WebSocket's: kept before the 101 is reported, since
                         // the upgrade may remove this handler while it handles the report.
+                        switched = true
                         afterSwitch = buffer.readableBytes > 0 ? buffer : nil
                         onEvent?(.head(head.responseHead))
                         onEvent?(.end)
