@@ -9,7 +9,7 @@ import Testing
 @Suite("Simple request heads (fast path)")
 struct SimpleRequestHeadTests {
     /// Collects the request parts that reach the end of a pipeline.
-    final class Collector: ChannelInboundHandler {
+    final class Collector: ChannelInboundHandler, RemovableChannelHandler {
         typealias InboundIn = HTTPServerRequestPart
         var parts: [HTTPServerRequestPart] = []
         func channelRead(context: ChannelHandlerContext, data: NIOAny) { parts.append(unwrapInboundIn(data)) }
@@ -49,6 +49,9 @@ struct SimpleRequestHeadTests {
         "GET / HTTP/1.1\r\nHost: a, b\r\nHost: ,c ,\r\n\r\n",
         "GET / HTTP/1.0\r\nHost: a\r\nConnection: Close\r\n\r\n",
         "GET / HTTP/1.1\r\n\r\n",
+        "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        "GET /chat?room=1 HTTP/1.1\r\nHost: a:8080\r\nConnection: keep-alive, Upgrade\r\nupgrade: WebSocket\r\nOrigin: https://a\r\n\r\n",
+        "GET /ws HTTP/1.1\r\nHost: a\r\nConnection:upgrade ,\tKeep-Alive\r\nUpgrade: websocket\r\n\r\n",
     ])
     func agreesWithNIO(_ text: String) throws {
         guard case .request(let head, let length, let vetted) = Self.parse(text) else {
@@ -67,7 +70,10 @@ struct SimpleRequestHeadTests {
 
     /// What the gateway reads from a head NIO decoded, which the fast path hands it instead.
     static func vetted(_ head: HTTPRequestHead) -> SimpleRequestHead.Vetted {
-        SimpleRequestHead.Vetted(framing: RequestFraming.read(head.headers), keepAlive: head.isKeepAlive, host: head.headers.first(name: "host"))
+        SimpleRequestHead.Vetted(
+            framing: RequestFraming.read(head.headers), keepAlive: head.isKeepAlive, host: head.headers.first(name: "host"),
+            offersUpgrade: UpgradeRequest.offersUpgrade(head)
+        )
     }
 
     @Test("a head with one Content-Length is read as NIO's decoder reads it, the body left after it", arguments: [
@@ -103,8 +109,20 @@ struct SimpleRequestHeadTests {
         "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         "GET / HTTP/1.1\r\nHost: a\r\nTRANSFER-ENCODING: identity\r\n\r\n",
-        "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
         "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: keep-alive\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket, h2c\r\nConnection: Upgrade\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nConnection: Upgrade\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade, Upgrade\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade,\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: close, Upgrade\r\n\r\n",
+        "GET / HTTP/1.0\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nContent-Length: 0\r\n\r\n",
         "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\nConnection: KEEP-ALIVE\r\n\r\n",
         "GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n",
         "GET / HTTP/1.1\r\nHost: a\r\nX-Fold: a\r\n b\r\n\r\n",
@@ -158,6 +176,7 @@ struct SimpleRequestHeadTests {
             "HEAD / HTTP/1.0\r\nHost: a\r\nAccept: */*\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a,b\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n",
             "POST /f HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\nContent-Type: text/plain\r\n\r\n",
+            "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n",
         ].map { Array($0.utf8) }
         // Bytes where parsers tend to disagree.
         let alphabet: [UInt8] = Array(" \t\r\n:;,/?#%@\"\\aZ0-~".utf8) + [0x00, 0x01, 0x0B, 0x7F, 0x80, 0xC3, 0xFF]
@@ -245,6 +264,55 @@ struct SimpleRequestHeadTests {
         #expect((try? channel.pipeline.syncOperations.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)) != nil)
         try channel.writeInbound(ByteBuffer(string: "GET /5 HTTP/1.1\r\nHost: a\r\n\r\n"))
         #expect(Self.summary(collector.parts).suffix(2) == ["head GET /5", "end"])
+        _ = try? channel.finish()
+    }
+
+    /// Collects the bytes that reach the end of a pipeline, as the relay's handler would.
+    final class ByteCollector: ChannelInboundHandler {
+        typealias InboundIn = ByteBuffer
+        var bytes = ByteBuffer()
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            var buffer = unwrapInboundIn(data)
+            bytes.writeBuffer(&buffer)
+        }
+    }
+
+    @Test("after an upgrade head nothing is read as HTTP; what followed it goes to the relay in order, and the fast path leaves")
+    func upgradeKeepsBytesForTheRelay() throws {
+        let fastPath = RequestFastPath(gateway: nil)
+        let collector = Collector()
+        let channel = EmbeddedChannel()
+        try channel.pipeline.syncOperations.addHandler(fastPath)
+        try channel.pipeline.syncOperations.addHandler(collector)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        let head = "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+        // A frame right behind the head, then bytes that would parse as a request.
+        try channel.writeInbound(ByteBuffer(string: head + "\u{81}\u{2}hi"))
+        try channel.writeInbound(ByteBuffer(string: "GET /next HTTP/1.1\r\nHost: a\r\n\r\n"))
+        #expect(Self.summary(collector.parts) == ["head GET /ws", "end"])
+        // The gateway's switch to the relay: its handler goes in behind, the HTTP reader leaves.
+        let relay = ByteCollector()
+        try channel.pipeline.syncOperations.addHandler(relay)
+        try channel.pipeline.syncOperations.removeHandler(collector).wait()
+        fastPath.handOverToRelay()
+        #expect(String(buffer: relay.bytes) == "\u{81}\u{2}hiGET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+        #expect(throws: (any Error).self) { try channel.pipeline.syncOperations.handler(type: RequestFastPath.self) }
+        try channel.writeInbound(ByteBuffer(string: "more"))
+        #expect(String(buffer: relay.bytes).hasSuffix("more"))
+        _ = try? channel.finish()
+    }
+
+    @Test("an upgrade head answered without a relay keeps what followed it and reads none of it as HTTP")
+    func upgradeWithoutRelay() throws {
+        let (channel, collector) = try Self.pipeline()
+        try channel.writeInbound(ByteBuffer(string:
+            "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+            + "GET /3 HTTP/1.1\r\nHost: a\r\n\r\n"))
+        try channel.writeInbound(ByteBuffer(string: "POST /4 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"))
+        #expect(Self.summary(collector.parts) == ["head GET /1", "end", "head GET /ws", "end"])
+        // Neither NIO's decoder nor anything else reads on.
+        #expect((try? channel.pipeline.syncOperations.handler(type: RequestFastPath.self)) != nil)
+        #expect((try? channel.pipeline.syncOperations.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)) == nil)
         _ = try? channel.finish()
     }
 

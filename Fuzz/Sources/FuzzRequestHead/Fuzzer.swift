@@ -19,6 +19,7 @@ public func fuzzRequestHead(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
         precondition(head.headers.map { "\($0.name): \($0.value)" } == nioHead.headers.map { "\($0.name): \($0.value)" }, "fields differ")
         precondition(vetted.framing == RequestFraming.read(nioHead.headers), "framing verdicts differ")
         precondition(vetted.keepAlive == nioHead.isKeepAlive, "keep-alive verdicts differ")
+        precondition(vetted.offersUpgrade == UpgradeRequest.offersUpgrade(nioHead), "upgrade verdicts differ")
     }
     if let (head, _) = nio {
         _ = RequestFraming.read(head.headers)

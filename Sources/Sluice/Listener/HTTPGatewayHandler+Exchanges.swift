@@ -156,8 +156,8 @@ extension HTTPGatewayHandler {
         upgrade.start()
     }
 
-    /// Writes the 101 and leaves the pipeline to the relay; bytes the decoder still holds go to
-    /// the relay handler, in order.
+    /// Writes the 101 and leaves the pipeline to the relay; bytes the client sent behind its
+    /// head (kept by the fast path, or by NIO's decoder) go to the relay handler, in order.
     func switchToRelay(context: ChannelHandlerContext, head: HTTPResponseHead, relayHandler: RelayHandler) -> EventLoopFuture<Void> {
         _ = state.close()
         // The relay treats the client's EOF as its end, as it always has.
@@ -166,9 +166,9 @@ extension HTTPGatewayHandler {
             context.close(promise: nil)
             return context.eventLoop.makeFailedFuture(ChannelError.inputClosed)
         }
-        // An upgrade request is always read by NIO's decoder (the fast path declines it), which
-        // holds what the client sent behind it.
-        guard let decoder else {
+        // Whoever read the upgrade head holds what the client sent behind it.
+        let fastPath = upgradeBytes
+        guard fastPath != nil || decoder != nil else {
             context.close(promise: nil)
             return context.eventLoop.makeFailedFuture(ChannelError.inappropriateOperationForState)
         }
@@ -183,8 +183,14 @@ extension HTTPGatewayHandler {
         let channel = context.channel
         pipeline.removeHandler(context: context, promise: nil)
         pipeline.removeHandler(encoder, promise: nil)
-        let decoderGone = pipeline.removeHandler(decoder)
+        let bytesHandedOver: EventLoopFuture<Void>
+        if let fastPath {
+            fastPath.handOverToRelay()
+            bytesHandedOver = channel.eventLoop.makeSucceededVoidFuture()
+        } else {
+            bytesHandedOver = pipeline.removeHandler(decoder!)
+        }
         channel.read()
-        return decoderGone
+        return bytesHandedOver
     }
 }

@@ -38,9 +38,11 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     let services: GatewayServices
     var logger: Logger { services.logger }
     /// NIO's request decoder, made and put in the pipeline when the fast path steps aside for
-    /// it, which every upgrade request makes it do (a connection whose requests are all simple
-    /// never makes one).
+    /// it (a connection whose requests are all simple never makes one).
     var decoder: ByteToMessageHandler<HTTPRequestDecoder>?
+    /// The fast path, when it read an upgrade head and keeps what followed it for the relay
+    /// (otherwise NIO's decoder read the head and keeps those bytes).
+    var upgradeBytes: RequestFastPath?
     let encoder: HTTPResponseEncoder
     var state = StateMachine()
     /// The connection's one timer. It is re-armed only when a deadline comes sooner than the
@@ -104,6 +106,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
         stopWatchdog()
         self.context = nil
         encoderContext = nil
+        upgradeBytes = nil
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -227,7 +230,7 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
             requestHost = RequestPath.authority(of: head.uri) ?? vetted.map { $0.host } ?? head.headers.first(name: "host")
             // After a head that offers an upgrade, NIO's decoder reads no further requests on
             // the connection, so one answered as plain HTTP (`h2c`, a refused WebSocket) ends it.
-            requestKeepAlive = !state.quiescing && (vetted?.keepAlive ?? (head.isKeepAlive && !UpgradeRequest.offersUpgrade(head)))
+            requestKeepAlive = !state.quiescing && (vetted.map { $0.keepAlive && !$0.offersUpgrade } ?? (head.isKeepAlive && !UpgradeRequest.offersUpgrade(head)))
             request = RequestRecord(
                 method: head.method.rawValue, uri: head.uri, client: nil,
                 userAgent: services.accessLog.isEnabled ? head.headers.first(name: "user-agent") : nil, startedAt: .now()
@@ -276,7 +279,8 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
         let keepAlive = requestKeepAlive
         let isHead = head.method == .HEAD
         let admissionRequest = Admission.Request(
-            head: head, host: requestHost, framing: vetted?.framing ?? RequestFraming.read(head.headers), simple: vetted != nil
+            head: head, host: requestHost, framing: vetted?.framing ?? RequestFraming.read(head.headers),
+            simple: vetted.map { !$0.offersUpgrade } ?? false
         )
         switch Admission.screen(admissionRequest, on: admissionFacts(context), routing: routing.refresh()) {
         case .success(let screened):

@@ -12,8 +12,12 @@ import NIOHTTP1
 /// whose requests are all simple never pays for one), puts it in its place, hands it those
 /// bytes (always at a message boundary, since it only ever consumes whole heads and the bodies
 /// they announce) and leaves the pipeline. From then on the connection is exactly what it was
-/// without the fast path, which is also how every upgrade, chunked body and malformed request
-/// is read.
+/// without the fast path, which is also how every chunked body and malformed request is read.
+///
+/// After a WebSocket upgrade head it reads nothing more as HTTP, as NIO's decoder does after
+/// one: what the client sends behind the head is kept, in order, until the gateway either hands
+/// the connection to the relay (`handOverToRelay`: the kept bytes go to the relay and this
+/// handler leaves) or answers and closes.
 final class RequestFastPath: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = HTTPServerRequestPart
@@ -40,6 +44,20 @@ final class RequestFastPath: ChannelInboundHandler, RemovableChannelHandler {
     private var arrivedMeanwhile: ByteBuffer?
     /// Bytes still to come of the body of the request read last, passed on as they arrive.
     private var bodyRemaining = 0
+    /// An upgrade head was read: nothing more is read as HTTP.
+    private var upgraded = false
+    /// What the client sent behind its upgrade head, kept for the relay.
+    private var keptForRelay: ByteBuffer?
+    private var context: ChannelHandlerContext?
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        keptForRelay = nil
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if steppedAside {
@@ -55,12 +73,20 @@ final class RequestFastPath: ChannelInboundHandler, RemovableChannelHandler {
             }
             return
         }
+        if upgraded {
+            keep(&buffer)
+            return
+        }
         reading = true
         defer { reading = false }
         while context.channel.isActive, !steppedAside {
             if var later = arrivedMeanwhile {
                 arrivedMeanwhile = nil
                 buffer.writeBuffer(&later)
+            }
+            if upgraded {
+                keep(&buffer)
+                return
             }
             guard buffer.readableBytes > 0 else { return }
             if bodyRemaining > 0 {
@@ -75,6 +101,10 @@ final class RequestFastPath: ChannelInboundHandler, RemovableChannelHandler {
                 return
             }
             buffer.moveReaderIndex(forwardBy: length)
+            if vetted.offersUpgrade {
+                upgraded = true
+                gateway?.upgradeBytes = self
+            }
             hand(.head(head), vetted: vetted, context: context)
             bodyRemaining = vetted.framing.contentLength ?? 0
             if bodyRemaining == 0 { hand(.end(nil), context: context) }
@@ -89,6 +119,27 @@ final class RequestFastPath: ChannelInboundHandler, RemovableChannelHandler {
             context.fireErrorCaught(HTTPParserError.invalidEOFState)
         }
         context.fireUserInboundEventTriggered(event)
+    }
+
+    private func keep(_ buffer: inout ByteBuffer) {
+        guard buffer.readableBytes > 0 else { return }
+        if keptForRelay == nil {
+            keptForRelay = buffer
+        } else {
+            keptForRelay!.writeBuffer(&buffer)
+        }
+    }
+
+    /// The upgrade was admitted and the relay's handler is behind this one: it gets what the
+    /// client sent behind its head, and this handler leaves the pipeline.
+    func handOverToRelay() {
+        guard let context, upgraded else { return }
+        steppedAside = true
+        if let kept = keptForRelay {
+            keptForRelay = nil
+            context.fireChannelRead(NIOAny(kept))
+        }
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
 
     /// Gives the gateway a part directly, or sends it down the pipeline without one.

@@ -1,12 +1,13 @@
 import NIOHTTP1
 
 /// Reads the commonest requests there are — a head in plain syntax with no body or a body of
-/// one `Content-Length` — straight from their bytes, so that most requests skip NIO's decoder
-/// and the llhttp machinery behind it.
+/// one `Content-Length`, and a WebSocket upgrade in its usual shape — straight from their bytes,
+/// so that most requests skip NIO's decoder and the llhttp machinery behind it.
 ///
 /// It is a fast path, never a second opinion: it accepts a strict subset of what llhttp
 /// accepts, and everything else (a chunked body, `Transfer-Encoding`, a `Content-Length` that
-/// is repeated or not plain digits, an upgrade, obs-fold, a bare LF,
+/// is repeated or not plain digits, an upgrade to anything but `websocket` or in another shape,
+/// obs-fold, a bare LF,
 /// trailing whitespace, bytes outside printable ASCII, an unusual method or target form, a head
 /// not complete in the bytes at hand) is declined and goes to NIO's decoder from the same
 /// message boundary. So the smuggling defences and error answers stay llhttp's and the
@@ -23,12 +24,18 @@ enum SimpleRequestHead {
 
     /// What the gateway would read again from the head's fields, learned while reading them:
     /// its framing (sizes, `Host` count, body length), whether the connection stays open, its
-    /// `Host`, and that it is no upgrade attempt (no `Upgrade` field, no `Connection` token but
-    /// `keep-alive` or `close`). Equal to what the gateway derives from NIO's head (tested).
+    /// `Host`, and whether it offers an upgrade. Equal to what the gateway derives from NIO's
+    /// head (tested).
     struct Vetted: Equatable {
         var framing = RequestFraming()
         var keepAlive = false
         var host: String?
+        /// A WebSocket upgrade head: `GET`, HTTP/1.1, one `Upgrade: websocket`, one `Connection`
+        /// whose tokens are `upgrade` and perhaps `keep-alive`, no body. As after any head
+        /// llhttp takes for an upgrade, nothing behind it is read as HTTP: the bytes wait for
+        /// the relay (`RequestFastPath`). A head that names `Upgrade` or the `upgrade` token in
+        /// any other way is declined.
+        var offersUpgrade = false
     }
 
     /// Longer heads are left to NIO's decoder (and the gateway's limits).
@@ -57,9 +64,12 @@ enum SimpleRequestHead {
             var headers = HTTPHeaders()
             headers.reserveCapacity(16)
             var vetted = Vetted()
-            // At most one `Connection` field, `keep-alive` or `close`: with more, llhttp's verdict
-            // (which NIO's decoder keeps) and the one `HTTPHeaders` computes can differ.
+            // At most one `Connection` field, `keep-alive` or `close`, or `upgrade` with perhaps
+            // `keep-alive`: with more, llhttp's verdict (which NIO's decoder keeps) and the one
+            // `HTTPHeaders` computes can differ.
             var connection: Bool?
+            var connectionUpgrade = false
+            var upgradeField = false
             while true {
                 guard position < end else { return nil }
                 if raw[position] == UInt8(ascii: "\r") {
@@ -78,13 +88,18 @@ enum SimpleRequestHead {
                     else { return nil }
                     vetted.framing.contentLength = value.reduce(0) { $0 * 10 + Int(raw[$1] - UInt8(ascii: "0")) }
                 case 17 where equalsIgnoringCase(name, "transfer-encoding"): return nil
-                case 7 where equalsIgnoringCase(name, "upgrade"): return nil
+                case 7 where equalsIgnoringCase(name, "upgrade"):
+                    guard !upgradeField, equalsIgnoringCase(value, "websocket") else { return nil }
+                    upgradeField = true
                 case 10 where equalsIgnoringCase(name, "connection"):
                     guard connection == nil else { return nil }
                     if equalsIgnoringCase(value, "close") {
                         connection = false
                     } else if equalsIgnoringCase(value, "keep-alive") {
                         connection = true
+                    } else if readUpgradeTokens(value) {
+                        connection = true
+                        connectionUpgrade = true
                     } else {
                         return nil
                     }
@@ -103,8 +118,38 @@ enum SimpleRequestHead {
                 headers.add(name: string(name), value: valueString)
             }
             vetted.keepAlive = connection ?? (version == .http1_1)
+            if upgradeField || connectionUpgrade {
+                guard upgradeField, connectionUpgrade, method == .GET, version == .http1_1, vetted.framing.contentLength == nil else { return nil }
+                vetted.offersUpgrade = true
+            }
             let head = HTTPRequestHead(version: version, method: method, uri: string(target), headers: headers)
             return .request(head, length: position, vetted: vetted)
+        }
+
+        /// A `Connection` value of `upgrade` and at most one `keep-alive`, in either order,
+        /// separated by a comma and optional whitespace: what NIO reads as keep-alive (HTTP/1.1
+        /// only reaches here with it) and llhttp as an upgrade.
+        func readUpgradeTokens(_ range: Range<Int>) -> Bool {
+            var upgrade = false
+            var keepAlive = false
+            var start = range.lowerBound
+            while start <= range.upperBound {
+                var end = start
+                while end < range.upperBound, raw[end] != UInt8(ascii: ",") { end += 1 }
+                var first = start
+                var last = end
+                while first < last, raw[first] == UInt8(ascii: " ") || raw[first] == UInt8(ascii: "\t") { first += 1 }
+                while last > first, raw[last - 1] == UInt8(ascii: " ") || raw[last - 1] == UInt8(ascii: "\t") { last -= 1 }
+                if !upgrade, equalsIgnoringCase(first..<last, "upgrade") {
+                    upgrade = true
+                } else if !keepAlive, equalsIgnoringCase(first..<last, "keep-alive") {
+                    keepAlive = true
+                } else {
+                    return false
+                }
+                start = end + 1
+            }
+            return upgrade
         }
 
         /// Non-empty elements of a comma-separated list, as `HeaderTokens.firstElement` counts

@@ -59,7 +59,8 @@ final class WebSocketUpgrade {
         /// Writes the error's short response and closes.
         var respond: (SluiceError) -> Void
         /// Writes `head` and replaces the client channel's HTTP handlers with `relayHandler`; the
-        /// future completes when the request decoder has left the pipeline.
+        /// future completes when what read the request (the fast path or NIO's decoder) has left
+        /// the pipeline and given the relay the bytes it kept.
         var switchToRelay: (HTTPResponseHead, RelayHandler) -> EventLoopFuture<Void>
     }
 
@@ -342,8 +343,8 @@ final class WebSocketUpgrade {
 
         // Both relay handlers go in first and the relay queues what reaches it until `start()`.
         // Bytes that arrived right behind the handshakes sit in the handshake handler and the
-        // client's HTTP decoder, which pass them on as they leave the pipeline (the decoder a
-        // tick later); the relay starts (and may write) only once both are gone, whether or not
+        // client's request reader, which pass them on as they leave the pipeline (NIO's decoder,
+        // when it read the request, a tick later); the relay starts (and may write) only once both are gone, whether or not
         // the client is still there: a frame written through the client's HTTP handlers while
         // they are still in the pipeline would be taken for an HTTP part.
         do {
