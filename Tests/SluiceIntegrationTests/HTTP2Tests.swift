@@ -391,6 +391,7 @@ struct HTTP2Tests {
         await setup.stop()
         #expect((result["goaway"] as? [String: Any])?["error"] as? Int == 0, "\(result)")
         #expect(result["server_close_code"] as? Int == 1001, "\(result)")
+        #expect(result["goaway_before_close"] as? Bool == true, "the client is told GOAWAY before its WebSocket's 1001: \(result)")
         #expect(result["failures"] as? Int == 0)
         #expect(result["in_order"] as? Bool == true)
         #expect(result["connection_closed"] as? Bool == true, "\(result)")

@@ -150,13 +150,21 @@ final class LiveListener: Sendable {
     var openConnections: Int { connections.withLockedValue { $0.count } }
 
     /// Stops accepting and tells every open connection to finish: an idle HTTP connection
-    /// closes, a busy one after its answer. (WebSockets ignore it: the drain closes them.)
+    /// closes, a busy one after its answer, an HTTP/2 connection sends a graceful GOAWAY.
+    /// (WebSockets ignore it: the drain closes them.) Returns once every connection has heard
+    /// it, so the drain's WebSocket closes, scheduled next, come after: an HTTP/2 client is
+    /// told GOAWAY before any of its WebSockets gets 1001, whatever order its event loop
+    /// would run a scheduled close and a task in.
     func stopAccepting() async {
         try? await channel.close()
         let open = connections.withLockedValue { Array($0.values) }
-        for connection in open {
-            connection.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        guard let first = open.first else { return }
+        let told = open.map { connection in
+            connection.eventLoop.submit {
+                connection.pipeline.syncOperations.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+            }
         }
+        try? await EventLoopFuture.andAllComplete(told, on: first.eventLoop).get()
     }
 
     /// Closes whatever is still open (the drain's deadline).

@@ -526,6 +526,7 @@ def scenario_goaway_watch(host, port, options):
     print("OPEN", flush=True)
     deadline = time.time() + options.get("timeout", 20)
     after = None
+    goaway_before_close = None
     while time.time() < deadline:
         sent += 1
         goaway_before = client.goaway is not None
@@ -537,6 +538,7 @@ def scenario_goaway_watch(host, port, options):
         client.pump(lambda: answered(client.frames(stream, received)) or stream in client.resets, timeout=2)
         close = [f for f in received if f[0] == 0x8]
         if close:
+            goaway_before_close = client.goaway is not None
             server_close = struct.unpack("!H", close[0][2][:2])[0] if len(close[0][2]) >= 2 else None
             sent -= 1
             break
@@ -568,6 +570,9 @@ def scenario_goaway_watch(host, port, options):
     # Once its last stream is done, a connection that got GOAWAY is closed by the server.
     client.pump(lambda: False, timeout=options.get("linger", 3))
     result["connection_closed"] = client.closed
+    # A GOAWAY that came after the WebSocket's close counts too; whether it came first is told apart.
+    result["goaway"] = client.goaway
+    result["goaway_before_close"] = goaway_before_close
     return result
 
 
