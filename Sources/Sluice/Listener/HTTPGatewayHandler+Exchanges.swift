@@ -184,11 +184,11 @@ extension HTTPGatewayHandler {
         pipeline.removeHandler(context: context, promise: nil)
         pipeline.removeHandler(encoder, promise: nil)
         let bytesHandedOver: EventLoopFuture<Void>
-        if let fastPath {
-            fastPath.handOverToRelay()
-            bytesHandedOver = channel.eventLoop.makeSucceededVoidFuture()
+        if let decoder = fastPath == nil ? decoder : nil {
+            bytesHandedOver = pipeline.removeHandler(decoder)
         } else {
-            bytesHandedOver = pipeline.removeHandler(decoder!)
+            fastPath?.handOverToRelay()
+            bytesHandedOver = channel.eventLoop.makeSucceededVoidFuture()
         }
         channel.read()
         return bytesHandedOver
