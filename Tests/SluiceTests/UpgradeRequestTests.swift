@@ -87,10 +87,17 @@ struct UpgradeRequestTests {
         #expect(Self.rejection(head, allowed: ["z"])?.message.contains("allowed: z") == true)
     }
 
-    static func response(_ headers: [(String, String)]) -> HTTPResponseHead {
-        HTTPResponseHead(version: .http1_1, status: .switchingProtocols, headers: HTTPHeaders(
-            [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")] + headers
-        ))
+    static let accept = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+    /// A backend's 101 as the handshake handler reads it.
+    static func response(_ fields: [(String, String)], base: [(String, String)] = [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Accept", accept)]) throws -> UpstreamResponseParser.Head {
+        var text = "HTTP/1.1 101 Switching Protocols\r\n"
+        for (name, value) in base + fields { text += "\(name): \(value)\r\n" }
+        return try SwitchingAnswerTests.backendHead(text + "\r\n")
+    }
+
+    static func validate(_ head: UpstreamResponseParser.Head, for request: UpgradeRequest) throws(UpgradeResponse.Invalid) -> UpgradeResponse {
+        try UpgradeResponse.validate(head, for: request, expectedAccept: request.expectedAccept)
     }
 
     @Test("the backend's 101 is checked against the client's offer")
@@ -99,18 +106,64 @@ struct UpgradeRequestTests {
             Self.head([("Sec-WebSocket-Protocol", "chat"), ("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits")]),
             allowedProtocols: nil
         )
-        let ok = try UpgradeResponse.validate(Self.response([("Sec-WebSocket-Protocol", "chat"), ("Sec-WebSocket-Extensions", "permessage-deflate")]), for: request)
+        let ok = try Self.validate(Self.response([("Sec-WebSocket-Protocol", "chat"), ("Sec-WebSocket-Extensions", "permessage-deflate")]), for: request)
         #expect(ok.protocol == "chat")
         #expect(ok.usesExtensions)
-        #expect(throws: UpgradeResponse.Invalid.self) {
-            try UpgradeResponse.validate(Self.response([("Sec-WebSocket-Protocol", "other")]), for: request)
+        #expect(ok.extensions == ["permessage-deflate"])
+        #expect(throws: UpgradeResponse.Invalid(message: "backend chose subprotocol 'other', which the client did not offer")) {
+            try Self.validate(Self.response([("Sec-WebSocket-Protocol", "other")]), for: request)
         }
-        #expect(throws: UpgradeResponse.Invalid.self) {
-            try UpgradeResponse.validate(Self.response([("Sec-WebSocket-Extensions", "x-unknown")]), for: request)
+        #expect(throws: UpgradeResponse.Invalid(message: "backend chose extension 'x-unknown', which the client did not offer")) {
+            try Self.validate(Self.response([("Sec-WebSocket-Extensions", "x-unknown")]), for: request)
         }
-        var wrongAccept = Self.response([])
-        wrongAccept.headers.replaceOrAdd(name: "Sec-WebSocket-Accept", value: "AAAA")
-        #expect(throws: UpgradeResponse.Invalid.self) { try UpgradeResponse.validate(wrongAccept, for: request) }
+        let wrongAccept = try Self.response([("Sec-WebSocket-Accept", "AAAA")], base: [("Upgrade", "websocket"), ("Connection", "Upgrade")])
+        #expect(throws: UpgradeResponse.Invalid(message: "backend's Sec-WebSocket-Accept does not match the key")) { try Self.validate(wrongAccept, for: request) }
+    }
+
+    /// The checks as they were made on `HTTPHeaders` before the 101 was read in place: the
+    /// reference the in-place reading is compared with.
+    static func validateOnHTTPHeaders(_ headers: HTTPHeaders, for request: UpgradeRequest) -> Result<UpgradeResponse, UpgradeResponse.Invalid> {
+        guard HeaderTokens.contains(headers, "upgrade", token: "websocket") else { return .failure(.init(message: "backend's 101 lacks 'Upgrade: websocket'")) }
+        guard HeaderTokens.contains(headers, "connection", token: "upgrade") else { return .failure(.init(message: "backend's 101 lacks 'Connection: upgrade'")) }
+        let accepts = headers["sec-websocket-accept"]
+        guard accepts.count == 1, accepts[0].trimmingSpacesAndTabs() == request.expectedAccept else {
+            return .failure(.init(message: "backend's Sec-WebSocket-Accept does not match the key"))
+        }
+        let chosen = HeaderTokens.list(headers, "sec-websocket-protocol")
+        guard chosen.count <= 1 else { return .failure(.init(message: "backend chose more than one subprotocol")) }
+        if let name = chosen.first, !request.protocols.contains(name) {
+            return .failure(.init(message: "backend chose subprotocol '\(name)', which the client did not offer"))
+        }
+        let names = HeaderTokens.extensionNames(headers)
+        for name in names where !request.offeredExtensionNames.contains(name) {
+            return .failure(.init(message: "backend chose extension '\(name)', which the client did not offer"))
+        }
+        return .success(UpgradeResponse(protocol: chosen.first, extensions: headers["sec-websocket-extensions"], usesExtensions: !names.isEmpty))
+    }
+
+    @Test("the 101 read in place gets the verdict the HTTPHeaders reading gave, over 5,000 generated answers")
+    func backendResponseDifferential() throws {
+        let request = try UpgradeRequest.validate(
+            Self.head([("Sec-WebSocket-Protocol", "chat, superchat"), ("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits, x-webkit")]),
+            allowedProtocols: nil
+        )
+        let names = ["Upgrade", "upgrade", "CONNECTION", "Connection", "Sec-WebSocket-Accept", "sec-websocket-accept", "Sec-WebSocket-Protocol",
+                     "sec-websocket-PROTOCOL", "Sec-WebSocket-Extensions", "sec-websocket-extensions", "Server", "X-Other"]
+        let values = ["websocket", "WebSocket, h2c", "Upgrade", "keep-alive, upgrade", "close", Self.accept, " \(Self.accept)", "AAAA", "chat",
+                      "chat, superchat", "other", "", ",", " , chat ,", "permessage-deflate", "PerMessage-Deflate ; server_no_context_takeover",
+                      "x-webkit, permessage-deflate", "; ;x-webkit", ";", "x-unknown", "a;b", "\tchat\t"]
+        var generator = SimpleRequestHeadTests.SeededGenerator(state: 0x5151CE)
+        for round in 0..<5_000 {
+            var fields: [(String, String)] = round % 3 == 0 ? [] : [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Accept", Self.accept)]
+            for _ in 0..<Int(generator.next() % 5) {
+                fields.append((names[Int(generator.next() % UInt64(names.count))], values[Int(generator.next() % UInt64(values.count))]))
+            }
+            let head = try Self.response(fields, base: [])
+            let inPlace: Result<UpgradeResponse, UpgradeResponse.Invalid> = Result { () throws(UpgradeResponse.Invalid) in try Self.validate(head, for: request) }
+            let reference = Self.validateOnHTTPHeaders(head.responseHead.headers, for: request)
+            #expect(inPlace == reference, "fields \(fields)")
+            if inPlace != reference { return }
+        }
     }
 
     @Test("hop-by-hop headers and those named in Connection are dropped")

@@ -26,7 +26,9 @@ struct UpstreamHandshakeHandlerTests {
         init(switching: Bool = true) throws {
             handler = UpstreamHandshakeHandler(request: ByteBuffer(string: "GET /ws HTTP/1.1\r\n\r\n")) { [unowned self] event in
                 switch event {
-                case .head(let head): events.append("head \(head.status.code) \(head.status.reasonPhrase) \(head.headers["x-a"])")
+                case .head(let raw):
+                    let head = raw.responseHead
+                    events.append("head \(head.status.code) \(head.status.reasonPhrase) \(head.headers["x-a"])")
                 case .body(let body): events.append("body \(String(buffer: body))")
                 case .end:
                     events.append("end")

@@ -256,7 +256,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, RemovableChannelHandler, H
                 request?.rejection = error.rejection
                 respond(context: context, error)
             },
-            switchToRelay: { [self] head, relayHandler in switchToRelay(context: context, head: head, relayHandler: relayHandler) }
+            switchToRelay: { [self] answer, relayHandler in switchToRelay(context: context, answer: answer, relayHandler: relayHandler) }
         )
         var origin = WebSocketUpgrade.Origin(
             listener: connection.configuration.listener, screened: screened, forwarding: forwardingClient(screened.client, host: host),
@@ -284,11 +284,9 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, RemovableChannelHandler, H
 
     /// The backend accepted: the client gets a 200 (RFC 8441 §5) with the backend's
     /// subprotocol and extensions, and the stream goes to the relay.
-    private func switchToRelay(context: ChannelHandlerContext, head: HTTPResponseHead, relayHandler: RelayHandler) -> EventLoopFuture<Void> {
+    private func switchToRelay(context: ChannelHandlerContext, answer: SwitchingAnswer, relayHandler: RelayHandler) -> EventLoopFuture<Void> {
         _ = state.close()
-        var headers = head.headers
-        for name in ["sec-websocket-accept", "upgrade", "connection"] { headers.remove(name: name) }
-        context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http2, status: .ok, headers: headers))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http2, status: .ok, headers: answer.http2Fields))), promise: nil)
         let pipeline = context.pipeline.syncOperations
         do {
             let codec = try pipeline.handler(type: HTTP2RequestCodec.self)

@@ -129,7 +129,7 @@ extension HTTPGatewayHandler {
                 request?.rejection = error.rejection
                 respond(context: context, error, keepAlive: false)
             },
-            switchToRelay: { [self] head, relayHandler in switchToRelay(context: context, head: head, relayHandler: relayHandler) }
+            switchToRelay: { [self] answer, relayHandler in switchToRelay(context: context, answer: answer, relayHandler: relayHandler) }
         )
         var origin = WebSocketUpgrade.Origin(
             listener: configuration.listener, screened: screened, forwarding: forwardingClient(screened.client), path: request?.path,
@@ -158,7 +158,7 @@ extension HTTPGatewayHandler {
 
     /// Writes the 101 and leaves the pipeline to the relay; bytes the client sent behind its
     /// head (kept by the fast path, or by NIO's decoder) go to the relay handler, in order.
-    func switchToRelay(context: ChannelHandlerContext, head: HTTPResponseHead, relayHandler: RelayHandler) -> EventLoopFuture<Void> {
+    func switchToRelay(context: ChannelHandlerContext, answer: SwitchingAnswer, relayHandler: RelayHandler) -> EventLoopFuture<Void> {
         _ = state.close()
         // The relay treats the client's EOF as its end, as it always has.
         try? context.channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: false)
@@ -172,7 +172,8 @@ extension HTTPGatewayHandler {
             context.close(promise: nil)
             return context.eventLoop.makeFailedFuture(ChannelError.inappropriateOperationForState)
         }
-        context.writeAndFlush(wrapOutboundOut(.head(head)), promise: nil)
+        // Bytes beneath the encoder, which leaves with this handler.
+        responseBytesContext(context).writeAndFlush(NIOAny(answer.http1Bytes(allocator: context.channel.allocator)), promise: nil)
         let pipeline = context.pipeline.syncOperations
         do {
             try pipeline.addHandler(relayHandler)

@@ -73,20 +73,9 @@ enum HTTPWireFormat {
         out.writeStaticString(" ")
         head.bytes.withUnsafeReadableBytes { raw in
             out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[head.reason]))
-            out.writeStaticString("\r\n")
-            // Field lines are copied in runs: usually one copy for all of them, or a few around
-            // the hop-by-hop fields left out.
-            var run: Range<Int>?
-            for field in head.fields {
-                if field.endToEnd {
-                    run = (run?.lowerBound ?? field.name.lowerBound)..<field.lineEnd
-                } else if let copied = run {
-                    out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[copied]))
-                    run = nil
-                }
-            }
-            if let copied = run { out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[copied])) }
         }
+        out.writeStaticString("\r\n")
+        writeEndToEndFields(of: head, into: &out)
         out.writeStaticString(via)
         if let cookie = additions.setCookie {
             out.writeStaticString("Set-Cookie: ")
@@ -105,6 +94,24 @@ enum HTTPWireFormat {
 }
 
 extension HTTPWireFormat {
+    /// Copies the end-to-end field lines of a backend's response head into `out` as they came,
+    /// leaving out any named `omitted` (lower case). Lines are copied in runs: usually one copy
+    /// for all of them, or a few around the fields left out.
+    static func writeEndToEndFields(of head: UpstreamResponseParser.Head, omitting omitted: StaticString? = nil, into out: inout ByteBuffer) {
+        head.bytes.withUnsafeReadableBytes { raw in
+            var run: Range<Int>?
+            for field in head.fields {
+                if field.endToEnd, !(omitted.map { HTTPSyntax.equalsIgnoringCase(raw[field.name], $0) } ?? false) {
+                    run = (run?.lowerBound ?? field.name.lowerBound)..<field.lineEnd
+                } else if let copied = run {
+                    out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[copied]))
+                    run = nil
+                }
+            }
+            if let copied = run { out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[copied])) }
+        }
+    }
+
     /// The end-to-end fields of a backend's response head, as `HTTPHeaders` (for a client that
     /// is not sent HTTP/1 bytes).
     static func endToEndFields(of head: UpstreamResponseParser.Head) -> HTTPHeaders {

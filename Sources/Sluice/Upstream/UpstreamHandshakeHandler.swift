@@ -16,7 +16,8 @@ final class UpstreamHandshakeHandler: ChannelInboundHandler, RemovableChannelHan
 
     /// What the backend sent.
     enum Event {
-        case head(HTTPResponseHead)
+        /// The head as read (byte ranges; `responseHead` makes NIO's type of it).
+        case head(UpstreamResponseParser.Head)
         case body(ByteBuffer)
         case end
         case failed(any Error)
@@ -60,11 +61,11 @@ final class UpstreamHandshakeHandler: ChannelInboundHandler, RemovableChannelHan
                         // the upgrade may remove this handler while it handles the report.
                         switched = true
                         afterSwitch = buffer.readableBytes > 0 ? buffer : nil
-                        onEvent?(.head(head.responseHead))
+                        onEvent?(.head(head))
                         onEvent?(.end)
                         return
                     }
-                    onEvent?(.head(head.responseHead))
+                    onEvent?(.head(head))
                 case .body(let body):
                     onEvent?(.body(body))
                 case .end:
@@ -115,7 +116,7 @@ final class UpstreamHandshakeHandler: ChannelInboundHandler, RemovableChannelHan
 }
 
 extension UpstreamResponseParser.Head {
-    /// The head as NIO's type, every field kept, for the upgrade's checks and the client's answer.
+    /// The head as NIO's type, every field kept, for the upgrade's checks and a refusal passed on.
     var responseHead: HTTPResponseHead {
         var fields: [(String, String)] = []
         fields.reserveCapacity(self.fields.count)

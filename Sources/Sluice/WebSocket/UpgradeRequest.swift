@@ -143,28 +143,77 @@ struct UpgradeResponse: Equatable {
         var message: String
     }
 
-    static func validate(_ head: HTTPResponseHead, for request: UpgradeRequest) throws(Invalid) -> UpgradeResponse {
-        let headers = head.headers
-        guard HeaderTokens.contains(headers, "upgrade", token: "websocket") else {
-            throw Invalid(message: "backend's 101 lacks 'Upgrade: websocket'")
+    /// Checks the backend's 101 as it was read, in place: only the chosen subprotocol and the
+    /// extension fields become `String`s. `expectedAccept` is the accept for Sluice's key (the
+    /// one the backend was sent).
+    static func validate(_ head: UpstreamResponseParser.Head, for request: UpgradeRequest, expectedAccept: String) throws(Invalid) -> UpgradeResponse {
+        var upgradesToWebSocket = false, connectionUpgrade = false
+        var accepts = 0, acceptMatches = false
+        var chosenCount = 0, chosen: String?
+        var extensions: [String] = []
+        var usesExtensions = false, unoffered: String?
+        head.bytes.withUnsafeReadableBytes { raw in
+            for field in head.fields {
+                let name = raw[field.name], value = raw[field.value]
+                switch name.count {
+                case 7 where HTTPSyntax.equalsIgnoringCase(name, "upgrade"):
+                    forEachElement(value) { if HTTPSyntax.equalsIgnoringCase($0, "websocket") { upgradesToWebSocket = true } }
+                case 10 where HTTPSyntax.equalsIgnoringCase(name, "connection"):
+                    forEachElement(value) { if HTTPSyntax.equalsIgnoringCase($0, "upgrade") { connectionUpgrade = true } }
+                case 20 where HTTPSyntax.equalsIgnoringCase(name, "sec-websocket-accept"):
+                    accepts += 1
+                    acceptMatches = expectedAccept.utf8.elementsEqual(value)
+                case 22 where HTTPSyntax.equalsIgnoringCase(name, "sec-websocket-protocol"):
+                    forEachElement(value) { element in
+                        chosenCount += 1
+                        if chosen == nil { chosen = String(decoding: element, as: UTF8.self) }
+                    }
+                case 24 where HTTPSyntax.equalsIgnoringCase(name, "sec-websocket-extensions"):
+                    extensions.append(String(decoding: value, as: UTF8.self))
+                    forEachElement(value) { element in
+                        // The extension's name: its first non-empty `;` piece, trimmed.
+                        var start = element.startIndex
+                        while start < element.endIndex, element.base[start] == UInt8(ascii: ";") { start += 1 }
+                        guard start < element.endIndex else { return }
+                        var end = start
+                        while end < element.endIndex, element.base[end] != UInt8(ascii: ";") { end += 1 }
+                        let extensionName = String(decoding: trimmed(element.base[start..<end]), as: UTF8.self).lowercased()
+                        usesExtensions = true
+                        if unoffered == nil, !request.offeredExtensionNames.contains(extensionName) { unoffered = extensionName }
+                    }
+                default:
+                    break
+                }
+            }
         }
-        guard HeaderTokens.contains(headers, "connection", token: "upgrade") else {
-            throw Invalid(message: "backend's 101 lacks 'Connection: upgrade'")
-        }
-        let accepts = headers["sec-websocket-accept"]
-        guard accepts.count == 1, accepts[0].trimmingSpacesAndTabs() == request.expectedAccept else {
-            throw Invalid(message: "backend's Sec-WebSocket-Accept does not match the key")
-        }
-        let chosen = HeaderTokens.list(headers, "sec-websocket-protocol")
-        guard chosen.count <= 1 else { throw Invalid(message: "backend chose more than one subprotocol") }
-        if let name = chosen.first, !request.protocols.contains(name) {
+        guard upgradesToWebSocket else { throw Invalid(message: "backend's 101 lacks 'Upgrade: websocket'") }
+        guard connectionUpgrade else { throw Invalid(message: "backend's 101 lacks 'Connection: upgrade'") }
+        guard accepts == 1, acceptMatches else { throw Invalid(message: "backend's Sec-WebSocket-Accept does not match the key") }
+        guard chosenCount <= 1 else { throw Invalid(message: "backend chose more than one subprotocol") }
+        if let name = chosen, !request.protocols.contains(name) {
             throw Invalid(message: "backend chose subprotocol '\(name)', which the client did not offer")
         }
-        let extensions = headers["sec-websocket-extensions"]
-        let names = HeaderTokens.extensionNames(headers)
-        for name in names where !request.offeredExtensionNames.contains(name) {
-            throw Invalid(message: "backend chose extension '\(name)', which the client did not offer")
+        if let name = unoffered { throw Invalid(message: "backend chose extension '\(name)', which the client did not offer") }
+        return UpgradeResponse(protocol: chosen, extensions: extensions, usesExtensions: usesExtensions)
+    }
+
+    /// Calls `body` with each element of a comma-separated list (spaces and tabs trimmed, empty
+    /// ones skipped).
+    private static func forEachElement(_ list: Slice<UnsafeRawBufferPointer>, _ body: (Slice<UnsafeRawBufferPointer>) -> Void) {
+        var start = list.startIndex
+        while start < list.endIndex {
+            var end = start
+            while end < list.endIndex, list.base[end] != UInt8(ascii: ",") { end += 1 }
+            let element = trimmed(list.base[start..<end])
+            if !element.isEmpty { body(element) }
+            start = end + 1
         }
-        return UpgradeResponse(protocol: chosen.first, extensions: extensions, usesExtensions: !names.isEmpty)
+    }
+
+    private static func trimmed(_ bytes: Slice<UnsafeRawBufferPointer>) -> Slice<UnsafeRawBufferPointer> {
+        var start = bytes.startIndex, end = bytes.endIndex
+        while start < end, bytes.base[start] == UInt8(ascii: " ") || bytes.base[start] == UInt8(ascii: "\t") { start += 1 }
+        while end > start, bytes.base[end - 1] == UInt8(ascii: " ") || bytes.base[end - 1] == UInt8(ascii: "\t") { end -= 1 }
+        return bytes.base[start..<end]
     }
 }

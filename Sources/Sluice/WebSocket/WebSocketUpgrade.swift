@@ -58,16 +58,19 @@ final class WebSocketUpgrade {
         var context: ChannelHandlerContext
         /// Writes the error's short response and closes.
         var respond: (SluiceError) -> Void
-        /// Writes `head` and replaces the client channel's HTTP handlers with `relayHandler`; the
-        /// future completes when what read the request (the fast path or NIO's decoder) has left
-        /// the pipeline and given the relay the bytes it kept.
-        var switchToRelay: (HTTPResponseHead, RelayHandler) -> EventLoopFuture<Void>
+        /// Writes the answer and replaces the client channel's HTTP handlers with `relayHandler`;
+        /// the future completes when what read the request (the fast path or NIO's decoder) has
+        /// left the pipeline and given the relay the bytes it kept.
+        var switchToRelay: (SwitchingAnswer, RelayHandler) -> EventLoopFuture<Void>
     }
 
     private let downstream: Downstream
     private let route: Route
     private let clientHead: HTTPRequestHead
     private let upgrade: UpgradeRequest
+    /// The accept for the client's key: checked in the backend's 101 (it was sent the same
+    /// key) and written in the client's.
+    private let expectedAccept: String
     private let requestTarget: String
     private let origin: Origin
     private let services: GatewayServices
@@ -82,7 +85,7 @@ final class WebSocketUpgrade {
     private var upstream: (any Channel)?
     private var handshakeHandler: UpstreamHandshakeHandler?
     private var handshakeTimer = DeadlineTimer()
-    private var backendHead: HTTPResponseHead?
+    private var backendHead: UpstreamResponseParser.Head?
     private var validated: UpgradeResponse?
     private var streamingResponse = false
     private var finished = false
@@ -96,6 +99,7 @@ final class WebSocketUpgrade {
         self.route = route
         self.clientHead = clientHead
         self.upgrade = upgrade
+        expectedAccept = upgrade.expectedAccept
         self.requestTarget = requestTarget
         self.origin = origin
         self.services = services
@@ -225,16 +229,17 @@ final class WebSocketUpgrade {
     private func handshakeEvent(_ event: UpstreamHandshakeHandler.Event) {
         guard !finished else { return }
         switch event {
-        case .head(let head):
-            backendHead = head
-            if head.status == .switchingProtocols {
+        case .head(let raw):
+            backendHead = raw
+            if raw.status == 101 {
                 do {
-                    validated = try UpgradeResponse.validate(head, for: upgrade)
+                    validated = try UpgradeResponse.validate(raw, for: upgrade, expectedAccept: expectedAccept)
                 } catch {
                     if retried(after: error.message, label: "invalid_101") { return }
                     fail(.backend(.badGateway, .backendError, error.message))
                 }
             } else {
+                let head = raw.responseHead
                 let status = Int(head.status.code)
                 if status >= 500 {
                     let reason = "status \(status) to the upgrade"
@@ -265,7 +270,7 @@ final class WebSocketUpgrade {
                 downstream.context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)), promise: nil)
                 handshakeHandler?.detach()
                 upstream?.close(promise: nil)
-                completion(.responded(backendHead?.status))
+                completion(.responded(backendHead.map { HTTPResponseStatus(statusCode: $0.status) }))
             } else if let validated, let backendHead {
                 startRelay(backendHead: backendHead, response: validated)
             }
@@ -274,7 +279,7 @@ final class WebSocketUpgrade {
             if streamingResponse {
                 finished = true
                 downstream.context.close(promise: nil)
-                completion(.responded(backendHead?.status))
+                completion(.responded(backendHead.map { HTTPResponseStatus(statusCode: $0.status) }))
             } else {
                 let reason = "backend closed the connection during the handshake (\(BackendConnectFailure.describe(error)))"
                 if retried(after: reason, label: "closed") { return }
@@ -283,7 +288,7 @@ final class WebSocketUpgrade {
         }
     }
 
-    private func startRelay(backendHead: HTTPResponseHead, response: UpgradeResponse) {
+    private func startRelay(backendHead: UpstreamResponseParser.Head, response: UpgradeResponse) {
         guard !finished, let upstream, let handshakeHandler else { return }
         guard upstream.isActive else {
             fail(.backend(.badGateway, .backendError, "backend closed the connection right after its 101"))
@@ -293,15 +298,10 @@ final class WebSocketUpgrade {
         handshakeTimer.cancel()
         handshakeHandler.detach()
 
-        var headers = ForwardedHeaders.endToEnd(backendHead.headers)
-        headers.remove(name: "sec-websocket-accept")
-        headers.add(name: "Upgrade", value: "websocket")
-        headers.add(name: "Connection", value: "Upgrade")
-        headers.add(name: "Sec-WebSocket-Accept", value: upgrade.expectedAccept)
+        var answer = SwitchingAnswer(backendHead: backendHead, accept: expectedAccept)
         if let index = currentIndex, let cookie = route.backends?.stickyCookie(for: index, requestHeaders: clientHead.headers) {
-            headers.add(name: "Set-Cookie", value: cookie)
+            answer.setCookie = cookie
         }
-        let head = HTTPResponseHead(version: .http1_1, status: .switchingProtocols, headers: headers)
 
         let now = NIODeadline.now()
         route.metrics?.handshakeTime.recordNanoseconds((now - handshakeStartedAt).nanoseconds)
@@ -352,7 +352,7 @@ final class WebSocketUpgrade {
             try sync.addHandler(RelayHandler(relay: relay, side: .upstream))
             let upstreamDecoderGone = sync.removeHandler(handshakeHandler)
             let downstreamDecoderGone = downstream.switchToRelay(
-                head, RelayHandler(relay: relay, side: .downstream, isSocket: origin.clientProtocol == "h1")
+                answer, RelayHandler(relay: relay, side: .downstream, isSocket: origin.clientProtocol == "h1")
             )
             // Not `and`: it fails as soon as one side fails (a client that already left), which
             // would start the relay inside the backend decoder's own read of the 101.
