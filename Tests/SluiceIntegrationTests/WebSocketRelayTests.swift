@@ -281,6 +281,21 @@ struct WebSocketRelayTests {
         #expect(result["first"] as? String == "first", "\(result)")
     }
 
+    @Test("what is still buffered for a client when the close handshake completes reaches it before the connection ends")
+    func bufferedBeforeClose() async throws {
+        let backend = try await PythonPeer(["raw-backend", "burst-after-close"])
+        // The relay's buffer takes the whole burst, so the backend's close passes while most of
+        // it still waits in the client connection's write buffer.
+        let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)", websocket: ["buffer_size: 16MiB"])
+        let result = try await PythonPeer.run(["raw-client", "close-then-read-late", "127.0.0.1", "\(gateway.port("plain"))", #"{"path": "/ws", "rcvbuf": 4096}"#])
+        await gateway.stop()
+        backend.stop()
+        #expect(result["status"] as? Int == 101)
+        #expect(result["binary_bytes"] as? Int == 64 * 65536, "\(result)")
+        #expect(result["close_code"] as? Int == 1000, "\(result)")
+        #expect(result["eof"] as? Bool == true, "\(result)")
+    }
+
     @Test("a client frame sent in the same packet as the upgrade request reaches the backend")
     func clientEarlyFrame() async throws {
         let backend = try await PythonPeer(["backend", "echo"])

@@ -20,7 +20,7 @@ final class RelayHandler: ChannelDuplexHandler {
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        relay.attach(context, side: side, setsWatermarks: isSocket)
+        relay.attach(context, side: side, isSocket: isSocket)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

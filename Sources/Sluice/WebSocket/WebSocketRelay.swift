@@ -56,6 +56,9 @@ final class WebSocketRelay {
     private var needsFlush = PerSide(false)
     /// A `read()` from this source was held back because its destination was not writable.
     private var readHeld = PerSide(false)
+    /// Sides on plain TCP (no TLS, not an HTTP/2 stream): closing one waits for no write's
+    /// promise when nothing is left in its buffer.
+    private var plainSocket = PerSide(false)
     private var lastActivity: NIODeadline
     private var lastHeardDownstream: NIODeadline
     private var lastHeardUpstream: NIODeadline
@@ -98,8 +101,11 @@ final class WebSocketRelay {
 
     // MARK: Wiring
 
-    func attach(_ context: ChannelHandlerContext, side: RelaySide, setsWatermarks: Bool = true) {
-        if setsWatermarks {
+    /// `isSocket`: the side's channel is a socket, whose write buffer the relay sizes (an
+    /// HTTP/2 stream is not).
+    func attach(_ context: ChannelHandlerContext, side: RelaySide, isSocket: Bool = true) {
+        if isSocket {
+            plainSocket[side] = (try? context.pipeline.syncOperations.context(handlerType: NIOSSLHandler.self)) == nil
             let marks = ChannelOptions.Types.WriteBufferWaterMark(
                 low: max(1, configuration.bufferSize / 2), high: configuration.bufferSize
             )
@@ -378,6 +384,19 @@ final class WebSocketRelay {
     /// aborts it if the peer never reads).
     private func disconnect(_ side: RelaySide) {
         guard let context = context(side) else { return }
+        if plainSocket[side] {
+            if needsFlush[side] {
+                needsFlush[side] = false
+                context.flush()
+            }
+            // Everything written is with the kernel, in order before the FIN: close now. (A
+            // socket's close drops what it still buffers, which is what the empty write's
+            // promise below waits out.)
+            if (try? context.channel.syncOptions?.getOption(.bufferedWritableBytes)) == 0 {
+                context.channel.close(promise: nil)
+                return
+            }
+        }
         let promise = context.eventLoop.makePromise(of: Void.self)
         context.writeAndFlush(NIOAny(context.channel.allocator.buffer(capacity: 0)), promise: promise)
         needsFlush[side] = false

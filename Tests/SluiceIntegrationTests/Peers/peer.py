@@ -140,6 +140,22 @@ def raw_backend(mode):
         conn.sendall(response)
         if mode == "silent":
             time.sleep(30)
+        if mode == "burst-after-close":
+            # Waits for the client's close, then sends 4 MiB in 64 KiB binary frames and its
+            # close reply: what Sluice still buffers for the client (which reads nothing yet,
+            # through a small receive buffer) when the close handshake completes must reach it
+            # before the connection ends.
+            received = b""
+            conn.settimeout(10)
+            while len(received) < 2 or received[0] & 0x0F != 0x8:
+                data = conn.recv(65536)
+                if not data:
+                    break
+                received += data
+            chunk = os.urandom(65536)
+            for _ in range(64):
+                conn.sendall(struct.pack("!BBQ", 0x82, 127, len(chunk)) + chunk)
+            conn.sendall(b"\x88\x02\x03\xe8")
         conn.settimeout(10)
         try:
             while conn.recv(65536):
@@ -240,7 +256,14 @@ def raw_client(scenario, host, port, extra):
     """A hand-written client for what `websockets` will not do: send its first frame in the
     same packet as the upgrade request, stall reading, or never answer pings."""
     options = json.loads(extra) if extra else {}
-    sock = socket.create_connection((host, int(port)), timeout=15)
+    if "rcvbuf" in options:
+        # A receive buffer set before the connect bounds the window the sender sees.
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, int(options["rcvbuf"]))
+        sock.settimeout(15)
+        sock.connect((host, int(port)))
+    else:
+        sock = socket.create_connection((host, int(port)), timeout=15)
     key = base64.b64encode(os.urandom(16)).decode()
     request = (f"GET {options.get('path', '/')} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
@@ -306,6 +329,24 @@ def raw_client(scenario, host, port, extra):
             opcode, payload = read_frame()
             result["opcode"] = opcode
             result["close_code"] = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+            try:
+                result["eof"] = sock.recv(10) == b""
+            except OSError:
+                result["eof"] = True
+        elif scenario == "close-then-read-late":
+            # Closes first, then reads nothing for a second while the backend answers with a
+            # burst and its close; then reads it all, to the end of the connection.
+            sock.sendall(frame(0x8, struct.pack("!H", 1000)))
+            time.sleep(1.0)
+            received, close_code = 0, None
+            while close_code is None:
+                opcode, payload = read_frame()
+                if opcode == 0x2:
+                    received += len(payload)
+                elif opcode == 0x8:
+                    close_code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+            result["binary_bytes"] = received
+            result["close_code"] = close_code
             try:
                 result["eof"] = sock.recv(10) == b""
             except OSError:
