@@ -229,19 +229,19 @@ extension WebSocketRelay {
             switch frame.opcode {
             case FrameHeader.Opcode.close:
                 self[side].closeReceived = true
-                var actions: [Action] = []
+                var forward: Action?
                 if violator?.side == peer {
                     // The peer broke the protocol: its close is the gateway's; this side gets the
                     // gateway's close in answer as the linger ends (now).
                 } else if canForward(to: peer) {
                     self[peer].closeSent = true
-                    actions.append(.forward(frame, to: peer))
+                    forward = .forward(frame, to: peer)
                     recordOutcome(side, byGateway: false, code: frame.closeCode, reason: Self.closeReason(frame.payload), .closeHandshake)
                 } else if !self[side].closeSent && self[side].queuedClose == nil {
                     // The peer is gone or already closing: answer this side ourselves.
                     self[side].queuedClose = QueuedClose(code: frame.closeCode ?? CloseCode.normal, reason: "", disconnectAfter: false)
                 }
-                return actions + settle(streams, now)
+                return settle(streams, now, after: forward)
             case FrameHeader.Opcode.pong:
                 if let expected = self[side].outstandingPing, expected == frame.payload {
                     self[side].outstandingPing = nil
@@ -266,7 +266,7 @@ extension WebSocketRelay {
             } else if !self[side].gone {
                 self[side].disconnectRequested = true
                 queueClose(CloseCode.goingAway, "", to: side.peer)
-                return [.disconnect(side)] + settle(streams, now)
+                return settle(streams, now, after: .disconnect(side))
             }
             return settle(streams, now)
         }
@@ -283,7 +283,7 @@ extension WebSocketRelay {
                 if streams.insideFrame(to: peer) {
                     recordOutcome(side, byGateway: false, code: nil, reason: "\(side.partyName) vanished inside a frame", .vanishedMidFrame)
                     self[peer].disconnectRequested = true
-                    return [.disconnect(peer)] + settle(streams, now)
+                    return settle(streams, now, after: .disconnect(peer))
                 }
                 let code = side == .upstream ? CloseCode.badGateway : CloseCode.goingAway
                 let reason = side == .upstream ? "backend went away" : "client went away"
@@ -398,9 +398,11 @@ extension WebSocketRelay {
         }
 
         /// Sends every queued close that can go, disconnects every side that is done, the backend
-        /// first, and reports the end once both connections are gone.
-        private mutating func settle(_ streams: Streams, _ now: NIODeadline) -> [Action] {
+        /// first, and reports the end once both connections are gone; `first` (the step's own
+        /// action) goes before them, in the same list.
+        private mutating func settle(_ streams: Streams, _ now: NIODeadline, after first: Action? = nil) -> [Action] {
             var actions: [Action] = []
+            if let first { Self.add(first, to: &actions) }
             if let violator {
                 let other = self[violator.side.peer]
                 if other.gone || other.closeReceived || now >= violator.until {
@@ -417,24 +419,24 @@ extension WebSocketRelay {
                     if !streams.insideFrame(to: side) && !waitsForMessage {
                         self[side].queuedClose = nil
                         self[side].closeSent = true
-                        actions.append(.sendClose(code: queued.code, reason: queued.reason, to: side))
+                        Self.add(.sendClose(code: queued.code, reason: queued.reason, to: side), to: &actions)
                         if queued.disconnectAfter && !self[side].disconnectRequested {
                             self[side].disconnectRequested = true
-                            actions.append(.disconnect(side))
+                            Self.add(.disconnect(side), to: &actions)
                         }
                     } else if self[source].gone {
                         // The frame being forwarded here can never end: no close can follow it.
                         self[side].queuedClose = nil
                         if !self[side].disconnectRequested {
                             self[side].disconnectRequested = true
-                            actions.append(.disconnect(side))
+                            Self.add(.disconnect(side), to: &actions)
                         }
                     }
                     // Otherwise the relay stops at the frame's end (bounded by the close timeout).
                 }
                 if self[side].handshakeDone && !self[side].disconnectRequested {
                     self[side].disconnectRequested = true
-                    actions.append(.disconnect(side))
+                    Self.add(.disconnect(side), to: &actions)
                 }
             }
             if closingSince == nil && (downstream.closeSent || downstream.closeReceived || downstream.gone || downstream.queuedClose != nil
@@ -444,9 +446,16 @@ extension WebSocketRelay {
             }
             if downstream.gone && upstream.gone && !isFinished {
                 isFinished = true
-                actions.append(.finished)
+                Self.add(.finished, to: &actions)
             }
             return actions
+        }
+
+        /// Appends to a step's action list, making room at the first for the few a step produces
+        /// (one allocation for a close handshake's forward, closes, disconnects and end).
+        private static func add(_ action: Action, to actions: inout [Action]) {
+            if actions.capacity == 0 { actions.reserveCapacity(4) }
+            actions.append(action)
         }
 
         private mutating func recordOutcome(_ initiator: RelaySide?, byGateway: Bool, code: UInt16?, reason: String, _ ending: Ending) {
