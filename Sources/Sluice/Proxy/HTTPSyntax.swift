@@ -31,6 +31,19 @@ enum HTTPSyntax {
         return lowercase.withUTF8Buffer { equalsIgnoringCase(bytes, UnsafeRawBufferPointer($0)[...]) }
     }
 
+    /// Calls `body` with each element of a comma-separated field value (RFC 9110 §5.6.1), spaces
+    /// and tabs trimmed, empty elements skipped. The slices index `list`'s base, as `list` does.
+    static func forEachListElement(_ list: Slice<UnsafeRawBufferPointer>, _ body: (Slice<UnsafeRawBufferPointer>) -> Void) {
+        var start = list.startIndex
+        while start < list.endIndex {
+            var end = start
+            while end < list.endIndex && list.base[end] != UInt8(ascii: ",") { end += 1 }
+            let element = list.base[start..<end].trimmingSpacesAndTabs
+            if !element.isEmpty { body(element) }
+            start = end + 1
+        }
+    }
+
     /// Equal bytes, or the same ASCII letter in either case.
     static func sameIgnoringCase(_ x: UInt8, _ y: UInt8) -> Bool {
         x == y || (x | 0x20 == y | 0x20 && (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(x | 0x20))

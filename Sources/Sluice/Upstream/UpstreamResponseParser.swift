@@ -343,16 +343,7 @@ private struct HeadReader {
 
     /// Calls `body` with each comma-separated element of `range`, trimmed.
     func forEachElement(_ range: Range<Int>, _ body: (Range<Int>) -> Void) {
-        var start = range.lowerBound
-        while start <= range.upperBound {
-            var end = start
-            while end < range.upperBound && raw[end] != UInt8(ascii: ",") { end += 1 }
-            var low = start, high = end
-            while low < high && (raw[low] == UInt8(ascii: " ") || raw[low] == UInt8(ascii: "\t")) { low += 1 }
-            while high > low && (raw[high - 1] == UInt8(ascii: " ") || raw[high - 1] == UInt8(ascii: "\t")) { high -= 1 }
-            if low < high { body(low..<high) }
-            start = end + 1
-        }
+        HTTPSyntax.forEachListElement(raw[range]) { body($0.startIndex..<$0.endIndex) }
     }
 
 

@@ -157,27 +157,27 @@ struct UpgradeResponse: Equatable {
                 let name = raw[field.name], value = raw[field.value]
                 switch name.count {
                 case 7 where HTTPSyntax.equalsIgnoringCase(name, "upgrade"):
-                    forEachElement(value) { if HTTPSyntax.equalsIgnoringCase($0, "websocket") { upgradesToWebSocket = true } }
+                    HTTPSyntax.forEachListElement(value) { if HTTPSyntax.equalsIgnoringCase($0, "websocket") { upgradesToWebSocket = true } }
                 case 10 where HTTPSyntax.equalsIgnoringCase(name, "connection"):
-                    forEachElement(value) { if HTTPSyntax.equalsIgnoringCase($0, "upgrade") { connectionUpgrade = true } }
+                    HTTPSyntax.forEachListElement(value) { if HTTPSyntax.equalsIgnoringCase($0, "upgrade") { connectionUpgrade = true } }
                 case 20 where HTTPSyntax.equalsIgnoringCase(name, "sec-websocket-accept"):
                     accepts += 1
                     acceptMatches = expectedAccept.utf8.elementsEqual(value)
                 case 22 where HTTPSyntax.equalsIgnoringCase(name, "sec-websocket-protocol"):
-                    forEachElement(value) { element in
+                    HTTPSyntax.forEachListElement(value) { element in
                         chosenCount += 1
                         if chosen == nil { chosen = String(decoding: element, as: UTF8.self) }
                     }
                 case 24 where HTTPSyntax.equalsIgnoringCase(name, "sec-websocket-extensions"):
                     extensions.append(String(decoding: value, as: UTF8.self))
-                    forEachElement(value) { element in
+                    HTTPSyntax.forEachListElement(value) { element in
                         // The extension's name: its first non-empty `;` piece, trimmed.
                         var start = element.startIndex
                         while start < element.endIndex, element.base[start] == UInt8(ascii: ";") { start += 1 }
                         guard start < element.endIndex else { return }
                         var end = start
                         while end < element.endIndex, element.base[end] != UInt8(ascii: ";") { end += 1 }
-                        let extensionName = String(decoding: trimmed(element.base[start..<end]), as: UTF8.self).lowercased()
+                        let extensionName = String(decoding: element.base[start..<end].trimmingSpacesAndTabs, as: UTF8.self).lowercased()
                         usesExtensions = true
                         if unoffered == nil, !request.offeredExtensionNames.contains(extensionName) { unoffered = extensionName }
                     }
@@ -195,25 +195,5 @@ struct UpgradeResponse: Equatable {
         }
         if let name = unoffered { throw Invalid(message: "backend chose extension '\(name)', which the client did not offer") }
         return UpgradeResponse(protocol: chosen, extensions: extensions, usesExtensions: usesExtensions)
-    }
-
-    /// Calls `body` with each element of a comma-separated list (spaces and tabs trimmed, empty
-    /// ones skipped).
-    private static func forEachElement(_ list: Slice<UnsafeRawBufferPointer>, _ body: (Slice<UnsafeRawBufferPointer>) -> Void) {
-        var start = list.startIndex
-        while start < list.endIndex {
-            var end = start
-            while end < list.endIndex, list.base[end] != UInt8(ascii: ",") { end += 1 }
-            let element = trimmed(list.base[start..<end])
-            if !element.isEmpty { body(element) }
-            start = end + 1
-        }
-    }
-
-    private static func trimmed(_ bytes: Slice<UnsafeRawBufferPointer>) -> Slice<UnsafeRawBufferPointer> {
-        var start = bytes.startIndex, end = bytes.endIndex
-        while start < end, bytes.base[start] == UInt8(ascii: " ") || bytes.base[start] == UInt8(ascii: "\t") { start += 1 }
-        while end > start, bytes.base[end - 1] == UInt8(ascii: " ") || bytes.base[end - 1] == UInt8(ascii: "\t") { end -= 1 }
-        return bytes.base[start..<end]
     }
 }
