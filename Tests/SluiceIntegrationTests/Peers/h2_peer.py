@@ -535,7 +535,7 @@ def scenario_goaway_watch(host, port, options):
         def answered(frames):
             return len([f for f in frames if f[0] == 0x1]) >= sent or any(f[0] == 0x8 for f in frames)
 
-        client.pump(lambda: answered(client.frames(stream, received)) or stream in client.resets, timeout=2)
+        client.pump(lambda: answered(client.frames(stream, received)) or stream in client.resets, timeout=options.get("echo_timeout", 10))
         close = [f for f in received if f[0] == 0x8]
         if close:
             goaway_before_close = client.goaway is not None
