@@ -285,8 +285,10 @@ struct WebSocketRelayTests {
     func bufferedBeforeClose() async throws {
         let backend = try await PythonPeer(["raw-backend", "burst-after-close"])
         // The relay's buffer takes the whole burst, so the backend's close passes while most of
-        // it still waits in the client connection's write buffer.
-        let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)", websocket: ["buffer_size: 16MiB"])
+        // it still waits in the client connection's write buffer. The close timeout bounds that
+        // wait; it is long here, since a loaded machine takes seconds to pass 4 MiB through a
+        // 4 KiB window.
+        let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)", websocket: ["buffer_size: 16MiB", "close_timeout: 30s"])
         let result = try await PythonPeer.run(["raw-client", "close-then-read-late", "127.0.0.1", "\(gateway.port("plain"))", #"{"path": "/ws", "rcvbuf": 4096}"#])
         await gateway.stop()
         backend.stop()
