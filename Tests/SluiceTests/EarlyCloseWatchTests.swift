@@ -26,7 +26,7 @@ struct EarlyCloseWatchTests {
                 id: id, route: "r", listener: "l", client: "127.0.0.1", user: nil, backend: "", subprotocol: nil,
                 extensions: [], startedAt: 0, clientProtocol: "h1"
             )
-            registry.register(.init(info: info, eventLoop: loop, relay: NIOLoopBound(relay, eventLoop: loop)))
+            registry.register(.init(info: info, relay: NIOLoopBound(relay, eventLoop: loop)))
         }
     }
 

@@ -14,8 +14,15 @@ public final class ConnectionRegistry: Sendable {
     /// allocations at each upgrade and their memory for as long as it lives.
     struct Entry: Sendable {
         var info: ConnectionInfo
-        var eventLoop: any EventLoop
         var relay: NIOLoopBound<WebSocketRelay>
+
+        init(info: ConnectionInfo, relay: NIOLoopBound<WebSocketRelay>) {
+            self.info = info
+            self.relay = relay
+        }
+
+        /// The relay's loop (kept once, in `relay`: an entry is a dictionary slot per connection).
+        var eventLoop: any EventLoop { relay.eventLoop }
 
         /// The live figures (on `eventLoop`).
         func snapshot() -> ConnectionSnapshot { relay.value.snapshot(info) }
@@ -109,20 +116,38 @@ public final class ConnectionRegistry: Sendable {
     }
 }
 
-/// What is fixed about a connection once it relays.
-struct ConnectionInfo: Sendable {
-    var id: UInt64
-    var route: String
-    var listener: String
-    var client: String
-    var user: String?
-    var backend: String
-    var subprotocol: String?
-    var extensions: [String]
+/// What is fixed about a connection once it relays. A class of constants: the registry's entry,
+/// the relay's end-of-life report and every snapshot share one copy, so an idle WebSocket's
+/// dictionary slot and closure hold a reference rather than ten fields each.
+final class ConnectionInfo: Sendable {
+    let id: UInt64
+    let route: String
+    let listener: String
+    let client: String
+    let user: String?
+    let backend: String
+    let subprotocol: String?
+    let extensions: [String]
     /// Seconds since the Unix epoch.
-    var startedAt: Double
+    let startedAt: Double
     /// How the client reached Sluice: `h1` (an HTTP/1.1 upgrade) or `h2` (RFC 8441).
-    var clientProtocol = "h1"
+    let clientProtocol: String
+
+    init(
+        id: UInt64, route: String, listener: String, client: String, user: String?, backend: String, subprotocol: String?,
+        extensions: [String], startedAt: Double, clientProtocol: String = "h1"
+    ) {
+        self.id = id
+        self.route = route
+        self.listener = listener
+        self.client = client
+        self.user = user
+        self.backend = backend
+        self.subprotocol = subprotocol
+        self.extensions = extensions
+        self.startedAt = startedAt
+        self.clientProtocol = clientProtocol
+    }
 }
 
 /// Traffic read from one side.

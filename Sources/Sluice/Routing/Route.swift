@@ -24,6 +24,8 @@ final class Route: Sendable {
     let credentialQueryParameters: [String]
     /// The plain-HTTP timeouts and pool limits, converted once rather than per request.
     let proxyTimes: ProxyTimes
+    /// The relay's settings, made once: each WebSocket refers to one of them.
+    private let relayConfigurations: (plain: WebSocketRelay.Configuration, deflate: WebSocketRelay.Configuration)
 
     /// `HTTPProxySettings`' durations as NIO time amounts, and the pool's limits.
     struct ProxyTimes: Sendable {
@@ -67,6 +69,9 @@ final class Route: Sendable {
             if case .remote(let scheme, _, _, _) = url.target { scheme == .http || scheme == .https } else { false }
         }
         self.proxyTimes = ProxyTimes(configuration.http)
+        self.relayConfigurations = (
+            Self.relayConfiguration(configuration, perMessageDeflate: false), Self.relayConfiguration(configuration, perMessageDeflate: true)
+        )
         self.credentialQueryParameters = configuration.auth.methods.compactMap { method in
             if case .jwt(let jwt) = method { jwt.queryParameter } else { nil }
         }
@@ -81,7 +86,12 @@ final class Route: Sendable {
         return target
     }
 
+    /// The relay's settings on this route, with and without permessage-deflate.
     func relayConfiguration(perMessageDeflate: Bool) -> WebSocketRelay.Configuration {
+        perMessageDeflate ? relayConfigurations.deflate : relayConfigurations.plain
+    }
+
+    private static func relayConfiguration(_ configuration: RouteConfiguration, perMessageDeflate: Bool) -> WebSocketRelay.Configuration {
         let settings = configuration.websocket
         return WebSocketRelay.Configuration(
             route: configuration.name,

@@ -12,15 +12,30 @@ import NIOSSL
 /// its own (pings, closes) wait for a frame boundary, never splitting a forwarded frame; when
 /// and how the connection ends is `StateMachine`'s to decide, on one timer per connection.
 final class WebSocketRelay {
-    /// Settings fixed when the relay starts, from the route and the handshake.
-    struct Configuration {
-        var route: String
-        var perMessageDeflate: Bool
-        var remask: Bool
-        var maxFrameSize: Int
-        var maxMessageSize: Int
-        var bufferSize: Int
-        var timing: StateMachine.Timing
+    /// Settings fixed when the relay starts, from the route and the handshake. A class of
+    /// constants made twice per route (with and without permessage-deflate), so each relay
+    /// holds a reference rather than its own copy of the fields.
+    final class Configuration: Sendable {
+        let route: String
+        let perMessageDeflate: Bool
+        let remask: Bool
+        let maxFrameSize: Int
+        let maxMessageSize: Int
+        let bufferSize: Int
+        let timing: StateMachine.Timing
+
+        init(
+            route: String, perMessageDeflate: Bool, remask: Bool, maxFrameSize: Int, maxMessageSize: Int, bufferSize: Int,
+            timing: StateMachine.Timing
+        ) {
+            self.route = route
+            self.perMessageDeflate = perMessageDeflate
+            self.remask = remask
+            self.maxFrameSize = maxFrameSize
+            self.maxMessageSize = maxMessageSize
+            self.bufferSize = bufferSize
+            self.timing = timing
+        }
     }
 
     /// Totals at the end, for the access log and metrics.

@@ -310,14 +310,14 @@ final class WebSocketUpgrade {
         let registry = services.registry
         let info = ConnectionInfo(
             id: origin.connectionID ?? registry.makeID(), route: route.name, listener: origin.listener, client: origin.clientAddress,
-            user: origin.identity?.user, backend: currentBackend.map { "\($0.url)" } ?? "", subprotocol: response.protocol,
+            user: origin.identity?.user, backend: currentBackend?.url.text ?? "", subprotocol: response.protocol,
             extensions: response.extensions, startedAt: WallClock.now(), clientProtocol: origin.clientProtocol
         )
         let relay = WebSocketRelay(
             configuration: route.relayConfiguration(perMessageDeflate: response.usesExtensions),
             eventLoop: eventLoop, logger: logger, metrics: route.metrics
-        ) { [services, route, origin, currentIndex] summary in
-            registry.remove(info.id)
+        ) { [services, route, path = origin.path, currentIndex] summary in
+            services.registry.remove(info.id)
             if let currentIndex, let backends = route.backends {
                 backends.ended(currentIndex)
                 if let reason = Self.earlyFailure(summary) {
@@ -326,7 +326,7 @@ final class WebSocketUpgrade {
                     backends.succeeded(currentIndex)
                 }
             }
-            Self.record(summary, info: info, origin: origin, route: route, services: services)
+            Self.record(summary, info: info, path: path, route: route, services: services)
         }
         route.metrics?.activeWebSockets.increment()
         if let currentIndex, let backends = route.backends {
@@ -339,7 +339,7 @@ final class WebSocketUpgrade {
         if route.configuration.auth.closeOnExpiry, let expiresAt = origin.identity?.expiresAt {
             relay.closeWhenCredentialExpires(in: .nanoseconds(Int64(max(0, expiresAt - WallClock.now()) * 1e9)))
         }
-        registry.register(ConnectionRegistry.Entry(info: info, eventLoop: eventLoop, relay: NIOLoopBound(relay, eventLoop: eventLoop)))
+        registry.register(ConnectionRegistry.Entry(info: info, relay: NIOLoopBound(relay, eventLoop: eventLoop)))
 
         // Both relay handlers go in first and the relay queues what reaches it until `start()`.
         // Bytes that arrived right behind the handshakes sit in the handshake handler and the
@@ -399,7 +399,7 @@ final class WebSocketUpgrade {
     }
 
     /// Metrics and the access-log line of a finished WebSocket.
-    private static func record(_ summary: WebSocketRelay.Summary, info: ConnectionInfo, origin: Origin, route: Route, services: GatewayServices) {
+    private static func record(_ summary: WebSocketRelay.Summary, info: ConnectionInfo, path: String, route: Route, services: GatewayServices) {
         let initiator: String
         if let outcome = summary.outcome, !outcome.byGateway, let side = outcome.initiator {
             initiator = side == .downstream ? "client" : "backend"
@@ -427,7 +427,7 @@ final class WebSocketUpgrade {
         line.set("client", info.client)
         line.set("user", info.user)
         line.set("backend", info.backend)
-        line.set("path", origin.path)
+        line.set("path", path)
         line.set("status", info.clientProtocol == "h2" ? 200 : 101)
         line.set("subprotocol", info.subprotocol)
         line.set("protocol", info.clientProtocol)
