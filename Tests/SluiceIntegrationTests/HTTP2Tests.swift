@@ -23,7 +23,8 @@ struct HTTP2Tests {
         let accessLog: String
         let yaml: (String) -> String
 
-        init(http2: String = "", flood bytes: Int = 64 << 20) async throws {
+        /// `routes`: more routes, in the routes block's YAML, ahead of the catch-all demo.
+        init(http2: String = "", flood bytes: Int = 64 << 20, routes: String = "") async throws {
             let directory = NSTemporaryDirectory() + "sluice-h2-" + UUID().uuidString
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             echo = try await PythonPeer(["backend", "echo"])
@@ -65,6 +66,7 @@ struct HTTP2Tests {
                     match: { path_prefix: /timed }
                     backends: ["http://127.0.0.1:\(httpPort)"]
                     http: { response_timeout: 1s, idle_timeout: 1s }
+                \(routes)
                   - name: demo
                     match: { path_prefix: / }
                     builtin: demo
@@ -222,6 +224,29 @@ struct HTTP2Tests {
         #expect(line?["protocol"] as? String == "h2")
         #expect(line?["status"] as? Int == 200)
         #expect(line?["close_code"] as? Int == 4000)
+    }
+
+    @Test("a backend that does not answer an extended CONNECT's handshake in time gets the stream a 504, within the handshake timeout; the connection serves on")
+    func handshakeTimeout() async throws {
+        let silent = try await PythonPeer(["backend", "slow", "30"])
+        defer { silent.stop() }
+        let setup = try await Setup(routes: """
+              - name: silent
+                match: { path_prefix: /silent }
+                backends: ["ws://127.0.0.1:\(silent.port)"]
+                websocket: { handshake_timeout: 500ms }
+            """)
+        let started = Date()
+        let refused = try await setup.h2("ws", ["path": "/silent"])
+        let waited = Date().timeIntervalSince(started)
+        let after = try await setup.h2("ws", ["path": "/echo", "messages": ["still here"]])
+        let timeouts = setup.metric("sluice_websocket_upgrades_total", ["route": "silent", "result": "backend_timeout"])
+        await setup.stop()
+        #expect(refused["status"] as? Int == 504, "\(refused)")
+        // Bounded by the backend's own 30 s, which it never reaches.
+        #expect(waited < 25, "the 504 came after \(waited) s")
+        #expect(timeouts >= 1)
+        #expect((after["echoes"] as? [String])?.first == "still here", "\(after)")
     }
 
     @Test("twenty WebSockets on one h2 connection and HTTP/1.1 WebSockets to the same backend at once")

@@ -223,8 +223,12 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     }
 
     func watchdogFired(now: NIODeadline) -> NIODeadline? {
-        guard context != nil, case .proxying(let exchange) = state.phase else { return nil }
-        return exchange.checkDeadlines(now: now)
+        guard context != nil else { return nil }
+        switch state.phase {
+        case .proxying(let exchange): return exchange.checkDeadlines(now: now)
+        case .upgrading(let upgrade): return upgrade.checkDeadline(now: now)
+        default: return nil
+        }
     }
 
     private func stopWatchdog() {
@@ -256,7 +260,8 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, RemovableChannelHandler, H
                 request?.rejection = error.rejection
                 respond(context: context, error)
             },
-            switchToRelay: { [self] answer, relayHandler in switchToRelay(context: context, answer: answer, relayHandler: relayHandler) }
+            switchToRelay: { [self] answer, relayHandler in switchToRelay(context: context, answer: answer, relayHandler: relayHandler) },
+            watch: { [self] deadline in watch(until: deadline) }
         )
         var origin = WebSocketUpgrade.Origin(
             listener: connection.configuration.listener, screened: screened, forwarding: forwardingClient(screened.client, host: host),

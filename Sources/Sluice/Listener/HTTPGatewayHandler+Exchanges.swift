@@ -129,7 +129,8 @@ extension HTTPGatewayHandler {
                 request?.rejection = error.rejection
                 respond(context: context, error, keepAlive: false)
             },
-            switchToRelay: { [self] answer, relayHandler in switchToRelay(context: context, answer: answer, relayHandler: relayHandler) }
+            switchToRelay: { [self] answer, relayHandler in switchToRelay(context: context, answer: answer, relayHandler: relayHandler) },
+            watch: { [self] deadline in watch(until: deadline, context: context) }
         )
         var origin = WebSocketUpgrade.Origin(
             listener: configuration.listener, screened: screened, forwarding: forwardingClient(screened.client), path: request?.path,

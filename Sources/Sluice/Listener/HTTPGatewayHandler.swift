@@ -151,6 +151,8 @@ final class HTTPGatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, H
             }
         case .proxying(let exchange):
             if let next = exchange.checkDeadlines(now: now) { watch(until: next, context: context) }
+        case .upgrading(let upgrade):
+            if let next = upgrade.checkDeadline(now: now) { watch(until: next, context: context) }
         default:
             break
         }

@@ -62,6 +62,10 @@ final class WebSocketUpgrade {
         /// the future completes when what read the request (the fast path or NIO's decoder) has
         /// left the pipeline and given the relay the bytes it kept.
         var switchToRelay: (SwitchingAnswer, RelayHandler) -> EventLoopFuture<Void>
+        /// Makes sure the client connection's one timer fires by the deadline and then asks
+        /// `checkDeadline(now:)`: the handshake keeps no timer of its own (scheduling and
+        /// cancelling one per upgrade was a task on NIO's heap, whose cancel searches it all).
+        var watch: (NIODeadline) -> Void
     }
 
     private let downstream: Downstream
@@ -84,7 +88,8 @@ final class WebSocketUpgrade {
     private var currentIndex: Int?
     private var upstream: (any Channel)?
     private var handshakeHandler: UpstreamHandshakeHandler?
-    private var handshakeTimer = DeadlineTimer()
+    /// When the backend must have answered the handshake (on the client connection's timer).
+    private var handshakeDeadline: NIODeadline?
     private var backendHead: UpstreamResponseParser.Head?
     private var validated: UpgradeResponse?
     private var streamingResponse = false
@@ -123,7 +128,7 @@ final class WebSocketUpgrade {
     func cancel() {
         guard !finished else { return }
         finished = true
-        handshakeTimer.cancel()
+        handshakeDeadline = nil
         handshakeHandler?.detach()
         upstream?.close(promise: nil)
     }
@@ -155,10 +160,9 @@ final class WebSocketUpgrade {
                 currentIndex = index
                 handshakeStartedAt = .now()
                 route.metrics?.connectTime.recordNanoseconds((handshakeStartedAt - connectStartedAt).nanoseconds)
-                handshakeTimer.arm(eventLoop.now + TimeAmount(route.websocket.handshakeTimeout), on: eventLoop) { [self] in
-                    handshakeTimer.fired()
-                    handshakeTimedOut()
-                }
+                let deadline = eventLoop.now + TimeAmount(route.websocket.handshakeTimeout)
+                handshakeDeadline = deadline
+                downstream.watch(deadline)
             case .failure(let error):
                 logger.debug("backend connect failed", metadata: ["backend": "\(backend.url)", "error": "\(error)"])
                 self.attempts?.failed(error)
@@ -198,6 +202,16 @@ final class WebSocketUpgrade {
 
     // MARK: Handshake
 
+    /// The client connection's timer fired: a handshake past its deadline is ended (or retried);
+    /// otherwise the deadline still to watch for, if any.
+    func checkDeadline(now: NIODeadline) -> NIODeadline? {
+        guard !finished, let deadline = handshakeDeadline else { return nil }
+        guard deadline <= now else { return deadline }
+        handshakeDeadline = nil
+        handshakeTimedOut()
+        return handshakeDeadline
+    }
+
     private func handshakeTimedOut() {
         guard !finished, !streamingResponse else { return }
         if retried(after: "backend did not answer the WebSocket handshake in time", label: "timeout") { return }
@@ -209,7 +223,7 @@ final class WebSocketUpgrade {
     /// retry budget. Returns whether it is.
     private func retried(after reason: String, label: String) -> Bool {
         attempts?.failedAnswer(reason)
-        handshakeTimer.cancel()
+        handshakeDeadline = nil
         handshakeHandler?.detach()
         upstream?.close(promise: nil)
         guard attempts?.mayRetry(reason: label) == true else { return false }
@@ -252,7 +266,7 @@ final class WebSocketUpgrade {
                     // A refusal (401, 404, …) is the backend working as it should.
                     attempts?.succeeded()
                 }
-                handshakeTimer.cancel()
+                handshakeDeadline = nil
                 streamingResponse = true
                 services.metrics.upgradeFailed(route: route.name, .backend(head.status, .backendRejected, "backend refused the upgrade"))
                 var headers = ForwardedHeaders.endToEnd(head.headers)
@@ -275,7 +289,7 @@ final class WebSocketUpgrade {
                 startRelay(backendHead: backendHead, response: validated)
             }
         case .failed(let error):
-            handshakeTimer.cancel()
+            handshakeDeadline = nil
             if streamingResponse {
                 finished = true
                 downstream.context.close(promise: nil)
@@ -295,7 +309,7 @@ final class WebSocketUpgrade {
             return
         }
         finished = true
-        handshakeTimer.cancel()
+        handshakeDeadline = nil
         handshakeHandler.detach()
 
         var answer = SwitchingAnswer(backendHead: backendHead, accept: expectedAccept)
@@ -375,7 +389,7 @@ final class WebSocketUpgrade {
 
     private func fail(_ error: SluiceError) {
         finished = true
-        handshakeTimer.cancel()
+        handshakeDeadline = nil
         services.metrics.upgradeFailed(route: route.name, error)
         logger.info("websocket upgrade failed", metadata: [
             "route": "\(route.name)", "status": "\(error.status.code)", "source": "\(error.source.rawValue)", "reason": "\(error.message)",
