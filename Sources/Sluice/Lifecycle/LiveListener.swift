@@ -80,28 +80,50 @@ final class LiveListener: Sendable {
                     listenerMetrics.accepted.increment()
                     let socketPeer = ClientAddress.ip(of: channel.remoteAddress)
                     /// Admits the client (its address from the socket, or from a PROXY header)
-                    /// against the connection limits and serves HTTP.
-                    func admit(_ peer: IPAddress?) throws {
+                    /// against the connection limits and serves HTTP; whether it was admitted.
+                    /// `releaseOnClose`: the admission is given back by a close callback of its
+                    /// own; otherwise the caller's close callback gives it back.
+                    @discardableResult
+                    func admit(_ peer: IPAddress?, releaseOnClose: Bool) throws -> Bool {
                         if let rejection = limiter.admit(peer) {
                             // Refused before any TLS work: the cheapest answer to a flood.
                             metrics.limitRejected(rejection)
                             channel.close(promise: nil)
-                            return
+                            return false
                         }
-                        channel.closeFuture.whenComplete { _ in limiter.release(peer) }
-                        try HTTPVersionSelection.install(on: channel, settings: now, routing: routing, services: services, peer: peer)
+                        if releaseOnClose { channel.closeFuture.whenComplete { _ in limiter.release(peer) } }
+                        do {
+                            try HTTPVersionSelection.install(on: channel, settings: now, routing: routing, services: services, peer: peer)
+                        } catch {
+                            if !releaseOnClose { limiter.release(peer) }
+                            throw error
+                        }
+                        return true
                     }
                     active.increment()
                     let id = ObjectIdentifier(channel)
                     connections.withLockedValue { $0[id] = channel }
-                    channel.closeFuture.whenComplete { _ in
+                    /// What a connection's close undoes; when `admitted`, the admission of
+                    /// `peer` too.
+                    @Sendable func closed(_ peer: IPAddress?, admitted: Bool) {
                         connections.withLockedValue { _ = $0.removeValue(forKey: id) }
                         active.decrement()
+                        if admitted { limiter.release(peer) }
                     }
                     guard let version = now.configuration.proxyProtocol else {
-                        try admit(socketPeer)
+                        // One callback on the close for all of it: each further one costs
+                        // NIO an array and the callback a closure, per connection.
+                        let admitted: Bool
+                        do {
+                            admitted = try admit(socketPeer, releaseOnClose: false)
+                        } catch {
+                            channel.closeFuture.whenComplete { _ in closed(socketPeer, admitted: false) }
+                            throw error
+                        }
+                        channel.closeFuture.whenComplete { _ in closed(socketPeer, admitted: admitted) }
                         return
                     }
+                    channel.closeFuture.whenComplete { _ in closed(socketPeer, admitted: false) }
                     guard let balancer = socketPeer, now.configuration.proxyProtocolFrom.contains(where: { $0.contains(balancer) }) else {
                         metrics.proxyProtocolRefused(listener: name, reason: "untrusted_peer")
                         logger.info("PROXY protocol: connection from a peer not in proxy_protocol_from refused", metadata: [
@@ -112,7 +134,7 @@ final class LiveListener: Sendable {
                     }
                     try channel.pipeline.syncOperations.addHandler(ProxyProtocolHandler(
                         version: version, timeout: TimeAmount(now.configuration.http.headerTimeout),
-                        accepted: { header in try admit(header.source ?? socketPeer) },
+                        accepted: { header in try admit(header.source ?? socketPeer, releaseOnClose: true) },
                         refused: { label, reason in
                             metrics.proxyProtocolRefused(listener: name, reason: label)
                             logger.info("PROXY protocol: connection refused", metadata: [
