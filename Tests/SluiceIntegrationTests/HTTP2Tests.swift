@@ -237,9 +237,15 @@ struct HTTP2Tests {
                 websocket: { handshake_timeout: 500ms }
             """)
         let started = Date()
-        let refused = try await setup.h2("ws", ["path": "/silent"])
-        let waited = Date().timeIntervalSince(started)
-        let after = try await setup.h2("ws", ["path": "/echo", "messages": ["still here"]])
+        let refused: [String: Any], after: [String: Any], waited: TimeInterval
+        do {
+            refused = try await setup.h2("ws", ["path": "/silent"])
+            waited = Date().timeIntervalSince(started)
+            after = try await setup.h2("ws", ["path": "/echo", "messages": ["still here"]])
+        } catch {
+            await setup.stop()
+            throw error
+        }
         let timeouts = setup.metric("sluice_websocket_upgrades_total", ["route": "silent", "result": "backend_timeout"])
         await setup.stop()
         #expect(refused["status"] as? Int == 504, "\(refused)")

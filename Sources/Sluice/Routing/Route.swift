@@ -70,7 +70,7 @@ final class Route: Sendable {
         }
         self.proxyTimes = ProxyTimes(configuration.http)
         self.relayConfigurations = (
-            Self.relayConfiguration(configuration, perMessageDeflate: false), Self.relayConfiguration(configuration, perMessageDeflate: true)
+            Self.makeRelayConfiguration(configuration, perMessageDeflate: false), Self.makeRelayConfiguration(configuration, perMessageDeflate: true)
         )
         self.credentialQueryParameters = configuration.auth.methods.compactMap { method in
             if case .jwt(let jwt) = method { jwt.queryParameter } else { nil }
@@ -91,7 +91,7 @@ final class Route: Sendable {
         perMessageDeflate ? relayConfigurations.deflate : relayConfigurations.plain
     }
 
-    private static func relayConfiguration(_ configuration: RouteConfiguration, perMessageDeflate: Bool) -> WebSocketRelay.Configuration {
+    private static func makeRelayConfiguration(_ configuration: RouteConfiguration, perMessageDeflate: Bool) -> WebSocketRelay.Configuration {
         let settings = configuration.websocket
         return WebSocketRelay.Configuration(
             route: configuration.name,

@@ -209,6 +209,7 @@ final class WebSocketUpgrade {
         guard deadline <= now else { return deadline }
         handshakeDeadline = nil
         handshakeTimedOut()
+        // A retry whose connect completed at once (an embedded dialer) has a deadline already.
         return handshakeDeadline
     }
 
