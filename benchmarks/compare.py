@@ -13,7 +13,9 @@ window 4; S3 20,000 msgs/s open loop over 100 connections; S4 5,000 idle connect
 over ws and wss (RSS per connection, handshakes/s); S5 9,000 connections held 30 s with a
 message every 5 s; S6 S1 w16 with Sluice's admin listener and access log on; S7 1 KiB messages,
 window 16, compressed with permessage-deflate end to end; S8 5,000 WebSockets opened unpaced over
-ws and wss (handshakes/s, the proxy's CPU per connection from accept to close).
+ws and wss (handshakes/s, the proxy's CPU per connection from accept to close). In S4 ws and S8
+ws the bare NIO byte tunnel (`sluice-bench tunnel`) runs beside the peers: what a proxy on NIO
+channels pays per WebSocket before any HTTP work.
 
 Needs release builds (`swift build -c release`), nginx, haproxy and caddy (Debian packages) and
 openssl. Every target is on loopback; every run is bounded in time.
@@ -34,6 +36,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, ".build", "release")
 PEERS = ("nginx", "haproxy", "caddy")
+FLOOR = "nio-tunnel"  # measured in S4 ws and S8 ws only: the floor of a proxy on NIO channels
 # `taskset` prefixes for the proxies and for the load side, set by --pin.
 PROXY_CORE, LOAD_CORE = [], []
 
@@ -170,6 +173,11 @@ class Targets:
         wait_listening(echo)
         self.targets["direct"] = {"port": echo, "tls_port": None, "pid": None}
         self.start_sluice("sluice", echo, admin=False)
+        # The floor for the per-connection scenarios (S4 ws, S8 ws): NIO's two channels relaying
+        # the same bytes, an accept and a backend connect per WebSocket, no HTTP work at all.
+        port = free_port()
+        self.start(FLOOR, [os.path.join(BIN, "sluice-bench"), "tunnel", "--listen", f"127.0.0.1:{port}", "--backend", f"127.0.0.1:{echo}",
+                           "--threads", str(self.workers), "--duration", "7200"], port)
         if include_admin:
             self.start_sluice("sluice+admin", echo, admin=True)
         common = {"WORKERS": self.workers, "WORK": self.work, "BACKEND": echo, "CERT": self.cert, "KEY": self.key, "PEM": self.pem}
@@ -240,7 +248,7 @@ def run_load(targets, name, args, duration, only=None):
 def run_hold(targets, name, connections, duration, interval, tls):
     rows = {}
     for target, info in targets.targets.items():
-        if target == "sluice+admin" or (tls and not info["tls_port"]):
+        if target == "sluice+admin" or (tls and not info["tls_port"]) or (target == FLOOR and not name.startswith("S4")):
             continue
         pids = process_tree(info["pid"]) if info["pid"] else []
         scheme, port = ("wss", info["tls_port"]) if tls else ("ws", info["port"])
@@ -390,7 +398,7 @@ def main():
         targets.start_all(include_admin="S6" in wanted)
         for name, args in LOAD_SCENARIOS:
             if name.split()[0] in wanted:
-                only = [t for t in targets.targets if t != "sluice+admin"]
+                only = [t for t in targets.targets if t not in ("sluice+admin", FLOOR)]
                 sections.append(("load", name, args, run_load(targets, name, args, options.duration, only)))
         if "S4" in wanted:
             sections.append(("hold", "S4 ws", "5,000 idle connections held 20 s", run_hold(targets, "S4 ws", 5000, 20, 0, tls=False)))
@@ -481,6 +489,12 @@ def write_results(options, sections):
                 target_hs = "≥ 1.10×" if "wss" in name else "≥ 1.00×"
                 lines += ["", f"**Sluice / best peer:** handshakes/s {ratio(s['handshakes_per_second'], best_hs)} (target {target_hs}), "
                               f"CPU per connection {ratio(s['cpu_us_per_connection'], best_cpu)} (target ≤ 1.00×)."]
+                floor = rows.get(FLOOR)
+                if floor:
+                    lines += ["", f"**NIO byte tunnel / best peer** (an accept and a backend connect per WebSocket, no HTTP work: the floor "
+                                  f"of a proxy on NIO channels): handshakes/s {ratio(floor['handshakes_per_second'], best_hs)}, CPU per "
+                                  f"connection {ratio(floor['cpu_us_per_connection'], best_cpu)}; Sluice / the tunnel: CPU per connection "
+                                  f"{ratio(s['cpu_us_per_connection'], floor['cpu_us_per_connection'])}."]
         elif kind == "http":
             lines += [f"## {name} ({args})", "", "| target | requests/s | p50 | p99 | proxy CPU µs/request | errors |", "|---|---|---|---|---|---|"]
             for target, r in rows.items():
@@ -507,6 +521,11 @@ def write_results(options, sections):
                 best_hs = max(p["handshakes_per_second"] for p in peers.values())
                 lines += ["", f"**Sluice / best peer:** RSS per connection {ratio(s['rss_per_connection_kib'], best_rss)}, "
                               f"handshakes/s {ratio(s['handshakes_per_second'], best_hs)}."]
+                floor = rows.get(FLOOR)
+                if floor and floor["rss_per_connection_kib"]:
+                    lines += ["", f"**NIO byte tunnel** (two channels per WebSocket, nothing else): {floor['rss_per_connection_kib']:.1f} KiB "
+                                  f"per connection, {ratio(floor['rss_per_connection_kib'], best_rss)} the best peer; Sluice / the tunnel "
+                                  f"{ratio(s['rss_per_connection_kib'], floor['rss_per_connection_kib'])}."]
             elif s:
                 # S5 runs after S4 in the same processes: their RSS already holds S4's peak, so only
                 # the counts are compared here; memory per connection is S4's figure.

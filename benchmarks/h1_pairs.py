@@ -3,13 +3,16 @@
 or Sluice with nginx, on a machine whose speed drifts.
 
 usage: benchmarks/h1_pairs.py [--against nginx | --against PATH/TO/OTHER/sluice] [--sluice PATH]
-                              [--floor [--bench PATH/TO/sluice-bench]] [--rounds 8] [--duration 5]
+                              [--floor] [--answer-floor] [--bench PATH/TO/sluice-bench] [--rounds 8] [--duration 5]
                               [--connections 50] [--request get|post|large|close]
 
 Against nginx it prints Sluice/nginx; against another build B it prints B/A (A is --sluice).
 With --floor (against nginx only), every round also measures `sluice-bench tunnel`, NIO relaying
 the same bytes through two channels with no HTTP work, and prints tunnel/nginx: the ceiling of a
-proxy whose hot path is NIO channel handlers, measured in the same rounds.
+proxy whose hot path is NIO channel handlers, measured in the same rounds. With --answer-floor,
+every round also measures `sluice-bench h1floor`, NIO answering each request itself with no
+backend: for `--request close` the floor of what a NIO server pays per new connection (accept,
+pipeline, read, write, close), which the tunnel, opening a backend connection per client, is not.
 
 Each proxy runs alone on core 1 (one event-loop thread, one nginx worker); wrk and the static
 nginx backend share core 0. Every round measures one, then the other, each after a one-second warm-up, and
@@ -63,10 +66,14 @@ def main():
                         help="get: 64-byte answers (scenario H1); post: 1 KiB POST bodies; large: 100 KB answers; "
                              "close: a new client connection per request (Connection: close)")
     parser.add_argument("--floor", action="store_true", help="also measure the bare NIO tunnel each round (against nginx)")
+    parser.add_argument("--answer-floor", action="store_true",
+                        help="also measure `sluice-bench h1floor` each round (against nginx): NIO answering every "
+                             "request itself, no backend; for a new connection per request the tunnel, which opens "
+                             "a backend connection per client, is not the floor")
     parser.add_argument("--bench", default=os.path.join(BIN, "sluice-bench"), help="the sluice-bench binary for --floor")
     options = parser.parse_args()
-    if options.floor and options.against != "nginx":
-        sys.exit("--floor compares the tunnel with nginx: use it with --against nginx")
+    if (options.floor or options.answer_floor) and options.against != "nginx":
+        sys.exit("--floor and --answer-floor compare a floor with nginx: use them with --against nginx")
     if (os.cpu_count() or 1) < 2:
         sys.exit("h1_pairs needs two cores: one for the proxy, one for wrk and the backend")
     work = tempfile.mkdtemp(prefix="sluice-h1-pairs-")
@@ -110,7 +117,15 @@ def main():
             processes.append(tunnel)
             wait_listening(port)
             floor = (port, tunnel.pid)
-        rates, cpus, floor_rates, floor_cpus = [], [], [], []
+        answer = None
+        if options.answer_floor:
+            port = free_port()
+            server = start([options.bench, "h1floor", "--listen", f"127.0.0.1:{port}",
+                            "--duration", str(options.rounds * (options.duration + 2) * 4 + 60)], 1)
+            processes.append(server)
+            wait_listening(port)
+            answer = (port, server.pid)
+        rates, cpus, floor_rates, floor_cpus, answer_rates, answer_cpus = [], [], [], [], [], []
         for round_number in range(1, options.rounds + 1):
             rate_a, cpu_a = measure(*a, options.duration, options.connections, shape)
             rate_b, cpu_b = measure(*b, options.duration, options.connections, shape)
@@ -123,12 +138,20 @@ def main():
                 floor_rates.append(rate_f / rate_a)
                 floor_cpus.append(cpu_f / cpu_a)
                 line += f"   tunnel {rate_f:8.0f} req/s {cpu_f:6.1f} µs/req   tunnel/{labels[0]} {floor_rates[-1]:.2f}× {floor_cpus[-1]:.2f}× CPU"
+            if answer:
+                rate_n, cpu_n = measure(*answer, options.duration, options.connections, shape)
+                answer_rates.append(rate_n / rate_a)
+                answer_cpus.append(cpu_n / cpu_a)
+                line += f"   h1floor {rate_n:8.0f} req/s {cpu_n:6.1f} µs/req   h1floor/{labels[0]} {answer_rates[-1]:.2f}× {answer_cpus[-1]:.2f}× CPU"
             print(line, flush=True)
         print(f"median {labels[1]}/{labels[0]}: requests/s {statistics.median(rates):.2f}× "
               f"(rounds {min(rates):.2f}–{max(rates):.2f}×), CPU per request {statistics.median(cpus):.2f}×")
         if floor:
             print(f"median tunnel/{labels[0]}: requests/s {statistics.median(floor_rates):.2f}× "
                   f"(rounds {min(floor_rates):.2f}–{max(floor_rates):.2f}×), CPU per request {statistics.median(floor_cpus):.2f}×")
+        if answer:
+            print(f"median h1floor/{labels[0]}: requests/s {statistics.median(answer_rates):.2f}× "
+                  f"(rounds {min(answer_rates):.2f}–{max(answer_rates):.2f}×), CPU per request {statistics.median(answer_cpus):.2f}×")
     finally:
         stop_all(processes)
 

@@ -12,7 +12,7 @@ struct SluiceBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sluice-bench",
         abstract: "Benchmark WebSocket relays on loopback.",
-        subcommands: [Echo.self, Load.self, Hold.self, Tunnel.self, HTTP2Floor.self, Churn.self, Probe.self]
+        subcommands: [Echo.self, Load.self, Hold.self, Tunnel.self, HTTP1Floor.self, HTTP2Floor.self, Churn.self, Probe.self]
     )
 
     static func main() async {
