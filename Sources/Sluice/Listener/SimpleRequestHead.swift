@@ -119,7 +119,10 @@ enum SimpleRequestHead {
             }
             vetted.keepAlive = connection ?? (version == .http1_1)
             if upgradeField || connectionUpgrade {
-                guard upgradeField, connectionUpgrade, method == .GET, version == .http1_1, vetted.framing.contentLength == nil else { return nil }
+                // `Content-Length: 0` is no body (NIO's own WebSocket client sends it); a body
+                // behind an upgrade head goes to NIO's decoder.
+                guard upgradeField, connectionUpgrade, method == .GET, version == .http1_1, (vetted.framing.contentLength ?? 0) == 0
+                else { return nil }
                 vetted.offersUpgrade = true
             }
             let head = HTTPRequestHead(version: version, method: method, uri: string(target), headers: headers)
