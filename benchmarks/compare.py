@@ -13,9 +13,9 @@ window 4; S3 20,000 msgs/s open loop over 100 connections; S4 5,000 idle connect
 over ws and wss (RSS per connection, handshakes/s); S5 9,000 connections held 30 s with a
 message every 5 s; S6 S1 w16 with Sluice's admin listener and access log on; S7 1 KiB messages,
 window 16, compressed with permessage-deflate end to end; S8 5,000 WebSockets opened unpaced over
-ws and wss (handshakes/s, the proxy's CPU per connection from accept to close). In S4 ws and S8
-ws the bare NIO byte tunnel (`sluice-bench tunnel`) runs beside the peers: what a proxy on NIO
-channels pays per WebSocket before any HTTP work.
+ws and wss (handshakes/s, the proxy's CPU per connection from accept to close). In S4 and S8 the
+bare NIO byte tunnel (`sluice-bench tunnel`, swift-nio-ssl in front of it for wss) runs beside
+the peers: what a proxy on NIO channels pays per WebSocket before any HTTP work.
 
 Needs release builds (`swift build -c release`), nginx, haproxy and caddy (Debian packages) and
 openssl. Every target is on loopback; every run is bounded in time.
@@ -36,7 +36,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, ".build", "release")
 PEERS = ("nginx", "haproxy", "caddy")
-FLOOR = "nio-tunnel"  # measured in S4 ws and S8 ws only: the floor of a proxy on NIO channels
+FLOOR = "nio-tunnel"  # measured in S4 and S8 only: the floor of a proxy on NIO channels
 # `taskset` prefixes for the proxies and for the load side, set by --pin.
 PROXY_CORE, LOAD_CORE = [], []
 
@@ -173,11 +173,13 @@ class Targets:
         wait_listening(echo)
         self.targets["direct"] = {"port": echo, "tls_port": None, "pid": None}
         self.start_sluice("sluice", echo, admin=False)
-        # The floor for the per-connection scenarios (S4 ws, S8 ws): NIO's two channels relaying
-        # the same bytes, an accept and a backend connect per WebSocket, no HTTP work at all.
-        port = free_port()
+        # The floor for the per-connection scenarios (S4, S8): NIO's two channels relaying the
+        # same bytes, an accept and a backend connect per WebSocket, no HTTP work at all; on its
+        # TLS port swift-nio-ssl terminates TLS in front of it, as in Sluice.
+        port, tls = free_port(), free_port()
         self.start(FLOOR, [os.path.join(BIN, "sluice-bench"), "tunnel", "--listen", f"127.0.0.1:{port}", "--backend", f"127.0.0.1:{echo}",
-                           "--threads", str(self.workers), "--duration", "7200"], port)
+                           "--tls-listen", f"127.0.0.1:{tls}", "--cert", self.cert, "--key", self.key,
+                           "--threads", str(self.workers), "--duration", "7200"], port, tls)
         if include_admin:
             self.start_sluice("sluice+admin", echo, admin=True)
         common = {"WORKERS": self.workers, "WORK": self.work, "BACKEND": echo, "CERT": self.cert, "KEY": self.key, "PEM": self.pem}
@@ -491,8 +493,8 @@ def write_results(options, sections):
                               f"CPU per connection {ratio(s['cpu_us_per_connection'], best_cpu)} (target ≤ 1.00×)."]
                 floor = rows.get(FLOOR)
                 if floor:
-                    lines += ["", f"**NIO byte tunnel / best peer** (an accept and a backend connect per WebSocket, no HTTP work: the floor "
-                                  f"of a proxy on NIO channels): handshakes/s {ratio(floor['handshakes_per_second'], best_hs)}, CPU per "
+                    lines += ["", f"**NIO byte tunnel / best peer** (an accept{', a TLS handshake' if 'wss' in name else ''} and a backend "
+                                  f"connect per WebSocket, no HTTP work: the floor of a proxy on NIO channels): handshakes/s {ratio(floor['handshakes_per_second'], best_hs)}, CPU per "
                                   f"connection {ratio(floor['cpu_us_per_connection'], best_cpu)}; Sluice / the tunnel: CPU per connection "
                                   f"{ratio(s['cpu_us_per_connection'], floor['cpu_us_per_connection'])}."]
         elif kind == "http":
@@ -523,7 +525,8 @@ def write_results(options, sections):
                               f"handshakes/s {ratio(s['handshakes_per_second'], best_hs)}."]
                 floor = rows.get(FLOOR)
                 if floor and floor["rss_per_connection_kib"]:
-                    lines += ["", f"**NIO byte tunnel** (two channels per WebSocket, nothing else): {floor['rss_per_connection_kib']:.1f} KiB "
+                    lines += ["", f"**NIO byte tunnel** (two channels per WebSocket{' and swift-nio-ssl' if 'wss' in name else ''}, nothing "
+                                  f"else): {floor['rss_per_connection_kib']:.1f} KiB "
                                   f"per connection, {ratio(floor['rss_per_connection_kib'], best_rss)} the best peer; Sluice / the tunnel "
                                   f"{ratio(s['rss_per_connection_kib'], floor['rss_per_connection_kib'])}."]
             elif s:

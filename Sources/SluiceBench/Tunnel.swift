@@ -2,12 +2,15 @@ import ArgumentParser
 import Foundation
 import NIOCore
 import NIOPosix
+import NIOSSL
 
 /// `sluice-bench tunnel`: a byte-for-byte TCP relay on SwiftNIO, one backend connection per
 /// client connection on the client's event loop, with backpressure both ways — and nothing
 /// else: no HTTP parsing, no routing, no headers. It is the floor any proxy built from NIO
 /// channel handlers pays per request (two channels, four socket calls, the pipeline), measured
-/// beside Sluice and nginx in scenario H1 so the cost of NIO itself is known.
+/// beside Sluice and nginx in scenario H1 so the cost of NIO itself is known. With
+/// `--tls-listen`, the same process also terminates TLS (swift-nio-ssl, as Sluice does) on a
+/// second port and relays the plaintext: the floor for the wss scenarios.
 struct Tunnel: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Relay TCP bytes to a loopback backend (the NIO floor for H1).")
 
@@ -16,6 +19,15 @@ struct Tunnel: AsyncParsableCommand {
 
     @Option(help: "Loopback host:port of the backend.")
     var backend: String
+
+    @Option(help: "Loopback host:port to also listen on with TLS (needs --cert and --key; nio engine only).")
+    var tlsListen: String?
+
+    @Option(help: "PEM certificate chain for --tls-listen.")
+    var cert: String?
+
+    @Option(help: "PEM private key for --tls-listen.")
+    var key: String?
 
     @Option(help: "Event loop threads.")
     var threads: Int = 1
@@ -34,29 +46,46 @@ struct Tunnel: AsyncParsableCommand {
             return
         }
         guard engine == "nio" else { throw ValidationError("--engine is nio or uring") }
+        let tls = try tlsListen.map { hostPort -> (LoopbackTarget, NIOSSLContext) in
+            guard let cert, let key else { throw ValidationError("--tls-listen needs --cert and --key") }
+            let configuration = TLSConfiguration.makeServerConfiguration(
+                certificateChain: try NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) },
+                privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
+            )
+            return (try LoopbackTarget(hostPort: hostPort), try NIOSSLContext(configuration: configuration))
+        }
         let backendAddress = try SocketAddress.makeAddressResolvingHost(backendTarget.host, port: backendTarget.port)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
-        let server = try await ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 4096)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .childChannelInitializer { client in
-                Self.connect(client, to: backendAddress)
-            }
-            .bind(host: listenTarget.host, port: listenTarget.port).get()
-        FileHandle.standardOutput.write(Data("tunnel listening on \(listenTarget.host):\(server.localAddress?.port ?? 0)\n".utf8))
+        func serve(on target: LoopbackTarget, tls: NIOSSLContext?) async throws -> any Channel {
+            try await ServerBootstrap(group: group)
+                .serverChannelOption(.backlog, value: 4096)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+                .childChannelInitializer { client in
+                    Self.connect(client, to: backendAddress, tls: tls)
+                }
+                .bind(host: target.host, port: target.port).get()
+        }
+        var servers = [try await serve(on: listenTarget, tls: nil)]
+        FileHandle.standardOutput.write(Data("tunnel listening on \(listenTarget.host):\(servers[0].localAddress?.port ?? 0)\n".utf8))
+        if let (target, context) = tls {
+            servers.append(try await serve(on: target, tls: context))
+            FileHandle.standardOutput.write(Data("tunnel (TLS) listening on \(target.host):\(servers[1].localAddress?.port ?? 0)\n".utf8))
+        }
         try await Task.sleep(for: .seconds(duration))
-        try await server.close()
+        for server in servers { try await server.close() }
         try await group.shutdownGracefully()
     }
 
-    /// Opens the backend side for `client` and joins the two; the client closes if it fails.
-    static func connect(_ client: any Channel, to backend: SocketAddress) -> EventLoopFuture<Void> {
+    /// Opens the backend side for `client` (behind TLS when `tls` is given) and joins the two;
+    /// the client closes if it fails.
+    static func connect(_ client: any Channel, to backend: SocketAddress, tls: NIOSSLContext? = nil) -> EventLoopFuture<Void> {
         let clientSide = TunnelSide()
         let backendSide = TunnelSide()
         clientSide.partner = backendSide
         backendSide.partner = clientSide
         do {
+            if let tls { try client.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
             try client.pipeline.syncOperations.addHandler(clientSide)
         } catch {
             return client.eventLoop.makeFailedFuture(error)
