@@ -52,6 +52,7 @@ private final class FloorHTTP1Answer: ChannelInboundHandler {
     )
     private static let headEnd = Array("\r\n\r\n".utf8)
     private static let close = Array("connection: close".utf8)
+    private static let maxHead = 64 * 1024
 
     private var pending = ByteBuffer()
     private var answered = false
@@ -68,17 +69,15 @@ private final class FloorHTTP1Answer: ChannelInboundHandler {
             answered = true
         }
         pending.discardReadBytes()
+        // A head this long is no benchmark request: no buffer grows without end.
+        if pending.readableBytes > Self.maxHead { context.close(promise: nil) }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
         guard answered else { return }
         answered = false
-        if closeAfterFlush {
-            context.flush()
-            context.close(promise: nil)
-        } else {
-            context.flush()
-        }
+        context.flush()
+        if closeAfterFlush { context.close(promise: nil) }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
