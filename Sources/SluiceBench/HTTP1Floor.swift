@@ -15,25 +15,16 @@ struct HTTP1Floor: AsyncParsableCommand {
         commandName: "h1floor", abstract: "Answer HTTP/1.1 requests directly (the NIO floor for a proxied request)."
     )
 
-    @Option(help: "Loopback host:port to listen on (port 0 = chosen by the OS).")
-    var listen: String = "127.0.0.1:0"
-
-    @Option(help: "Stop after this many seconds.")
-    var duration: Int = 3600
+    @OptionGroup var serve: ServeOptions
 
     func run() async throws {
-        let target = try LoopbackTarget(hostPort: listen)
+        let target = try LoopbackTarget(hostPort: serve.listen)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let server = try await ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 4096)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(FloorHTTP1Answer()) }
-            }
-            .bind(host: target.host, port: target.port).get()
+        let server = try await LoopbackServer.bind(target, group: group) { channel in
+            channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(FloorHTTP1Answer()) }
+        }
         FileHandle.standardOutput.write(Data("h1floor listening on \(target.host):\(server.localAddress?.port ?? 0)\n".utf8))
-        try await Task.sleep(for: .seconds(duration))
+        try await Task.sleep(for: .seconds(serve.duration))
         try await server.close()
         try await group.shutdownGracefully()
     }

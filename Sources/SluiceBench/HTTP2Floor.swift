@@ -18,8 +18,7 @@ struct HTTP2Floor: AsyncParsableCommand {
         commandName: "h2floor", abstract: "Answer HTTP/2 requests over TLS directly (the NIO floor for h2)."
     )
 
-    @Option(help: "Loopback host:port to listen on (port 0 = chosen by the OS).")
-    var listen: String = "127.0.0.1:0"
+    @OptionGroup var serve: ServeOptions
 
     @Option(help: "PEM certificate chain.")
     var cert: String
@@ -30,11 +29,8 @@ struct HTTP2Floor: AsyncParsableCommand {
     @Option(help: "streams (a child channel per stream) or frames (the connection's frames, no child channels).")
     var mode: String = "streams"
 
-    @Option(help: "Stop after this many seconds.")
-    var duration: Int = 3600
-
     func run() async throws {
-        let target = try LoopbackTarget(hostPort: listen)
+        let target = try LoopbackTarget(hostPort: serve.listen)
         guard mode == "streams" || mode == "frames" else { throw ValidationError("--mode is streams or frames") }
         var tls = TLSConfiguration.makeServerConfiguration(
             certificateChain: try NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) },
@@ -44,27 +40,22 @@ struct HTTP2Floor: AsyncParsableCommand {
         let context = try NIOSSLContext(configuration: tls)
         let perStream = mode == "streams"
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let server = try await ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 4096)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let sync = channel.pipeline.syncOperations
-                    try sync.addHandler(NIOSSLServerHandler(context: context))
-                    if perStream {
-                        try sync.addHandler(NIOHTTP2Handler(mode: .server, eventLoop: channel.eventLoop) { stream in
-                            stream.eventLoop.makeCompletedFuture { try stream.pipeline.syncOperations.addHandler(FloorStreamAnswer()) }
-                        })
-                    } else {
-                        try sync.addHandler(NIOHTTP2Handler(mode: .server))
-                        try sync.addHandler(FloorFrameAnswer())
-                    }
+        let server = try await LoopbackServer.bind(target, group: group) { channel in
+            channel.eventLoop.makeCompletedFuture {
+                let sync = channel.pipeline.syncOperations
+                try sync.addHandler(NIOSSLServerHandler(context: context))
+                if perStream {
+                    try sync.addHandler(NIOHTTP2Handler(mode: .server, eventLoop: channel.eventLoop) { stream in
+                        stream.eventLoop.makeCompletedFuture { try stream.pipeline.syncOperations.addHandler(FloorStreamAnswer()) }
+                    })
+                } else {
+                    try sync.addHandler(NIOHTTP2Handler(mode: .server))
+                    try sync.addHandler(FloorFrameAnswer())
                 }
             }
-            .bind(host: target.host, port: target.port).get()
+        }
         FileHandle.standardOutput.write(Data("h2floor (\(mode)) listening on \(target.host):\(server.localAddress?.port ?? 0)\n".utf8))
-        try await Task.sleep(for: .seconds(duration))
+        try await Task.sleep(for: .seconds(serve.duration))
         try await server.close()
         try await group.shutdownGracefully()
     }

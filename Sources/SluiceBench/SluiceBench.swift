@@ -38,17 +38,13 @@ struct SluiceBench: AsyncParsableCommand {
 struct Echo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Serve a WebSocket echo backend on loopback.")
 
-    @Option(help: "Loopback host:port to listen on (port 0 = chosen by the OS).")
-    var listen: String = "127.0.0.1:0"
-
-    @Option(help: "Stop after this many seconds.")
-    var duration: Int = 3600
+    @OptionGroup var serve: ServeOptions
 
     func run() async throws {
-        let target = try LoopbackTarget(hostPort: listen)
+        let target = try LoopbackTarget(hostPort: serve.listen)
         let backend = try await EchoBackend.start(group: MultiThreadedEventLoopGroup.singleton, host: target.host, port: target.port, deflate: true)
         FileHandle.standardOutput.write(Data("echo listening on \(target.host):\(backend.port)\n".utf8))
-        try await Task.sleep(for: .seconds(duration))
+        try await Task.sleep(for: .seconds(serve.duration))
         await backend.stop()
     }
 }

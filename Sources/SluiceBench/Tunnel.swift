@@ -14,8 +14,7 @@ import NIOSSL
 struct Tunnel: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Relay TCP bytes to a loopback backend (the NIO floor for H1).")
 
-    @Option(help: "Loopback host:port to listen on (port 0 = chosen by the OS).")
-    var listen: String = "127.0.0.1:0"
+    @OptionGroup var serve: ServeOptions
 
     @Option(help: "Loopback host:port of the backend.")
     var backend: String
@@ -32,14 +31,12 @@ struct Tunnel: AsyncParsableCommand {
     @Option(help: "Event loop threads.")
     var threads: Int = 1
 
-    @Option(help: "Stop after this many seconds.")
-    var duration: Int = 3600
 
     @Option(help: "nio (channels on a SwiftNIO event loop) or uring (one thread, one io_uring ring; Linux).")
     var engine: String = "nio"
 
     func run() async throws {
-        let listenTarget = try LoopbackTarget(hostPort: listen)
+        let listenTarget = try LoopbackTarget(hostPort: serve.listen)
         let backendTarget = try LoopbackTarget(hostPort: backend)
         if engine == "uring" {
             try runUring(listen: listenTarget, backend: backendTarget)
@@ -56,23 +53,18 @@ struct Tunnel: AsyncParsableCommand {
         }
         let backendAddress = try SocketAddress.makeAddressResolvingHost(backendTarget.host, port: backendTarget.port)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
-        func serve(on target: LoopbackTarget, tls: NIOSSLContext?) async throws -> any Channel {
-            try await ServerBootstrap(group: group)
-                .serverChannelOption(.backlog, value: 4096)
-                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-                .childChannelInitializer { client in
-                    Self.connect(client, to: backendAddress, tls: tls)
-                }
-                .bind(host: target.host, port: target.port).get()
+        func listen(on target: LoopbackTarget, tls: NIOSSLContext?) async throws -> any Channel {
+            try await LoopbackServer.bind(target, group: group) { client in
+                Self.connect(client, to: backendAddress, tls: tls)
+            }
         }
-        var servers = [try await serve(on: listenTarget, tls: nil)]
+        var servers = [try await listen(on: listenTarget, tls: nil)]
         FileHandle.standardOutput.write(Data("tunnel listening on \(listenTarget.host):\(servers[0].localAddress?.port ?? 0)\n".utf8))
         if let (target, context) = tls {
-            servers.append(try await serve(on: target, tls: context))
+            servers.append(try await listen(on: target, tls: context))
             FileHandle.standardOutput.write(Data("tunnel (TLS) listening on \(target.host):\(servers[1].localAddress?.port ?? 0)\n".utf8))
         }
-        try await Task.sleep(for: .seconds(duration))
+        try await Task.sleep(for: .seconds(serve.duration))
         for server in servers { try await server.close() }
         try await group.shutdownGracefully()
     }
@@ -179,7 +171,7 @@ extension Tunnel {
         FileHandle.standardOutput.write(Data("tunnel (io_uring) listening on \(listen.host):\(UInt16(bigEndian: address.sin_port))\n".utf8))
         var start = timespec()
         clock_gettime(CLOCK_MONOTONIC, &start)
-        engine.run(until: Double(start.tv_sec) + Double(start.tv_nsec) / 1e9 + Double(duration))
+        engine.run(until: Double(start.tv_sec) + Double(start.tv_nsec) / 1e9 + Double(serve.duration))
         close(fd)
         #else
         throw ValidationError("--engine uring needs Linux and liburing")
