@@ -10,7 +10,9 @@ upstreams. RFC 8441: `sluice-bench load --http2` (one h2 connection per WebSocke
 64-byte messages, 16 in flight each) to the echo backend, through Sluice and through HAProxy
 (nginx has no RFC 8441), against `sluice-bench load` over HTTP/1.1 through the same proxy.
 Beside the proxies, NIO's own h2 floor: `sluice-bench h2floor`, answering by itself over TLS
-with a child channel per stream (as Sluice does) and on the connection's frames (no child channels).
+with a child channel per stream (as Sluice does) and on the connection's frames (no child channels),
+and proxying on the connection's frames to the same backend with nothing but the HTTP/1.1 exchange
+(`--mode proxy`): the least any HTTP/2 proxy on NIO channels costs.
 
 Each proxy runs alone on core 1 with one event-loop thread (nginx: one worker; HAProxy: one
 thread); the load generator and the backends share core 0. Every round measures each target in
@@ -115,10 +117,10 @@ routes:
         port = free_port()
         self.start("haproxy", ["haproxy", "-f", render_template(work, "haproxy-h2.cfg.template", {**values, "PORT": port})], port)
         # NIO's own h2 cost, no proxying: the floor Sluice's HTTP/2 stands on.
-        for mode in ("streams", "frames"):
+        for mode in ("streams", "frames", "proxy"):
             port = free_port()
             self.start(f"floor-{mode}", [os.path.join(BIN, "sluice-bench"), "h2floor", "--listen", f"127.0.0.1:{port}",
-                                         "--cert", cert, "--key", key, "--mode", mode], port)
+                                         "--cert", cert, "--key", key, "--mode", mode, "--backend", f"127.0.0.1:{backend}"], port)
 
     def start(self, name, command, port):
         process = pinned(command, 1, self.log)
@@ -137,8 +139,9 @@ routes:
 
 
 # The h2 request targets: the three proxies, then NIO's h2 floor answering by itself with a
-# child channel per stream (Sluice's shape) and on the connection's frames.
-H2_TARGETS = ("sluice", "nginx", "haproxy", "floor-streams", "floor-frames")
+# child channel per stream (Sluice's shape) and on the connection's frames, and proxying on the
+# connection's frames.
+H2_TARGETS = ("sluice", "nginx", "haproxy", "floor-streams", "floor-frames", "floor-proxy")
 
 
 def median(rows, key):
@@ -201,7 +204,10 @@ def render(results, options):
                   f"**NIO's h2 floor** (no backend; `floor-streams` a child channel per stream as in Sluice, `floor-frames` none): "
                   f"CPU per request {median(rows['floor-streams'], 'cpu_us'):.2f} and {median(rows['floor-frames'], 'cpu_us'):.2f} µs, "
                   f"{ratio(rows['floor-streams'], rows[best], 'cpu_us'):.2f}× and {ratio(rows['floor-frames'], rows[best], 'cpu_us'):.2f}× "
-                  f"the best peer's with its proxying.", ""]
+                  f"the best peer's with its proxying. **NIO's h2 proxying floor** (`floor-proxy`: frames, each request sent to "
+                  f"the same backend, nothing else): requests/s {ratio(rows['floor-proxy'], rows[best], 'rate'):.2f}×, "
+                  f"CPU per request {median(rows['floor-proxy'], 'cpu_us'):.2f} µs, {ratio(rows['floor-proxy'], rows[best], 'cpu_us'):.2f}× "
+                  f"the best peer's.", ""]
     rows = results["ws"]
     lines += ["### WebSocket echo, 50 connections, 64-byte messages, 16 in flight (sluice-bench), over TLS", "",
               "| target | msgs/s | proxy CPU µs/msg | failed |", "|---|---|---|---|"]

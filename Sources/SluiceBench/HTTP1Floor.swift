@@ -52,9 +52,9 @@ private final class FloorHTTP1Answer: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var bytes = unwrapInboundIn(data)
         pending.writeBuffer(&bytes)
-        while !closeAfterFlush, let end = Self.find(Self.headEnd, in: pending.readableBytesView) {
+        while !closeAfterFlush, let end = FloorBytes.find(Self.headEnd, in: pending.readableBytesView) {
             let head = pending.readableBytesView[pending.readerIndex..<end]
-            closeAfterFlush = Self.find(Self.close, in: head, ignoringCase: true) != nil
+            closeAfterFlush = FloorBytes.find(Self.close, in: head, ignoringCase: true) != nil
             pending.moveReaderIndex(to: end + Self.headEnd.count)
             context.write(wrapOutboundOut(closeAfterFlush ? Self.closing : Self.keepAlive), promise: nil)
             answered = true
@@ -75,9 +75,13 @@ private final class FloorHTTP1Answer: ChannelInboundHandler {
         context.close(promise: nil)
     }
 
+}
+
+/// Byte search for the floors, which read HTTP/1.1 heads without a parser.
+enum FloorBytes {
     /// The index of the first occurrence of `needle` in `haystack`, comparing letters without
     /// case when asked.
-    private static func find(_ needle: [UInt8], in haystack: ByteBufferView, ignoringCase: Bool = false) -> Int? {
+    static func find(_ needle: [UInt8], in haystack: ByteBufferView, ignoringCase: Bool = false) -> Int? {
         guard haystack.count >= needle.count else { return nil }
         var index = haystack.startIndex
         let last = haystack.endIndex - needle.count

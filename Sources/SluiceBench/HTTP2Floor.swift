@@ -12,7 +12,9 @@ import NIOSSL
 /// measured beside Sluice, nginx and HAProxy by `benchmarks/h2.py --floor`, in two shapes:
 /// `streams` (NIOHTTP2's multiplexer with a child channel per stream, the shape Sluice uses)
 /// and `frames` (the connection's frames handled on the connection's own pipeline, no child
-/// channels), so the share of the per-stream channel is known.
+/// channels), so the share of the per-stream channel is known; and `proxy`, the frames shape
+/// sending each request on to a keep-alive HTTP/1.1 `--backend` (`FloorBackendPool`): the least
+/// any HTTP/2 proxying on NIO channels costs.
 struct HTTP2Floor: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "h2floor", abstract: "Answer HTTP/2 requests over TLS directly (the NIO floor for h2)."
@@ -26,29 +28,43 @@ struct HTTP2Floor: AsyncParsableCommand {
     @Option(help: "PEM private key.")
     var key: String
 
-    @Option(help: "streams (a child channel per stream) or frames (the connection's frames, no child channels).")
+    @Option(help: "streams (a child channel per stream), frames (the connection's frames, no child channels) or proxy (frames, each request sent on to --backend).")
     var mode: String = "streams"
+
+    @Option(help: "Loopback host:port of the HTTP/1.1 backend, for --mode proxy.")
+    var backend: String?
 
     func run() async throws {
         let target = try LoopbackTarget(hostPort: serve.listen)
-        guard mode == "streams" || mode == "frames" else { throw ValidationError("--mode is streams or frames") }
+        guard ["streams", "frames", "proxy"].contains(mode) else { throw ValidationError("--mode is streams, frames or proxy") }
+        let backendTarget = try backend.map { try LoopbackTarget(hostPort: $0) }
+        if mode == "proxy" && backendTarget == nil { throw ValidationError("--mode proxy needs --backend host:port") }
         var tls = TLSConfiguration.makeServerConfiguration(
             certificateChain: try NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) },
             privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
         )
         tls.applicationProtocols = ["h2"]
         let context = try NIOSSLContext(configuration: tls)
-        let perStream = mode == "streams"
+        let mode = self.mode
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let loop = group.next()
+        // One event loop, so one pool, used only on it.
+        let pool = try await loop.submit {
+            backendTarget.map { NIOLoopBound(FloorBackendPool(eventLoop: loop, backend: $0), eventLoop: loop) }
+        }.get()
         let server = try await LoopbackServer.bind(target, group: group) { channel in
             channel.eventLoop.makeCompletedFuture {
                 let sync = channel.pipeline.syncOperations
                 try sync.addHandler(NIOSSLServerHandler(context: context))
-                if perStream {
+                switch mode {
+                case "streams":
                     try sync.addHandler(NIOHTTP2Handler(mode: .server, eventLoop: channel.eventLoop) { stream in
                         stream.eventLoop.makeCompletedFuture { try stream.pipeline.syncOperations.addHandler(FloorStreamAnswer()) }
                     })
-                } else {
+                case "proxy":
+                    try sync.addHandler(NIOHTTP2Handler(mode: .server))
+                    try sync.addHandler(FloorFrameProxy(pool: pool!.value))
+                default:
                     try sync.addHandler(NIOHTTP2Handler(mode: .server))
                     try sync.addHandler(FloorFrameAnswer())
                 }
