@@ -35,6 +35,28 @@ struct BenchToolTests {
         (json?[key] as? NSNumber)?.doubleValue
     }
 
+    /// Starts a serving subcommand of `sluice-bench` (it stops by itself at its `--duration`)
+    /// and reads its port from the line it prints once listening. The caller terminates it.
+    static func serve(_ arguments: [String]) throws -> (process: ChildProcess, port: Int) {
+        let process = ChildProcess()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        let output = Pipe()
+        process.standardOutput = output
+        try process.run()
+        var line = ""
+        while !line.contains("\n") {
+            let data = output.fileHandleForReading.availableData
+            if data.isEmpty { break }
+            line += String(decoding: data, as: UTF8.self)
+        }
+        guard let port = line.split(separator: ":").last.flatMap({ Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }) else {
+            process.terminate()
+            throw PeerError(message: "sluice-bench \(arguments.first ?? "") printed no port: \(line)")
+        }
+        return (process, port)
+    }
+
     @Test("Python websockets negotiates permessage-deflate with the built-in echo through Sluice; every message shape round-trips")
     func compressedEchoWithRealClient() async throws {
         // Its own loop, and a 1 MiB large message rather than 16: compressing blocks the
@@ -87,20 +109,8 @@ struct BenchToolTests {
     func tunnel(engine: String) async throws {
         let backend = try await PythonPeer(["http-backend", "one"])
         defer { backend.stop() }
-        let process = ChildProcess()
-        process.executableURL = URL(fileURLWithPath: Self.executable)
-        process.arguments = ["tunnel", "--engine", engine, "--backend", "127.0.0.1:\(backend.port)", "--duration", "30"]
-        let output = Pipe()
-        process.standardOutput = output
-        try process.run()
+        let (process, port) = try Self.serve(["tunnel", "--engine", engine, "--backend", "127.0.0.1:\(backend.port)", "--duration", "30"])
         defer { process.terminate() }
-        var line = ""
-        while !line.contains("\n") {
-            let data = output.fileHandleForReading.availableData
-            if data.isEmpty { break }
-            line += String(decoding: data, as: UTF8.self)
-        }
-        let port = try #require(line.split(separator: ":").last.flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }, "\(line)")
         let probe = try await Curl.run(["-H", "X-Probe: 7", "http://127.0.0.1:\(port)/a?x=1"])
         #expect(probe.status == 200, "\(probe.body)")
         #expect(probe.json?["path"] as? String == "/a?x=1", "\(probe.body)")
@@ -114,6 +124,37 @@ struct BenchToolTests {
         #expect((upload.json?["received"] as? Int) == 102_400, "\(upload.body)")
         let refused = try await Self.bench(["tunnel", "--engine", engine, "--backend", "192.0.2.1:80", "--duration", "1"])
         #expect(refused.status != 0 && refused.output.contains("loopback"), "\(refused.output)")
+    }
+
+    @Test("the floors answer: h1floor over HTTP/1.1, h2floor over h2 with a child channel per stream and on the connection's frames, and as a proxy through a keep-alive HTTP/1.1 backend (502 once it is gone)")
+    func floors() async throws {
+        let directory = NSTemporaryDirectory() + "sluice-floors-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try TestCertificateAuthority.write(serverName: "localhost", in: directory)
+        let tls = ["--cert", "\(directory)/server.pem", "--key", "\(directory)/server-key.pem", "--duration", "60"]
+        let h1 = try Self.serve(["h1floor", "--duration", "60"])
+        defer { h1.process.terminate() }
+        let plain = try await Curl.run(["--http1.1", "http://127.0.0.1:\(h1.port)/"])
+        #expect(plain.status == 200 && plain.body.count == 64, "\(plain)")
+        for mode in ["streams", "frames"] {
+            let h2 = try Self.serve(["h2floor", "--mode", mode] + tls)
+            defer { h2.process.terminate() }
+            let answer = try await Curl.run(["-k", "--http2", "https://127.0.0.1:\(h2.port)/"])
+            #expect(answer.status == 200 && answer.body.count == 64, "\(mode): \(answer)")
+        }
+        let proxy = try Self.serve(["h2floor", "--mode", "proxy", "--backend", "127.0.0.1:\(h1.port)"] + tls)
+        defer { proxy.process.terminate() }
+        // Many streams on few connections: each request reaches the backend and its answer
+        // comes back on its own stream.
+        let load = try await Curl.run([], shell: "h2load -n 400 -c 2 -m 20 https://127.0.0.1:\(proxy.port)/ 2>&1")
+        #expect(load.body.contains("400 succeeded, 0 failed") && load.body.contains("400 2xx"), "\(load.body)")
+        h1.process.terminate()
+        h1.process.waitUntilExit()
+        let gone = try await Curl.run(["-k", "--http2", "https://127.0.0.1:\(proxy.port)/"])
+        #expect(gone.status == 502, "\(gone)")
+        let refused = try await Self.bench(["h2floor", "--mode", "proxy"] + tls)
+        #expect(refused.status != 0 && refused.output.contains("--backend"), "\(refused.output)")
     }
 
     @Test("churn runs every fault cell through a sluice process of its own: each outcome as expected, nothing held afterwards")
