@@ -77,6 +77,17 @@ struct HTTP2Floor: AsyncParsableCommand {
     }
 }
 
+extension HTTP2Frame.FramePayload {
+    /// A request's HEADERS or DATA frame that ends it: when the floors answer.
+    var endsStream: Bool {
+        switch self {
+        case .headers(let headers): headers.endStream
+        case .data(let data): data.endStream
+        default: false
+        }
+    }
+}
+
 /// The floor's answer: `200`, 64 bytes.
 private enum FloorAnswer {
     static let headers: HPACKHeaders = [":status": "200", "content-length": "64"]
@@ -89,13 +100,7 @@ private final class FloorStreamAnswer: ChannelInboundHandler {
     typealias OutboundOut = HTTP2Frame.FramePayload
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let ended: Bool
-        switch unwrapInboundIn(data) {
-        case .headers(let headers): ended = headers.endStream
-        case .data(let data): ended = data.endStream
-        default: ended = false
-        }
-        guard ended else { return }
+        guard unwrapInboundIn(data).endsStream else { return }
         context.write(wrapOutboundOut(.headers(.init(headers: FloorAnswer.headers))), promise: nil)
         context.writeAndFlush(wrapOutboundOut(.data(.init(data: .byteBuffer(FloorAnswer.body), endStream: true))), promise: nil)
     }
@@ -109,13 +114,7 @@ private final class FloorFrameAnswer: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
-        let ended: Bool
-        switch frame.payload {
-        case .headers(let headers): ended = headers.endStream
-        case .data(let data): ended = data.endStream
-        default: ended = false
-        }
-        guard ended else { return }
+        guard frame.payload.endsStream else { return }
         context.write(wrapOutboundOut(HTTP2Frame(streamID: frame.streamID, payload: .headers(.init(headers: FloorAnswer.headers)))), promise: nil)
         context.write(
             wrapOutboundOut(HTTP2Frame(streamID: frame.streamID, payload: .data(.init(data: .byteBuffer(FloorAnswer.body), endStream: true)))),

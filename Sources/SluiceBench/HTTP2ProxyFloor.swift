@@ -174,13 +174,7 @@ final class FloorFrameProxy: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
-        let ended: Bool
-        switch frame.payload {
-        case .headers(let headers): ended = headers.endStream
-        case .data(let data): ended = data.endStream
-        default: ended = false
-        }
-        if ended { pool.send(FloorExchange(client: self, streamID: frame.streamID)) }
+        if frame.payload.endsStream { pool.send(FloorExchange(client: self, streamID: frame.streamID)) }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
