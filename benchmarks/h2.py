@@ -116,7 +116,8 @@ routes:
         self.start("nginx", ["nginx", "-c", render_template(work, "nginx-h2.conf.template", {**values, "PORT": port}), "-p", work], port)
         port = free_port()
         self.start("haproxy", ["haproxy", "-f", render_template(work, "haproxy-h2.cfg.template", {**values, "PORT": port})], port)
-        # NIO's own h2 cost, no proxying: the floor Sluice's HTTP/2 stands on.
+        # NIO's own h2 cost: answering itself (streams, frames) and proxying with nothing else
+        # (proxy), the floors Sluice's HTTP/2 stands on.
         for mode in ("streams", "frames", "proxy"):
             port = free_port()
             self.start(f"floor-{mode}", [os.path.join(BIN, "sluice-bench"), "h2floor", "--listen", f"127.0.0.1:{port}",

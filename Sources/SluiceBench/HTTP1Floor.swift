@@ -43,7 +43,6 @@ private final class FloorHTTP1Answer: ChannelInboundHandler {
     )
     private static let headEnd = Array("\r\n\r\n".utf8)
     private static let close = Array("connection: close".utf8)
-    private static let maxHead = 64 * 1024
 
     private var pending = ByteBuffer()
     private var answered = false
@@ -61,7 +60,7 @@ private final class FloorHTTP1Answer: ChannelInboundHandler {
         }
         pending.discardReadBytes()
         // A head this long is no benchmark request: no buffer grows without end.
-        if pending.readableBytes > Self.maxHead { context.close(promise: nil) }
+        if pending.readableBytes > FloorBytes.maxHead { context.close(promise: nil) }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -79,6 +78,10 @@ private final class FloorHTTP1Answer: ChannelInboundHandler {
 
 /// Byte search for the floors, which read HTTP/1.1 heads without a parser.
 enum FloorBytes {
+    /// The longest head a floor reads: longer is no benchmark request, and no buffer grows
+    /// without end.
+    static let maxHead = 64 * 1024
+
     /// The index of the first occurrence of `needle` in `haystack`, comparing letters without
     /// case when asked.
     static func find(_ needle: [UInt8], in haystack: ByteBufferView, ignoringCase: Bool = false) -> Int? {

@@ -34,11 +34,16 @@ struct HTTP2Floor: AsyncParsableCommand {
     @Option(help: "Loopback host:port of the HTTP/1.1 backend, for --mode proxy.")
     var backend: String?
 
+    @Option(help: "Seconds a request waits for the backend's answer before its stream gets a 502 (--mode proxy).")
+    var backendTimeout: Double = 10
+
     func run() async throws {
         let target = try LoopbackTarget(hostPort: serve.listen)
         guard ["streams", "frames", "proxy"].contains(mode) else { throw ValidationError("--mode is streams, frames or proxy") }
         let backendTarget = try backend.map { try LoopbackTarget(hostPort: $0) }
         if mode == "proxy" && backendTarget == nil { throw ValidationError("--mode proxy needs --backend host:port") }
+        guard backendTimeout > 0 else { throw ValidationError("--backend-timeout must be more than 0 seconds") }
+        let timeout = TimeAmount.nanoseconds(Int64(backendTimeout * 1e9))
         var tls = TLSConfiguration.makeServerConfiguration(
             certificateChain: try NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) },
             privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
@@ -50,7 +55,7 @@ struct HTTP2Floor: AsyncParsableCommand {
         let loop = group.next()
         // One event loop, so one pool, used only on it.
         let pool = try await loop.submit {
-            backendTarget.map { NIOLoopBound(FloorBackendPool(eventLoop: loop, backend: $0), eventLoop: loop) }
+            backendTarget.map { NIOLoopBound(FloorBackendPool(eventLoop: loop, backend: $0, timeout: timeout), eventLoop: loop) }
         }.get()
         let server = try await LoopbackServer.bind(target, group: group) { channel in
             channel.eventLoop.makeCompletedFuture {

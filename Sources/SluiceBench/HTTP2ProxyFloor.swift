@@ -11,14 +11,32 @@ import NIOPosix
 /// header forwarding, no request bodies, no flow control beyond NIOHTTP2's own: what is left is
 /// the two channels' reads and writes, TLS, HTTP/2 framing and a response head found by its
 /// `Content-Length` — which every proxy on NIO pays per request.
+///
+/// A request waits for its backend at most `timeout`: one sweep of the pool's connections,
+/// twice per `timeout`, closes those whose answer is late (their stream gets a 502), so no
+/// request's cost carries a timer of its own.
 final class FloorBackendPool {
     private let eventLoop: any EventLoop
     private let backend: LoopbackTarget
+    private let timeout: TimeAmount
     private var idle: [FloorBackendConnection] = []
+    /// Every open connection, idle or waiting, for the sweep.
+    private var connections: [FloorBackendConnection] = []
 
-    init(eventLoop: any EventLoop, backend: LoopbackTarget) {
+    /// Made on `eventLoop`, which it is used on alone.
+    init(eventLoop: any EventLoop, backend: LoopbackTarget, timeout: TimeAmount) {
         self.eventLoop = eventLoop
         self.backend = backend
+        self.timeout = timeout
+        let sweeper = NIOLoopBound(self, eventLoop: eventLoop)
+        let period = TimeAmount.nanoseconds(max(timeout.nanoseconds / 2, 1_000_000))
+        eventLoop.scheduleRepeatedTask(initialDelay: period, delay: period) { _ in sweeper.value.closeLate() }
+    }
+
+    /// Closes the connections whose answer has waited past the timeout.
+    private func closeLate() {
+        let oldest = NIODeadline.now() - timeout
+        for connection in connections { connection.closeIfWaiting(since: oldest) }
     }
 
     /// Sends `exchange`'s request on an idle connection, or a new one.
@@ -41,6 +59,7 @@ final class FloorBackendPool {
                     return
                 }
                 connection.pool = self
+                self.connections.append(connection)
                 connection.send(exchange)
             case .failure:
                 exchange.answer(status: "502", body: nil)
@@ -56,6 +75,7 @@ final class FloorBackendPool {
     /// A connection that closed leaves the pool.
     func forget(_ connection: FloorBackendConnection) {
         idle.removeAll { $0 === connection }
+        connections.removeAll { $0 === connection }
     }
 }
 
@@ -70,7 +90,9 @@ struct FloorExchange {
 }
 
 /// One keep-alive HTTP/1.1 connection to the backend, one request at a time; the answer's end
-/// is found by its `Content-Length` (the floor's backend always sends one).
+/// is found by its `Content-Length` (the floor's backend always sends one). Anything else —
+/// bytes with no request waiting, a head past 64 KiB or with no length, a body past 16 MiB —
+/// closes the connection, and a waiting stream gets a 502.
 final class FloorBackendConnection: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -78,10 +100,13 @@ final class FloorBackendConnection: ChannelInboundHandler {
     private static let request = ByteBuffer(string: "GET / HTTP/1.1\r\nHost: backend\r\nUser-Agent: h2floor\r\n\r\n")
     private static let headEnd = Array("\r\n\r\n".utf8)
     private static let contentLength = Array("content-length:".utf8)
+    private static let maxBody = 16 << 20
 
     weak var pool: FloorBackendPool?
     private var context: ChannelHandlerContext?
     private var waiting: FloorExchange?
+    /// When the waiting request was sent.
+    private var sentAt: NIODeadline?
     private var received = ByteBuffer()
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -94,20 +119,33 @@ final class FloorBackendConnection: ChannelInboundHandler {
             return
         }
         waiting = exchange
+        sentAt = .now()
         context.writeAndFlush(wrapOutboundOut(Self.request), promise: nil)
+    }
+
+    /// Closes the connection if its request was sent before `oldest` and is still unanswered.
+    func closeIfWaiting(since oldest: NIODeadline) {
+        if let sentAt, sentAt < oldest { context?.close(promise: nil) }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var bytes = unwrapInboundIn(data)
+        guard waiting != nil else {
+            context.close(promise: nil)
+            return
+        }
         if received.readableBytes == 0 {
             received = bytes
         } else {
             received.writeBuffer(&bytes)
         }
         let view = received.readableBytesView
-        guard let end = FloorBytes.find(Self.headEnd, in: view) else { return }
+        guard let end = FloorBytes.find(Self.headEnd, in: view) else {
+            if view.count > FloorBytes.maxHead { context.close(promise: nil) }
+            return
+        }
         let head = view[view.startIndex..<end]
-        guard head.count > 12, let length = Self.length(in: head) else {
+        guard head.count > 12, let length = Self.length(in: head), length <= Self.maxBody else {
             context.close(promise: nil)
             return
         }
@@ -119,6 +157,7 @@ final class FloorBackendConnection: ChannelInboundHandler {
         if received.readableBytes == 0 { received = ByteBuffer() }
         let exchange = waiting
         waiting = nil
+        sentAt = nil
         pool?.release(self)
         exchange?.answer(status: status, body: body)
     }
@@ -128,6 +167,7 @@ final class FloorBackendConnection: ChannelInboundHandler {
         pool?.forget(self)
         waiting?.answer(status: "502", body: nil)
         waiting = nil
+        sentAt = nil
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

@@ -126,7 +126,7 @@ struct BenchToolTests {
         #expect(refused.status != 0 && refused.output.contains("loopback"), "\(refused.output)")
     }
 
-    @Test("the floors answer: h1floor over HTTP/1.1, h2floor over h2 with a child channel per stream and on the connection's frames, and as a proxy through a keep-alive HTTP/1.1 backend (502 once it is gone)")
+    @Test("the floors answer: h1floor over HTTP/1.1, h2floor over h2 with a child channel per stream and on the connection's frames, and as a proxy through a keep-alive HTTP/1.1 backend (502 once it is gone, or when it does not answer in time)")
     func floors() async throws {
         let directory = NSTemporaryDirectory() + "sluice-floors-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -153,6 +153,15 @@ struct BenchToolTests {
         h1.process.waitUntilExit()
         let gone = try await Curl.run(["-k", "--http2", "https://127.0.0.1:\(proxy.port)/"])
         #expect(gone.status == 502, "\(gone)")
+        // A backend that accepts, reads and never answers nor closes: the stream gets a 502 at
+        // the floor's backend timeout.
+        let silent = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .bind(host: "127.0.0.1", port: 0).get()
+        defer { silent.close(promise: nil) }
+        let waiting = try Self.serve(["h2floor", "--mode", "proxy", "--backend", "127.0.0.1:\(silent.localAddress!.port!)", "--backend-timeout", "1"] + tls)
+        defer { waiting.process.terminate() }
+        let late = try await Curl.run(["-k", "--http2", "https://127.0.0.1:\(waiting.port)/"], timeout: 20)
+        #expect(late.status == 502, "\(late)")
         let refused = try await Self.bench(["h2floor", "--mode", "proxy"] + tls)
         #expect(refused.status != 0 && refused.output.contains("--backend"), "\(refused.output)")
     }
