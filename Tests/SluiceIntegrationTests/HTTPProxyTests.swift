@@ -288,6 +288,38 @@ struct HTTPProxyTests {
         #expect(post.body == "200 502", "a POST whose connection died is not replayed: \(post.body)")
     }
 
+    @Test(
+        "a backend's Keep-Alive timeout bounds the pool: Node's announced timeout, less a second, is how long its connection is reused",
+        .enabled(if: FileManager.default.fileExists(atPath: "/usr/bin/node"), "needs node (apt nodejs)")
+    )
+    func backendKeepAliveTimeout() async throws {
+        /// The answers through Sluice to Node's server with this keep-alive, each step on one client
+        /// connection (Python's http.client), so on one event loop's pool.
+        func answers(keepAlive milliseconds: Int, _ steps: String) async throws -> [[String: Any]] {
+            let script = SockJSTests.peers.appendingPathComponent("keepalive_server.js").path
+            let backend = try await PythonPeer(executable: "/usr/bin/node", arguments: [script, "\(milliseconds)"])
+            defer { backend.stop() }
+            let gateway = try await Self.gateway([backend])
+            let result = try await PythonPeer.run(["http-sequence", "127.0.0.1", "\(gateway.port("plain"))", steps])
+            await gateway.stop()
+            let answers = try #require(result["answers"] as? [[String: Any]], "\(result)")
+            #expect(answers.map { $0["status"] as? Int } == [200, 200], "\(answers)")
+            return answers
+        }
+        func onConnection(_ answer: [String: Any]) -> Int? { (answer["body"] as? [String: Any])?["onConnection"] as? Int }
+
+        // Node's default, 5 s: back to back, the second request (a POST) reuses the connection.
+        let reused = try await answers(keepAlive: 5000, #"[["GET", "/app/a", 0], ["POST", "/app/b", 0]]"#)
+        #expect(reused.map(onConnection) == [1, 2], "the POST came on the GET's connection: \(reused)")
+        // `Keep-Alive: timeout=1` leaves no second of margin: never kept, each request on its own.
+        let fresh = try await answers(keepAlive: 1000, #"[["GET", "/app/a", 0], ["POST", "/app/b", 0]]"#)
+        #expect(fresh.map(onConnection) == [1, 1], "a connection announced for 1 s is not pooled: \(fresh)")
+        // `timeout=3`: kept 2 s. A POST 2.5 s later goes on a new connection, not on the one the
+        // backend is about to close (were the wait past 3 s, Node would have closed it itself).
+        let later = try await answers(keepAlive: 3000, #"[["GET", "/app/a", 0], ["POST", "/app/b", 2.5]]"#)
+        #expect(later.map(onConnection) == [1, 1], "the pool let go of the connection before the backend's timeout: \(later)")
+    }
+
     @Test("request smuggling shapes are refused with 400 and a closed connection")
     func smuggling() async throws {
         let backend = try await PythonPeer(["http-backend", "one"])

@@ -33,6 +33,28 @@ struct ProxyUnitTests {
         #expect(ConnectionPoolState<Int>(maxIdle: 1, idleTimeout: 3, burstGrace: 5).burstGrace == 3)
     }
 
+    @Test("a backend's announced keep-alive shortens how long its connection is kept, by the margin; one too short is not kept")
+    func poolBackendKeepAlive() {
+        let second: Int64 = 1_000_000_000
+        #expect(ConnectionPoolState<Int>.backendMargin == second)
+        var pool = ConnectionPoolState<Int>(maxIdle: 4, idleTimeout: 30 * second)
+        // Node's `Keep-Alive: timeout=5`: kept for 4 s, not the pool's 30.
+        #expect(pool.checkin(1, reusable: true, backendKeepAlive: 5 * second, now: 0) == .keep)
+        #expect(pool.idle.map(\.limit) == [4 * second])
+        #expect(pool.armSweep() == 4 * second)
+        // A timeout no longer than the margin: closed at once, never reused.
+        #expect(pool.checkin(2, reusable: true, backendKeepAlive: second, now: 0) == .close)
+        #expect(pool.checkin(3, reusable: true, backendKeepAlive: 0, now: 0) == .close)
+        // Longer than the pool's own timeout: the pool's holds.
+        #expect(pool.checkin(4, reusable: true, backendKeepAlive: 300 * second, now: second) == .keep)
+        // The one behind a longer-lived neighbour is still checked before it is handed out.
+        #expect(pool.checkin(5, reusable: true, backendKeepAlive: 3 * second, now: 2 * second) == .keep)
+        let (reused, expired) = pool.checkout(now: 4 * second + 1)
+        #expect(reused == 4 && Set(expired) == [1, 5])
+        #expect(pool.idle.isEmpty)
+        #expect(pool.checkout(now: 31 * second).0 == nil)
+    }
+
     @Test("a burst past the cap is kept for the grace and reused; then the oldest above the cap close")
     func poolBurst() {
         var pool = ConnectionPoolState<Int>(maxIdle: 2, idleTimeout: 1_000, burstGrace: 10)

@@ -11,6 +11,7 @@ struct UpstreamResponseParserTests {
         var status: Int?
         var framing: UpstreamResponseParser.Framing?
         var keepAlive: Bool?
+        var keepAliveTimeout: Int?
         /// End-to-end fields as `name: value`.
         var fields: [String] = []
         var body = ""
@@ -28,6 +29,7 @@ struct UpstreamResponseParserTests {
                 outcome.status = head.status
                 outcome.framing = head.framing
                 outcome.keepAlive = head.keepAlive
+                outcome.keepAliveTimeout = head.keepAliveTimeout
                 let bytes = Array(head.bytes.readableBytesView)
                 outcome.fields = head.fields.filter(\.endToEnd).map { field in
                     String(decoding: bytes[field.name], as: UTF8.self) + ": " + String(decoding: bytes[field.value], as: UTF8.self)
@@ -60,7 +62,7 @@ struct UpstreamResponseParserTests {
     @Test("a Content-Length response: hop-by-hop fields marked, body sliced to its length, connection reusable")
     func fixedLength() throws {
         let outcome = try Self.parseEverySplit("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nX-A:1\r\n\r\nhello")
-        #expect(outcome == Outcome(status: 200, framing: .length(5), keepAlive: true, fields: ["Content-Length: 5", "X-A: 1"], body: "hello", ended: true, reusable: true))
+        #expect(outcome == Outcome(status: 200, framing: .length(5), keepAlive: true, keepAliveTimeout: 5, fields: ["Content-Length: 5", "X-A: 1"], body: "hello", ended: true, reusable: true))
     }
 
     @Test("chunked: extensions ignored, trailers read and dropped, chunks delivered as data")
@@ -93,6 +95,24 @@ struct UpstreamResponseParserTests {
         #expect(try Self.parse(["HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n"]).keepAlive == true)
         let named = try Self.parse(["HTTP/1.1 200 OK\r\nConnection: x-private\r\nX-Private: 1\r\nX-Public: 2\r\nContent-Length: 0\r\n\r\n"])
         #expect(named.fields == ["X-Public: 2", "Content-Length: 0"])
+    }
+
+    @Test("Keep-Alive's timeout is read (quoted or not, the smallest if several, at most a day); other parameters and junk give none")
+    func keepAliveTimeout() throws {
+        func timeout(_ fields: String) throws -> Int? {
+            let outcome = try Self.parseEverySplit("HTTP/1.1 200 OK\r\n\(fields)Content-Length: 0\r\n\r\n")
+            #expect(outcome.fields == ["Content-Length: 0"], "Keep-Alive is hop-by-hop")
+            return outcome.keepAliveTimeout
+        }
+        #expect(try timeout("Keep-Alive: timeout=5\r\n") == 5)
+        #expect(try timeout("keep-alive: max=100, Timeout = \"7\"\r\n") == 7)
+        #expect(try timeout("Keep-Alive: timeout=9\r\nKeep-Alive: timeout=3, max=2\r\n") == 3)
+        #expect(try timeout("Keep-Alive: timeout=0\r\n") == 0)
+        #expect(try timeout("Keep-Alive: timeout=99999999\r\n") == 86_400)
+        for junk in ["max=5", "timeout=", "timeout=5s", "timeout=-1", "timeouts=5", "timeout=1234567890", "timeout=\"5"] {
+            #expect(try timeout("Keep-Alive: \(junk)\r\n") == nil, "\(junk)")
+        }
+        #expect(try timeout("") == nil)
     }
 
     @Test("malformed responses are refused", arguments: [

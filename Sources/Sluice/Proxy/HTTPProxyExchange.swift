@@ -444,7 +444,10 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         if let index = backendIndex {
             backends.ended(index)
             backendIndex = nil
-            pool.release(connection, backend: backends.backend(index), settings: times.pool, reusable: reusable)
+            pool.release(
+                connection, backend: backends.backend(index), settings: times.pool, reusable: reusable,
+                backendKeepAliveSeconds: responseHead?.keepAliveTimeout
+            )
         } else {
             connection.channel.close(promise: nil)
         }

@@ -15,16 +15,26 @@ import NIOSSL
 /// churned and throughput fell to a third). Connections above the cap are closed by the
 /// sweep once idle for `burstGrace`, oldest first, so a sustained burst reuses them and a
 /// passing one leaves the backend with `maxIdle` within the grace.
+///
+/// A backend that announces how long it keeps an idle connection (`Keep-Alive: timeout=N`;
+/// Node closes after 5 s, Apache 5, where the pool's default is 30) gets its connections back
+/// no later than `backendMargin` before that: a request sent on a connection the backend is
+/// closing at that moment fails, and one that is not idempotent cannot be retried.
 struct ConnectionPoolState<ID: Hashable & Sendable>: Sendable {
     let maxIdle: Int
     let idleTimeout: Int64
     /// How long connections above `maxIdle` may stay idle (never longer than `idleTimeout`).
     let burstGrace: Int64
-    /// Oldest first; reuse takes the warmest (last).
-    private(set) var idle: [(id: ID, since: Int64)] = []
+    /// Oldest first; reuse takes the warmest (last). `limit` is how long this one may stay idle:
+    /// the idle timeout, or less when its backend announced a shorter keep-alive.
+    private(set) var idle: [(id: ID, since: Int64, limit: Int64)] = []
 
     /// One second, in the nanoseconds the pool's clock counts.
     static var defaultBurstGrace: Int64 { 1_000_000_000 }
+    /// How long before a backend's announced keep-alive timeout the pool stops reusing its
+    /// connection: the backend's clock started when it sent the response's end, a little
+    /// before the pool's, and a request on the way must reach it before it closes.
+    static var backendMargin: Int64 { 1_000_000_000 }
 
     init(maxIdle: Int, idleTimeout: Int64, burstGrace: Int64 = Self.defaultBurstGrace) {
         self.maxIdle = maxIdle
@@ -34,9 +44,14 @@ struct ConnectionPoolState<ID: Hashable & Sendable>: Sendable {
 
     /// An idle connection to reuse, and those found expired on the way (to close).
     mutating func checkout(now: Int64) -> (ID?, expired: [ID]) {
-        let expired = expire(now: now)
-        guard let last = idle.popLast() else { return (nil, expired) }
-        return (last.id, expired)
+        var expired = expire(now: now)
+        // `expire` goes from the oldest and stops at the first still in time; one behind it
+        // with a shorter limit of its backend's is checked here before it is handed out.
+        while let last = idle.popLast() {
+            guard now - last.since >= last.limit else { return (last.id, expired) }
+            expired.append(last.id)
+        }
+        return (nil, expired)
     }
 
     enum Checkin: Equatable {
@@ -46,10 +61,17 @@ struct ConnectionPoolState<ID: Hashable & Sendable>: Sendable {
     }
 
     /// A connection comes back after an exchange. `reusable` is false unless the request was
-    /// fully sent, the response fully read, and neither side asked to close.
-    mutating func checkin(_ id: ID, reusable: Bool, now: Int64) -> Checkin {
+    /// fully sent, the response fully read, and neither side asked to close. `backendKeepAlive`
+    /// is what the last response announced (`Keep-Alive: timeout=`), in nanoseconds: a
+    /// connection it leaves less than `backendMargin` of is closed instead of kept.
+    mutating func checkin(_ id: ID, reusable: Bool, backendKeepAlive: Int64? = nil, now: Int64) -> Checkin {
         guard reusable, maxIdle > 0 else { return .close }
-        idle.append((id, now))
+        var limit = idleTimeout
+        if let backendKeepAlive {
+            limit = min(limit, backendKeepAlive - Self.backendMargin)
+            guard limit > 0 else { return .close }
+        }
+        idle.append((id, now, limit))
         return .keep
     }
 
@@ -57,16 +79,16 @@ struct ConnectionPoolState<ID: Hashable & Sendable>: Sendable {
     mutating func expire(now: Int64) -> [ID] {
         // Oldest first: count the ones due from the front (usually none), then drop them at once.
         var due = 0
-        while due < idle.count, now - idle[due].since >= allowedIdleTime(keeping: idle.count - due) { due += 1 }
+        while due < idle.count, now - idle[due].since >= allowedIdleTime(idle[due].limit, keeping: idle.count - due) { due += 1 }
         guard due > 0 else { return [] }
         defer { idle.removeFirst(due) }
         return idle[..<due].map(\.id)
     }
 
-    /// How long the oldest of `count` idle connections may stay: the grace while they are
-    /// more than the cap, the idle timeout otherwise.
-    private func allowedIdleTime(keeping count: Int) -> Int64 {
-        count > maxIdle ? burstGrace : idleTimeout
+    /// How long the oldest of `count` idle connections, allowed `limit`, may stay: no longer
+    /// than the grace while they are more than the cap.
+    private func allowedIdleTime(_ limit: Int64, keeping count: Int) -> Int64 {
+        count > maxIdle ? min(burstGrace, limit) : limit
     }
 
     /// The backend closed an idle connection.
@@ -81,7 +103,7 @@ struct ConnectionPoolState<ID: Hashable & Sendable>: Sendable {
     /// When the oldest idle connection falls due, if any is idle.
     private var nextDue: Int64? {
         guard let oldest = idle.first else { return nil }
-        return oldest.since + allowedIdleTime(keeping: idle.count)
+        return oldest.since + allowedIdleTime(oldest.limit, keeping: idle.count)
     }
 
     /// A sweep to schedule: when connections are idle and none is scheduled by then (a burst
@@ -150,14 +172,20 @@ final class UpstreamPool: Sendable {
     }
 
     /// Gives a connection back after an exchange; closes it unless it is `reusable`.
-    func release(_ connection: UpstreamConnection, backend: Backend, settings: PoolSettings, reusable: Bool) {
+    /// `backendKeepAliveSeconds` is the last response's `Keep-Alive: timeout=`, if it had one.
+    func release(
+        _ connection: UpstreamConnection, backend: Backend, settings: PoolSettings, reusable: Bool, backendKeepAliveSeconds: Int? = nil
+    ) {
         let loop = connection.channel.eventLoop
         let key = Key(backend, settings: settings, loop: loop)
         let now = Int64(clamping: loop.now.uptimeNanoseconds)
         let (checkin, sweepDue) = states.withLockedValue { states in
             let fresh = ConnectionPoolState<UpstreamConnection>(maxIdle: settings.maxIdle, idleTimeout: settings.idleTimeout)
             // One lookup: the entry is checked in to and its sweep armed in place.
-            return Self.checkin(connection, into: &states[key, default: fresh], reusable: reusable && connection.channel.isActive, now: now)
+            return Self.checkin(
+                connection, into: &states[key, default: fresh], reusable: reusable && connection.channel.isActive,
+                backendKeepAlive: backendKeepAliveSeconds.map { Int64($0) * 1_000_000_000 }, now: now
+            )
         }
         if let sweepDue { scheduleSweep(key, at: sweepDue, on: loop) }
         switch checkin {
@@ -175,9 +203,10 @@ final class UpstreamPool: Sendable {
     }
 
     private static func checkin(
-        _ connection: UpstreamConnection, into state: inout ConnectionPoolState<UpstreamConnection>, reusable: Bool, now: Int64
+        _ connection: UpstreamConnection, into state: inout ConnectionPoolState<UpstreamConnection>, reusable: Bool,
+        backendKeepAlive: Int64?, now: Int64
     ) -> (ConnectionPoolState<UpstreamConnection>.Checkin, sweepDue: Int64?) {
-        let checkin = state.checkin(connection, reusable: reusable, now: now)
+        let checkin = state.checkin(connection, reusable: reusable, backendKeepAlive: backendKeepAlive, now: now)
         return (checkin, checkin == .close ? nil : state.armSweep())
     }
 

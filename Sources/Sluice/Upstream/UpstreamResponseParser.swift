@@ -43,6 +43,9 @@ struct UpstreamResponseParser {
         var keepAlive: Bool
         /// The backend sent `Connection: close`.
         var closeRequested: Bool
+        /// Seconds the backend says it keeps this connection open while idle (`Keep-Alive:
+        /// timeout=N`, as Node, Apache and others announce), if it said.
+        var keepAliveTimeout: Int? = nil
     }
 
     enum Event {
@@ -346,6 +349,33 @@ private struct HeadReader {
         HTTPSyntax.forEachListElement(raw[range]) { body($0.startIndex..<$0.endIndex) }
     }
 
+    /// The seconds of a `timeout=N` element of a `Keep-Alive` field (`N` may be quoted), nil
+    /// for any other parameter or a value that is not a number; at most a day.
+    func timeoutParameter(_ element: Range<Int>) -> Int? {
+        var index = element.lowerBound
+        let name: StaticString = "timeout"
+        let nameEnd = index + name.utf8CodeUnitCount
+        guard nameEnd <= element.upperBound, equalsIgnoringCase(index..<nameEnd, name) else { return nil }
+        index = nameEnd
+        func skipSpace() { while index < element.upperBound, raw[index] == UInt8(ascii: " ") || raw[index] == UInt8(ascii: "\t") { index += 1 } }
+        skipSpace()
+        guard index < element.upperBound, raw[index] == UInt8(ascii: "=") else { return nil }
+        index += 1
+        skipSpace()
+        var end = element.upperBound
+        if index < end, raw[index] == UInt8(ascii: "\""), raw[end - 1] == UInt8(ascii: "\""), end - index >= 2 {
+            index += 1
+            end -= 1
+        }
+        guard index < end, end - index <= 9 else { return nil }
+        var seconds = 0
+        for position in index..<end {
+            let byte = raw[position]
+            guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
+            seconds = seconds * 10 + Int(byte - UInt8(ascii: "0"))
+        }
+        return min(seconds, 86_400)
+    }
 
     mutating func read(_ bytes: ByteBuffer, respondingToHEAD: Bool) throws(Malformed) -> UpstreamResponseParser.Head {
         // Status line: HTTP/1.x SP 3DIGIT [SP reason]
@@ -382,6 +412,7 @@ private struct HeadReader {
         var onlyChunked = true
         var connectionClose = false
         var connectionKeepAlive = false
+        var keepAliveTimeout: Int?
         var connectionNamed: [Range<Int>] = []
         while true {
             let fieldLine = try line()
@@ -437,6 +468,11 @@ private struct HeadReader {
                         connectionNamed.append(element)
                     }
                 }
+            case 10 where equalsIgnoringCase(name, "keep-alive"):
+                endToEnd = false
+                forEachElement(value) { element in
+                    if let seconds = timeoutParameter(element) { keepAliveTimeout = min(keepAliveTimeout ?? seconds, seconds) }
+                }
             default:
                 // Most fields are not as long as any hop-by-hop name: no comparison at all.
                 if name.count < 64, Self.hopByHopLengths & (1 << name.count) != 0 {
@@ -473,7 +509,7 @@ private struct HeadReader {
         let keepAlive = framing != .untilClose && !connectionClose && (minor == UInt8(ascii: "1") || connectionKeepAlive)
         return .init(
             status: status, bytes: bytes, reason: reason, fields: fields,
-            framing: framing, keepAlive: keepAlive, closeRequested: connectionClose
+            framing: framing, keepAlive: keepAlive, closeRequested: connectionClose, keepAliveTimeout: keepAliveTimeout
         )
     }
 }

@@ -847,6 +847,25 @@ def http_exchange(host, port, payload, expect, half_close=False):
     return {"responses": responses, "closed": closed, "elapsed": time.monotonic() - started}
 
 
+def http_sequence(host, port, steps):
+    """Python's own HTTP client on one kept-alive connection: each step is
+    [method, path, seconds to wait before it]; returns each answer's status and JSON body."""
+    import http.client
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    answers = []
+    for method, path, wait in json.loads(steps):
+        time.sleep(wait)
+        connection.request(method, path, body=b"payload" if method == "POST" else None)
+        response = connection.getresponse()
+        body = response.read()
+        try:
+            answers.append({"status": response.status, "body": json.loads(body)})
+        except ValueError:
+            answers.append({"status": response.status, "body": body.decode("utf-8", "replace")})
+    connection.close()
+    return {"answers": answers}
+
+
 def main():
     # The test process may spawn us with signals blocked; unblock them, and die with it even
     # when it is killed.
@@ -876,6 +895,8 @@ def main():
         print(json.dumps(raw_client(sys.argv[2], sys.argv[3], sys.argv[4], extra)), flush=True)
     elif role == "tls-probe":
         print(json.dumps(tls_probe(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5] if len(sys.argv) > 5 else "")), flush=True)
+    elif role == "http-sequence":
+        print(json.dumps(http_sequence(sys.argv[2], sys.argv[3], sys.argv[4])), flush=True)
     elif role == "http-raw":
         print(json.dumps(http_raw(sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5]) if len(sys.argv) > 5 else 0)), flush=True)
     else:
