@@ -45,8 +45,17 @@ final class HTTP2GoAwayWatcher: ChannelOutboundHandler, RemovableChannelHandler 
     }
 
     /// Follows the frames in `buffer`; the error code of a GOAWAY with one, if one ends here.
+    /// Works on local copies of the position and the partial header (stored back at the end),
+    /// and reads a header that lies whole in the buffer in place: every answer passes here.
     private func scan(_ buffer: ByteBuffer) -> UInt32? {
         var found: UInt32?
+        var position = self.position
+        var pending = self.pending
+        self.pending = []
+        defer {
+            self.position = position
+            self.pending = pending
+        }
         buffer.withUnsafeReadableBytes { bytes in
             var index = 0
             while index < bytes.count {
@@ -56,12 +65,20 @@ final class HTTP2GoAwayWatcher: ChannelOutboundHandler, RemovableChannelHandler 
                     index += skipped
                     position = remaining == skipped ? .header : .payload(remaining: remaining - skipped)
                 case .header:
-                    pending.append(bytes[index])
-                    index += 1
-                    guard pending.count == 9 else { continue }
-                    let length = Int(pending[0]) << 16 | Int(pending[1]) << 8 | Int(pending[2])
-                    let type = pending[3]
-                    pending.removeAll(keepingCapacity: true)
+                    let length: Int
+                    let type: UInt8
+                    if pending.isEmpty, bytes.count - index >= 9 {
+                        length = Int(bytes[index]) << 16 | Int(bytes[index + 1]) << 8 | Int(bytes[index + 2])
+                        type = bytes[index + 3]
+                        index += 9
+                    } else {
+                        pending.append(bytes[index])
+                        index += 1
+                        guard pending.count == 9 else { continue }
+                        length = Int(pending[0]) << 16 | Int(pending[1]) << 8 | Int(pending[2])
+                        type = pending[3]
+                        pending.removeAll(keepingCapacity: true)
+                    }
                     if type == 0x7 && length >= 8 {
                         position = .goAway(remaining: length)
                     } else {
