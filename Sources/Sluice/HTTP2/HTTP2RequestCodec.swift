@@ -86,6 +86,8 @@ final class HTTP2RequestCodec: ChannelDuplexHandler, RemovableChannelHandler {
         var authority: String?
         var extendedConnect: String?
         var headers = HTTPHeaders()
+        // The pseudo-headers (at least three) are not copied: room for the rest and a joined cookie.
+        headers.reserveCapacity(max(fields.count - 2, 1))
         var cookies: [String] = []
         var hostField: String?
         for (name, value, _) in fields {

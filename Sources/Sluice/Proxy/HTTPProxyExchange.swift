@@ -341,7 +341,8 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
     /// The response head for a client that takes parts (HTTP/2): the backend's status and
     /// end-to-end fields, `Via`, and the sticky cookie; the stream frames the body.
     private func partsHead(for head: UpstreamResponseParser.Head) -> HTTPResponseHead {
-        var headers = HTTPWireFormat.endToEndFields(of: head)
+        // Via, and perhaps a stickiness cookie.
+        var headers = HTTPWireFormat.endToEndFields(of: head, extra: 2)
         headers.add(name: "via", value: "1.1 sluice")
         if let index = backendIndex, let cookie = backends.stickyCookie(for: index, requestHeaders: request.head.headers) {
             headers.add(name: "set-cookie", value: cookie)

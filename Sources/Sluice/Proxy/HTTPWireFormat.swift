@@ -113,9 +113,10 @@ extension HTTPWireFormat {
     }
 
     /// The end-to-end fields of a backend's response head, as `HTTPHeaders` (for a client that
-    /// is not sent HTTP/1 bytes).
-    static func endToEndFields(of head: UpstreamResponseParser.Head) -> HTTPHeaders {
+    /// is not sent HTTP/1 bytes), with room for `extra` more that the caller adds.
+    static func endToEndFields(of head: UpstreamResponseParser.Head, extra: Int = 0) -> HTTPHeaders {
         var headers = HTTPHeaders()
+        headers.reserveCapacity(head.fields.count + extra)
         head.bytes.withUnsafeReadableBytes { raw in
             for field in head.fields where field.endToEnd {
                 headers.add(
