@@ -36,6 +36,10 @@ let benchmarks: @Sendable () -> Void = {
     // One GET on a client connection of its own (`Connection: close`): the connection's setup,
     // the request proxied on a pooled backend connection, the close.
     probe("proxy-request-new-connection", warmUp: 10, { try GatewayProbe() }) { try $0.proxyRequestOnNewConnection() }
+
+    // One GET on a new stream of a kept HTTP/2 connection (h2c), proxied on a pooled backend
+    // connection: the stream's child channel, admission, the exchange, the answer's frames.
+    probe("http2-request", warmUp: 10, { try GatewayProbe() }) { try $0.http2Request() }
 }
 
 /// One benchmark: `make` builds the probe outside the measurement, `warmUp` operations run

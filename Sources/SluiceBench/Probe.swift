@@ -12,6 +12,7 @@ struct Probe: ParsableCommand {
         case admissionUpgrade = "admission-upgrade"
         case websocketLifetime = "websocket-lifetime"
         case proxyRequest = "proxy-request"
+        case http2Request = "http2-request"
     }
 
     @Option(help: "The operation: \(Operation.allCases.map(\.rawValue).joined(separator: ", ")).")
@@ -35,6 +36,9 @@ struct Probe: ParsableCommand {
         case .proxyRequest:
             let probe = try GatewayProbe()
             once = { try probe.proxyRequest() }
+        case .http2Request:
+            let probe = try GatewayProbe()
+            once = { try probe.http2Request() }
         }
         for _ in 0..<(10 + count) { try once() }
     }

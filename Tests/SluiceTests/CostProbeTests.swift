@@ -1,3 +1,4 @@
+import NIOCore
 import Testing
 @testable import Sluice
 
@@ -33,5 +34,17 @@ struct CostProbeTests {
     func proxyRequestOnNewConnection() throws {
         let probe = try GatewayProbe()
         for _ in 0..<20 { try probe.proxyRequestOnNewConnection() }
+    }
+
+    @Test("proxied requests on streams of one HTTP/2 connection and one pooled backend connection; the frames' reader sees the answer")
+    func http2Request() throws {
+        let probe = try GatewayProbe()
+        for _ in 0..<50 { try probe.http2Request() }
+        // The reader says no for a stream that was not answered, and for one answered without an end.
+        var headersOnly = ByteBuffer(bytes: [0, 0, 1, 1, 0x4, 0, 0, 0, 3, 0x88])
+        #expect(!ProbeHTTP2Frames.answers(3, in: headersOnly))
+        headersOnly.setInteger(UInt8(0x5), at: 4)
+        #expect(ProbeHTTP2Frames.answers(3, in: headersOnly))
+        #expect(!ProbeHTTP2Frames.answers(5, in: headersOnly))
     }
 }

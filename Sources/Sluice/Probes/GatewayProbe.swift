@@ -5,7 +5,7 @@ import SluiceConfig
 
 /// The gateway's HTTP side on embedded channels, its backends dialed by an `EmbeddedDialer`:
 /// a whole WebSocket (upgrade, one message each way, close handshake) or one proxied request
-/// per call, through the same handlers, admission, registry, metrics and access log as a
+/// (over HTTP/1.1 or on a stream of an HTTP/2 connection) per call, through the same handlers, admission, registry, metrics and access log as a
 /// socket would meet. The cost benchmarks count what each allocates; every call checks that the
 /// gateway did what the scenario expects, so a count never describes a path that failed early.
 package final class GatewayProbe {
@@ -26,6 +26,13 @@ package final class GatewayProbe {
     /// The kept-alive client connection that `proxyRequest()` sends on, and its pooled backend.
     private var requestClient: EmbeddedChannel?
     private var requestBackend: EmbeddedChannel?
+    /// The HTTP/2 client connection that `http2Request()` opens streams on, and its last stream.
+    private var http2Client: EmbeddedChannel?
+    private var http2Stream: UInt32 = 1
+    /// The GET sent on every stream (its stream id set each time) and the answer's bytes,
+    /// kept so that the probe's own buffers allocate nothing per request.
+    private var http2Get = ProbeHTTP2Frames.get("/api/items?page=2", authority: "app.test", stream: 1)
+    private var http2Answer = ByteBuffer()
 
     /// The `ProbeRoutes`, their backends dialed by an `EmbeddedDialer`; `accessLog` says where
     /// the access log goes (`/dev/null` counts building and writing its lines).
@@ -116,6 +123,40 @@ package final class GatewayProbe {
         let answered = try proxy(closingRequest, from: client)
         guard !client.isActive, requestBackend?.isActive == true else {
             throw ProbeFailure("after a \(answered)-byte answer: client open \(client.isActive), backend open \(requestBackend?.isActive == true)")
+        }
+    }
+
+    /// One proxied GET on a new stream of a kept HTTP/2 client connection (h2c with prior
+    /// knowledge; the first call opens it) to a pooled backend connection: the stream's child
+    /// channel, admission, the exchange, the answer's HEADERS and DATA.
+    package func http2Request() throws {
+        let client: EmbeddedChannel
+        if let open = http2Client {
+            client = open
+            http2Stream += 2
+        } else {
+            client = EmbeddedChannel(loop: loop)
+            try HTTP2Connection.install(on: client, configuration: configuration, limits: HTTP2Limits(), routing: routing, services: services)
+            client.connect(to: try SocketAddress(ipAddress: "192.0.2.1", port: 50001), promise: nil)
+            try client.writeInbound(ProbeHTTP2Frames.preface())
+            loop.run()
+            try client.drainOutbound()
+            http2Client = client
+        }
+        ProbeHTTP2Frames.setStream(http2Stream, of: &http2Get)
+        try client.writeInbound(http2Get)
+        loop.run()
+        if let dialed = dialer.takeDialed() { requestBackend = dialed }
+        guard let backend = requestBackend, try backend.drainOutbound() > 0 else { throw ProbeFailure("stream \(http2Stream) reached no backend") }
+        try backend.writeInbound(response)
+        loop.run()
+        http2Answer.clear()
+        while let data = try client.readOutbound(as: IOData.self) {
+            guard case .byteBuffer(let bytes) = data else { throw ProbeFailure("a file region on an HTTP/2 connection") }
+            http2Answer.writeImmutableBuffer(bytes)
+        }
+        guard client.isActive, ProbeHTTP2Frames.answers(http2Stream, in: http2Answer) else {
+            throw ProbeFailure("stream \(http2Stream) was not answered (\(http2Answer.readableBytes) bytes; connection open \(client.isActive))")
         }
     }
 
