@@ -55,6 +55,17 @@ struct HTTP2CodecTests {
         }
         #expect(parts == ["head /u", "body 3", "end"])
         _ = try channel.finish()
+
+        // A HEADERS frame that ends the stream is the whole request: the head says so, no `.end`.
+        let get = EmbeddedChannel(handler: HTTP2RequestCodec())
+        try get.writeInbound(Self.headers([(":method", "GET"), (":path", "/g"), (":authority", "a")], endStream: true))
+        guard case .head(let head) = try #require(try get.readInbound(as: HTTP2RequestPart.self)) else {
+            Issue.record("not a head")
+            return
+        }
+        #expect(head.endStream && head.head.uri == "/g")
+        #expect(try get.readInbound(as: HTTP2RequestPart.self) == nil)
+        _ = try get.finish()
     }
 
     @Test("responses become HEADERS and DATA without connection-specific fields; a bodiless answer is one HEADERS frame; 100 stays interim")
@@ -84,6 +95,30 @@ struct HTTP2CodecTests {
         #expect(frames == [
             "HEADERS :status=100 end=false", "HEADERS :status=200,content-type=text/plain end=false", "DATA 2 end=false", "DATA 0 end=true",
         ])
+        // Body and end written together: the last DATA frame ends the stream, no empty one follows.
+        let together = EmbeddedChannel(handler: HTTP2RequestCodec())
+        together.write(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: .ok)), promise: nil)
+        together.write(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: "ab"))), promise: nil)
+        var bodyWritten = false
+        together.write(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: "cde")))).whenSuccess { bodyWritten = true }
+        try together.writeAndFlush(HTTPServerResponsePart.end(nil)).wait()
+        #expect(bodyWritten, "the held body part's promise completes with the frame that carried it")
+        var joined: [String] = []
+        while let payload = try together.readOutbound(as: HTTP2Frame.FramePayload.self) {
+            switch payload {
+            case .headers(let headers): joined.append("HEADERS end=\(headers.endStream)")
+            case .data(let data): joined.append("DATA \(data.data.readableBytes) end=\(data.endStream)")
+            default: joined.append("other")
+            }
+        }
+        #expect(joined == ["HEADERS end=false", "DATA 2 end=false", "DATA 3 end=true"])
+        // A body part held when the stream closes fails its promise rather than leaving it open.
+        let dropped = EmbeddedChannel(handler: HTTP2RequestCodec())
+        dropped.write(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: .ok)), promise: nil)
+        let lost = dropped.write(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: "x"))))
+        _ = try? dropped.close().wait()
+        #expect(throws: (any Error).self) { try lost.wait() }
+
         // Written without a flush between, as the gateway writes an answer.
         channel.write(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: .noContent)), promise: nil)
         try channel.writeAndFlush(HTTPServerResponsePart.end(nil)).wait()

@@ -14,12 +14,13 @@ struct HTTP2RequestHead {
     var framing: RequestFraming
     /// Why the head cannot be served, though HTTP/2 itself accepted it.
     var problem: String?
-    /// The HEADERS frame ended the stream: there is no body.
+    /// The HEADERS frame ended the stream: there is no body, and the head is the request's end.
     var endStream = false
 }
 
 /// A request part on an HTTP/2 stream.
 enum HTTP2RequestPart {
+    /// The head; when it ends the stream (`endStream`), no `.end` follows.
     case head(HTTP2RequestHead)
     case body(ByteBuffer)
     case end
@@ -45,6 +46,9 @@ final class HTTP2RequestCodec: ChannelDuplexHandler, RemovableChannelHandler {
     /// A final response head not yet written: sent with the next part, so a response with no
     /// body goes out as one HEADERS frame that ends the stream.
     private var pendingHead: HPACKHeaders?
+    /// The last body part not yet written, until the next part or a flush: when the end comes
+    /// first it is sent as the DATA frame that ends the stream, not followed by an empty one.
+    private var pendingData: (buffer: ByteBuffer, promise: EventLoopPromise<Void>?)?
     private var responseEnded = false
 
     /// The client ended its side of the stream.
@@ -59,6 +63,9 @@ final class HTTP2RequestCodec: ChannelDuplexHandler, RemovableChannelHandler {
         case .headers(let headers):
             if !headRead {
                 headRead = true
+                // A head that ends the stream (most requests: no body) is the request's end too
+                // (`HTTP2RequestHead.endStream`): no `.end` part follows it.
+                requestEnded = headers.endStream
                 context.fireChannelRead(wrapInboundOut(.head(Self.requestHead(headers.headers, endStream: headers.endStream))))
             }
             // Trailers are read and dropped, as on HTTP/1.
@@ -142,7 +149,8 @@ final class HTTP2RequestCodec: ChannelDuplexHandler, RemovableChannelHandler {
                 promise?.fail(ChannelError.operationUnsupported)
                 return
             }
-            context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(buffer)))), promise: promise)
+            writePendingData(context)
+            pendingData = (buffer, promise)
         case .end(let trailers):
             responseEnded = true
             if let head = pendingHead, trailers == nil {
@@ -150,7 +158,12 @@ final class HTTP2RequestCodec: ChannelDuplexHandler, RemovableChannelHandler {
                 context.write(wrapOutboundOut(.headers(.init(headers: head, endStream: true))), promise: promise)
             } else if let trailers {
                 writePendingHead(context)
+                writePendingData(context)
                 context.write(wrapOutboundOut(.headers(.init(headers: HPACKHeaders(httpHeaders: trailers), endStream: true))), promise: promise)
+            } else if let (buffer, dataPromise) = pendingData {
+                pendingData = nil
+                let written = Self.joined(dataPromise, promise, on: context.eventLoop)
+                context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(buffer), endStream: true))), promise: written)
             } else {
                 context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(ByteBuffer()), endStream: true))), promise: promise)
             }
@@ -159,7 +172,41 @@ final class HTTP2RequestCodec: ChannelDuplexHandler, RemovableChannelHandler {
 
     func flush(context: ChannelHandlerContext) {
         writePendingHead(context)
+        writePendingData(context)
         context.flush()
+    }
+
+    func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        failPendingData()
+        context.close(mode: mode, promise: promise)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        // The RFC 8441 switch removes the codec once the 200 is written and flushed: nothing is
+        // held then; anything held otherwise is a write the stream's close drops.
+        failPendingData()
+    }
+
+    private func writePendingData(_ context: ChannelHandlerContext) {
+        guard let (buffer, promise) = pendingData else { return }
+        pendingData = nil
+        context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(buffer)))), promise: promise)
+    }
+
+    private func failPendingData() {
+        guard let (_, promise) = pendingData else { return }
+        pendingData = nil
+        promise?.fail(ChannelError.ioOnClosedChannel)
+    }
+
+    /// One promise for a write that carries two parts' bytes: both complete with it.
+    private static func joined(
+        _ first: EventLoopPromise<Void>?, _ second: EventLoopPromise<Void>?, on eventLoop: any EventLoop
+    ) -> EventLoopPromise<Void>? {
+        guard let first else { return second }
+        guard let second else { return first }
+        first.futureResult.cascade(to: second)
+        return first
     }
 
     private func writePendingHead(_ context: ChannelHandlerContext) {

@@ -93,6 +93,12 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, RemovableChannelHandler, H
             requestEnded = true
             part = .end(nil)
         }
+        received(part, context: context)
+        // A head that ends the stream is the request's end as well (no `.end` part comes).
+        if case .head = part, requestEnded { received(.end(nil), context: context) }
+    }
+
+    private func received(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
         switch state.received(part) {
         case .decide:
             if let head = requestHead { decide(head, context: context) }
