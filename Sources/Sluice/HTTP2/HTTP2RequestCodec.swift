@@ -162,7 +162,7 @@ final class HTTP2RequestCodec: ChannelDuplexHandler, RemovableChannelHandler {
                 context.write(wrapOutboundOut(.headers(.init(headers: HPACKHeaders(httpHeaders: trailers), endStream: true))), promise: promise)
             } else if let (buffer, dataPromise) = pendingData {
                 pendingData = nil
-                let written = Self.joined(dataPromise, promise, on: context.eventLoop)
+                let written = Self.joined(dataPromise, promise)
                 context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(buffer), endStream: true))), promise: written)
             } else {
                 context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(ByteBuffer()), endStream: true))), promise: promise)
@@ -200,9 +200,7 @@ final class HTTP2RequestCodec: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// One promise for a write that carries two parts' bytes: both complete with it.
-    private static func joined(
-        _ first: EventLoopPromise<Void>?, _ second: EventLoopPromise<Void>?, on eventLoop: any EventLoop
-    ) -> EventLoopPromise<Void>? {
+    private static func joined(_ first: EventLoopPromise<Void>?, _ second: EventLoopPromise<Void>?) -> EventLoopPromise<Void>? {
         guard let first else { return second }
         guard let second else { return first }
         first.futureResult.cascade(to: second)

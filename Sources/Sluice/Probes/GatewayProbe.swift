@@ -5,9 +5,10 @@ import SluiceConfig
 
 /// The gateway's HTTP side on embedded channels, its backends dialed by an `EmbeddedDialer`:
 /// a whole WebSocket (upgrade, one message each way, close handshake) or one proxied request
-/// (over HTTP/1.1 or on a stream of an HTTP/2 connection) per call, through the same handlers, admission, registry, metrics and access log as a
-/// socket would meet. The cost benchmarks count what each allocates; every call checks that the
-/// gateway did what the scenario expects, so a count never describes a path that failed early.
+/// (over HTTP/1.1, or on a stream of an HTTP/2 connection) per call, through the same handlers,
+/// admission, registry, metrics and access log as a socket would meet. The cost benchmarks
+/// count what each allocates; every call checks that the gateway did what the scenario
+/// expects, so a count never describes a path that failed early.
 package final class GatewayProbe {
     private let loop = EmbeddedEventLoop()
     private let dialer: EmbeddedDialer
