@@ -296,7 +296,7 @@ struct HTTPProxyTests {
         /// The answers through Sluice to Node's server with this keep-alive, each step on one client
         /// connection (Python's http.client), so on one event loop's pool.
         func answers(keepAlive milliseconds: Int, _ steps: String) async throws -> [[String: Any]] {
-            let script = SockJSTests.peers.appendingPathComponent("keepalive_server.js").path
+            let script = PythonPeer.directory.appendingPathComponent("keepalive_server.js").path
             let backend = try await PythonPeer(executable: "/usr/bin/node", arguments: [script, "\(milliseconds)"])
             defer { backend.stop() }
             let gateway = try await Self.gateway([backend])
@@ -482,7 +482,6 @@ struct SocketIOTests {
 /// installs them); without them the suite says so and is skipped.
 @Suite("SockJS through Sluice", .enabled(if: sockJSPeersInstalled(), "needs chromium, node, node-sockjs and node-sockjs-client (apt)"))
 struct SockJSTests {
-    static let peers = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Peers")
     static let browser = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Conformance/browser/browser_test.py").path
 
@@ -491,7 +490,7 @@ struct SockJSTests {
     func transports() async throws {
         // Debian's node modules live in /usr/share/nodejs, which a node not from Debian does not search.
         let server = try await PythonPeer(
-            executable: "/usr/bin/node", arguments: [Self.peers.appendingPathComponent("sockjs_server.js").path],
+            executable: "/usr/bin/node", arguments: [PythonPeer.directory.appendingPathComponent("sockjs_server.js").path],
             environment: ["NODE_PATH": "/usr/share/nodejs"]
         )
         let log = NSTemporaryDirectory() + "sluice-sockjs-\(UUID().uuidString).log"

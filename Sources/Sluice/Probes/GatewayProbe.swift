@@ -145,12 +145,7 @@ package final class GatewayProbe {
             http2Client = client
         }
         ProbeHTTP2Frames.setStream(http2Stream, of: &http2Get)
-        try client.writeInbound(http2Get)
-        loop.run()
-        if let dialed = dialer.takeDialed() { requestBackend = dialed }
-        guard let backend = requestBackend, try backend.drainOutbound() > 0 else { throw ProbeFailure("stream \(http2Stream) reached no backend") }
-        try backend.writeInbound(response)
-        loop.run()
+        try forward(http2Get, from: client)
         http2Answer.clear()
         while let data = try client.readOutbound(as: IOData.self) {
             guard case .byteBuffer(let bytes) = data else { throw ProbeFailure("a file region on an HTTP/2 connection") }
@@ -161,15 +156,21 @@ package final class GatewayProbe {
         }
     }
 
-    /// Sends `head` on `client`, answers it from the pooled backend connection (dialed the
-    /// first time), and returns how many bytes reached the client.
-    private func proxy(_ head: ByteBuffer, from client: EmbeddedChannel) throws -> Int {
-        try client.writeInbound(head)
+    /// Sends `request` on `client` and answers it from the pooled backend connection (dialed
+    /// the first time); the answer is left in `client`'s outbound buffer.
+    private func forward(_ request: ByteBuffer, from client: EmbeddedChannel) throws {
+        try client.writeInbound(request)
         loop.run()
         if let dialed = dialer.takeDialed() { requestBackend = dialed }
         guard let backend = requestBackend, try backend.drainOutbound() > 0 else { throw ProbeFailure("the request reached no backend") }
         try backend.writeInbound(response)
         loop.run()
+    }
+
+    /// Sends `head` on `client`, answers it from the pooled backend connection (dialed the
+    /// first time), and returns how many bytes reached the client.
+    private func proxy(_ head: ByteBuffer, from client: EmbeddedChannel) throws -> Int {
+        try forward(head, from: client)
         let answered = try client.drainOutbound()
         guard answered > response.readableBytes / 2 else { throw ProbeFailure("the response was not relayed (\(answered) bytes)") }
         return answered

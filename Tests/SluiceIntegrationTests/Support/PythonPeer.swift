@@ -5,9 +5,11 @@ import Foundation
 ///
 /// Backends report their OS-chosen port on the first line; clients print one JSON object.
 final class PythonPeer: @unchecked Sendable {
-    static let script = URL(fileURLWithPath: #filePath)
+    /// `Peers/`, where every peer's program is.
+    static let directory = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("Peers/peer.py").path
+        .appendingPathComponent("Peers")
+    static let script = directory.appendingPathComponent("peer.py").path
 
     private let process: ChildProcess
     /// The peer's stdin; it exits when this closes (when the test process is gone).
