@@ -28,7 +28,7 @@ struct HTTP2Floor: AsyncParsableCommand {
     @Option(help: "PEM private key.")
     var key: String
 
-    @Option(help: "streams (a child channel per stream), frames (the connection's frames, no child channels) or proxy (frames, each request sent on to --backend).")
+    @Option(help: "streams (a child channel per stream), frames (the connection's frames, no child channels), proxy (frames, each request sent on to --backend), raw or raw-proxy (frames as bytes, no NIOHTTP2).")
     var mode: String = "streams"
 
     @Option(help: "Loopback host:port of the HTTP/1.1 backend, for --mode proxy.")
@@ -39,9 +39,11 @@ struct HTTP2Floor: AsyncParsableCommand {
 
     func run() async throws {
         let target = try LoopbackTarget(hostPort: serve.listen)
-        guard ["streams", "frames", "proxy"].contains(mode) else { throw ValidationError("--mode is streams, frames or proxy") }
+        guard ["streams", "frames", "proxy", "raw", "raw-proxy"].contains(mode) else {
+            throw ValidationError("--mode is streams, frames, proxy, raw or raw-proxy")
+        }
         let backendTarget = try backend.map { try LoopbackTarget(hostPort: $0) }
-        if mode == "proxy" && backendTarget == nil { throw ValidationError("--mode proxy needs --backend host:port") }
+        if mode.hasSuffix("proxy") && backendTarget == nil { throw ValidationError("--mode \(mode) needs --backend host:port") }
         guard backendTimeout > 0 else { throw ValidationError("--backend-timeout must be more than 0 seconds") }
         let timeout = TimeAmount.nanoseconds(Int64(backendTimeout * 1e9))
         var tls = TLSConfiguration.makeServerConfiguration(
@@ -69,6 +71,10 @@ struct HTTP2Floor: AsyncParsableCommand {
                 case "proxy":
                     try sync.addHandler(NIOHTTP2Handler(mode: .server))
                     try sync.addHandler(FloorFrameProxy(pool: pool!.value))
+                case "raw":
+                    try sync.addHandler(FloorRawConnection(pool: nil))
+                case "raw-proxy":
+                    try sync.addHandler(FloorRawConnection(pool: pool!.value))
                 default:
                     try sync.addHandler(NIOHTTP2Handler(mode: .server))
                     try sync.addHandler(FloorFrameAnswer())
@@ -94,7 +100,7 @@ extension HTTP2Frame.FramePayload {
 }
 
 /// The floor's answer: `200`, 64 bytes.
-private enum FloorAnswer {
+enum FloorAnswer {
     static let headers: HPACKHeaders = [":status": "200", "content-length": "64"]
     static let body = ByteBuffer(string: String(repeating: "0123456789abcdef", count: 4))
 }

@@ -79,9 +79,14 @@ final class FloorBackendPool {
     }
 }
 
+/// A client connection of the proxying floors, which the backend's answer goes back to.
+protocol FloorAnswering: AnyObject {
+    func answer(streamID: HTTP2StreamID, status: String, body: ByteBuffer?)
+}
+
 /// One request waiting for its answer: the client connection and its stream.
 struct FloorExchange {
-    let client: FloorFrameProxy
+    let client: any FloorAnswering
     let streamID: HTTP2StreamID
 
     func answer(status: String, body: ByteBuffer?) {
@@ -191,7 +196,7 @@ final class FloorBackendConnection: ChannelInboundHandler {
 
 /// The client connection's side: a request's END_STREAM sends it to the backend; answers are
 /// written on the connection's frames and flushed once per event-loop wake-up.
-final class FloorFrameProxy: ChannelInboundHandler {
+final class FloorFrameProxy: ChannelInboundHandler, FloorAnswering {
     typealias InboundIn = HTTP2Frame
     typealias OutboundOut = HTTP2Frame
 

@@ -126,7 +126,7 @@ struct BenchToolTests {
         #expect(refused.status != 0 && refused.output.contains("loopback"), "\(refused.output)")
     }
 
-    @Test("the floors answer: h1floor over HTTP/1.1, h2floor over h2 with a child channel per stream and on the connection's frames, and as a proxy through a keep-alive HTTP/1.1 backend (502 once it is gone, or when it does not answer in time)")
+    @Test("the floors answer: h1floor over HTTP/1.1, h2floor over h2 with a child channel per stream, on the connection's frames and on bytes without NIOHTTP2, and as a proxy through a keep-alive HTTP/1.1 backend on frames and on bytes (502 once it is gone, or when it does not answer in time)")
     func floors() async throws {
         let directory = NSTemporaryDirectory() + "sluice-floors-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -137,18 +137,32 @@ struct BenchToolTests {
         defer { h1.process.terminate() }
         let plain = try await Curl.run(["--http1.1", "http://127.0.0.1:\(h1.port)/"])
         #expect(plain.status == 200 && plain.body.count == 64, "\(plain)")
-        for mode in ["streams", "frames"] {
+        for mode in ["streams", "frames", "raw"] {
             let h2 = try Self.serve(["h2floor", "--mode", mode] + tls)
             defer { h2.process.terminate() }
             let answer = try await Curl.run(["-k", "--http2", "https://127.0.0.1:\(h2.port)/"])
             #expect(answer.status == 200 && answer.body.count == 64, "\(mode): \(answer)")
         }
+        // The raw floor's frame reader: a header block past one frame comes in CONTINUATION
+        // frames, and a second request on the same connection (its HPACK tables kept) and many
+        // streams at once are answered too.
+        let raw = try Self.serve(["h2floor", "--mode", "raw"] + tls)
+        defer { raw.process.terminate() }
+        let long = String(repeating: "x", count: 20_000)
+        let continued = try await Curl.run([], shell: "curl -sk --http2 -H 'X-Long: \(long)' -o /dev/null -o /dev/null -w '%{http_code} %{size_download} %{num_connects}\\n' https://127.0.0.1:\(raw.port)/ https://127.0.0.1:\(raw.port)/again")
+        #expect(continued.body == "200 64 1\n200 64 0\n", "\(continued.body)")
+        let many = try await Curl.run([], shell: "h2load -n 200 -c 1 -m 10 https://127.0.0.1:\(raw.port)/ 2>&1")
+        #expect(many.body.contains("200 succeeded, 0 failed"), "\(many.body)")
+        for mode in ["proxy", "raw-proxy"] {
+            let proxy = try Self.serve(["h2floor", "--mode", mode, "--backend", "127.0.0.1:\(h1.port)"] + tls)
+            defer { proxy.process.terminate() }
+            // Many streams on few connections: each request reaches the backend and its answer
+            // comes back on its own stream.
+            let load = try await Curl.run([], shell: "h2load -n 400 -c 2 -m 20 https://127.0.0.1:\(proxy.port)/ 2>&1")
+            #expect(load.body.contains("400 succeeded, 0 failed") && load.body.contains("400 2xx"), "\(mode): \(load.body)")
+        }
         let proxy = try Self.serve(["h2floor", "--mode", "proxy", "--backend", "127.0.0.1:\(h1.port)"] + tls)
         defer { proxy.process.terminate() }
-        // Many streams on few connections: each request reaches the backend and its answer
-        // comes back on its own stream.
-        let load = try await Curl.run([], shell: "h2load -n 400 -c 2 -m 20 https://127.0.0.1:\(proxy.port)/ 2>&1")
-        #expect(load.body.contains("400 succeeded, 0 failed") && load.body.contains("400 2xx"), "\(load.body)")
         h1.process.terminate()
         h1.process.waitUntilExit()
         let gone = try await Curl.run(["-k", "--http2", "https://127.0.0.1:\(proxy.port)/"])
