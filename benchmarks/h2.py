@@ -12,7 +12,9 @@ upstreams. RFC 8441: `sluice-bench load --http2` (one h2 connection per WebSocke
 Beside the proxies, NIO's own h2 floor: `sluice-bench h2floor`, answering by itself over TLS
 with a child channel per stream (as Sluice does) and on the connection's frames (no child channels),
 and proxying on the connection's frames to the same backend with nothing but the HTTP/1.1 exchange
-(`--mode proxy`): the least any HTTP/2 proxy on NIO channels costs.
+(`--mode proxy`): the least any HTTP/2 proxy on NIOHTTP2 costs; and the same answering and proxying
+with no NIOHTTP2 (`--mode raw`, `raw-proxy`: frames as bytes), the least an HTTP/2 layer of
+Sluice's own on NIO channels and NIOSSL would cost.
 
 Each proxy runs alone on core 1 with one event-loop thread (nginx: one worker; HAProxy: one
 thread); the load generator and the backends share core 0. Every round measures each target in
@@ -118,7 +120,7 @@ routes:
         self.start("haproxy", ["haproxy", "-f", render_template(work, "haproxy-h2.cfg.template", {**values, "PORT": port})], port)
         # NIO's own h2 cost: answering itself (streams, frames) and proxying with nothing else
         # (proxy), the floors Sluice's HTTP/2 stands on.
-        for mode in ("streams", "frames", "proxy"):
+        for mode in ("streams", "frames", "proxy", "raw", "raw-proxy"):
             port = free_port()
             self.start(f"floor-{mode}", [os.path.join(BIN, "sluice-bench"), "h2floor", "--listen", f"127.0.0.1:{port}",
                                          "--cert", cert, "--key", key, "--mode", mode, "--backend", f"127.0.0.1:{backend}"], port)
@@ -141,8 +143,8 @@ routes:
 
 # The h2 request targets: the three proxies, then NIO's h2 floor answering by itself with a
 # child channel per stream (Sluice's shape) and on the connection's frames, and proxying on the
-# connection's frames.
-H2_TARGETS = ("sluice", "nginx", "haproxy", "floor-streams", "floor-frames", "floor-proxy")
+# connection's frames; then the same two without NIOHTTP2 (frames read and written as bytes).
+H2_TARGETS = ("sluice", "nginx", "haproxy", "floor-streams", "floor-frames", "floor-proxy", "floor-raw", "floor-raw-proxy")
 
 
 def median(rows, key):
@@ -208,7 +210,10 @@ def render(results, options):
                   f"the best peer's with its proxying. **NIO's h2 proxying floor** (`floor-proxy`: frames, each request sent to "
                   f"the same backend, nothing else): requests/s {ratio(rows['floor-proxy'], rows[best], 'rate'):.2f}×, "
                   f"CPU per request {median(rows['floor-proxy'], 'cpu_us'):.2f} µs, {ratio(rows['floor-proxy'], rows[best], 'cpu_us'):.2f}× "
-                  f"the best peer's.", ""]
+                  f"the best peer's. **Without NIOHTTP2** (`floor-raw`, `floor-raw-proxy`: HTTP/2 frames read and written as "
+                  f"bytes on the TLS connection, NIOHPACK for header blocks): CPU per request {median(rows['floor-raw'], 'cpu_us'):.2f} "
+                  f"µs answering, {median(rows['floor-raw-proxy'], 'cpu_us'):.2f} µs proxying; proxying requests/s "
+                  f"{ratio(rows['floor-raw-proxy'], rows[best], 'rate'):.2f}× the best peer's.", ""]
     rows = results["ws"]
     lines += ["### WebSocket echo, 50 connections, 64-byte messages, 16 in flight (sluice-bench), over TLS", "",
               "| target | msgs/s | proxy CPU µs/msg | failed |", "|---|---|---|---|"]
