@@ -332,7 +332,6 @@ final class WebSocketUpgrade {
             configuration: route.relayConfiguration(perMessageDeflate: response.usesExtensions),
             eventLoop: eventLoop, logger: logger, metrics: route.metrics
         ) { [services, route, path = origin.path, currentIndex] summary in
-            services.registry.remove(info.id)
             if let currentIndex, let backends = route.backends {
                 backends.ended(currentIndex)
                 if let reason = Self.earlyFailure(summary) {
@@ -342,6 +341,9 @@ final class WebSocketUpgrade {
                 }
             }
             Self.record(summary, info: info, path: path, route: route, services: services)
+            // Last: whoever sees the connection gone from the registry (`/connections`, a drain,
+            // a test) finds its access-log line and counters already written.
+            services.registry.remove(info.id)
         }
         route.metrics?.activeWebSockets.increment()
         if let currentIndex, let backends = route.backends {
