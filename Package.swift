@@ -10,7 +10,7 @@ let fuzzFlags: [SwiftSetting] = fuzzing ? [.unsafeFlags(["-sanitize=fuzzer,addre
 // only with SLUICE_BENCHMARKS=1 (benchmarks/costs sets it), so everyday builds neither resolve
 // nor build the benchmark package.
 let costBenchmarks = Context.environment["SLUICE_BENCHMARKS"] == "1"
-let fuzzers = ["FuzzRelayDirection", "FuzzRelay", "FuzzRequestHead", "FuzzResponse", "FuzzConfig", "FuzzAuth", "FuzzProxyHeader", "FuzzRESP"]
+let fuzzers = ["FuzzRelayDirection", "FuzzRelay", "FuzzRequestHead", "FuzzResponse", "FuzzConfig", "FuzzAuth", "FuzzProxyHeader", "FuzzRESP", "FuzzHTTP2Frames"]
 
 let package = Package(
     name: "Sluice",

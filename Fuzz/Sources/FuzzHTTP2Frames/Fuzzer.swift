@@ -1,0 +1,49 @@
+import NIOCore
+@testable import Sluice
+
+/// HTTP/2's frame reader, fed what a client could send after the preface (the fuzzer's bytes
+/// behind a SETTINGS frame, so that the frames themselves are what varies), whole and in two
+/// pieces split where the first byte says: frames, stream errors or one connection error, never
+/// a crash; the pieces read exactly what the whole reads, and stop with the same error. No frame
+/// handed on is over the frame size, and a header block never over its bound.
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzHTTP2Frames(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
+    guard count >= 1 else { return 0 }
+    let input = Array(UnsafeRawBufferPointer(start: start, count: count))
+    var bytes = HTTP2FrameReader.preface + [0, 0, 0, 4, 0, 0, 0, 0, 0]
+    bytes += input.dropFirst()
+    let whole = read([bytes[...]])
+    let cut = Int(input[0]) * bytes.count / 256
+    let pieces = read([bytes[..<cut], bytes[cut...]])
+    precondition(whole.reads == pieces.reads, "pieces read differently")
+    precondition(whole.failure == pieces.failure, "the error depends on where the bytes were split")
+    for read in whole.reads {
+        switch read {
+        case .frame(.data(_, let payload, _, let flowControlled)):
+            precondition(payload.readableBytes <= flowControlled && flowControlled <= HTTP2WireFrame.defaultMaxFrameSize)
+        case .frame(.headers(_, let block, _, _)):
+            precondition(block.readableBytes <= 4096)
+        case .streamError(let error):
+            precondition(error.stream != nil && error.stream != 0)
+        default:
+            break
+        }
+    }
+    return 0
+}
+
+/// Every frame and stream error the reader gives as the pieces arrive, and the connection error
+/// that stopped it.
+private func read(_ pieces: [ArraySlice<UInt8>]) -> (reads: [HTTP2FrameReader.Read], failure: HTTP2WireError?) {
+    var reader = HTTP2FrameReader(maxHeaderBlock: 4096, maxContinuations: 8)
+    var reads: [HTTP2FrameReader.Read] = []
+    for piece in pieces {
+        reader.receive(ByteBuffer(bytes: piece))
+        do {
+            while let read = try reader.next() { reads.append(read) }
+        } catch {
+            return (reads, error)
+        }
+    }
+    return (reads, nil)
+}
