@@ -1,0 +1,105 @@
+import NIOHPACK
+
+/// The checks RFC 9113 §8 makes of a request's decoded fields before anything reads them, and
+/// RFC 8441 §4's for extended CONNECT: field names lowercase and free of what a name must not
+/// hold, values free of NUL, CR and LF and of whitespace at either end, pseudo-header fields
+/// first, known, once each and the right ones for the method, no connection-specific fields, TE
+/// only "trailers". A request that fails is malformed: a stream error (PROTOCOL_ERROR) that
+/// names the rule, the connection goes on. What NIOHTTP2's header validation does for Sluice
+/// today, for the HTTP/2 layer of its own (`docs/architecture.md`).
+package enum HTTP2FieldCheck {
+    /// Why a request's fields are malformed, or nil.
+    package static func request(_ fields: HPACKHeaders, stream: UInt32, extendedConnect: Bool = true) -> HTTP2WireError? {
+        var method: String?
+        var scheme: String?
+        var path: String?
+        var authority = false
+        var `protocol` = false
+        var regularSeen = false
+        for (name, value, _) in fields {
+            if name.utf8.first == UInt8(ascii: ":") {
+                if regularSeen { return malformed(stream, "pseudo-header field \(name) after a regular field") }
+                switch name {
+                case ":method":
+                    if method != nil { return malformed(stream, "two :method fields") }
+                    method = value
+                case ":scheme":
+                    if scheme != nil { return malformed(stream, "two :scheme fields") }
+                    scheme = value
+                case ":path":
+                    if path != nil { return malformed(stream, "two :path fields") }
+                    path = value
+                case ":authority":
+                    if authority { return malformed(stream, "two :authority fields") }
+                    authority = true
+                case ":protocol":
+                    if `protocol` { return malformed(stream, "two :protocol fields") }
+                    guard extendedConnect else { return malformed(stream, ":protocol without SETTINGS_ENABLE_CONNECT_PROTOCOL") }
+                    `protocol` = true
+                default:
+                    return malformed(stream, "pseudo-header field \(name) in a request")
+                }
+                if let problem = valueProblem(value) { return malformed(stream, "\(name) \(problem)") }
+            } else {
+                regularSeen = true
+                if let problem = regularProblem(name: name, value: value) { return malformed(stream, problem) }
+            }
+        }
+        guard let method, !method.isEmpty else { return malformed(stream, "no :method") }
+        if method == "CONNECT" && !`protocol` {
+            if scheme != nil || path != nil { return malformed(stream, "CONNECT with :scheme or :path") }
+            if !authority { return malformed(stream, "CONNECT without :authority") }
+            return nil
+        }
+        if `protocol` {
+            if method != "CONNECT" { return malformed(stream, ":protocol on a \(method) request") }
+            if !authority { return malformed(stream, "extended CONNECT without :authority") }
+        }
+        guard let scheme, !scheme.isEmpty else { return malformed(stream, "no :scheme") }
+        guard let path, !path.isEmpty else { return malformed(stream, "no :path") }
+        if scheme == "http" || scheme == "https" {
+            guard path.utf8.first == UInt8(ascii: "/") || (path == "*" && method == "OPTIONS") else {
+                return malformed(stream, ":path \(path.prefix(64)) neither absolute nor * for OPTIONS")
+            }
+        }
+        return nil
+    }
+
+    /// Why a trailer section's fields are malformed, or nil: no pseudo-header fields, and the
+    /// rules on every field.
+    package static func trailers(_ fields: HPACKHeaders, stream: UInt32) -> HTTP2WireError? {
+        for (name, value, _) in fields {
+            if name.utf8.first == UInt8(ascii: ":") { return malformed(stream, "pseudo-header field \(name) in trailers") }
+            if let problem = regularProblem(name: name, value: value) { return malformed(stream, problem) }
+        }
+        return nil
+    }
+
+    private static func malformed(_ stream: UInt32, _ reason: String) -> HTTP2WireError {
+        .stream(stream, .protocolError, "malformed request: \(reason)")
+    }
+
+    /// The fields RFC 9113 §8.2.2 forbids: they mean something only on one HTTP/1.1 connection.
+    private static let connectionSpecific: Set<String> = ["connection", "proxy-connection", "keep-alive", "transfer-encoding", "upgrade"]
+
+    private static func regularProblem(name: String, value: String) -> String? {
+        if name.isEmpty { return "an empty field name" }
+        for byte in name.utf8 where byte <= 0x20 || (byte >= 0x41 && byte <= 0x5a) || byte >= 0x7f || byte == UInt8(ascii: ":") {
+            return "field name \(name.prefix(64).debugDescription) has a character a name must not (uppercase, space, control, colon or non-ASCII)"
+        }
+        if connectionSpecific.contains(name) { return "connection-specific field \(name)" }
+        if name == "te" && value != "trailers" { return "TE other than \"trailers\"" }
+        if let problem = valueProblem(value) { return "field \(name) \(problem)" }
+        return nil
+    }
+
+    private static func valueProblem(_ value: String) -> String? {
+        let bytes = value.utf8
+        for byte in bytes where byte == 0 || byte == 0x0a || byte == 0x0d {
+            return "has NUL, CR or LF in its value"
+        }
+        if let first = bytes.first, first == 0x20 || first == 0x09 { return "has whitespace at the start of its value" }
+        if let last = bytes.last, last == 0x20 || last == 0x09 { return "has whitespace at the end of its value" }
+        return nil
+    }
+}
