@@ -5,15 +5,17 @@ import Sluice
 
 /// `h2floor --mode raw` and `--mode raw-proxy`: HTTP/2 read and written as bytes on the
 /// connection's own pipeline, with no NIOHTTP2 (Sluice's `HTTP2FrameReader`,
-/// `HTTP2ConnectionState` and `HTTP2FrameWriter`, NIOHPACK for the header blocks), to know what
-/// an HTTP/2 layer of Sluice's own on NIO channels and NIOSSL would cost — the alternative to
-/// NIOHTTP2 that issue 21's target asks about. Every frame is checked as the reader checks it,
-/// streams and both flow-control windows are kept as the state keeps them (consumed request
-/// bodies are announced back), SETTINGS and PING are acknowledged, GOAWAY closes; a request
-/// ends with END_STREAM, and every answer's header block is HPACK-encoded as a real server's
-/// is. Not a server: no admission, no request checks beyond a `:method`, and an answer the
-/// send window cannot take whole resets its stream instead of waiting (h2load's windows are
-/// 1 GiB). A connection error closes the connection after a GOAWAY.
+/// `HTTP2ConnectionState`, `HTTP2FieldCheck`, `HTTP2RateGuard` and `HTTP2FrameWriter`, NIOHPACK
+/// for the header blocks), to know what an HTTP/2 layer of Sluice's own on NIO channels and
+/// NIOSSL would cost — the alternative to NIOHTTP2 that issue 21's target asks about. Every
+/// frame is checked as the reader checks it, streams and both flow-control windows are kept as
+/// the state keeps them (consumed request bodies are announced back), every request's and
+/// trailer section's fields are checked as RFC 9113 §8 requires, resets and control frames are
+/// bounded as Sluice's defaults bound them; SETTINGS and PING are acknowledged, GOAWAY closes;
+/// a request ends with END_STREAM, and every answer's header block is HPACK-encoded as a real
+/// server's is. Not a server: no admission, and an answer the send window cannot take whole
+/// resets its stream instead of waiting (h2load's windows are 1 GiB). A connection error
+/// closes the connection after a GOAWAY.
 final class FloorRawConnection: ChannelInboundHandler, FloorAnswering {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -25,6 +27,9 @@ final class FloorRawConnection: ChannelInboundHandler, FloorAnswering {
     private var state = HTTP2ConnectionState()
     private var decoder = HPACKDecoder(allocator: .init(), maxDynamicTableSize: HPACKDecoder.maxDynamicTableSize, maxHeaderListSize: 65_536)
     private var encoder = HPACKEncoder(allocator: .init())
+    /// Sluice's defaults: 200 stream resets, and 200 PING, SETTINGS and PRIORITY frames, per 30 s.
+    private var resets = HTTP2RateGuard(limit: 200, window: .seconds(30))
+    private var controlFrames = HTTP2RateGuard(limit: 200, window: .seconds(30))
     private var outbound = ByteBuffer()
     private var flushPending = false
 
@@ -58,7 +63,18 @@ final class FloorRawConnection: ChannelInboundHandler, FloorAnswering {
         do {
             while let read = try reader.next() {
                 switch read {
-                case .frame(let frame): try received(try state.received(frame))
+                case .frame(let frame):
+                    switch frame {
+                    case .ping(_, false), .settings, .priority:
+                        if let error = controlFrames.count(at: .now(), "PING, SETTINGS and PRIORITY frames") { throw error }
+                    case .resetStream:
+                        // Every reset counts, even of a stream already answered (as NIOHTTP2
+                        // counts them): a client that opens and resets in a loop pays either way.
+                        if let error = resets.count(at: .now(), "stream resets") { throw error }
+                    default:
+                        break
+                    }
+                    try received(try state.received(frame))
                 case .streamError(let error): refuse(error)
                 }
             }
@@ -79,13 +95,16 @@ final class FloorRawConnection: ChannelInboundHandler, FloorAnswering {
         switch inbound {
         case .request(let stream, var block, let endStream):
             let headers = try decoder.decodeHeaders(from: &block)
-            guard headers.first(name: ":method") != nil else {
-                refuse(.stream(stream, .protocolError, "no :method"))
+            if let malformed = HTTP2FieldCheck.request(headers, stream: stream) {
+                refuse(malformed)
                 return
             }
             if endStream { requestEnded(stream: stream) }
         case .trailers(let stream, var block):
-            _ = try decoder.decodeHeaders(from: &block)
+            if let malformed = HTTP2FieldCheck.trailers(try decoder.decodeHeaders(from: &block), stream: stream) {
+                refuse(malformed)
+                return
+            }
             requestEnded(stream: stream)
         case .discardedBlock(var block, let refusal):
             _ = try decoder.decodeHeaders(from: &block)

@@ -126,7 +126,7 @@ struct BenchToolTests {
         #expect(refused.status != 0 && refused.output.contains("loopback"), "\(refused.output)")
     }
 
-    @Test("the floors answer: h1floor over HTTP/1.1, h2floor over h2 with a child channel per stream, on the connection's frames and on bytes without NIOHTTP2, and as a proxy through a keep-alive HTTP/1.1 backend on frames and on bytes (502 once it is gone, or when it does not answer in time)")
+    @Test("the floors answer: h1floor over HTTP/1.1, h2floor over h2 with a child channel per stream, on the connection's frames and on Sluice's own frame layer (with its checks and defences against real peers), and as a proxy through a keep-alive HTTP/1.1 backend on frames and on Sluice's layer (502 once it is gone, or when it does not answer in time)")
     func floors() async throws {
         let directory = NSTemporaryDirectory() + "sluice-floors-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -143,9 +143,9 @@ struct BenchToolTests {
             let answer = try await Curl.run(["-k", "--http2", "https://127.0.0.1:\(h2.port)/"])
             #expect(answer.status == 200 && answer.body.count == 64, "\(mode): \(answer)")
         }
-        // The raw floor's frame reader: a header block past one frame comes in CONTINUATION
-        // frames, and a second request on the same connection (its HPACK tables kept) and many
-        // streams at once are answered too.
+        // The raw floor on Sluice's own frame layer: a header block past one frame comes in
+        // CONTINUATION frames, and a second request on the same connection (its HPACK tables
+        // kept) and many streams at once are answered too.
         let raw = try Self.serve(["h2floor", "--mode", "raw"] + tls)
         defer { raw.process.terminate() }
         let long = String(repeating: "x", count: 20_000)
@@ -153,6 +153,21 @@ struct BenchToolTests {
         #expect(continued.body == "200 64 1\n200 64 0\n", "\(continued.body)")
         let many = try await Curl.run([], shell: "h2load -n 200 -c 1 -m 10 https://127.0.0.1:\(raw.port)/ 2>&1")
         #expect(many.body.contains("200 succeeded, 0 failed"), "\(many.body)")
+        // A malformed request (RFC 9113 §8.2.2: TE other than "trailers") is refused on its
+        // stream, by nghttp, which no one here wrote.
+        let malformed = try await Curl.run([], shell: "nghttp -v -H 'te: gzip' https://127.0.0.1:\(raw.port)/ 2>&1")
+        #expect(malformed.body.contains("recv RST_STREAM") && malformed.body.contains("PROTOCOL_ERROR"), "\(malformed.body)")
+        // The layer's defences against Python's h2 driven as an attacker (HTTP2Tests' peer): a
+        // rapid-reset loop, a CONTINUATION flood and a PING flood each end in GOAWAY
+        // ENHANCE_YOUR_CALM; a connection-specific field resets its stream; the floor serves on.
+        for scenario in ["rapid-reset", "continuation-flood", "ping-flood"] {
+            let attack = try await PythonPeer.run([scenario, "127.0.0.1", "\(raw.port)", #"{"count": 1000}"#], script: HTTP2Tests.peer)
+            #expect((attack["goaway"] as? [String: Any])?["error"] as? Int == 11 && attack["closed"] as? Bool == true, "\(scenario): \(attack)")
+        }
+        let field = try await PythonPeer.run(["request", "127.0.0.1", "\(raw.port)", #"{"path": "/a", "headers": [["connection", "keep-alive"]]}"#], script: HTTP2Tests.peer)
+        #expect(field["reset"] as? Int == 1, "\(field)")
+        let served = try await PythonPeer.run(["request", "127.0.0.1", "\(raw.port)", #"{"path": "/a"}"#], script: HTTP2Tests.peer)
+        #expect(served["status"] as? Int == 200, "\(served)")
         for mode in ["proxy", "raw-proxy"] {
             let proxy = try Self.serve(["h2floor", "--mode", mode, "--backend", "127.0.0.1:\(h1.port)"] + tls)
             defer { proxy.process.terminate() }
