@@ -2,6 +2,7 @@ import NIOCore
 import NIOHPACK
 import NIOHTTP2
 import Sluice
+import SluiceConfig
 
 /// `h2floor --mode raw` and `--mode raw-proxy`: HTTP/2 read and written as bytes on the
 /// connection's own pipeline, with no NIOHTTP2 (Sluice's `HTTP2FrameReader`,
@@ -23,13 +24,23 @@ final class FloorRawConnection: ChannelInboundHandler, FloorAnswering {
     /// The backend pool, for `raw-proxy`; without it the floor answers by itself.
     private let pool: FloorBackendPool?
     private var context: ChannelHandlerContext?
-    private var reader = HTTP2FrameReader()
-    private var state = HTTP2ConnectionState()
-    private var decoder = HPACKDecoder(allocator: .init(), maxDynamicTableSize: HPACKDecoder.maxDynamicTableSize, maxHeaderListSize: 65_536)
+    /// Sluice's `listeners[].http2` defaults, but header lists up to 64 KiB in up to 64
+    /// CONTINUATION frames (so that the floors test can send a block past one frame).
+    private static let limits = {
+        var limits = HTTP2Limits()
+        limits.maxHeaderListSize = 65_536
+        limits.maxContinuationFrames = 64
+        return limits
+    }()
+    private var reader = HTTP2FrameReader(FloorRawConnection.limits)
+    private var state = HTTP2ConnectionState(settings: .init(FloorRawConnection.limits))
+    private var decoder = HPACKDecoder(
+        allocator: .init(), maxDynamicTableSize: HPACKDecoder.maxDynamicTableSize, maxHeaderListSize: FloorRawConnection.limits.maxHeaderListSize
+    )
     private var encoder = HPACKEncoder(allocator: .init())
-    /// Sluice's defaults: 200 stream resets, and 200 PING, SETTINGS and PRIORITY frames, per 30 s.
-    private var resets = HTTP2RateGuard(limit: 200, window: .seconds(30))
-    private var controlFrames = HTTP2RateGuard(limit: 200, window: .seconds(30))
+    private var resets = HTTP2RateGuard.resets(FloorRawConnection.limits)
+    private var controlFrames = HTTP2RateGuard.controlFrames(FloorRawConnection.limits)
+    private var streamErrors = HTTP2RateGuard.streamErrors()
     private var outbound = ByteBuffer()
     private var flushPending = false
 
@@ -75,7 +86,7 @@ final class FloorRawConnection: ChannelInboundHandler, FloorAnswering {
                         break
                     }
                     try received(try state.received(frame))
-                case .streamError(let error): refuse(error)
+                case .streamError(let error): try refuse(error)
                 }
             }
             if let update = state.connectionUpdate() { HTTP2FrameWriter.windowUpdate(stream: 0, increment: update.increment, to: &outbound) }
@@ -96,29 +107,31 @@ final class FloorRawConnection: ChannelInboundHandler, FloorAnswering {
         case .request(let stream, var block, let endStream):
             let headers = try decoder.decodeHeaders(from: &block)
             if let malformed = HTTP2FieldCheck.request(headers, stream: stream) {
-                refuse(malformed)
+                try refuse(malformed)
                 return
             }
             if endStream { requestEnded(stream: stream) }
         case .trailers(let stream, var block):
             if let malformed = HTTP2FieldCheck.trailers(try decoder.decodeHeaders(from: &block), stream: stream) {
-                refuse(malformed)
+                try refuse(malformed)
                 return
             }
             requestEnded(stream: stream)
         case .discardedBlock(var block, let refusal):
             _ = try decoder.decodeHeaders(from: &block)
-            if let refusal { refuse(refusal) }
+            if let refusal { try refuse(refusal) }
         case .data(let stream, let payload, let endStream):
             for update in state.consumed(payload.readableBytes, on: stream) {
                 HTTP2FrameWriter.windowUpdate(stream: update.stream, increment: update.increment, to: &outbound)
             }
             if endStream { requestEnded(stream: stream) }
         case .streamError(let error):
-            refuse(error)
+            try refuse(error)
         case .settings:
             try encoder.setDynamicTableSize(min(state.peerHeaderTableSize, HPACKEncoder.defaultDynamicTableSize))
             HTTP2FrameWriter.settingsAck(to: &outbound)
+        case .settingsAcknowledged:
+            reader.maxFrameSize = state.settings.maxFrameSize
         case .ping(let opaque):
             HTTP2FrameWriter.ping(opaque: opaque, ack: true, to: &outbound)
         case .goAway:
@@ -128,11 +141,17 @@ final class FloorRawConnection: ChannelInboundHandler, FloorAnswering {
         }
     }
 
-    /// RST_STREAM for a stream error; the stream is closed.
-    private func refuse(_ error: HTTP2WireError) {
+    /// RST_STREAM for a client's stream error; the stream is closed. Too many of them end the
+    /// connection.
+    private func refuse(_ error: HTTP2WireError) throws {
         guard let stream = error.stream else { return }
+        resetStream(stream, error.code)
+        if let tooMany = streamErrors.count(at: .now(), "stream errors") { throw tooMany }
+    }
+
+    private func resetStream(_ stream: UInt32, _ code: HTTP2WireError.Code) {
         state.reset(stream)
-        HTTP2FrameWriter.resetStream(stream: stream, code: error.code, to: &outbound)
+        HTTP2FrameWriter.resetStream(stream: stream, code: code, to: &outbound)
     }
 
     private func requestEnded(stream: UInt32) {
@@ -148,7 +167,7 @@ final class FloorRawConnection: ChannelInboundHandler, FloorAnswering {
         guard context != nil, state.canSend(on: stream) else { return }
         let length = body?.readableBytes ?? 0
         guard length <= state.sendable(on: stream) else {
-            refuse(.stream(stream, .internalError, "no send window for the answer"))
+            resetStream(stream, .internalError)
             scheduleFlush()
             return
         }

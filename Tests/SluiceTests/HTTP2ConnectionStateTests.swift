@@ -1,4 +1,5 @@
 import NIOCore
+import SluiceConfig
 import Testing
 
 @testable import Sluice
@@ -161,6 +162,58 @@ struct HTTP2ConnectionStateTests {
         _ = try growing.received(Self.headers(1))
         _ = try growing.received(.windowUpdate(stream: 1, increment: 0x7fff_0000))
         #expect(Self.connectionError(&growing, .settings([HTTP2WireSetting(HTTP2WireSetting.initialWindowSize, 0x7fff_ffff)]))?.code == .flowControlError)
+    }
+
+    @Test("Sluice's own SETTINGS apply once acknowledged: a smaller stream window shrinks the open streams' windows then, below zero if it must")
+    func acknowledgedSettings() throws {
+        var limits = HTTP2Limits()
+        limits.initialWindowSize = 1_024
+        limits.maxFrameSize = 32_768
+        limits.maxConcurrentStreams = 7
+        var state = HTTP2ConnectionState(settings: .init(limits))
+        #expect(state.settings.wire.contains(HTTP2WireSetting(HTTP2WireSetting.initialWindowSize, 1_024)))
+        #expect(state.settings.wire.contains(HTTP2WireSetting(HTTP2WireSetting.maxFrameSize, 32_768)))
+        #expect(state.settings.wire.contains(HTTP2WireSetting(HTTP2WireSetting.maxConcurrentStreams, 7)))
+        // Before the acknowledgement the client may use the protocol's 65,535.
+        _ = try state.received(Self.headers(1, end: false))
+        _ = try state.received(Self.data(1, 60_000))
+        #expect(try state.received(.settingsAck) == .settingsAcknowledged)
+        #expect(try state.received(.settingsAck) == HTTP2ConnectionState.Inbound.none)
+        #expect(Self.refusal(try state.received(Self.data(1, 1)))?.code == .flowControlError)
+        _ = try state.received(Self.headers(3, end: false))
+        _ = try state.received(Self.data(3, 1_024))
+        #expect(Self.refusal(try state.received(Self.data(3, 1)))?.code == .flowControlError)
+    }
+
+    @Test("a listener's http2 block configures the reader's bounds and the rate guards")
+    func limits() throws {
+        var limits = HTTP2Limits()
+        limits.maxHeaderListSize = 2_048
+        limits.maxContinuationFrames = 2
+        limits.maxResets = 3
+        limits.maxControlFrames = 4
+        let reader = HTTP2FrameReader(limits)
+        #expect(reader.maxHeaderBlock == 2_048 && reader.maxContinuations == 2)
+        #expect(HTTP2RateGuard.resets(limits).limit == 3 && HTTP2RateGuard.resets(limits).window == .seconds(30))
+        #expect(HTTP2RateGuard.controlFrames(limits).limit == 4)
+    }
+
+    @Test("empty DATA frames: one in a row is tolerated (a sender's quirk), two end the connection; HEADERS or END_STREAM start the count again")
+    func emptyData() throws {
+        var state = HTTP2ConnectionState()
+        _ = try state.received(Self.headers(1, end: false))
+        _ = try state.received(Self.data(1, 0))
+        _ = try state.received(Self.data(1, 10))
+        // A frame with a payload does not end the run: only HEADERS or END_STREAM do.
+        #expect(Self.connectionError(&state, Self.data(1, 0, padding: 5))?.code == .enhanceYourCalm)
+        var reset = HTTP2ConnectionState()
+        _ = try reset.received(Self.headers(1, end: false))
+        _ = try reset.received(Self.data(1, 0))
+        _ = try reset.received(Self.headers(3, end: false))
+        _ = try reset.received(Self.data(3, 0))
+        _ = try reset.received(Self.data(3, 0, end: true))
+        _ = try reset.received(Self.data(1, 0))
+        #expect(Self.connectionError(&reset, Self.data(1, 0))?.code == .enhanceYourCalm)
     }
 
     @Test("the client's SETTINGS set what Sluice writes; PING is answered, its ACK not; GOAWAY either way")

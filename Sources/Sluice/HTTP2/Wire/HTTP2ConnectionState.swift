@@ -15,11 +15,18 @@ package struct HTTP2ConnectionState: Sendable {
     /// What Sluice sets for the connection, sent in its first SETTINGS.
     package struct Settings: Sendable {
         package var maxConcurrentStreams = 100
-        /// Each stream's receive window (at least the protocol's 65,535, so nothing a client
-        /// sends before it has read Sluice's SETTINGS can overrun it).
+        /// Each stream's receive window, in effect once the client acknowledges the SETTINGS
+        /// (until then the protocol's 65,535).
         package var initialWindowSize = 65_535
+        /// The largest frame Sluice reads, likewise once acknowledged.
+        package var maxFrameSize = HTTP2WireFrame.defaultMaxFrameSize
+        /// The decoded size of a header list Sluice accepts (advertised; HPACK's decoder enforces it).
+        package var maxHeaderListSize = 16_384
         /// The connection's receive window, raised from 65,535 by a WINDOW_UPDATE at the start.
         package var connectionWindowSize = 1 << 20
+        /// DATA frames with nothing in them (and no END_STREAM) allowed in a row before the
+        /// connection ends: a client can make a server spin on them for free (NIOHTTP2's 1).
+        package var maxEmptyDataFrames = 1
 
         package init() {}
 
@@ -28,6 +35,8 @@ package struct HTTP2ConnectionState: Sendable {
             [
                 HTTP2WireSetting(HTTP2WireSetting.maxConcurrentStreams, UInt32(maxConcurrentStreams)),
                 HTTP2WireSetting(HTTP2WireSetting.initialWindowSize, UInt32(initialWindowSize)),
+                HTTP2WireSetting(HTTP2WireSetting.maxFrameSize, UInt32(maxFrameSize)),
+                HTTP2WireSetting(HTTP2WireSetting.maxHeaderListSize, UInt32(maxHeaderListSize)),
                 HTTP2WireSetting(HTTP2WireSetting.enableConnectProtocol, 1),
             ]
         }
@@ -52,6 +61,9 @@ package struct HTTP2ConnectionState: Sendable {
         case streamError(HTTP2WireError)
         /// The client's SETTINGS, applied: acknowledge them.
         case settings
+        /// The client acknowledged Sluice's first SETTINGS: its frame size is in effect now
+        /// (for the reader), as its stream window is (here).
+        case settingsAcknowledged
         /// A PING to answer with the same opaque data.
         case ping(opaque: UInt64)
         /// The client goes away: no stream above `lastStream` of Sluice's will be read.
@@ -96,15 +108,20 @@ package struct HTTP2ConnectionState: Sendable {
     private var connectionSendWindow = 65_535
     private var connectionReceiveWindow = 65_535
     private var connectionUnannounced = 0
+    /// The stream receive window in effect: 65,535 until the client acknowledges Sluice's SETTINGS.
+    private var receiveInitial = 65_535
+    package private(set) var settingsAcknowledged = false
     /// Set once Sluice sent GOAWAY: streams above it are refused.
     package private(set) var goAwayLastStream: UInt32?
     /// Set once the client sent GOAWAY.
     package private(set) var clientWentAway = false
+    /// Empty DATA frames since the last HEADERS or END_STREAM.
+    private var emptyDataRun = 0
 
     private static let maxWindow = 0x7fff_ffff
 
     package init(settings: Settings = Settings()) {
-        precondition(settings.initialWindowSize >= 65_535 && settings.initialWindowSize <= Self.maxWindow)
+        precondition(settings.initialWindowSize > 0 && settings.initialWindowSize <= Self.maxWindow)
         precondition(settings.connectionWindowSize >= 65_535 && settings.connectionWindowSize <= Self.maxWindow)
         self.settings = settings
     }
@@ -140,7 +157,13 @@ package struct HTTP2ConnectionState: Sendable {
             try apply(list)
             return .settings
         case .settingsAck:
-            return .none
+            guard !settingsAcknowledged else { return .none }
+            settingsAcknowledged = true
+            // §6.9.2: the change applies to every open stream's window, below zero if it must.
+            let delta = settings.initialWindowSize - receiveInitial
+            for id in streams.keys { streams[id]!.receiveWindow += delta }
+            receiveInitial = settings.initialWindowSize
+            return .settingsAcknowledged
         case .ping(let opaque, let ack):
             return ack ? .none : .ping(opaque: opaque)
         case .goAway(let lastStream, let code, _):
@@ -152,6 +175,7 @@ package struct HTTP2ConnectionState: Sendable {
     }
 
     private mutating func receivedHeaders(stream: UInt32, block: ByteBuffer, endStream: Bool, priority: HTTP2WirePriority?) throws(HTTP2WireError) -> Inbound {
+        emptyDataRun = 0
         if var existing = streams[stream] {
             guard existing.state != .halfClosedRemote else {
                 streams[stream] = nil
@@ -189,11 +213,19 @@ package struct HTTP2ConnectionState: Sendable {
             remember(stream)
             return .discardedBlock(block: block, refusal: .stream(stream, .refusedStream, "stream \(stream) past \(settings.maxConcurrentStreams) concurrent streams"))
         }
-        streams[stream] = Stream(state: endStream ? .halfClosedRemote : .open, sendWindow: peerInitialWindow, receiveWindow: settings.initialWindowSize)
+        streams[stream] = Stream(state: endStream ? .halfClosedRemote : .open, sendWindow: peerInitialWindow, receiveWindow: receiveInitial)
         return .request(stream: stream, block: block, endStream: endStream)
     }
 
     private mutating func receivedData(stream: UInt32, payload: ByteBuffer, endStream: Bool, flowControlled: Int) throws(HTTP2WireError) -> Inbound {
+        if endStream {
+            emptyDataRun = 0
+        } else if payload.readableBytes == 0 {
+            emptyDataRun += 1
+            guard emptyDataRun <= settings.maxEmptyDataFrames else {
+                throw .connection(.enhanceYourCalm, "more than \(settings.maxEmptyDataFrames) empty DATA frames in a row")
+            }
+        }
         guard flowControlled <= connectionReceiveWindow else {
             throw .connection(.flowControlError, "DATA of \(flowControlled) bytes past the connection's window of \(connectionReceiveWindow)")
         }
@@ -337,7 +369,7 @@ package struct HTTP2ConnectionState: Sendable {
         connectionUnannounced += bytes
         if var existing = streams[stream], existing.state != .halfClosedRemote {
             existing.unannounced += bytes
-            if existing.unannounced >= settings.initialWindowSize / 2 {
+            if existing.unannounced >= max(receiveInitial / 2, 1) {
                 existing.receiveWindow += existing.unannounced
                 updates.append((stream, UInt32(existing.unannounced)))
                 existing.unannounced = 0
