@@ -1,11 +1,13 @@
 import NIOCore
 @testable import Sluice
 
-/// HTTP/2's frame reader, fed what a client could send after the preface (the fuzzer's bytes
-/// behind a SETTINGS frame, so that the frames themselves are what varies), whole and in two
-/// pieces split where the first byte says: frames, stream errors or one connection error, never
-/// a crash; the pieces read exactly what the whole reads, and stop with the same error. No frame
-/// handed on is over the frame size, and a header block never over its bound.
+/// HTTP/2's frame reader and the connection state behind it, fed what a client could send
+/// after the preface (the fuzzer's bytes behind a SETTINGS frame, so that the frames themselves
+/// are what varies), whole and in two pieces split where the first byte says: frames, stream
+/// errors or one connection error, never a crash; the pieces read exactly what the whole reads,
+/// and stop with the same error. No frame handed on is over the frame size, no header block
+/// over its bound; the state, given every frame and told every body byte consumed, never holds
+/// more streams than its limit.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzHTTP2Frames(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     guard count >= 1 else { return 0 }
@@ -17,7 +19,23 @@ public func fuzzHTTP2Frames(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     let pieces = read([bytes[..<cut], bytes[cut...]])
     precondition(whole.reads == pieces.reads, "pieces read differently")
     precondition(whole.failure == pieces.failure, "the error depends on where the bytes were split")
+    var settings = HTTP2ConnectionState.Settings()
+    settings.maxConcurrentStreams = 4
+    settings.initialWindowSize = 1_024
+    var state = HTTP2ConnectionState(settings: settings)
+    _ = state.openingWindowUpdate()
     for read in whole.reads {
+        if case .frame(let frame) = read {
+            do {
+                if case .data(let stream, let payload, _) = try state.received(frame) {
+                    _ = state.consumed(payload.readableBytes, on: stream)
+                }
+                _ = state.connectionUpdate()
+            } catch {
+                break
+            }
+            precondition(state.openStreams <= 4, "more streams than the limit")
+        }
         switch read {
         case .frame(.data(_, let payload, _, let flowControlled)):
             precondition(payload.readableBytes <= flowControlled && flowControlled <= HTTP2WireFrame.defaultMaxFrameSize)
