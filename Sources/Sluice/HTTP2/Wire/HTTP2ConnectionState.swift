@@ -20,7 +20,8 @@ package struct HTTP2ConnectionState: Sendable {
         package var initialWindowSize = 65_535
         /// The largest frame Sluice reads, likewise once acknowledged.
         package var maxFrameSize = HTTP2WireFrame.defaultMaxFrameSize
-        /// The decoded size of a header list Sluice accepts (advertised; HPACK's decoder enforces it).
+        /// The decoded size of a header list Sluice accepts (advertised; HPACK's decoder
+        /// enforces it).
         package var maxHeaderListSize = 16_384
         /// The connection's receive window, raised from 65,535 by a WINDOW_UPDATE at the start.
         package var connectionWindowSize = 1 << 20
@@ -211,7 +212,8 @@ package struct HTTP2ConnectionState: Sendable {
         }
         guard streams.count < settings.maxConcurrentStreams else {
             remember(stream)
-            return .discardedBlock(block: block, refusal: .stream(stream, .refusedStream, "stream \(stream) past \(settings.maxConcurrentStreams) concurrent streams"))
+            let reason = "stream \(stream) past \(settings.maxConcurrentStreams) concurrent streams"
+            return .discardedBlock(block: block, refusal: .stream(stream, .refusedStream, reason))
         }
         streams[stream] = Stream(state: endStream ? .halfClosedRemote : .open, sendWindow: peerInitialWindow, receiveWindow: receiveInitial)
         return .request(stream: stream, block: block, endStream: endStream)
@@ -248,7 +250,8 @@ package struct HTTP2ConnectionState: Sendable {
             connectionUnannounced += flowControlled
             streams[stream] = nil
             remember(stream)
-            return .streamError(.stream(stream, .flowControlError, "DATA of \(flowControlled) bytes past stream \(stream)'s window of \(existing.receiveWindow)"))
+            let reason = "DATA of \(flowControlled) bytes past stream \(stream)'s window of \(existing.receiveWindow)"
+            return .streamError(.stream(stream, .flowControlError, reason))
         }
         existing.receiveWindow -= flowControlled
         // Padding is consumed on arrival; the payload when the application says so.

@@ -176,7 +176,9 @@ package struct HTTP2FrameReader: Sendable {
                 guard payload.readableBytes == 0 else { throw .connection(.frameSizeError, "a SETTINGS acknowledgement with a payload") }
                 return .frame(.settingsAck)
             }
-            guard payload.readableBytes % 6 == 0 else { throw .connection(.frameSizeError, "a SETTINGS frame of \(payload.readableBytes) bytes, not a multiple of 6") }
+            guard payload.readableBytes % 6 == 0 else {
+                throw .connection(.frameSizeError, "a SETTINGS frame of \(payload.readableBytes) bytes, not a multiple of 6")
+            }
             var settings: [HTTP2WireSetting] = []
             settings.reserveCapacity(payload.readableBytes / 6)
             while let identifier = payload.readInteger(as: UInt16.self), let value = payload.readInteger(as: UInt32.self) {

@@ -29,7 +29,8 @@ extension HTTP2RateGuard {
         HTTP2RateGuard(limit: limits.maxResets, window: TimeAmount(limits.resetWindow))
     }
 
-    /// The bound on PING, SETTINGS and PRIORITY frames: `max_control_frames` per `control_frame_window`.
+    /// The bound on PING, SETTINGS and PRIORITY frames: `max_control_frames` per
+    /// `control_frame_window`.
     package static func controlFrames(_ limits: HTTP2Limits) -> HTTP2RateGuard {
         HTTP2RateGuard(limit: limits.maxControlFrames, window: TimeAmount(limits.controlFrameWindow))
     }
