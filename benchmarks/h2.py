@@ -13,8 +13,9 @@ Beside the proxies, NIO's own h2 floor: `sluice-bench h2floor`, answering by its
 with a child channel per stream (as Sluice does) and on the connection's frames (no child channels),
 and proxying on the connection's frames to the same backend with nothing but the HTTP/1.1 exchange
 (`--mode proxy`): the least any HTTP/2 proxy on NIOHTTP2 costs; and the same answering and proxying
-with no NIOHTTP2 (`--mode raw`, `raw-proxy`: frames as bytes), the least an HTTP/2 layer of
-Sluice's own on NIO channels and NIOSSL would cost.
+with no NIOHTTP2 (`--mode raw`, `raw-proxy`: on Sluice's own frame reader, connection state,
+field checks and defences), the least an HTTP/2 layer of Sluice's own on NIO channels and NIOSSL
+would cost.
 
 Each proxy runs alone on core 1 with one event-loop thread (nginx: one worker; HAProxy: one
 thread); the load generator and the backends share core 0. Every round measures each target in
@@ -210,8 +211,8 @@ def render(results, options):
                   f"the best peer's with its proxying. **NIO's h2 proxying floor** (`floor-proxy`: frames, each request sent to "
                   f"the same backend, nothing else): requests/s {ratio(rows['floor-proxy'], rows[best], 'rate'):.2f}×, "
                   f"CPU per request {median(rows['floor-proxy'], 'cpu_us'):.2f} µs, {ratio(rows['floor-proxy'], rows[best], 'cpu_us'):.2f}× "
-                  f"the best peer's. **Without NIOHTTP2** (`floor-raw`, `floor-raw-proxy`: HTTP/2 frames read and written as "
-                  f"bytes on the TLS connection, NIOHPACK for header blocks): CPU per request {median(rows['floor-raw'], 'cpu_us'):.2f} "
+                  f"the best peer's. **Without NIOHTTP2** (`floor-raw`, `floor-raw-proxy`: on Sluice's own HTTP/2 layer, "
+                  f"`Sources/Sluice/HTTP2/Wire`, with NIOHPACK for header blocks): CPU per request {median(rows['floor-raw'], 'cpu_us'):.2f} "
                   f"µs answering, {median(rows['floor-raw-proxy'], 'cpu_us'):.2f} µs proxying; proxying requests/s "
                   f"{ratio(rows['floor-raw-proxy'], rows[best], 'rate'):.2f}× the best peer's.", ""]
     rows = results["ws"]
