@@ -31,10 +31,10 @@ struct HTTP2Floor: AsyncParsableCommand {
     @Option(help: "streams (a child channel per stream), frames (the connection's frames, no child channels), proxy (frames, each request sent on to --backend), raw or raw-proxy (frames as bytes, no NIOHTTP2).")
     var mode: String = "streams"
 
-    @Option(help: "Loopback host:port of the HTTP/1.1 backend, for --mode proxy.")
+    @Option(help: "Loopback host:port of the HTTP/1.1 backend, for --mode proxy and raw-proxy.")
     var backend: String?
 
-    @Option(help: "Seconds a request waits for the backend's answer before its stream gets a 502 (--mode proxy).")
+    @Option(help: "Seconds a request waits for the backend's answer before its stream gets a 502 (--mode proxy and raw-proxy).")
     var backendTimeout: Double = 10
 
     func run() async throws {

@@ -45,6 +45,7 @@ struct HTTP2FieldCheckTests {
             ("space in name", Self.get + [("x y", "1")], true),
             ("colon in name", Self.get + [("x:y", "1")], true),
             ("non-ASCII name", Self.get + [("é", "1")], true),
+            ("non-token name", Self.get + [("x(y)", "1")], true),
             ("empty name", Self.get + [("", "1")], true),
             ("LF in value", Self.get + [("x", "a\nb")], true),
             ("CR in value", Self.get + [("x", "a\rb")], true),

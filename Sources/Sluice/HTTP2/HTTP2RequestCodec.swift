@@ -213,7 +213,8 @@ final class HTTP2RequestCodec: ChannelDuplexHandler, RemovableChannelHandler {
         context.write(wrapOutboundOut(.headers(.init(headers: head))), promise: nil)
     }
 
-    /// Fields HTTP/2 does not carry (RFC 9113 §8.2.2).
+    /// Fields HTTP/2 does not carry (RFC 9113 §8.2.2): left out of answers here, refused in
+    /// requests by `HTTP2FieldCheck`.
     static let connectionSpecific: Set<String> = ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"]
 
     /// `:status` and the head's fields, lower-cased, without connection-specific ones or those

@@ -109,9 +109,9 @@ package struct HTTP2ConnectionState: Sendable {
     private var connectionSendWindow = 65_535
     private var connectionReceiveWindow = 65_535
     private var connectionUnannounced = 0
-    /// The stream receive window in effect: 65,535 until the client acknowledges Sluice's SETTINGS.
-    private var receiveInitial = 65_535
     package private(set) var settingsAcknowledged = false
+    /// The stream receive window in effect: 65,535 until the client acknowledges Sluice's SETTINGS.
+    private var receiveInitial: Int { settingsAcknowledged ? settings.initialWindowSize : 65_535 }
     /// Set once Sluice sent GOAWAY: streams above it are refused.
     package private(set) var goAwayLastStream: UInt32?
     /// Set once the client sent GOAWAY.
@@ -159,11 +159,10 @@ package struct HTTP2ConnectionState: Sendable {
             return .settings
         case .settingsAck:
             guard !settingsAcknowledged else { return .none }
-            settingsAcknowledged = true
             // §6.9.2: the change applies to every open stream's window, below zero if it must.
             let delta = settings.initialWindowSize - receiveInitial
+            settingsAcknowledged = true
             for id in streams.keys { streams[id]!.receiveWindow += delta }
-            receiveInitial = settings.initialWindowSize
             return .settingsAcknowledged
         case .ping(let opaque, let ack):
             return ack ? .none : .ping(opaque: opaque)

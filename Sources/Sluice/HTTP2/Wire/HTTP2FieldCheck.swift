@@ -1,8 +1,8 @@
 import NIOHPACK
 
 /// The checks RFC 9113 §8 makes of a request's decoded fields before anything reads them, and
-/// RFC 8441 §4's for extended CONNECT: field names lowercase and free of what a name must not
-/// hold, values free of NUL, CR and LF and of whitespace at either end, pseudo-header fields
+/// RFC 8441 §4's for extended CONNECT: field names lowercase tokens (what HTTP/1.1 backends can
+/// be sent, and what NIOHTTP2 checks), values free of NUL, CR and LF and of whitespace at either end, pseudo-header fields
 /// first, known, once each and the right ones for the method, no connection-specific fields, TE
 /// only "trailers". A request that fails is malformed: a stream error (PROTOCOL_ERROR) that
 /// names the rule, the connection goes on. What NIOHTTP2's header validation does for Sluice
@@ -79,15 +79,12 @@ package enum HTTP2FieldCheck {
         .stream(stream, .protocolError, "malformed request: \(reason)")
     }
 
-    /// The fields RFC 9113 §8.2.2 forbids: they mean something only on one HTTP/1.1 connection.
-    private static let connectionSpecific: Set<String> = ["connection", "proxy-connection", "keep-alive", "transfer-encoding", "upgrade"]
-
     private static func regularProblem(name: String, value: String) -> String? {
         if name.isEmpty { return "an empty field name" }
-        for byte in name.utf8 where byte <= 0x20 || (byte >= 0x41 && byte <= 0x5a) || byte >= 0x7f || byte == UInt8(ascii: ":") {
-            return "field name \(name.prefix(64).debugDescription) has a character a name must not (uppercase, space, control, colon or non-ASCII)"
+        for byte in name.utf8 where !HTTPSyntax.isTokenByte(byte) || (byte >= 0x41 && byte <= 0x5a) {
+            return "field name \(name.prefix(64).debugDescription) is not a lowercase token"
         }
-        if connectionSpecific.contains(name) { return "connection-specific field \(name)" }
+        if HTTP2RequestCodec.connectionSpecific.contains(name) { return "connection-specific field \(name)" }
         if name == "te" && value != "trailers" { return "TE other than \"trailers\"" }
         if let problem = valueProblem(value) { return "field \(name) \(problem)" }
         return nil
