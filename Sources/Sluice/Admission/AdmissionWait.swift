@@ -6,26 +6,28 @@ import NIOHTTP1
 /// of admission that wait (authentication, the cluster's limits). The wait and what follows it
 /// are written once, here, for both.
 protocol AdmissionWaiting: AnyObject {
+    /// Where the answer goes: the HTTP/1 handler's context, an HTTP/2 stream.
+    associatedtype Client: ResponseSink
     var state: HTTPConnectionStateMachine<RequestAnswer, HTTPProxyExchange, WebSocketUpgrade> { get set }
-    /// The handler's context while it is in the pipeline.
-    var context: ChannelHandlerContext? { get }
+    /// The client while the request is being served (nil once it went away).
+    var context: Client? { get }
     var services: GatewayServices { get }
     /// The connection's facts admission reads.
-    func admissionFacts(_ context: ChannelHandlerContext) -> Admission.Connection
-    func beginExchange(context: ChannelHandlerContext, _ screened: Admission.Screened, _ admissionRequest: Admission.Request, identity: Identity?)
+    func admissionFacts(_ context: Client) -> Admission.Connection
+    func beginExchange(context: Client, _ screened: Admission.Screened, _ admissionRequest: Admission.Request, identity: Identity?)
     func admit(
-        context: ChannelHandlerContext, _ screened: Admission.Screened, upgrade: UpgradeRequest, head: HTTPRequestHead, identity: Identity?,
+        context: Client, _ screened: Admission.Screened, upgrade: UpgradeRequest, head: HTTPRequestHead, identity: Identity?,
         leases: Admission.Leases?
     )
     /// Admission refused once it had waited: the answer ends the request (and, on HTTP/1, the
     /// connection, whose reads were held).
-    func refuseAfterWaiting(context: ChannelHandlerContext, _ error: SluiceError)
+    func refuseAfterWaiting(context: Client, _ error: SluiceError)
 }
 
 extension AdmissionWaiting {
     /// Runs the steps of admission that wait for `answer` with reads held, then goes on with
     /// the answer it kept, or answers the refusal.
-    func authorize(context: ChannelHandlerContext, _ answer: RequestAnswer, _ screened: Admission.Screened, _ admissionRequest: Admission.Request) {
+    func authorize(context: Client, _ answer: RequestAnswer, _ screened: Admission.Screened, _ admissionRequest: Admission.Request) {
         state.authorizing(answer)
         Admission.decide(
             screened, admissionRequest, on: admissionFacts(context), cluster: services.cluster, registry: services.registry,

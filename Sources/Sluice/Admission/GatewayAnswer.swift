@@ -32,21 +32,22 @@ struct GatewayAnswer {
 
     /// Writes the head, the body (not for HEAD) and the end, flushed; the end's write is
     /// returned. `closing`: the connection ends after it (HTTP/1.1 says so in `Connection`).
-    func write(to context: ChannelHandlerContext, version: HTTPVersion, closing: Bool, omitBody: Bool) -> EventLoopFuture<Void> {
+    func write(to sink: some ResponseSink, version: HTTPVersion, closing: Bool, omitBody: Bool) -> EventLoopFuture<Void> {
         var fields = HTTPHeaders()
         fields.add(name: "Content-Type", value: contentType)
         fields.add(name: "Content-Length", value: "\(body.utf8.count)")
         fields.add(name: "Server", value: "sluice")
         for (name, value) in headers { fields.add(name: name, value: value) }
         if closing && version.major == 1 { fields.add(name: "Connection", value: "close") }
-        context.write(NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: version, status: status, headers: fields))), promise: nil)
+        sink.writeResponse(.head(HTTPResponseHead(version: version, status: status, headers: fields)), promise: nil)
         if !omitBody {
-            var buffer = context.channel.allocator.buffer(capacity: body.utf8.count)
+            var buffer = sink.responseAllocator.buffer(capacity: body.utf8.count)
             buffer.writeString(body)
-            context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(buffer))), promise: nil)
+            sink.writeResponse(.body(.byteBuffer(buffer)), promise: nil)
         }
-        let written = context.eventLoop.makePromise(of: Void.self)
-        context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)), promise: written)
+        let written = sink.eventLoop.makePromise(of: Void.self)
+        sink.writeResponse(.end(nil), promise: written)
+        sink.flushResponse()
         return written.futureResult
     }
 

@@ -9,7 +9,8 @@ import SluiceConfig
 /// stream the client opens a `HTTP2RequestCodec` and an `HTTP2StreamHandler`.
 ///
 /// What the connection's streams share lives here, on the connection's event loop: the
-/// listener's settings and routing view, and what admission reads of the connection.
+/// listener's settings and routing view, and what admission reads of the connection. A
+/// connection on Sluice's own layer (`HTTP2WireConnection`) shares the same object.
 final class HTTP2Connection {
     let configuration: HTTPGatewayHandler.Configuration
     let services: GatewayServices
@@ -24,7 +25,7 @@ final class HTTP2Connection {
     /// The deadlines of the connection's streams, on one timer.
     let watchdog: HTTP2StreamWatchdog
 
-    private init(
+    init(
         configuration: HTTPGatewayHandler.Configuration, services: GatewayServices, routing: ListenerRouting, peer: IPAddress?, eventLoop: any EventLoop
     ) {
         self.configuration = configuration
@@ -62,7 +63,7 @@ final class HTTP2Connection {
             stream.eventLoop.makeCompletedFuture {
                 let sync = stream.pipeline.syncOperations
                 try sync.addHandler(HTTP2RequestCodec())
-                try sync.addHandler(HTTP2StreamHandler(connection: shared.value))
+                try sync.addHandler(HTTP2StreamHandler<ChannelHandlerContext>(connection: shared.value))
             }
         }
         let sync = channel.pipeline.syncOperations

@@ -13,7 +13,14 @@ import SluiceConfig
 ///
 /// The phases are `HTTPConnectionStateMachine`'s, with one request and no keep-alive: the stream
 /// ends with its answer.
-final class HTTP2StreamHandler: ChannelDuplexHandler, RemovableChannelHandler, HTTPProxyDownstream, HTTP2StreamWatchdog.Watched, AdmissionWaiting {
+///
+/// It serves a stream of either HTTP/2 layer (`Sink`): in a NIOHTTP2 stream channel's pipeline
+/// (behind `HTTP2RequestCodec`, its sink the channel's context), or driven by a stream of Sluice's
+/// own layer (`HTTP2WireStream`, which has no channel) through `requestPart`, `streamClosed` and
+/// the other entry points below.
+final class HTTP2StreamHandler<Sink: HTTP2StreamSink>: ChannelDuplexHandler, RemovableChannelHandler, HTTPProxyDownstream, HTTP2StreamWatchdog.Watched,
+    AdmissionWaiting
+{
     typealias InboundIn = HTTP2RequestPart
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
@@ -26,7 +33,8 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     private var requestHead: HTTP2RequestHead?
     /// The client ended its side of the stream.
     private var requestEnded = false
-    private(set) var context: ChannelHandlerContext?
+    /// Where the answer goes, while the stream lives.
+    private(set) var context: Sink?
     /// Kept by the connection's `HTTP2StreamWatchdog`.
     var watchDeadline: NIODeadline?
     var watchIndex = 0
@@ -35,8 +43,14 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, RemovableChannelHandler, H
         self.connection = connection
     }
 
+    /// A stream of Sluice's own HTTP/2 layer: served with no pipeline.
+    init(connection: HTTP2Connection, sink: Sink) {
+        self.connection = connection
+        context = sink
+    }
+
     func handlerAdded(context: ChannelHandlerContext) {
-        self.context = context
+        self.context = Sink.inPipeline(context)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -45,6 +59,12 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        streamClosed()
+        context.fireChannelInactive()
+    }
+
+    /// The stream is gone (the client reset it, or the connection closed).
+    func streamClosed() {
         stopWatchdog()
         switch state.close() {
         case .upgrading(let upgrade): upgrade.cancel()
@@ -56,21 +76,33 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, RemovableChannelHandler, H
             self.request = nil
             request.write(to: services.accessLog, listener: connection.configuration.listener, status: HTTPResponseStatus(statusCode: 499), bytes: 0)
         }
-        context.fireChannelInactive()
+        context = nil
     }
 
     func read(context: ChannelHandlerContext) {
         if state.readWanted() { context.read() }
     }
 
+    /// The request's body may be read now (not while a backend cannot take more).
+    var readsRequest: Bool { state.readWanted() }
+
     func channelReadComplete(context: ChannelHandlerContext) {
-        if case .proxying(let exchange) = state.phase { exchange.requestReadComplete() }
+        requestReadComplete()
         context.fireChannelReadComplete()
     }
 
+    /// A read of the client ended: what it brought goes to the backend in one write.
+    func requestReadComplete() {
+        if case .proxying(let exchange) = state.phase { exchange.requestReadComplete() }
+    }
+
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if case .proxying(let exchange) = state.phase { exchange.clientWritabilityChanged(context.channel.isWritable) }
+        clientWritabilityChanged(context.channel.isWritable)
         context.fireChannelWritabilityChanged()
+    }
+
+    func clientWritabilityChanged(_ writable: Bool) {
+        if case .proxying(let exchange) = state.phase { exchange.clientWritabilityChanged(writable) }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -80,8 +112,13 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     // MARK: The request
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        requestPart(unwrapInboundIn(data))
+    }
+
+    func requestPart(_ request: HTTP2RequestPart) {
+        guard let context else { return }
         let part: HTTPServerRequestPart
-        switch unwrapInboundIn(data) {
+        switch request {
         case .head(let head):
             requestHead = head
             // Known now, so an answer given at the head does not reset a finished request.
@@ -98,7 +135,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, RemovableChannelHandler, H
         if case .head = part, requestEnded { received(.end(nil), context: context) }
     }
 
-    private func received(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+    private func received(_ part: HTTPServerRequestPart, context: Sink) {
         switch state.received(part) {
         case .decide:
             if let head = requestHead { decide(head, context: context) }
@@ -113,7 +150,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, RemovableChannelHandler, H
 
     /// Admission, then the answer at once: an HTTP/2 request does not need its body read
     /// before it is refused (the stream is reset after the answer instead).
-    private func decide(_ head: HTTP2RequestHead, context: ChannelHandlerContext) {
+    private func decide(_ head: HTTP2RequestHead, context: Sink) {
         request = RequestRecord(
             method: head.head.method.rawValue, uri: head.head.uri, client: connection.admission.peer,
             userAgent: services.accessLog.isEnabled ? head.head.headers.first(name: "user-agent") : nil, startedAt: .now(), version: "HTTP/2"
@@ -156,11 +193,11 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, RemovableChannelHandler, H
         }
     }
 
-    func admissionFacts(_ context: ChannelHandlerContext) -> Admission.Connection {
+    func admissionFacts(_ context: Sink) -> Admission.Connection {
         connection.admission
     }
 
-    func refuseAfterWaiting(context: ChannelHandlerContext, _ error: SluiceError) {
+    func refuseAfterWaiting(context: Sink, _ error: SluiceError) {
         request?.rejection = error.rejection
         respond(context: context, error)
     }
@@ -174,12 +211,12 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, RemovableChannelHandler, H
 
     // MARK: Proxying
 
-    func beginExchange(context: ChannelHandlerContext, _ screened: Admission.Screened, _ admissionRequest: Admission.Request, identity: Identity?) {
+    func beginExchange(context: Sink, _ screened: Admission.Screened, _ admissionRequest: Admission.Request, identity: Identity?) {
         let route = screened.route
         guard let backends = route.backends else { return }
         request?.user = identity?.user
         let client = forwardingClient(screened.client, host: admissionRequest.host)
-        let forwarding = connection.forwardingFields.block(for: client, allocator: context.channel.allocator)
+        let forwarding = connection.forwardingFields.block(for: client, allocator: context.responseAllocator)
         let exchange = HTTPProxyExchange(
             route: route, backends: backends,
             request: .init(
@@ -199,10 +236,12 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, RemovableChannelHandler, H
             }
         }
         if !held.isEmpty { exchange.requestReadComplete() }
+        // Reads held while admission waited go on.
+        if state.resumeReading() { context.readRequest() }
     }
 
     func pauseClientReads(_ paused: Bool) {
-        if state.backendFull(paused) { context?.read() }
+        if state.backendFull(paused) { context?.readRequest() }
     }
 
     func exchangeFailed(_ error: SluiceError, keepAlive: Bool) {
@@ -220,7 +259,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, RemovableChannelHandler, H
 
     func exchangeAborted() {
         _ = state.close()
-        context?.close(promise: nil)
+        context?.endStream()
     }
 
     func watch(until deadline: NIODeadline) {
@@ -244,9 +283,14 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     // MARK: WebSockets (RFC 8441)
 
     func admit(
-        context: ChannelHandlerContext, _ screened: Admission.Screened, upgrade: UpgradeRequest, head: HTTPRequestHead, identity: Identity?,
+        context sink: Sink, _ screened: Admission.Screened, upgrade: UpgradeRequest, head: HTTPRequestHead, identity: Identity?,
         leases: Admission.Leases? = nil
     ) {
+        guard let context = sink.pipelineContext else {
+            // Sluice's own layer does not offer extended CONNECT (`HTTP2WireStream`): not reached.
+            respond(context: sink, SluiceError(source: .gateway, status: .notImplemented, label: .badRequest, message: "no WebSockets on this HTTP/2 connection"))
+            return
+        }
         request?.user = identity?.user
         let held: Admission.Leases
         switch Admission.leases(screened, identity: identity, granted: leases) {
@@ -255,7 +299,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, RemovableChannelHandler, H
             services.metrics.upgradeFailed(route: screened.route.name, error)
             services.metrics.refused(error)
             request?.rejection = error.rejection
-            respond(context: context, error)
+            respond(context: sink, error)
             return
         }
         context.channel.closeFuture.whenComplete { _ in held.release() }
@@ -264,7 +308,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, RemovableChannelHandler, H
             context: context,
             respond: { [self] error in
                 request?.rejection = error.rejection
-                respond(context: context, error)
+                respond(context: sink, error)
             },
             switchToRelay: { [self] answer, relayHandler in switchToRelay(context: context, answer: answer, relayHandler: relayHandler) },
             watch: { [self] deadline in watch(until: deadline) }
@@ -322,12 +366,12 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, RemovableChannelHandler, H
         request.write(to: services.accessLog, listener: connection.configuration.listener, status: status, bytes: bytes)
     }
 
-    private func respond(context: ChannelHandlerContext, _ error: SluiceError, omitBody: Bool = false) {
+    private func respond(context: Sink, _ error: SluiceError, omitBody: Bool = false) {
         respond(context: context, GatewayAnswer(error), omitBody: omitBody)
     }
 
     /// A complete answer written by Sluice; the stream ends with it.
-    private func respond(context: ChannelHandlerContext, _ answer: GatewayAnswer, omitBody: Bool = false) {
+    private func respond(context: Sink, _ answer: GatewayAnswer, omitBody: Bool = false) {
         stopWatchdog()
         _ = state.answered(keepAlive: false)
         log(status: answer.status, bytes: answer.sentBytes(omitBody: omitBody))
@@ -340,9 +384,9 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, RemovableChannelHandler, H
     private func finishStream(after written: EventLoopFuture<Void>?) {
         guard !requestEnded, let context else { return }
         guard let written else {
-            context.close(promise: nil)
+            context.endStream()
             return
         }
-        written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        written.assumeIsolated().whenComplete { _ in context.endStream() }
     }
 }

@@ -35,8 +35,8 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
     private let backends: BackendSet
     private let request: Request
     private let downstream: any HTTPProxyDownstream
-    /// The client connection's context: interim answers go here, through the HTTP encoder.
-    private let client: ChannelHandlerContext
+    /// The client: interim answers go here (through the HTTP encoder, on HTTP/1).
+    private let client: any ResponseSink
     /// Where the proxied response goes.
     private let response: ClientResponse
     private let pool: UpstreamPool
@@ -79,7 +79,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
     private let requestChunked: Bool
 
     init(
-        route: Route, backends: BackendSet, request: Request, client: ChannelHandlerContext, response: ClientResponse,
+        route: Route, backends: BackendSet, request: Request, client: any ResponseSink, response: ClientResponse,
         downstream: any HTTPProxyDownstream, pool: UpstreamPool, services: GatewayServices
     ) {
         self.route = route
@@ -122,7 +122,8 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         }
         if HeaderTokens.contains(request.head.headers, "expect", token: "100-continue") {
             // Sluice reads the body itself, so it answers the expectation itself.
-            client.writeAndFlush(NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
+            client.writeResponse(.head(HTTPResponseHead(version: .http1_1, status: .continue)), promise: nil)
+            client.flushResponse()
         }
         connectNext()
     }
@@ -141,7 +142,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         guard buffer.readableBytes > 0 else { return }
         if requestChunked {
             // Re-framed here: the backend reads exactly the chunks Sluice writes.
-            HTTPWireFormat.chunk(buffer, allocator: client.channel.allocator) { sendRequestBytes($0) }
+            HTTPWireFormat.chunk(buffer, allocator: client.responseAllocator) { sendRequestBytes($0) }
         } else {
             sendRequestBytes(buffer)
         }
@@ -225,7 +226,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         backendIndex = index
         backends.began(index)
         connection.handler.delegate = self
-        connection.handler.paused = !client.channel.isWritable
+        connection.handler.paused = !client.responseWritable
         connection.handler.expectResponse(toHEAD: request.head.method == .HEAD)
         connection.handler.write(upstreamHead(for: backends.backend(index)))
         for part in pending { connection.handler.write(part) }
@@ -243,7 +244,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
     /// The request as the backend sees it: end-to-end headers only, Sluice's identity and
     /// forwarding headers, and framing Sluice chose.
     private func upstreamHead(for backend: Backend) -> ByteBuffer {
-        var head = client.channel.allocator.buffer(capacity: 512)
+        var head = client.responseAllocator.buffer(capacity: 512)
         head.writeRequestLine(request.head.method, backend.target(for: request.target))
         UpstreamHead.forEachField(route: route, headers: request.head.headers, client: request.client, identity: request.identity, backend: backend) {
             head.writeField($0, $1)
@@ -289,22 +290,22 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
                 clientBytes.write(NIOAny(clientHead(for: head)), promise: nil)
             case .parts(let stream):
                 clientKeepsAlive = true
-                stream.write(NIOAny(HTTPServerResponsePart.head(partsHead(for: head))), promise: nil)
+                stream.writeResponse(.head(partsHead(for: head)), promise: nil)
             }
             armIdleTimer()
         case .body(let buffer):
             responseBytes += buffer.readableBytes
             switch response {
             case .http1(let clientBytes) where rechunkResponse:
-                HTTPWireFormat.chunk(buffer, allocator: client.channel.allocator) { clientBytes.write(NIOAny($0), promise: nil) }
+                HTTPWireFormat.chunk(buffer, allocator: client.responseAllocator) { clientBytes.write(NIOAny($0), promise: nil) }
             case .http1(let clientBytes):
                 clientBytes.write(NIOAny(buffer), promise: nil)
             case .parts(let stream):
-                stream.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(buffer))), promise: nil)
+                stream.writeResponse(.body(.byteBuffer(buffer)), promise: nil)
             }
             // Flushed when this read of the backend is done (`upstreamReadComplete`): each
             // chunk goes out as it came, server-sent events are never held back.
-            if !client.channel.isWritable { connection?.handler.paused = true }
+            if !client.responseWritable { connection?.handler.paused = true }
             armIdleTimer()
         case .end:
             responseDone = true
@@ -314,10 +315,10 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
                 // a closed stream cancels its exchange: finish (handing the backend connection
                 // back to the pool) between the write and the flush.
                 let written = eventLoop.makePromise(of: Void.self)
-                stream.write(NIOAny(HTTPServerResponsePart.end(nil)), promise: written)
+                stream.writeResponse(.end(nil), promise: written)
                 endWritten = written.futureResult
                 complete()
-                stream.flush()
+                stream.flushResponse()
                 return
             } else if case .http1(let clientBytes) = response, clientKeepsAlive {
                 // Nothing waits for this write: no promise, and no write at all for a sized body.
@@ -335,7 +336,10 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
     }
 
     func upstreamReadComplete() {
-        response.context.flush()
+        switch response {
+        case .http1(let clientBytes): clientBytes.flush()
+        case .parts(let stream): stream.flushResponse()
+        }
     }
 
     /// The response head for a client that takes parts (HTTP/2): the backend's status and
@@ -367,7 +371,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         additions.chunked = rechunkResponse
         additions.close = !keepAlive
         additions.keepAliveForHTTP10 = keepAlive && !clientIsHTTP11
-        return HTTPWireFormat.responseHead(head, adding: additions, allocator: client.channel.allocator)
+        return HTTPWireFormat.responseHead(head, adding: additions, allocator: client.responseAllocator)
     }
 
     func upstreamClosed(_ error: (any Error)?) {
@@ -507,14 +511,8 @@ enum ClientResponse {
     /// HTTP/1: bytes framed by the exchange, written beneath the client's HTTP encoder (this
     /// context is the encoder's).
     case http1(ChannelHandlerContext)
-    /// An HTTP/2 stream: response parts, which the stream's codec turns into frames.
-    case parts(ChannelHandlerContext)
-
-    var context: ChannelHandlerContext {
-        switch self {
-        case .http1(let context), .parts(let context): context
-        }
-    }
+    /// An HTTP/2 stream: response parts, which the stream turns into frames.
+    case parts(any ResponseSink)
 }
 
 /// What an exchange needs from the client connection; the HTTP handler implements it (one
