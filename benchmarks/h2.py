@@ -95,14 +95,17 @@ class Targets:
         self.processes.append(pinned([os.path.join(BIN, "sluice-bench"), "echo", "--listen", f"127.0.0.1:{echo}", "--duration", "7200"], 0, self.log))
         wait_listening(backend)
         wait_listening(echo)
-        port = free_port()
-        config = os.path.join(work, "sluice-h2.yaml")
-        open(config, "w").write(f"""log_level: error
+        # Sluice on NIOHTTP2 (its default), and on its own HTTP/2 layer (`http2.engine: wire`).
+        for name, engine in (("sluice", "nio"), ("sluice-wire", "wire")):
+            port = free_port()
+            config = os.path.join(work, f"{name}-h2.yaml")
+            open(config, "w").write(f"""log_level: error
 listeners:
   - name: bench
     address: "127.0.0.1:{port}"
     backlog: 4096
     tls: {{ certificates: [ {{ cert: {cert}, key: {key} }} ] }}
+    http2: {{ engine: {engine} }}
 routes:
   - name: echo
     match: {{ path_prefix: /echo }}
@@ -113,7 +116,7 @@ routes:
     backends: ["http://127.0.0.1:{backend}"]
     http: {{ pool: {{ max_idle: 64 }} }}
 """)
-        self.start("sluice", [os.path.join(BIN, "sluice"), "run", "--config", config, "--event-loop-threads", "1"], port)
+            self.start(name, [os.path.join(BIN, "sluice"), "run", "--config", config, "--event-loop-threads", "1"], port)
         values = {"WORK": work, "BACKEND": backend, "ECHO": echo, "CERT": cert, "KEY": key, "PEM": pem, "WORKERS": 1}
         port = free_port()
         self.start("nginx", ["nginx", "-c", render_template(work, "nginx-h2.conf.template", {**values, "PORT": port}), "-p", work], port)
@@ -142,10 +145,10 @@ routes:
                 process.kill()
 
 
-# The h2 request targets: the three proxies, then NIO's h2 floor answering by itself with a
+# The h2 request targets: the proxies (Sluice on NIOHTTP2 and on its own layer), then NIO's h2 floor answering by itself with a
 # child channel per stream (Sluice's shape) and on the connection's frames, and proxying on the
 # connection's frames; then the same two without NIOHTTP2 (frames read and written as bytes).
-H2_TARGETS = ("sluice", "nginx", "haproxy", "floor-streams", "floor-frames", "floor-proxy", "floor-raw", "floor-raw-proxy")
+H2_TARGETS = ("sluice", "sluice-wire", "nginx", "haproxy", "floor-streams", "floor-frames", "floor-proxy", "floor-raw", "floor-raw-proxy")
 
 
 def median(rows, key):
@@ -205,6 +208,8 @@ def render(results, options):
         best = max(("nginx", "haproxy"), key=lambda name: median(rows[name], "rate"))
         lines += ["", f"**Sluice / best peer ({best}):** requests/s {ratio(rows['sluice'], rows[best], 'rate'):.2f}× (target ≥ 1.0×), "
                   f"CPU per request {ratio(rows['sluice'], rows[best], 'cpu_us'):.2f}×. "
+                  f"**Sluice on its own HTTP/2 layer** (`sluice-wire`, `http2.engine: wire`): requests/s "
+                  f"{ratio(rows['sluice-wire'], rows[best], 'rate'):.2f}×, CPU per request {ratio(rows['sluice-wire'], rows[best], 'cpu_us'):.2f}×. "
                   f"**NIO's h2 floor** (no backend; `floor-streams` a child channel per stream as in Sluice, `floor-frames` none): "
                   f"CPU per request {median(rows['floor-streams'], 'cpu_us'):.2f} and {median(rows['floor-frames'], 'cpu_us'):.2f} µs, "
                   f"{ratio(rows['floor-streams'], rows[best], 'cpu_us'):.2f}× and {ratio(rows['floor-frames'], rows[best], 'cpu_us'):.2f}× "

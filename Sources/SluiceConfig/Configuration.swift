@@ -190,6 +190,17 @@ public struct HTTP2Limits: Sendable, Equatable {
     public var controlFrameWindow: Duration = .seconds(30)
     /// A connection with no open stream for this long is sent GOAWAY and closed.
     public var idleTimeout: Duration = .seconds(120)
+    /// Which HTTP/2 layer serves the listener's connections.
+    public var engine: HTTP2Engine = .nio
+
+    /// The HTTP/2 layers Sluice has.
+    public enum HTTP2Engine: String, Sendable, Equatable, CaseIterable {
+        /// swift-nio-http2, with RFC 8441 WebSockets.
+        case nio
+        /// Sluice's own layer (`HTTP2WireConnection`): plain requests only so far; it does not
+        /// offer extended CONNECT, so browsers open WebSockets over HTTP/1.1 beside it.
+        case wire
+    }
 
     public init() {}
 }

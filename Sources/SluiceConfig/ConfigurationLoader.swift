@@ -387,6 +387,13 @@ final class Decoder {
         if let value = map.optional("max_control_frames") { limits.maxControlFrames = try value.int(in: 1...1_000_000) }
         if let value = map.optional("control_frame_window") { limits.controlFrameWindow = try positive(value) }
         if let value = map.optional("idle_timeout") { limits.idleTimeout = try positive(value) }
+        if let value = map.optional("engine") {
+            let text = try value.string()
+            guard let engine = HTTP2Limits.HTTP2Engine(rawValue: text) else {
+                throw value.error("http2 engine is \(HTTP2Limits.HTTP2Engine.allCases.map(\.rawValue).joined(separator: " or ")), got '\(text)'")
+            }
+            limits.engine = engine
+        }
         try map.finish()
         return limits
     }

@@ -32,15 +32,15 @@ struct HTTPVersionsConfigurationTests {
         #expect(try parse("").listeners[0].httpVersions == [.http1])
         let listener = try parse("""
             http: { versions: [http/1.1, h2] }
-                http2: { max_concurrent_streams: 50, max_header_list_size: 8KiB, initial_window_size: 1MiB, connection_window_size: 4MiB, max_frame_size: 32KiB, max_resets: 20, reset_window: 10s, max_continuation_frames: 3, max_control_frames: 100, control_frame_window: 5s, idle_timeout: 30s }
+                http2: { max_concurrent_streams: 50, max_header_list_size: 8KiB, initial_window_size: 1MiB, connection_window_size: 4MiB, max_frame_size: 32KiB, max_resets: 20, reset_window: 10s, max_continuation_frames: 3, max_control_frames: 100, control_frame_window: 5s, idle_timeout: 30s, engine: wire }
             """).listeners[0]
         #expect(listener.httpVersions == [.http1, .h2])
         let limits = listener.http2
         #expect(limits.maxConcurrentStreams == 50 && limits.maxHeaderListSize == 8192 && limits.initialWindowSize == 1 << 20)
         #expect(limits.connectionWindowSize == 4 << 20 && limits.maxFrameSize == 32768 && limits.maxResets == 20)
         #expect(limits.resetWindow == .seconds(10) && limits.maxContinuationFrames == 3 && limits.maxControlFrames == 100)
-        #expect(limits.controlFrameWindow == .seconds(5) && limits.idleTimeout == .seconds(30))
-        #expect(HTTP2Limits().maxConcurrentStreams == 100 && HTTP2Limits().idleTimeout == .seconds(120))
+        #expect(limits.controlFrameWindow == .seconds(5) && limits.idleTimeout == .seconds(30) && limits.engine == .wire)
+        #expect(HTTP2Limits().maxConcurrentStreams == 100 && HTTP2Limits().idleTimeout == .seconds(120) && HTTP2Limits().engine == .nio)
     }
 
     @Test("TLS listeners offer h2 then http/1.1 by default")
@@ -61,5 +61,6 @@ struct HTTPVersionsConfigurationTests {
         #expect(firstError("http2: { max_frame_size: 1KiB }")?.contains("listeners[0].http2.max_frame_size") == true)
         #expect(firstError("http2: { idle_timeout: 0s }")?.contains("listeners[0].http2.idle_timeout") == true)
         #expect(firstError("http2: { max_streams: 5 }")?.contains("max_streams") == true)
+        #expect(firstError("http2: { engine: h3 }")?.contains("listeners[0].http2.engine: http2 engine is nio or wire, got 'h3'") == true)
     }
 }

@@ -90,11 +90,17 @@ struct HTTP2ConnectionStateTests {
         if case .discardedBlock(let block, _) = selfish { #expect(block == Self.block) } else { Issue.record("\(selfish)") }
     }
 
-    @Test("concurrency: streams past the limit are refused, with their blocks handed on; a reset stream's late frames are ignored; room again once one closes")
+    @Test("concurrency: streams past the limit are refused once the client acknowledged it (before, up to 100), with their blocks handed on; a reset stream's late frames are ignored; room again once one closes")
     func concurrency() throws {
         var settings = HTTP2ConnectionState.Settings()
         settings.maxConcurrentStreams = 2
+        var early = HTTP2ConnectionState(settings: settings)
+        for stream in stride(from: UInt32(1), through: 199, by: 2) {
+            #expect(Self.refusal(try early.received(Self.headers(stream, end: false))) == nil)
+        }
+        #expect(Self.refusal(try early.received(Self.headers(201, end: false)))?.code == .refusedStream)
         var state = HTTP2ConnectionState(settings: settings)
+        #expect(try state.received(.settingsAck) == .settingsAcknowledged)
         _ = try state.received(Self.headers(1, end: false))
         _ = try state.received(Self.headers(3, end: false))
         let refused = try state.received(Self.headers(5, end: false))

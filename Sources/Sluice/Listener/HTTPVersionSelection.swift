@@ -21,6 +21,8 @@ enum HTTPVersionSelection {
             switch version {
             case .http1:
                 try HTTPGatewayHandler.install(on: channel.pipeline.syncOperations, configuration: gateway, routing: routing, services: services)
+            case .h2 where configuration.http2.engine == .wire:
+                try HTTP2WireConnection.install(on: channel, configuration: gateway, limits: configuration.http2, routing: routing, services: services)
             case .h2:
                 try HTTP2Connection.install(on: channel, configuration: gateway, limits: configuration.http2, routing: routing, services: services)
             }

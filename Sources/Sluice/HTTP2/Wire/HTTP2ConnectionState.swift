@@ -28,6 +28,8 @@ package struct HTTP2ConnectionState: Sendable {
         /// DATA frames with nothing in them (and no END_STREAM) allowed in a row before the
         /// connection ends: a client can make a server spin on them for free (NIOHTTP2's 1).
         package var maxEmptyDataFrames = 1
+        /// RFC 8441's extended CONNECT is offered (SETTINGS_ENABLE_CONNECT_PROTOCOL).
+        package var extendedConnect = true
 
         package init() {}
 
@@ -38,8 +40,7 @@ package struct HTTP2ConnectionState: Sendable {
                 HTTP2WireSetting(HTTP2WireSetting.initialWindowSize, UInt32(initialWindowSize)),
                 HTTP2WireSetting(HTTP2WireSetting.maxFrameSize, UInt32(maxFrameSize)),
                 HTTP2WireSetting(HTTP2WireSetting.maxHeaderListSize, UInt32(maxHeaderListSize)),
-                HTTP2WireSetting(HTTP2WireSetting.enableConnectProtocol, 1),
-            ]
+            ] + (extendedConnect ? [HTTP2WireSetting(HTTP2WireSetting.enableConnectProtocol, 1)] : [])
         }
     }
 
@@ -110,6 +111,13 @@ package struct HTTP2ConnectionState: Sendable {
     private var connectionReceiveWindow = 65_535
     private var connectionUnannounced = 0
     package private(set) var settingsAcknowledged = false
+    /// The concurrent streams allowed: Sluice's limit once the client acknowledged it (§6.5.3);
+    /// before, what the protocol allows by default (no limit), bounded at 100 (NIOHTTP2 too
+    /// takes its limit in effect only on acknowledgement, and h2load opens its streams before
+    /// it reads Sluice's SETTINGS).
+    private var concurrencyLimit: Int {
+        settingsAcknowledged ? settings.maxConcurrentStreams : max(settings.maxConcurrentStreams, 100)
+    }
     /// The stream receive window in effect: 65,535 until the client acknowledges Sluice's SETTINGS.
     private var receiveInitial: Int { settingsAcknowledged ? settings.initialWindowSize : 65_535 }
     /// Set once Sluice sent GOAWAY: streams above it are refused.
@@ -209,9 +217,9 @@ package struct HTTP2ConnectionState: Sendable {
             remember(stream)
             return .discardedBlock(block: block, refusal: .stream(stream, .refusedStream, "stream \(stream) opened after GOAWAY"))
         }
-        guard streams.count < settings.maxConcurrentStreams else {
+        guard streams.count < concurrencyLimit else {
             remember(stream)
-            let reason = "stream \(stream) past \(settings.maxConcurrentStreams) concurrent streams"
+            let reason = "stream \(stream) past \(concurrencyLimit) concurrent streams"
             return .discardedBlock(block: block, refusal: .stream(stream, .refusedStream, reason))
         }
         streams[stream] = Stream(state: endStream ? .halfClosedRemote : .open, sendWindow: peerInitialWindow, receiveWindow: receiveInitial)
@@ -366,9 +374,11 @@ package struct HTTP2ConnectionState: Sendable {
 
     /// The application consumed `bytes` of `stream`'s DATA: the WINDOW_UPDATE increments to send
     /// (stream 0 for the connection), each once half its window waits to be announced.
-    package mutating func consumed(_ bytes: Int, on stream: UInt32) -> [(stream: UInt32, increment: UInt32)] {
+    /// `connection`: false for bytes already given back to the connection's window
+    /// (`connectionConsumed`).
+    package mutating func consumed(_ bytes: Int, on stream: UInt32, connection: Bool = true) -> [(stream: UInt32, increment: UInt32)] {
         var updates: [(stream: UInt32, increment: UInt32)] = []
-        connectionUnannounced += bytes
+        if connection { connectionUnannounced += bytes }
         if var existing = streams[stream], existing.state != .halfClosedRemote {
             existing.unannounced += bytes
             if existing.unannounced >= max(receiveInitial / 2, 1) {
@@ -380,6 +390,12 @@ package struct HTTP2ConnectionState: Sendable {
         }
         if let update = connectionUpdate() { updates.append(update) }
         return updates
+    }
+
+    /// `bytes` of DATA count as consumed for the connection's window only: their stream's
+    /// window waits until its owner `consumed` them.
+    package mutating func connectionConsumed(_ bytes: Int) {
+        connectionUnannounced += bytes
     }
 
     /// The connection's WINDOW_UPDATE, once half its window waits to be announced: asked after

@@ -1,0 +1,232 @@
+import NIOCore
+import NIOHPACK
+import NIOHTTP1
+
+/// One stream of a connection served by Sluice's own HTTP/2 layer (`HTTP2WireConnection`),
+/// with no channel: the sink its `HTTP2StreamHandler` answers through, and the request side's
+/// bookkeeping.
+///
+/// The answer: a final head waits for the next part, so an answer with no body is one HEADERS
+/// frame that ends the stream; body bytes wait here until a flush and then go out as far as the
+/// stream's and the connection's send windows allow, the rest when the client opens its
+/// window. While bytes wait for the window the stream is not writable, which stops the
+/// exchange reading its backend (as a NIOHTTP2 stream channel's writability does).
+///
+/// The request: DATA is checked against a declared `Content-Length` (RFC 9113 §8.1.1), and
+/// while the handler does not read (the backend is full, or admission waits) the bytes are
+/// held back from the stream's window, so the client stops sending.
+final class HTTP2WireStream: HTTP2StreamSink {
+    let id: UInt32
+    private unowned let connection: HTTP2WireConnection
+    /// Serves the request; set right after the stream is made.
+    private(set) var handler: HTTP2StreamHandler<HTTP2WireStream>!
+
+    // The answer.
+    private var pendingHead: HTTPResponseHead?
+    private var queued = CircularBuffer<ByteBuffer>(initialCapacity: 2)
+    private var queuedBytes = 0
+    private var endQueued = false
+    private var endPromise: EventLoopPromise<Void>?
+    /// The stream's END_STREAM went out.
+    private(set) var answerEnded = false
+    /// The handler was told it cannot write: it is told when it can again.
+    private var toldBlocked = false
+
+    // The request.
+    private var declaredLength: Int?
+    private var receivedBytes = 0
+    /// DATA bytes not yet given back to the stream's window.
+    private var heldBytes = 0
+    /// The client ended its side.
+    private(set) var requestEnded = false
+    /// The stream is over for Sluice (closed, reset either way, or the connection ended).
+    private(set) var closed = false
+
+    init(id: UInt32, connection: HTTP2WireConnection) {
+        self.id = id
+        self.connection = connection
+    }
+
+    func attach(_ handler: HTTP2StreamHandler<HTTP2WireStream>) {
+        self.handler = handler
+    }
+
+    // MARK: The request, from the connection
+
+    func requestHead(_ head: HTTP2RequestHead) {
+        declaredLength = head.framing.contentLength
+        requestEnded = head.endStream
+        if head.endStream, let declared = declaredLength, declared != 0 {
+            connection.refuse(self, "Content-Length \(declared) on a request with no body")
+            return
+        }
+        handler.requestPart(.head(head))
+    }
+
+    func requestData(_ payload: ByteBuffer, endStream: Bool) {
+        let count = payload.readableBytes
+        receivedBytes += count
+        if let declared = declaredLength, receivedBytes > declared || (endStream && receivedBytes != declared) {
+            connection.refuse(self, "DATA of \(receivedBytes) bytes against Content-Length \(declared)")
+            return
+        }
+        if handler.readsRequest {
+            connection.consumed(count, on: self, wereHeld: false)
+        } else {
+            heldBytes += count
+            connection.held(count)
+        }
+        if count > 0 { handler.requestPart(.body(payload)) }
+        if endStream { requestFinished() }
+        giveBackHeld()
+    }
+
+    /// The request ended (END_STREAM, or trailers).
+    func requestFinished() {
+        guard !closed else { return }
+        if let declared = declaredLength, receivedBytes != declared {
+            connection.refuse(self, "DATA of \(receivedBytes) bytes against Content-Length \(declared)")
+            return
+        }
+        requestEnded = true
+        handler.requestPart(.end)
+    }
+
+    /// Held bytes go back to the stream's window once the handler reads again.
+    private func giveBackHeld() {
+        guard heldBytes > 0, !closed, handler.readsRequest else { return }
+        let bytes = heldBytes
+        heldBytes = 0
+        connection.consumed(bytes, on: self, wereHeld: true)
+        connection.scheduleFlush()
+    }
+
+    /// The stream ended for Sluice: the handler learns, once.
+    func close() {
+        guard !closed else { return }
+        closed = true
+        endPromise?.fail(ChannelError.ioOnClosedChannel)
+        endPromise = nil
+        queued.removeAll()
+        handler.streamClosed()
+    }
+
+    // MARK: ResponseSink
+
+    var eventLoop: any EventLoop { connection.eventLoop }
+    var responseAllocator: ByteBufferAllocator { connection.allocator }
+
+    var responseWritable: Bool {
+        let writable = connection.channelWritable && queuedBytes <= connection.sendable(on: self)
+        if !writable { toldBlocked = true }
+        return writable
+    }
+
+    func writeResponse(_ part: HTTPServerResponsePart, promise: EventLoopPromise<Void>?) {
+        guard !closed else {
+            promise?.fail(ChannelError.ioOnClosedChannel)
+            return
+        }
+        switch part {
+        case .head(let head) where head.status.code < 200:
+            // Interim (100 Continue): its own HEADERS frame.
+            connection.sendHeaders(HTTP2RequestCodec.responseFields(head), on: self, endStream: false)
+            promise?.succeed(())
+        case .head(let head):
+            pendingHead = head
+            promise?.succeed(())
+        case .body(.byteBuffer(let buffer)):
+            queued.append(buffer)
+            queuedBytes += buffer.readableBytes
+            promise?.succeed(())
+        case .body:
+            promise?.fail(ChannelError.operationUnsupported)
+        case .end:
+            // Trailers from a backend are dropped, as on HTTP/1 (the exchange writes none).
+            endQueued = true
+            endPromise = promise
+        }
+    }
+
+    func flushResponse() {
+        send()
+        connection.scheduleFlush()
+    }
+
+    /// Writes what the windows allow: the head, DATA, the end.
+    func send() {
+        guard !closed, !answerEnded else { return }
+        if let head = pendingHead {
+            pendingHead = nil
+            let ends = endQueued && queued.isEmpty
+            guard connection.sendHeaders(HTTP2RequestCodec.responseFields(head), on: self, endStream: ends) else { return }
+            if ends {
+                answerFinished()
+                return
+            }
+        }
+        while var first = queued.first {
+            let room = connection.sendable(on: self)
+            guard room > 0 || first.readableBytes == 0 else { break }
+            let piece = min(first.readableBytes, room)
+            let whole = piece == first.readableBytes
+            let ends = whole && queued.count == 1 && endQueued
+            connection.sendData(first.readSlice(length: piece)!, on: self, endStream: ends)
+            queuedBytes -= piece
+            if whole {
+                queued.removeFirst()
+            } else {
+                queued[queued.startIndex] = first
+            }
+            if ends {
+                answerFinished()
+                return
+            }
+        }
+        if queued.isEmpty && endQueued {
+            connection.sendData(ByteBuffer(), on: self, endStream: true)
+            answerFinished()
+        }
+    }
+
+    /// The window opened (or the connection became writable): what waited goes out, and a
+    /// handler told it could not write learns that it can.
+    func windowOpened() {
+        send()
+        guard toldBlocked, !closed, connection.channelWritable, queuedBytes <= connection.sendable(on: self) else { return }
+        toldBlocked = false
+        handler.clientWritabilityChanged(true)
+    }
+
+    /// The connection's channel cannot take more: the handler stops reading its backend until
+    /// `windowOpened`.
+    func connectionBlocked() {
+        guard !closed else { return }
+        toldBlocked = true
+        handler.clientWritabilityChanged(false)
+    }
+
+    private func answerFinished() {
+        answerEnded = true
+        let promise = endPromise
+        endPromise = nil
+        // The stream may be closed now (when the request had ended): the connection forgets
+        // it before the promise lets the handler end it.
+        connection.answerEnded(self)
+        promise?.succeed(())
+    }
+
+    // MARK: HTTP2StreamSink
+
+    func endStream() {
+        guard !closed else { return }
+        connection.end(self)
+    }
+
+    func readRequest() {
+        giveBackHeld()
+    }
+
+    static func inPipeline(_ context: ChannelHandlerContext) -> HTTP2WireStream? { nil }
+    var pipelineContext: ChannelHandlerContext? { nil }
+}
