@@ -477,6 +477,40 @@ struct HTTP2Tests {
     }
 
     @Test(
+        "clients that vanish at every step (closed or reset): each stream is released and logged, a half-sent header block gets the idle GOAWAY, and no connection is left",
+        arguments: HTTP2Limits.HTTP2Engine.allCases, [false, true]
+    )
+    func vanish(engine: HTTP2Limits.HTTP2Engine, abort: Bool) async throws {
+        let setup = try await Setup(http2: "idle_timeout: 1s", engine: engine)
+        var outcomes: [String: [String: Any]] = [:]
+        for step in ["half-headers", "before-answer", "mid-response", "mid-upload", "reset-mid-response"] {
+            outcomes[step] = try await setup.h2("vanish", ["step": step, "abort": abort])
+        }
+        let after = try await Curl.run(["-k", "--http2", "https://127.0.0.1:\(setup.tlsPort)/app/after"])
+        let released = await setup.gateway.eventually { setup.gateway.gateway.openConnections == 0 }
+        let lines = setup.logLines("http")
+        await setup.stop()
+
+        let halfHeaders = outcomes["half-headers"] ?? [:]
+        // A half-sent header block waits no longer than the idle timeout: a graceful GOAWAY on
+        // Sluice's layer; NIOHTTP2 sends its GOAWAY as PROTOCOL_ERROR, the block being cut.
+        let goAwayCode = (halfHeaders["goaway"] as? [String: Any])?["error"] as? Int
+        #expect(engine == .wire ? goAwayCode == 0 : goAwayCode != nil, "\(halfHeaders)")
+        #expect(halfHeaders["closed"] as? Bool == true)
+        #expect((outcomes["mid-response"]?["received"] as? Int ?? 0) >= 200_000, "\(outcomes)")
+        #expect(outcomes["reset-mid-response"]?["other_status"] as? Int == 200, "the connection serves on after a reset: \(outcomes)")
+        #expect(after.status == 200)
+        #expect(released, "every client connection is gone from the gateway")
+        func status(_ path: String) -> [Int] {
+            lines.filter { ($0["path"] as? String)?.hasPrefix(path) == true }.compactMap { $0["status"] as? Int }
+        }
+        #expect(status("/app/slow") == [499], "\(lines)")
+        #expect(status("/app/upload") == [499], "\(lines)")
+        // Cut off after its head went out: logged with the status the client had begun to get.
+        #expect(status("/app/download").count == 2, "\(lines)")
+    }
+
+    @Test(
         "Sluice's own HTTP/2 layer on reload and on drain: a graceful GOAWAY, the request in flight is answered, then the connection ends",
         arguments: ["reload", "drain"]
     )

@@ -73,6 +73,10 @@ final class HTTP2Connection {
         try sync.addHandler(HTTP2FlushCoalescer())
         try sync.addHandler(handler)
         try sync.addHandler(manager)
+        // The manager starts its idle timer on channelActive, which this channel had before
+        // ALPN (or the h2c preface) installed it: without this, a client that never completes a
+        // stream (silent, or a header block it never ends) would hold the connection for good.
+        if channel.isActive { manager.channelActive(context: try sync.context(handler: manager)) }
     }
 
     static func connectionConfiguration(_ limits: HTTP2Limits) -> NIOHTTP2Handler.ConnectionConfiguration {

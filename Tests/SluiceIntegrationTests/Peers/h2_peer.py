@@ -690,11 +690,61 @@ def scenario_request(host, port, options):
     }
 
 
+def scenario_vanish(host, port, options):
+    """A client that fails at {"step"}: "half-headers" (HEADERS without END_HEADERS, then it
+    stays, silent, {"linger"} seconds), "before-answer" (a request to a slow backend, then gone),
+    "mid-response" (a large answer read in part, then gone), "mid-upload" (a body sent in part,
+    then gone), "reset-mid-response" (the stream reset part-way, then another request on the same
+    connection). Gone is a plain close, or with {"abort": true} a TCP reset."""
+    client = Client(host, port, tls=options.get("tls", True))
+    client.pump(lambda: 3 in client.remote_settings)
+    step = options["step"]
+    scheme = "https" if client.tls else "http"
+    stream = client.conn.get_next_available_stream_id()
+    result = {"step": step}
+
+    def request(path, method="GET", end=True, extra=()):
+        client.conn.send_headers(stream, [(":method", method), (":scheme", scheme), (":path", path), (":authority", "localhost")] + list(extra),
+                                 end_stream=end)
+        client.flush()
+
+    if step == "half-headers":
+        block = client.conn.encoder.encode([(":method", "GET"), (":scheme", scheme), (":path", "/app/a"), (":authority", "localhost")])
+        client.sock.sendall(raw_frame(0x1, 0x0, stream, block))
+        client.pump(lambda: False, timeout=options.get("linger", 3))
+        result.update({"goaway": client.goaway, "closed": client.closed})
+        return result
+    if step == "before-answer":
+        request("/app/slow")
+        time.sleep(0.5)
+    elif step in ("mid-response", "reset-mid-response"):
+        request("/app/download?bytes=67108864")
+        client.pump(lambda: len(client.data.get(stream, b"")) >= 200000, timeout=10)
+        result["received"] = len(client.data.get(stream, b""))
+        if step == "reset-mid-response":
+            client.conn.reset_stream(stream, error_code=8)
+            client.flush()
+            other = client.conn.get_next_available_stream_id()
+            client.conn.send_headers(other, [(":method", "GET"), (":scheme", scheme), (":path", "/app/after"), (":authority", "localhost")],
+                                     end_stream=True)
+            client.flush()
+            client.pump(lambda: other in client.ended or other in client.resets, timeout=10)
+            result.update({"other_status": client.status(other), "goaway": client.goaway, "closed": client.closed})
+    elif step == "mid-upload":
+        request("/app/upload", method="POST", end=False, extra=[("content-length", str(10 << 20))])
+        client.send(stream, b"u" * 200000)
+        time.sleep(0.3)
+    if options.get("abort"):
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.sock.close()
+    return result
+
+
 SCENARIOS = {
     "ws": scenario_ws, "ws-many": scenario_ws_many, "reset-mid-message": scenario_reset_mid_message, "stall": scenario_stall,
     "goaway-watch": scenario_goaway_watch, "rapid-reset": scenario_rapid_reset, "continuation-flood": scenario_continuation_flood,
     "ping-flood": scenario_ping_flood, "streams": scenario_streams, "request": scenario_request,
-    "sse-acked": scenario_sse_acked, "cases": scenario_cases,
+    "sse-acked": scenario_sse_acked, "cases": scenario_cases, "vanish": scenario_vanish,
 }
 
 
