@@ -40,6 +40,8 @@ let benchmarks: @Sendable () -> Void = {
     // One GET on a new stream of a kept HTTP/2 connection (h2c), proxied on a pooled backend
     // connection: the stream's child channel, admission, the exchange, the answer's frames.
     probe("http2-request", warmUp: 10, { try GatewayProbe() }) { try $0.http2Request() }
+    // The same on Sluice's own HTTP/2 layer (`http2.engine: wire`): a stream with no channel.
+    probe("http2-wire-request", warmUp: 10, { try GatewayProbe() }) { try $0.http2Request(engine: .wire) }
 }
 
 /// One benchmark: `make` builds the probe outside the measurement, `warmUp` operations run

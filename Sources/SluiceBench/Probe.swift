@@ -13,6 +13,7 @@ struct Probe: ParsableCommand {
         case websocketLifetime = "websocket-lifetime"
         case proxyRequest = "proxy-request"
         case http2Request = "http2-request"
+        case http2WireRequest = "http2-wire-request"
     }
 
     @Option(help: "The operation: \(Operation.allCases.map(\.rawValue).joined(separator: ", ")).")
@@ -39,6 +40,9 @@ struct Probe: ParsableCommand {
         case .http2Request:
             let probe = try GatewayProbe()
             once = { try probe.http2Request() }
+        case .http2WireRequest:
+            let probe = try GatewayProbe()
+            once = { try probe.http2Request(engine: .wire) }
         }
         for _ in 0..<(10 + count) { try once() }
     }

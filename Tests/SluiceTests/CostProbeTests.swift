@@ -1,4 +1,5 @@
 import NIOCore
+import SluiceConfig
 import Testing
 @testable import Sluice
 
@@ -36,10 +37,13 @@ struct CostProbeTests {
         for _ in 0..<20 { try probe.proxyRequestOnNewConnection() }
     }
 
-    @Test("proxied requests on streams of one HTTP/2 connection and one pooled backend connection; the frames' reader sees the answer")
-    func http2Request() throws {
+    @Test(
+        "proxied requests on streams of one HTTP/2 connection (NIOHTTP2, and Sluice's own layer) and one pooled backend connection; the frames' reader sees the answer",
+        arguments: HTTP2Limits.HTTP2Engine.allCases
+    )
+    func http2Request(engine: HTTP2Limits.HTTP2Engine) throws {
         let probe = try GatewayProbe()
-        for _ in 0..<50 { try probe.http2Request() }
+        for _ in 0..<50 { try probe.http2Request(engine: engine) }
         // The reader says no for a stream that was not answered, and for one answered without an end.
         var headersOnly = ByteBuffer(bytes: [0, 0, 1, 1, 0x4, 0, 0, 0, 3, 0x88])
         #expect(!ProbeHTTP2Frames.answers(3, in: headersOnly))

@@ -1,4 +1,6 @@
 import NIOCore
+import NIOHPACK
+import SluiceConfig
 @testable import Sluice
 
 /// HTTP/2's frame reader and the connection state behind it, fed what a client could send
@@ -7,7 +9,8 @@ import NIOCore
 /// errors or one connection error, never a crash; the pieces read exactly what the whole reads,
 /// and stop with the same error. No frame handed on is over the frame size, no header block
 /// over its bound; the state, given every frame and told every body byte consumed, never holds
-/// more streams than its limit.
+/// more streams than its limit. Then the whole `HTTP2WireSession`, answering every request it
+/// hands out as a server would: every byte it writes reads back as frames, with no error.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzHTTP2Frames(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     guard count >= 1 else { return 0 }
@@ -47,7 +50,48 @@ public func fuzzHTTP2Frames(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
             break
         }
     }
+    serve(bytes)
     return 0
+}
+
+/// The session as `HTTP2WireConnection` drives it, with small bounds: requests answered with a
+/// body as far as the windows allow, request bodies consumed; what it writes must be frames.
+private func serve(_ bytes: [UInt8]) {
+    var limits = HTTP2Limits()
+    limits.maxConcurrentStreams = 4
+    limits.initialWindowSize = 1_024
+    limits.maxHeaderListSize = 4_096
+    limits.maxContinuationFrames = 8
+    var session = HTTP2WireSession(limits: limits, extendedConnect: true, allocator: ByteBufferAllocator())
+    session.receive(ByteBuffer(bytes: bytes))
+    let body = ByteBuffer(repeating: 0x61, count: 700)
+    do {
+        while let event = try session.next(now: .uptimeNanoseconds(0)) {
+            switch event {
+            case .request(let stream, _, _):
+                if session.sendHeaders([":status": "200"], on: stream, endStream: false) {
+                    let room = min(session.sendable(on: stream), body.readableBytes)
+                    session.sendData(body.getSlice(at: 0, length: room)!, on: stream, endStream: room == body.readableBytes)
+                }
+            case .data(let stream, let payload, _):
+                session.consumed(payload.readableBytes, on: stream)
+            default:
+                break
+            }
+            precondition(session.state.openStreams <= 100, "more streams than any limit")
+        }
+    } catch {
+        session.fail(error)
+    }
+    // What Sluice wrote reads back as frames (the reader takes it as a peer's, after the preface).
+    var reader = HTTP2FrameReader(maxHeaderBlock: 1 << 20, maxContinuations: 1_000, expectingPreface: false)
+    reader.maxFrameSize = 16_777_215
+    reader.receive(session.outbound)
+    do {
+        while try reader.next() != nil {}
+    } catch {
+        preconditionFailure("Sluice wrote what is not HTTP/2: \(error)")
+    }
 }
 
 /// Every frame and stream error the reader gives as the pieces arrive, and the connection error

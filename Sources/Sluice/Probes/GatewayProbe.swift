@@ -128,16 +128,22 @@ package final class GatewayProbe {
     }
 
     /// One proxied GET on a new stream of a kept HTTP/2 client connection (h2c with prior
-    /// knowledge; the first call opens it) to a pooled backend connection: the stream's child
-    /// channel, admission, the exchange, the answer's HEADERS and DATA.
-    package func http2Request() throws {
+    /// knowledge; the first call opens it) to a pooled backend connection: the stream (a child
+    /// channel on NIOHTTP2; a channel-less stream on Sluice's own layer, `engine: .wire`),
+    /// admission, the exchange, the answer's HEADERS and DATA. One engine per probe.
+    package func http2Request(engine: HTTP2Limits.HTTP2Engine = .nio) throws {
         let client: EmbeddedChannel
         if let open = http2Client {
             client = open
             http2Stream += 2
         } else {
             client = EmbeddedChannel(loop: loop)
-            try HTTP2Connection.install(on: client, configuration: configuration, limits: HTTP2Limits(), routing: routing, services: services)
+            switch engine {
+            case .nio:
+                try HTTP2Connection.install(on: client, configuration: configuration, limits: HTTP2Limits(), routing: routing, services: services)
+            case .wire:
+                try HTTP2WireConnection.install(on: client, configuration: configuration, limits: HTTP2Limits(), routing: routing, services: services)
+            }
             client.connect(to: try SocketAddress(ipAddress: "192.0.2.1", port: 50001), promise: nil)
             try client.writeInbound(ProbeHTTP2Frames.preface())
             loop.run()
