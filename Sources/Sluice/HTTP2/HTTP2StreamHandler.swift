@@ -257,6 +257,9 @@ final class HTTP2StreamHandler<Sink: HTTP2StreamSink>: ChannelDuplexHandler, Rem
         finishStream(after: written)
     }
 
+    /// A stream whose client is still sending is reset once its answer's end is out.
+    var waitsForResponseEnd: Bool { !requestEnded }
+
     func exchangeAborted() {
         _ = state.close()
         context?.endStream()

@@ -23,7 +23,10 @@ final class HTTP2WireStream: HTTP2StreamSink {
 
     // The answer.
     private var pendingHead: HTTPResponseHead?
-    private var queued = CircularBuffer<ByteBuffer>(initialCapacity: 2)
+    /// Body bytes waiting to go out, in order: the first piece here (most answers are one, and
+    /// it costs no allocation), any after it in `queuedMore`.
+    private var queued: ByteBuffer?
+    private var queuedMore: [ByteBuffer] = []
     private var queuedBytes = 0
     private var endQueued = false
     private var endPromise: EventLoopPromise<Void>?
@@ -107,7 +110,8 @@ final class HTTP2WireStream: HTTP2StreamSink {
         closed = true
         endPromise?.fail(ChannelError.ioOnClosedChannel)
         endPromise = nil
-        queued.removeAll()
+        queued = nil
+        queuedMore = []
         handler.streamClosed()
     }
 
@@ -136,7 +140,7 @@ final class HTTP2WireStream: HTTP2StreamSink {
             pendingHead = head
             promise?.succeed(())
         case .body(.byteBuffer(let buffer)):
-            queued.append(buffer)
+            if queued == nil { queued = buffer } else { queuedMore.append(buffer) }
             queuedBytes += buffer.readableBytes
             promise?.succeed(())
         case .body:
@@ -158,32 +162,34 @@ final class HTTP2WireStream: HTTP2StreamSink {
         guard !closed, !answerEnded else { return }
         if let head = pendingHead {
             pendingHead = nil
-            let ends = endQueued && queued.isEmpty
+            let ends = endQueued && queued == nil
             guard connection.sendHeaders(HTTP2RequestCodec.responseFields(head), on: self, endStream: ends) else { return }
             if ends {
                 answerFinished()
                 return
             }
         }
-        while var first = queued.first {
+        while var first = queued {
             let room = connection.sendable(on: self)
             guard room > 0 || first.readableBytes == 0 else { break }
             let piece = min(first.readableBytes, room)
             let whole = piece == first.readableBytes
-            let ends = whole && queued.count == 1 && endQueued
+            let ends = whole && queuedMore.isEmpty && endQueued
             connection.sendData(first.readSlice(length: piece)!, on: self, endStream: ends)
             queuedBytes -= piece
-            if whole {
-                queued.removeFirst()
+            if !whole {
+                queued = first
+            } else if queuedMore.isEmpty {
+                queued = nil
             } else {
-                queued[queued.startIndex] = first
+                queued = queuedMore.removeFirst()
             }
             if ends {
                 answerFinished()
                 return
             }
         }
-        if queued.isEmpty && endQueued {
+        if queued == nil && endQueued {
             connection.sendData(ByteBuffer(), on: self, endStream: true)
             answerFinished()
         }

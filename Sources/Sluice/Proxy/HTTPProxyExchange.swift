@@ -314,9 +314,9 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
                 // The flush that sends END_STREAM closes a stream whose request has ended, and
                 // a closed stream cancels its exchange: finish (handing the backend connection
                 // back to the pool) between the write and the flush.
-                let written = eventLoop.makePromise(of: Void.self)
+                let written = downstream.waitsForResponseEnd ? eventLoop.makePromise(of: Void.self) : nil
                 stream.writeResponse(.end(nil), promise: written)
-                endWritten = written.futureResult
+                endWritten = written?.futureResult
                 complete()
                 stream.flushResponse()
                 return
@@ -529,4 +529,12 @@ protocol HTTPProxyDownstream: AnyObject {
     func exchangeAborted()
     /// The exchange has a deadline; `checkDeadlines` must run by then.
     func watch(until deadline: NIODeadline)
+    /// Whether it acts once the end of an HTTP/2 response is written (`exchangeFinished`'s
+    /// `written`): a stream whose client is still sending is reset then. Otherwise the exchange
+    /// makes no promise for it.
+    var waitsForResponseEnd: Bool { get }
+}
+
+extension HTTPProxyDownstream {
+    var waitsForResponseEnd: Bool { false }
 }
