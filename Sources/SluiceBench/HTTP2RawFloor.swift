@@ -97,7 +97,7 @@ final class FloorRawConnection: ChannelInboundHandler, FloorAnswering {
 
     func answer(streamID: HTTP2StreamID, status: String, body: ByteBuffer?) {
         let stream = UInt32(Int32(streamID))
-        guard context != nil, session.state.canSend(on: stream) else { return }
+        guard context != nil, session.canSend(on: stream) else { return }
         let length = body?.readableBytes ?? 0
         guard length <= session.sendable(on: stream) else {
             session.resetStream(stream, .internalError)

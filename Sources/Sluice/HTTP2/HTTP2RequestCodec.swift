@@ -223,12 +223,22 @@ final class HTTP2RequestCodec: ChannelDuplexHandler, RemovableChannelHandler {
         var fields = HPACKHeaders()
         fields.reserveCapacity(head.headers.count + 1)
         fields.add(name: ":status", value: String(head.status.code))
-        let named = Set(head.headers[canonicalForm: "connection"].map { $0.lowercased() })
+        // Fields a `Connection` field names; a proxied answer has none left (the backend's head
+        // comes end-to-end only), so the set is built only when there is one.
+        let named = head.headers.contains(name: "connection") ? Set(head.headers[canonicalForm: "connection"].map { $0.lowercased() }) : []
         for (name, value) in head.headers {
-            let lower = name.lowercased()
-            if connectionSpecific.contains(lower) || named.contains(lower) { continue }
+            let lower = name.utf8.contains(where: { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") }) ? name.lowercased() : name
+            if Self.isConnectionSpecific(lower) || (!named.isEmpty && named.contains(lower)) { continue }
             fields.add(name: lower, value: value)
         }
         return fields
+    }
+
+    /// `connectionSpecific.contains(name)`, without hashing a name of no such length.
+    private static func isConnectionSpecific(_ name: String) -> Bool {
+        switch name.utf8.count {
+        case 7, 10, 16, 17: connectionSpecific.contains(name)
+        default: false
+        }
     }
 }

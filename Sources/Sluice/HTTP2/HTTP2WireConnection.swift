@@ -224,7 +224,7 @@ final class HTTP2WireConnection: ChannelInboundHandler, RemovableChannelHandler 
     /// The handler ends its stream: reset if it is still open (NO_ERROR once the answer is out
     /// — the client need not send the rest of its body — else CANCEL).
     func end(_ stream: HTTP2WireStream) {
-        if session.state.state(of: stream.id) != nil {
+        if session.isOpen(stream.id) {
             session.resetStream(stream.id, stream.answerEnded ? .noError : .cancel)
             scheduleFlush()
         }
@@ -233,7 +233,7 @@ final class HTTP2WireConnection: ChannelInboundHandler, RemovableChannelHandler 
 
     /// Forgets a stream the layer has closed.
     private func settle(_ stream: HTTP2WireStream) {
-        guard !stream.closed, session.state.state(of: stream.id) == nil else { return }
+        guard !stream.closed, !session.isOpen(stream.id) else { return }
         remove(stream)
     }
 

@@ -173,7 +173,18 @@ package struct HTTP2WireSession {
         state.sentData(on: stream, bytes: payload.readableBytes, endStream: endStream)
     }
 
-    package func sendable(on stream: UInt32) -> Int { state.sendable(on: stream) }
+    // The queries below are `mutating` though they change nothing: a session kept in a class
+    // property is then reached in place, where a non-mutating call copies the whole session
+    // (every buffer and table in it retained and released) on each of the stream's calls.
+
+    /// How many DATA bytes `stream` may send now.
+    package mutating func sendable(on stream: UInt32) -> Int { state.sendable(on: stream) }
+
+    /// Whether `stream` is still open in either direction.
+    package mutating func isOpen(_ stream: UInt32) -> Bool { state.state(of: stream) != nil }
+
+    /// Whether Sluice may send a header block on `stream`.
+    package mutating func canSend(on stream: UInt32) -> Bool { state.canSend(on: stream) }
 
     /// Sluice resets `stream`.
     package mutating func resetStream(_ stream: UInt32, _ code: HTTP2WireError.Code) {
