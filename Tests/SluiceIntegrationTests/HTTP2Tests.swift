@@ -484,7 +484,7 @@ struct HTTP2Tests {
         let setup = try await Setup(http2: "idle_timeout: 1s", engine: engine)
         var outcomes: [String: [String: Any]] = [:]
         for step in ["half-headers", "before-answer", "mid-response", "mid-upload", "reset-mid-response"] {
-            outcomes[step] = try await setup.h2("vanish", ["step": step, "abort": abort])
+            outcomes[step] = try await setup.h2("vanish", ["step": step, "abort": abort, "linger": 4])
         }
         let after = try await Curl.run(["-k", "--http2", "https://127.0.0.1:\(setup.tlsPort)/app/after"])
         let released = await setup.gateway.eventually { setup.gateway.gateway.openConnections == 0 }

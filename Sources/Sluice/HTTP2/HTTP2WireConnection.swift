@@ -133,10 +133,7 @@ final class HTTP2WireConnection: ChannelInboundHandler, RemovableChannelHandler 
     private func handle(_ event: HTTP2WireSession.Event) {
         switch event {
         case .request(let id, let fields, let endStream):
-            guard !goingAway || id <= (session.state.goAwayLastStream ?? .max) else {
-                session.resetStream(id, .refusedStream)
-                return
-            }
+            // (A stream opened after Sluice's GOAWAY never comes here: the session refuses it.)
             let stream = HTTP2WireStream(id: id, connection: self)
             stream.attach(HTTP2StreamHandler(connection: shared, sink: stream))
             streams[id] = stream
@@ -182,9 +179,7 @@ final class HTTP2WireConnection: ChannelInboundHandler, RemovableChannelHandler 
         closing = true
         shared.services.metrics.http2ConnectionError(listener: shared.configuration.listener, code: error.code.rawValue)
         session.fail(error)
-        let written = context.eventLoop.makePromise(of: Void.self)
-        context.writeAndFlush(wrapOutboundOut(takeOutbound()), promise: written)
-        written.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        closeAfterWriting(context)
     }
 
     // MARK: For the streams
@@ -292,10 +287,23 @@ final class HTTP2WireConnection: ChannelInboundHandler, RemovableChannelHandler 
     private func closeWhenWritten() {
         guard !closing, let context else { return }
         closing = true
+        closeAfterWriting(context)
+    }
+
+    /// How long a closing connection waits for its last frames (a GOAWAY last) to leave: a
+    /// client that no longer reads does not hold it open.
+    static let closeGrace = TimeAmount.seconds(5)
+
+    /// Writes what is pending and closes once it is out, or after `closeGrace`.
+    private func closeAfterWriting(_ context: ChannelHandlerContext) {
         idleTimer.cancel()
         let written = context.eventLoop.makePromise(of: Void.self)
         context.writeAndFlush(wrapOutboundOut(takeOutbound()), promise: written)
-        written.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        let overdue = context.eventLoop.assumeIsolated().scheduleTask(in: Self.closeGrace) { context.close(promise: nil) }
+        written.futureResult.assumeIsolated().whenComplete { _ in
+            overdue.cancel()
+            context.close(promise: nil)
+        }
     }
 
     // MARK: Writing
