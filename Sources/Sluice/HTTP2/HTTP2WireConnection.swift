@@ -123,9 +123,9 @@ final class HTTP2WireConnection: ChannelInboundHandler, RemovableChannelHandler 
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        let streams = touched
+        // (Nothing a backend write does reads the client: `touched` does not change meanwhile.)
+        for stream in touched where !stream.closed { stream.handler.requestReadComplete() }
         touched.removeAll(keepingCapacity: true)
-        for stream in streams where !stream.closed { stream.handler.requestReadComplete() }
         if session.outbound.readableBytes > 0 { flush() }
         context.fireChannelReadComplete()
     }
@@ -140,7 +140,7 @@ final class HTTP2WireConnection: ChannelInboundHandler, RemovableChannelHandler 
             idleSince = nil
             stream.requestHead(HTTP2RequestCodec.requestHead(fields, endStream: endStream))
             // A pooled backend connection attached now sends the head with the read's end.
-            if !stream.closed { touched.append(stream) }
+            touch(stream)
             settle(stream)
         case .data(let id, let payload, let endStream):
             guard let stream = streams[id] else {
@@ -149,12 +149,12 @@ final class HTTP2WireConnection: ChannelInboundHandler, RemovableChannelHandler 
                 return
             }
             stream.requestData(payload, endStream: endStream)
-            if !stream.closed { touched.append(stream) }
+            touch(stream)
             settle(stream)
         case .trailers(let id):
             guard let stream = streams[id] else { return }
             stream.requestFinished()
-            if !stream.closed { touched.append(stream) }
+            touch(stream)
             settle(stream)
         case .reset(let id):
             guard let stream = streams.removeValue(forKey: id) else { return }
@@ -171,6 +171,13 @@ final class HTTP2WireConnection: ChannelInboundHandler, RemovableChannelHandler 
             goingAway = true
             afterStreamEnded()
         }
+    }
+
+    /// Notes a stream given something in this read (once in a row: a body's DATA frames come
+    /// together).
+    private func touch(_ stream: HTTP2WireStream) {
+        guard !stream.closed, touched.last !== stream else { return }
+        touched.append(stream)
     }
 
     /// A connection error: GOAWAY with its code, then the close.

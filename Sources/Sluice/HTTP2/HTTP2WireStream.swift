@@ -40,8 +40,6 @@ final class HTTP2WireStream: HTTP2StreamSink {
     private var receivedBytes = 0
     /// DATA bytes not yet given back to the stream's window.
     private var heldBytes = 0
-    /// The client ended its side.
-    private(set) var requestEnded = false
     /// The stream is over for Sluice (closed, reset either way, or the connection ended).
     private(set) var closed = false
 
@@ -58,7 +56,6 @@ final class HTTP2WireStream: HTTP2StreamSink {
 
     func requestHead(_ head: HTTP2RequestHead) {
         declaredLength = head.framing.contentLength
-        requestEnded = head.endStream
         if head.endStream, let declared = declaredLength, declared != 0 {
             connection.refuse(self, "Content-Length \(declared) on a request with no body")
             return
@@ -69,7 +66,9 @@ final class HTTP2WireStream: HTTP2StreamSink {
     func requestData(_ payload: ByteBuffer, endStream: Bool) {
         let count = payload.readableBytes
         receivedBytes += count
-        if let declared = declaredLength, receivedBytes > declared || (endStream && receivedBytes != declared) {
+        if let declared = declaredLength, receivedBytes > declared {
+            // The connection's window gets these bytes back; the stream's is gone with it.
+            connection.held(count)
             connection.refuse(self, "DATA of \(receivedBytes) bytes against Content-Length \(declared)")
             return
         }
@@ -91,7 +90,6 @@ final class HTTP2WireStream: HTTP2StreamSink {
             connection.refuse(self, "DATA of \(receivedBytes) bytes against Content-Length \(declared)")
             return
         }
-        requestEnded = true
         handler.requestPart(.end)
     }
 
