@@ -147,8 +147,7 @@ struct HTTP2Tests {
         #expect((streamed.json?["received"] as? Int) == 300_000, "\(streamed.body)")
         #expect((streamed.json?["headers"] as? [String: String])?["transfer-encoding"] == "chunked")
         #expect(h2c.status == 200 && h1.status == 200 && h1OverTLS.status == 200, "\(h2c.status) \(h1.status) \(h1OverTLS.status)")
-        // Sluice's own layer does not offer RFC 8441 yet.
-        #expect(nghttp.body.contains("SETTINGS_ENABLE_CONNECT_PROTOCOL(0x08):1") == (engine == .nio), "\(nghttp.body.prefix(2000))")
+        #expect(nghttp.body.contains("SETTINGS_ENABLE_CONNECT_PROTOCOL(0x08):1"), "\(nghttp.body.prefix(2000))")
         #expect(nghttp.body.contains(":status: 200"))
         #expect(h2load.body.contains("400 succeeded, 0 failed, 0 errored"), "\(h2load.body)")
         #expect(sequential.body.contains("20 succeeded, 0 failed"), "\(sequential.body)")
@@ -200,9 +199,12 @@ struct HTTP2Tests {
         #expect(events["acked"] as? [Bool] == [true, true, true, true], "events were held back: \(events)")
     }
 
-    @Test("RFC 8441: an extended CONNECT becomes an RFC 6455 upgrade to the backend and a relayed WebSocket; /connections and the access log say h2")
-    func websocket() async throws {
-        let setup = try await Setup()
+    @Test(
+        "RFC 8441: an extended CONNECT becomes an RFC 6455 upgrade to the backend and a relayed WebSocket; /connections and the access log say h2",
+        arguments: HTTP2Limits.HTTP2Engine.allCases
+    )
+    func websocket(engine: HTTP2Limits.HTTP2Engine) async throws {
+        let setup = try await Setup(engine: engine)
         let result = try await setup.h2("ws", [
             "path": "/echo/room", "messages": ["hello", "headers?"], "close_code": 4000,
             "admin": setup.gateway.adminURL("/connections"),
@@ -235,8 +237,11 @@ struct HTTP2Tests {
         #expect(line?["close_code"] as? Int == 4000)
     }
 
-    @Test("a backend that does not answer an extended CONNECT's handshake in time gets the stream a 504, within the handshake timeout; the connection serves on")
-    func handshakeTimeout() async throws {
+    @Test(
+        "a backend that does not answer an extended CONNECT's handshake in time gets the stream a 504, within the handshake timeout; the connection serves on",
+        arguments: HTTP2Limits.HTTP2Engine.allCases
+    )
+    func handshakeTimeout(engine: HTTP2Limits.HTTP2Engine) async throws {
         let silent = try await PythonPeer(["backend", "slow", "30"])
         defer { silent.stop() }
         let setup = try await Setup(routes: """
@@ -244,7 +249,7 @@ struct HTTP2Tests {
                 match: { path_prefix: /silent }
                 backends: ["ws://127.0.0.1:\(silent.port)"]
                 websocket: { handshake_timeout: 500ms }
-            """)
+            """, engine: engine)
         let started = Date()
         let refused: [String: Any], after: [String: Any], waited: TimeInterval
         do {
@@ -264,9 +269,12 @@ struct HTTP2Tests {
         #expect((after["echoes"] as? [String])?.first == "still here", "\(after)")
     }
 
-    @Test("twenty WebSockets on one h2 connection and HTTP/1.1 WebSockets to the same backend at once")
-    func mixed() async throws {
-        let setup = try await Setup()
+    @Test(
+        "twenty WebSockets on one h2 connection and HTTP/1.1 WebSockets to the same backend at once",
+        arguments: HTTP2Limits.HTTP2Engine.allCases
+    )
+    func mixed(engine: HTTP2Limits.HTTP2Engine) async throws {
+        let setup = try await Setup(engine: engine)
         async let many = setup.h2("ws-many", ["streams": 20, "messages": 10])
         async let h1a = PythonPeer.run(["client", "echo", "wss://127.0.0.1:\(setup.tlsPort)/echo", #"{"big": 1048576}"#])
         async let h1b = PythonPeer.run(["client", "echo", "ws://127.0.0.1:\(setup.plainPort)/echo", #"{"big": 1048576}"#])
@@ -285,9 +293,12 @@ struct HTTP2Tests {
         #expect(closes.0 == 20 && closes.1 == 2, "\(closes)")
     }
 
-    @Test("the same admission as HTTP/1.1: Origin, subprotocols and per-address caps apply to extended CONNECT")
-    func admission() async throws {
-        let setup = try await Setup()
+    @Test(
+        "the same admission as HTTP/1.1: Origin, subprotocols and per-address caps apply to extended CONNECT",
+        arguments: HTTP2Limits.HTTP2Engine.allCases
+    )
+    func admission(engine: HTTP2Limits.HTTP2Engine) async throws {
+        let setup = try await Setup(engine: engine)
         let noOrigin = try await setup.h2("ws", ["path": "/guarded", "subprotocols": ["chat"]])
         let wrongProtocol = try await setup.h2("ws", ["path": "/guarded", "subprotocols": ["other"], "origin": "https://app.test"])
         let good = try await setup.h2("ws", ["path": "/guarded", "subprotocols": ["other", "chat"], "origin": "https://app.test"])
@@ -307,9 +318,12 @@ struct HTTP2Tests {
         #expect(refusals.0 == 1 && refusals.1 == 1, "\(refusals)")
     }
 
-    @Test("flow control end to end: a client that grants no window stops Sluice reading the backend; then every byte arrives")
-    func flowControl() async throws {
-        let setup = try await Setup(flood: 64 << 20)
+    @Test(
+        "flow control end to end: a client that grants no window stops Sluice reading the backend; then every byte arrives",
+        arguments: HTTP2Limits.HTTP2Engine.allCases
+    )
+    func flowControl(engine: HTTP2Limits.HTTP2Engine) async throws {
+        let setup = try await Setup(flood: 64 << 20, engine: engine)
         let result = try await setup.h2("stall", ["path": "/flood", "seconds": 3, "admin": setup.gateway.adminURL("/connections")], timeout: 300)
         await setup.stop()
         #expect(result["status"] as? Int == 200, "\(result)")
@@ -324,9 +338,12 @@ struct HTTP2Tests {
         #expect(result["close_code"] as? Int == 1000)
     }
 
-    @Test("a stream reset mid-message ends that WebSocket only: the backend is told, the registry empties, the connection's next stream works")
-    func resetMidMessage() async throws {
-        let setup = try await Setup()
+    @Test(
+        "a stream reset mid-message ends that WebSocket only: the backend is told, the registry empties, the connection's next stream works",
+        arguments: HTTP2Limits.HTTP2Engine.allCases
+    )
+    func resetMidMessage(engine: HTTP2Limits.HTTP2Engine) async throws {
+        let setup = try await Setup(engine: engine)
         let result = try await setup.h2("reset-mid-message", ["path": "/echo"])
         let emptied = await setup.gateway.eventually { setup.gateway.gateway.registry.count == 0 }
         let vanished = setup.metric("sluice_websocket_closes_total", ["route": "echo", "ending": "vanished_mid_frame"])
@@ -339,9 +356,12 @@ struct HTTP2Tests {
         #expect(vanished == 1, "\(vanished)")
     }
 
-    @Test("frame-level WebSocket cases give the same outcome over RFC 8441 as over an HTTP/1.1 upgrade")
-    func frameCases() async throws {
-        let setup = try await Setup()
+    @Test(
+        "frame-level WebSocket cases give the same outcome over RFC 8441 as over an HTTP/1.1 upgrade",
+        arguments: HTTP2Limits.HTTP2Engine.allCases
+    )
+    func frameCases(engine: HTTP2Limits.HTTP2Engine) async throws {
+        let setup = try await Setup(engine: engine)
         let overH2 = try await setup.h2("cases", ["path": "/echo"])
         let overH1 = try await setup.h2("cases", ["path": "/echo", "h1": true])
         await setup.stop()
@@ -378,7 +398,7 @@ struct HTTP2Tests {
         let hostMismatch = try await setup.h2("request", ["path": "/app/a", "headers": [["host", "elsewhere.test"]]])
         let lengthLie = try await setup.h2("request", ["path": "/app/post", "method": "POST", "headers": [["content-length", "3"]], "body": "hello"])
         let idle = try await setup.h2("request", ["path": "/app/a", "linger": 4])
-        let after = try await setup.h2(engine == .nio ? "ws" : "request", ["path": engine == .nio ? "/echo" : "/app/after"])
+        let after = try await setup.h2("ws", ["path": "/echo"])
         let errors = setup.metric("sluice_http2_connection_errors_total")
         let calm = setup.metric("sluice_http2_connection_errors_total", ["code": "ENHANCE_YOUR_CALM"])
         await setup.stop()
@@ -409,17 +429,16 @@ struct HTTP2Tests {
         #expect(idle["status"] as? Int == 200)
         #expect((idle["goaway"] as? [String: Any])?["error"] as? Int == 0, "an idle connection gets a graceful GOAWAY: \(idle)")
         #expect(idle["closed"] as? Bool == true)
-        if engine == .nio {
-            #expect(after["echoes"] as? [String] == ["hello"], "\(after)")
-        } else {
-            #expect(after["status"] as? Int == 200, "\(after)")
-        }
+        #expect(after["echoes"] as? [String] == ["hello"], "\(after)")
         #expect(errors >= (engine == .nio ? 6 : 5) && calm >= 3, "\(errors) \(calm)")
     }
 
-    @Test("GOAWAY on reload: a WebSocket on the connection keeps working until it closes; the connection then ends")
-    func goAwayOnReload() async throws {
-        let setup = try await Setup()
+    @Test(
+        "GOAWAY on reload: a WebSocket on the connection keeps working until it closes; the connection then ends",
+        arguments: HTTP2Limits.HTTP2Engine.allCases
+    )
+    func goAwayOnReload(engine: HTTP2Limits.HTTP2Engine) async throws {
+        let setup = try await Setup(engine: engine)
         let watcher = try StreamingPeer(script: Self.peer, arguments: ["goaway-watch", "127.0.0.1", "\(setup.tlsPort)", #"{"path": "/echo", "echoes_after": 5}"#])
         _ = try await watcher.line(startingWith: "OPEN")
         try await Task.sleep(for: .milliseconds(500))
@@ -439,9 +458,12 @@ struct HTTP2Tests {
         #expect(emptied)
     }
 
-    @Test("GOAWAY on drain: WebSockets on the connection go on until the drain closes them (1001), then the connection ends")
-    func goAwayOnDrain() async throws {
-        let setup = try await Setup()
+    @Test(
+        "GOAWAY on drain: WebSockets on the connection go on until the drain closes them (1001), then the connection ends",
+        arguments: HTTP2Limits.HTTP2Engine.allCases
+    )
+    func goAwayOnDrain(engine: HTTP2Limits.HTTP2Engine) async throws {
+        let setup = try await Setup(engine: engine)
         let watcher = try StreamingPeer(script: Self.peer, arguments: ["goaway-watch", "127.0.0.1", "\(setup.tlsPort)", #"{"path": "/echo", "after": 30, "timeout": 30}"#])
         _ = try await watcher.line(startingWith: "OPEN")
         try await Task.sleep(for: .milliseconds(300))
@@ -457,7 +479,7 @@ struct HTTP2Tests {
     }
 
     @Test(
-        "headless Chromium loads the demo page over h2 and opens its WebSocket by RFC 8441 (over HTTP/1.1 beside Sluice's own layer, which does not offer it)",
+        "headless Chromium loads the demo page over h2 and opens its WebSocket by RFC 8441 on the same connection",
         .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/chromium"), "needs chromium (apt)"), arguments: HTTP2Limits.HTTP2Engine.allCases
     )
     func chromium(engine: HTTP2Limits.HTTP2Engine) async throws {
@@ -474,22 +496,25 @@ struct HTTP2Tests {
         // Chromium opens a WebSocket over the page's h2 connection when it advertises
         // SETTINGS_ENABLE_CONNECT_PROTOCOL; it did. Without the setting it opens an HTTP/1.1
         // connection for it.
-        #expect(socket?["protocol"] as? String == (engine == .nio ? "h2" : "h1"), "\(String(describing: socket))")
+        #expect(socket?["protocol"] as? String == "h2", "\(String(describing: socket))")
         #expect(closed)
     }
 
     @Test(
-        "clients that vanish at every step (closed or reset): each stream is released and logged, a half-sent header block gets the idle GOAWAY, and no connection is left",
+        "clients that vanish at every step (closed or reset): each stream and WebSocket is released and logged, a half-sent header block gets the idle GOAWAY, and no connection is left",
         arguments: HTTP2Limits.HTTP2Engine.allCases, [false, true]
     )
     func vanish(engine: HTTP2Limits.HTTP2Engine, abort: Bool) async throws {
         let setup = try await Setup(http2: "idle_timeout: 1s", engine: engine)
         var outcomes: [String: [String: Any]] = [:]
-        for step in ["half-headers", "before-answer", "mid-response", "mid-upload", "reset-mid-response"] {
+        for step in ["half-headers", "before-answer", "mid-response", "mid-upload", "reset-mid-response", "mid-websocket"] {
             outcomes[step] = try await setup.h2("vanish", ["step": step, "abort": abort, "linger": 4])
         }
         let after = try await Curl.run(["-k", "--http2", "https://127.0.0.1:\(setup.tlsPort)/app/after"])
-        let released = await setup.gateway.eventually { setup.gateway.gateway.openConnections == 0 }
+        let released = await setup.gateway.eventually {
+            setup.gateway.gateway.openConnections == 0 && setup.gateway.gateway.registry.count == 0
+        }
+        let midFrame = setup.metric("sluice_websocket_closes_total", ["route": "echo", "ending": "vanished_mid_frame"])
         let lines = setup.logLines("http")
         await setup.stop()
 
@@ -502,7 +527,9 @@ struct HTTP2Tests {
         #expect((outcomes["mid-response"]?["received"] as? Int ?? 0) >= 200_000, "\(outcomes)")
         #expect(outcomes["reset-mid-response"]?["other_status"] as? Int == 200, "the connection serves on after a reset: \(outcomes)")
         #expect(after.status == 200)
-        #expect(released, "every client connection is gone from the gateway")
+        #expect(outcomes["mid-websocket"]?["status"] as? Int == 200, "\(outcomes)")
+        #expect(released, "every client connection and WebSocket is gone from the gateway")
+        #expect(midFrame == 1, "the WebSocket whose client vanished mid-frame is counted so: \(midFrame)")
         func status(_ path: String) -> [Int] {
             lines.filter { ($0["path"] as? String)?.hasPrefix(path) == true }.compactMap { $0["status"] as? Int }
         }

@@ -289,11 +289,6 @@ final class HTTP2StreamHandler<Sink: HTTP2StreamSink>: ChannelDuplexHandler, Rem
         context sink: Sink, _ screened: Admission.Screened, upgrade: UpgradeRequest, head: HTTPRequestHead, identity: Identity?,
         leases: Admission.Leases? = nil
     ) {
-        guard let context = sink.pipelineContext else {
-            // Sluice's own layer does not offer extended CONNECT (`HTTP2WireStream`): not reached.
-            respond(context: sink, SluiceError(source: .gateway, status: .notImplemented, label: .badRequest, message: "no WebSockets on this HTTP/2 connection"))
-            return
-        }
         request?.user = identity?.user
         let held: Admission.Leases
         switch Admission.leases(screened, identity: identity, granted: leases) {
@@ -305,15 +300,16 @@ final class HTTP2StreamHandler<Sink: HTTP2StreamSink>: ChannelDuplexHandler, Rem
             respond(context: sink, error)
             return
         }
-        context.channel.closeFuture.whenComplete { _ in held.release() }
+        // The stream ends exactly once, on every path (relay end, refusal, reset, timeout).
+        sink.whenClosed { held.release() }
         let host = requestHead?.host
         let downstream = WebSocketUpgrade.Downstream(
-            context: context,
+            client: sink,
             respond: { [self] error in
                 request?.rejection = error.rejection
                 respond(context: sink, error)
             },
-            switchToRelay: { [self] answer, relayHandler in switchToRelay(context: context, answer: answer, relayHandler: relayHandler) },
+            switchToRelay: { [self] answer, relay in switchToRelay(sink, answer: answer, relay: relay) },
             watch: { [self] deadline in watch(until: deadline) }
         )
         var origin = WebSocketUpgrade.Origin(
@@ -341,15 +337,27 @@ final class HTTP2StreamHandler<Sink: HTTP2StreamSink>: ChannelDuplexHandler, Rem
     }
 
     /// The backend accepted: the client gets a 200 (RFC 8441 §5) with the backend's
-    /// subprotocol and extensions, and the stream goes to the relay.
-    private func switchToRelay(context: ChannelHandlerContext, answer: SwitchingAnswer, relayHandler: RelayHandler) -> EventLoopFuture<Void> {
+    /// subprotocol and extensions, and the stream goes to the relay: a stream of Sluice's own
+    /// layer carries it itself, a NIOHTTP2 stream channel through `HTTP2TunnelCodec` and a
+    /// `RelayHandler` in place of the request's handlers.
+    private func switchToRelay(_ sink: Sink, answer: SwitchingAnswer, relay: WebSocketRelay) -> EventLoopFuture<Void> {
         _ = state.close()
-        context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http2, status: .ok, headers: answer.http2Fields))), promise: nil)
+        let head = HTTPResponseHead(version: .http2, status: .ok, headers: answer.http2Fields)
+        if let stream = sink.wireStream {
+            stream.writeResponse(.head(head), promise: nil)
+            stream.carry(relay)
+            return stream.eventLoop.makeSucceededVoidFuture()
+        }
+        guard let context = sink.pipelineContext else {
+            sink.closeClient()
+            return sink.eventLoop.makeFailedFuture(ChannelError.inappropriateOperationForState)
+        }
+        context.writeAndFlush(wrapOutboundOut(.head(head)), promise: nil)
         let pipeline = context.pipeline.syncOperations
         do {
             let codec = try pipeline.handler(type: HTTP2RequestCodec.self)
             try pipeline.addHandler(HTTP2TunnelCodec(clientEnded: codec.clientFinished), position: .after(codec))
-            try pipeline.addHandler(relayHandler)
+            try pipeline.addHandler(RelayHandler(relay: relay, side: .downstream, isSocket: false))
             _ = pipeline.removeHandler(codec)
             _ = pipeline.removeHandler(context: context)
         } catch {

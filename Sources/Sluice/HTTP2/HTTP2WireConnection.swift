@@ -12,8 +12,9 @@ import SluiceConfig
 /// drain or a reload that changed the listener (`HTTP2Connection.ListenerChanged`) gets a
 /// graceful GOAWAY, the open streams finish, then the connection closes. A connection error is
 /// a GOAWAY with its code (counted in `sluice_http2_connection_errors_total`) and a close.
-/// Frames leave once per event-loop wake-up. Extended CONNECT is not offered yet (RFC 8441
-/// needs the relay on a stream without a channel).
+/// Frames leave once per event-loop wake-up. Extended CONNECT is offered (RFC 8441): a stream
+/// whose backend accepted the WebSocket carries the relay's client side itself, and stays open
+/// through a GOAWAY until the WebSocket closes or a drain closes it.
 final class HTTP2WireConnection: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -41,7 +42,7 @@ final class HTTP2WireConnection: ChannelInboundHandler, RemovableChannelHandler 
         idleTimeout = TimeAmount(limits.idleTimeout)
         eventLoop = channel.eventLoop
         allocator = channel.allocator
-        session = HTTP2WireSession(limits: limits, extendedConnect: false, allocator: channel.allocator)
+        session = HTTP2WireSession(limits: limits, extendedConnect: true, allocator: channel.allocator)
     }
 
     /// Installs the layer on a client channel whose protocol is settled (ALPN chose `h2`, or
@@ -124,7 +125,7 @@ final class HTTP2WireConnection: ChannelInboundHandler, RemovableChannelHandler 
 
     func channelReadComplete(context: ChannelHandlerContext) {
         // (Nothing a backend write does reads the client: `touched` does not change meanwhile.)
-        for stream in touched where !stream.closed { stream.handler.requestReadComplete() }
+        for stream in touched where !stream.closed { stream.readComplete() }
         touched.removeAll(keepingCapacity: true)
         if session.outbound.readableBytes > 0 { flush() }
         context.fireChannelReadComplete()

@@ -15,6 +15,10 @@ import NIOHTTP1
 /// The request: DATA is checked against a declared `Content-Length` (RFC 9113 §8.1.1), and
 /// while the handler does not read (the backend is full, or admission waits) the bytes are
 /// held back from the stream's window, so the client stops sending.
+///
+/// After an extended CONNECT's 200 the stream carries a WebSocket (RFC 8441) for the relay
+/// (`carry`, and the tunnel's part below): DATA in is the relay's bytes, its writes go out
+/// as DATA, flow control is its backpressure.
 final class HTTP2WireStream: HTTP2StreamSink {
     let id: UInt32
     private unowned let connection: HTTP2WireConnection
@@ -42,6 +46,16 @@ final class HTTP2WireStream: HTTP2StreamSink {
     private var heldBytes = 0
     /// The stream is over for Sluice (closed, reset either way, or the connection ended).
     private(set) var closed = false
+    /// The client ended its side (END_STREAM, or trailers).
+    private var clientEnded = false
+    /// Run once the stream is over.
+    private var closeWatchers: [() -> Void] = []
+
+    // The WebSocket carried after an extended CONNECT's 200 (RFC 8441).
+    /// The relay the stream carries, once switched.
+    private var relay: WebSocketRelay?
+    /// Resets the stream if the client does not end its side after Sluice ended its own.
+    private var lingerTimer: Scheduled<Void>?
 
     init(id: UInt32, connection: HTTP2WireConnection) {
         self.id = id
@@ -55,6 +69,7 @@ final class HTTP2WireStream: HTTP2StreamSink {
     // MARK: The request, from the connection
 
     func requestHead(_ head: HTTP2RequestHead) {
+        clientEnded = head.endStream
         declaredLength = head.framing.contentLength
         if head.endStream, let declared = declaredLength, declared != 0 {
             connection.refuse(self, "Content-Length \(declared) on a request with no body")
@@ -64,6 +79,10 @@ final class HTTP2WireStream: HTTP2StreamSink {
     }
 
     func requestData(_ payload: ByteBuffer, endStream: Bool) {
+        if let relay {
+            tunnelData(payload, endStream: endStream, relay: relay)
+            return
+        }
         let count = payload.readableBytes
         receivedBytes += count
         if let declared = declaredLength, receivedBytes > declared {
@@ -86,6 +105,11 @@ final class HTTP2WireStream: HTTP2StreamSink {
     /// The request ended (END_STREAM, or trailers).
     func requestFinished() {
         guard !closed else { return }
+        clientEnded = true
+        if relay != nil {
+            clientEndedTunnel()
+            return
+        }
         if let declared = declaredLength, receivedBytes != declared {
             connection.refuse(self, "DATA of \(receivedBytes) bytes against Content-Length \(declared)")
             return
@@ -93,9 +117,19 @@ final class HTTP2WireStream: HTTP2StreamSink {
         handler.requestPart(.end)
     }
 
-    /// Held bytes go back to the stream's window once the handler reads again.
-    private func giveBackHeld() {
-        guard heldBytes > 0, !closed, handler.readsRequest else { return }
+    /// A read of the client ended: what it brought goes on in one write.
+    func readComplete() {
+        if let relay {
+            relay.channelReadComplete(from: .downstream)
+        } else {
+            handler.requestReadComplete()
+        }
+    }
+
+    /// Held bytes go back to the stream's window once the handler reads again (`force`: the
+    /// relay reads again).
+    private func giveBackHeld(force: Bool = false) {
+        guard heldBytes > 0, !closed, force || handler.readsRequest else { return }
         let bytes = heldBytes
         heldBytes = 0
         connection.consumed(bytes, on: self, wereHeld: true)
@@ -110,7 +144,16 @@ final class HTTP2WireStream: HTTP2StreamSink {
         endPromise = nil
         queued = nil
         queuedMore = []
+        lingerTimer?.cancel()
+        lingerTimer = nil
         handler.streamClosed()
+        if let relay {
+            self.relay = nil
+            relay.channelInactive(.downstream)
+        }
+        let watchers = closeWatchers
+        closeWatchers = []
+        for watcher in watchers { watcher() }
     }
 
     // MARK: ResponseSink
@@ -199,7 +242,11 @@ final class HTTP2WireStream: HTTP2StreamSink {
         send()
         guard toldBlocked, !closed, connection.channelWritable, queuedBytes <= connection.sendable(on: self) else { return }
         toldBlocked = false
-        handler.clientWritabilityChanged(true)
+        if let relay {
+            relay.writabilityChanged(.downstream)
+        } else {
+            handler.clientWritabilityChanged(true)
+        }
     }
 
     /// The connection's channel cannot take more: the handler stops reading its backend until
@@ -207,7 +254,8 @@ final class HTTP2WireStream: HTTP2StreamSink {
     func connectionBlocked() {
         guard !closed else { return }
         toldBlocked = true
-        handler.clientWritabilityChanged(false)
+        // (A relay asks whether it may write before each read: it learns then.)
+        if relay == nil { handler.clientWritabilityChanged(false) }
     }
 
     private func answerFinished() {
@@ -231,6 +279,93 @@ final class HTTP2WireStream: HTTP2StreamSink {
         giveBackHeld()
     }
 
+    func closeClient() {
+        endStream()
+    }
+
+    func whenClosed(_ body: @escaping () -> Void) {
+        if closed {
+            body()
+        } else {
+            closeWatchers.append(body)
+        }
+    }
+
     static func inPipeline(_ context: ChannelHandlerContext) -> HTTP2WireStream? { nil }
     var pipelineContext: ChannelHandlerContext? { nil }
+    var wireStream: HTTP2WireStream? { self }
+}
+
+// MARK: - A WebSocket on the stream (RFC 8441)
+
+extension HTTP2WireStream {
+    /// How long the client has to end its side after Sluice ended its own (as `HTTP2TunnelCodec`).
+    static let tunnelLinger: TimeAmount = .seconds(2)
+
+    /// The stream carries `relay`'s client side from now on; the 200 written before goes out.
+    func carry(_ relay: WebSocketRelay) {
+        self.relay = relay
+        relay.attach(self)
+        flushResponse()
+    }
+
+    private func tunnelData(_ payload: ByteBuffer, endStream: Bool, relay: WebSocketRelay) {
+        let count = payload.readableBytes
+        // A relay whose backend cannot take more leaves the client's window unreplenished.
+        if relay.readsFrom(.downstream) {
+            connection.consumed(count, on: self, wereHeld: false)
+        } else {
+            heldBytes += count
+            connection.held(count)
+        }
+        if count > 0 { relay.channelRead(payload, from: .downstream) }
+        if endStream {
+            clientEnded = true
+            clientEndedTunnel()
+        }
+    }
+
+    /// The client's END_STREAM is its FIN: Sluice ends its side too, which closes the stream
+    /// (the relay sees it go).
+    private func clientEndedTunnel() {
+        relay?.channelReadComplete(from: .downstream)
+        tunnelEnd()
+    }
+
+    var tunnelWritable: Bool { responseWritable }
+
+    func tunnelWrite(_ buffer: ByteBuffer) {
+        guard !closed, !endQueued else { return }
+        if queued == nil { queued = buffer } else { queuedMore.append(buffer) }
+        queuedBytes += buffer.readableBytes
+    }
+
+    func tunnelFlush() {
+        flushResponse()
+    }
+
+    /// The relay reads again: the bytes held back go back to the client's window.
+    func tunnelRead() {
+        giveBackHeld(force: true)
+    }
+
+    /// Sluice's graceful end: END_STREAM after what is queued; the stream closes when the
+    /// client ends its side, or is reset after `tunnelLinger`.
+    func tunnelEnd() {
+        guard !closed, !endQueued else { return }
+        endQueued = true
+        flushResponse()
+        guard !clientEnded, !closed, lingerTimer == nil else { return }
+        lingerTimer = eventLoop.assumeIsolated().scheduleTask(in: Self.tunnelLinger) { [self] in
+            lingerTimer = nil
+            endStream()
+        }
+    }
+
+    /// The relay's abort: RST_STREAM now.
+    func tunnelReset() {
+        lingerTimer?.cancel()
+        lingerTimer = nil
+        endStream()
+    }
 }

@@ -124,12 +124,14 @@ extension HTTPGatewayHandler {
         connectionID: UInt64?
     ) {
         let downstream = WebSocketUpgrade.Downstream(
-            context: context,
+            client: context,
             respond: { [self] error in
                 request?.rejection = error.rejection
                 respond(context: context, error, keepAlive: false)
             },
-            switchToRelay: { [self] answer, relayHandler in switchToRelay(context: context, answer: answer, relayHandler: relayHandler) },
+            switchToRelay: { [self] answer, relay in
+                switchToRelay(context: context, answer: answer, relayHandler: RelayHandler(relay: relay, side: .downstream))
+            },
             watch: { [self] deadline in watch(until: deadline, context: context) }
         )
         var origin = WebSocketUpgrade.Origin(

@@ -13,6 +13,8 @@ protocol ResponseSink: AnyObject {
     var responseWritable: Bool { get }
     func writeResponse(_ part: HTTPServerResponsePart, promise: EventLoopPromise<Void>?)
     func flushResponse()
+    /// Ends the client's connection (HTTP/1) or stream (HTTP/2) now, whatever is unsent.
+    func closeClient()
 }
 
 /// An HTTP/2 stream's side of `ResponseSink`, for the stream's request handler: the stream ends,
@@ -24,8 +26,12 @@ protocol HTTP2StreamSink: ResponseSink {
     func readRequest()
     /// The sink of a handler added to a stream channel's pipeline (nil: not this kind).
     static func inPipeline(_ context: ChannelHandlerContext) -> Self?
-    /// The stream's channel, for what only a channel can carry (the RFC 8441 relay).
+    /// The stream's channel, whose pipeline takes the RFC 8441 relay (nil on Sluice's own layer).
     var pipelineContext: ChannelHandlerContext? { get }
+    /// A stream of Sluice's own layer, which carries the RFC 8441 relay itself (nil in a channel).
+    var wireStream: HTTP2WireStream? { get }
+    /// Runs `body` once the stream is gone, however it ends.
+    func whenClosed(_ body: @escaping () -> Void)
 }
 
 /// A channel's context is a sink: parts go down its pipeline (to the HTTP encoder or the HTTP/2
@@ -42,6 +48,10 @@ extension ChannelHandlerContext: HTTP2StreamSink {
         flush()
     }
 
+    func closeClient() {
+        close(promise: nil)
+    }
+
     func endStream() {
         close(promise: nil)
     }
@@ -52,4 +62,9 @@ extension ChannelHandlerContext: HTTP2StreamSink {
 
     static func inPipeline(_ context: ChannelHandlerContext) -> ChannelHandlerContext? { context }
     var pipelineContext: ChannelHandlerContext? { self }
+    var wireStream: HTTP2WireStream? { nil }
+
+    func whenClosed(_ body: @escaping () -> Void) {
+        channel.closeFuture.whenComplete { _ in body() }
+    }
 }

@@ -2,9 +2,10 @@ import Logging
 import NIOCore
 import NIOSSL
 
-/// Relays WebSocket frames between a client channel and a backend channel.
+/// Relays WebSocket frames between a client and a backend: a channel each, or, for an RFC 8441
+/// WebSocket on Sluice's own HTTP/2 layer, a stream on the client's side (`RelayPeer`).
 ///
-/// Both channels live on one event loop (the backend connection is made on the client's loop),
+/// Both sides live on one event loop (the backend connection is made on the client's loop),
 /// so the relay needs no locks. Each direction streams: frame headers are parsed and checked,
 /// payload bytes are forwarded as they arrive, in the slices they arrived in. A direction stops
 /// reading its source while its destination is not writable, so memory per connection stays
@@ -60,8 +61,8 @@ final class WebSocketRelay {
     private var pings = PerSide<UInt64>(0)
     private var pongs = PerSide<UInt64>(0)
 
-    private var downstreamContext: ChannelHandlerContext?
-    private var upstreamContext: ChannelHandlerContext?
+    /// Each side while it is there.
+    private var peers = PerSide<RelayPeer?>(nil)
     private var machine: StateMachine
     /// Frames read from the client, going to the backend.
     private var fromDownstream: RelayDirection
@@ -127,7 +128,12 @@ final class WebSocketRelay {
             // Synchronously: through the channel's future-returning API this costs a future.
             try? context.channel.syncOptions?.setOption(ChannelOptions.writeBufferWaterMark, value: marks)
         }
-        if side == .downstream { downstreamContext = context } else { upstreamContext = context }
+        peers[side] = .channel(context)
+    }
+
+    /// The client's side is a stream of Sluice's own HTTP/2 layer (RFC 8441), with no channel.
+    func attach(_ stream: HTTP2WireStream) {
+        peers.downstream = .stream(stream)
     }
 
     /// Begins relaying once both channels are switched: replays early events, arms the timer.
@@ -147,8 +153,8 @@ final class WebSocketRelay {
         armTimer()
     }
 
-    private func context(_ side: RelaySide) -> ChannelHandlerContext? {
-        side == .downstream ? downstreamContext : upstreamContext
+    private func peer(_ side: RelaySide) -> RelayPeer? {
+        peers[side]
     }
 
     /// Whether each destination's stream is inside a forwarded frame, for the machine.
@@ -251,20 +257,25 @@ final class WebSocketRelay {
 
     /// The source asks to read: allowed only while its destination can take more.
     func read(from side: RelaySide, context: ChannelHandlerContext) {
-        let destination = self.context(side.peer)
-        if let destination, !destination.channel.isWritable, !machine.isFinished {
+        if readsFrom(side) { context.read() }
+    }
+
+    /// Whether `side` may be read now; if not, it is read again (`RelayPeer.read()`) once its
+    /// destination can take more.
+    func readsFrom(_ side: RelaySide) -> Bool {
+        if let destination = peer(side.peer), !destination.isWritable, !machine.isFinished {
             readHeld[side] = true
-        } else {
-            context.read()
+            return false
         }
+        return true
     }
 
     func writabilityChanged(_ side: RelaySide) {
-        guard let context = self.context(side), context.channel.isWritable else { return }
+        guard let destination = peer(side), destination.isWritable else { return }
         let source = side.peer
         if readHeld[source] {
             readHeld[source] = false
-            self.context(source)?.read()
+            peer(source)?.read()
         }
     }
 
@@ -275,9 +286,9 @@ final class WebSocketRelay {
         }
         // Whether the stream it fed was inside a frame is read before the side is forgotten.
         let streams = self.streams
-        if side == .downstream { downstreamContext = nil } else { upstreamContext = nil }
+        peers[side] = nil
         perform(machine.peerGone(side, streams: streams, now: eventLoop.now))
-        if let other = self.context(side.peer), readHeld[side.peer] {
+        if let other = peer(side.peer), readHeld[side.peer] {
             readHeld[side.peer] = false
             other.read()
         }
@@ -380,25 +391,36 @@ final class WebSocketRelay {
     }
 
     private var allocator: ByteBufferAllocator {
-        (downstreamContext ?? upstreamContext)?.channel.allocator ?? ByteBufferAllocator()
+        (peers.downstream ?? peers.upstream)?.allocator ?? ByteBufferAllocator()
     }
 
     private func write(_ buffer: ByteBuffer, to side: RelaySide) {
-        guard let context = context(side) else { return }
-        context.write(NIOAny(buffer), promise: nil)
+        guard let peer = peer(side) else { return }
+        peer.write(buffer)
         needsFlush[side] = true
     }
 
     private func flushIfNeeded(_ side: RelaySide) {
-        guard needsFlush[side], let context = context(side) else { return }
+        guard needsFlush[side], let peer = peer(side) else { return }
         needsFlush[side] = false
-        context.flush()
+        peer.flush()
     }
 
     /// Closes `side` once everything written to it has gone out (the machine's close deadline
     /// aborts it if the peer never reads).
     private func disconnect(_ side: RelaySide) {
-        guard let context = context(side) else { return }
+        let context: ChannelHandlerContext
+        switch peer(side) {
+        case .none:
+            return
+        case .stream(let stream):
+            // END_STREAM after what is queued; the stream closes once the client ends its side.
+            needsFlush[side] = false
+            stream.tunnelEnd()
+            return
+        case .channel(let channelContext):
+            context = channelContext
+        }
         if plainSocket[side] {
             if needsFlush[side] {
                 needsFlush[side] = false
@@ -423,7 +445,16 @@ final class WebSocketRelay {
     /// exchange: the close starts below the TLS handler when there is one; an HTTP/2 stream
     /// is reset.
     private func abort(_ side: RelaySide) {
-        guard let context = context(side) else { return }
+        let context: ChannelHandlerContext
+        switch peer(side) {
+        case .none:
+            return
+        case .stream(let stream):
+            stream.tunnelReset()
+            return
+        case .channel(let channelContext):
+            context = channelContext
+        }
         let pipeline = context.pipeline.syncOperations
         if let tls = try? pipeline.context(handlerType: NIOSSLHandler.self) {
             tls.close(promise: nil)

@@ -55,13 +55,15 @@ final class WebSocketUpgrade {
 
     /// What the client side must do for the upgrade; implemented by the HTTP handler.
     struct Downstream {
-        var context: ChannelHandlerContext
+        /// Where a backend's refusal is streamed to (its own answer, not Sluice's).
+        var client: any ResponseSink
         /// Writes the error's short response and closes.
         var respond: (SluiceError) -> Void
-        /// Writes the answer and replaces the client channel's HTTP handlers with `relayHandler`;
-        /// the future completes when what read the request (the fast path or NIO's decoder) has
-        /// left the pipeline and given the relay the bytes it kept.
-        var switchToRelay: (SwitchingAnswer, RelayHandler) -> EventLoopFuture<Void>
+        /// Writes the answer and hands the client's side to `relay` (the client channel's HTTP
+        /// handlers replaced with a `RelayHandler`, or a stream of Sluice's own HTTP/2 layer
+        /// switched to its tunnel); the future completes when what read the request (the fast
+        /// path or NIO's decoder) has left the pipeline and given the relay the bytes it kept.
+        var switchToRelay: (SwitchingAnswer, WebSocketRelay) -> EventLoopFuture<Void>
         /// Makes sure the client connection's one timer fires by the deadline and then asks
         /// `checkDeadline(now:)`: the handshake keeps no timer of its own (scheduling and
         /// cancelling one per upgrade was a task on NIO's heap, whose cancel searches it all).
@@ -111,7 +113,7 @@ final class WebSocketUpgrade {
         self.completion = completion
     }
 
-    private var eventLoop: any EventLoop { downstream.context.eventLoop }
+    private var eventLoop: any EventLoop { downstream.client.eventLoop }
 
     func start() {
         guard let backends = route.backends else {
@@ -177,7 +179,7 @@ final class WebSocketUpgrade {
     /// The upgrade request the backend receives, as bytes: the client's end-to-end headers, the
     /// validated WebSocket fields, and forwarding headers.
     private func upstreamRequest(for backend: Backend) -> ByteBuffer {
-        var head = downstream.context.channel.allocator.buffer(capacity: 512)
+        var head = downstream.client.responseAllocator.buffer(capacity: 512)
         head.writeRequestLine(.GET, backend.target(for: requestTarget))
         UpstreamHead.forEachField(
             route: route, headers: clientHead.headers, client: origin.client, identity: origin.identity, backend: backend,
@@ -273,16 +275,18 @@ final class WebSocketUpgrade {
                 var headers = ForwardedHeaders.endToEnd(head.headers)
                 headers.replaceOrAdd(name: "Connection", value: "close")
                 let response = HTTPResponseHead(version: .http1_1, status: head.status, headers: headers)
-                downstream.context.write(NIOAny(HTTPServerResponsePart.head(response)), promise: nil)
+                downstream.client.writeResponse(.head(response), promise: nil)
             }
         case .body(let body):
             if streamingResponse {
-                downstream.context.writeAndFlush(NIOAny(HTTPServerResponsePart.body(.byteBuffer(body))), promise: nil)
+                downstream.client.writeResponse(.body(.byteBuffer(body)), promise: nil)
+                downstream.client.flushResponse()
             }
         case .end:
             if streamingResponse {
                 finished = true
-                downstream.context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)), promise: nil)
+                downstream.client.writeResponse(.end(nil), promise: nil)
+                downstream.client.flushResponse()
                 handshakeHandler?.detach()
                 upstream?.close(promise: nil)
                 completion(.responded(backendHead.map { HTTPResponseStatus(statusCode: $0.status) }))
@@ -293,7 +297,7 @@ final class WebSocketUpgrade {
             handshakeDeadline = nil
             if streamingResponse {
                 finished = true
-                downstream.context.close(promise: nil)
+                downstream.client.closeClient()
                 completion(.responded(backendHead.map { HTTPResponseStatus(statusCode: $0.status) }))
             } else {
                 let reason = "backend closed the connection during the handshake (\(BackendConnectFailure.describe(error)))"
@@ -368,9 +372,7 @@ final class WebSocketUpgrade {
             let sync = upstream.pipeline.syncOperations
             try sync.addHandler(RelayHandler(relay: relay, side: .upstream))
             let upstreamDecoderGone = sync.removeHandler(handshakeHandler)
-            let downstreamDecoderGone = downstream.switchToRelay(
-                answer, RelayHandler(relay: relay, side: .downstream, isSocket: origin.clientProtocol == "h1")
-            )
+            let downstreamDecoderGone = downstream.switchToRelay(answer, relay)
             // Not `and`: it fails as soon as one side fails (a client that already left), which
             // would start the relay inside the backend decoder's own read of the 101.
             upstreamDecoderGone.assumeIsolated().whenComplete { _ in
@@ -379,7 +381,7 @@ final class WebSocketUpgrade {
         } catch {
             logger.error("could not switch the backend channel to the relay", metadata: ["error": "\(error)"])
             upstream.close(promise: nil)
-            downstream.context.close(promise: nil)
+            downstream.client.closeClient()
             return
         }
         logger.debug("websocket relaying", metadata: [

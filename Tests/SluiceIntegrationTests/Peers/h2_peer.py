@@ -695,7 +695,8 @@ def scenario_vanish(host, port, options):
     stays, silent, {"linger"} seconds), "before-answer" (a request to a slow backend, then gone),
     "mid-response" (a large answer read in part, then gone), "mid-upload" (a body sent in part,
     then gone), "reset-mid-response" (the stream reset part-way, then another request on the same
-    connection). Gone is a plain close, or with {"abort": true} a TCP reset."""
+    connection), "mid-websocket" (an RFC 8441 WebSocket open, part of a frame sent). Gone is a
+    plain close, or with {"abort": true} a TCP reset."""
     client = Client(host, port, tls=options.get("tls", True))
     client.pump(lambda: 3 in client.remote_settings)
     step = options["step"]
@@ -730,6 +731,11 @@ def scenario_vanish(host, port, options):
             client.flush()
             client.pump(lambda: other in client.ended or other in client.resets, timeout=10)
             result.update({"other_status": client.status(other), "goaway": client.goaway, "closed": client.closed})
+    elif step == "mid-websocket":
+        websocket = client.open_websocket("/echo", "localhost")
+        result["status"] = client.status(websocket)
+        client.send(websocket, ws_frame(0x2, os.urandom(1000))[:100])
+        time.sleep(0.3)
     elif step == "mid-upload":
         request("/app/upload", method="POST", end=False, extra=[("content-length", str(10 << 20))])
         client.send(stream, b"u" * 200000)
