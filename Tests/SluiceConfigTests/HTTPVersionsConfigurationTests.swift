@@ -40,7 +40,7 @@ struct HTTPVersionsConfigurationTests {
         #expect(limits.connectionWindowSize == 4 << 20 && limits.maxFrameSize == 32768 && limits.maxResets == 20)
         #expect(limits.resetWindow == .seconds(10) && limits.maxContinuationFrames == 3 && limits.maxControlFrames == 100)
         #expect(limits.controlFrameWindow == .seconds(5) && limits.idleTimeout == .seconds(30) && limits.engine == .wire)
-        #expect(HTTP2Limits().maxConcurrentStreams == 100 && HTTP2Limits().idleTimeout == .seconds(120) && HTTP2Limits().engine == .nio)
+        #expect(HTTP2Limits().maxConcurrentStreams == 100 && HTTP2Limits().idleTimeout == .seconds(120) && HTTP2Limits().engine == .wire)
     }
 
     @Test("TLS listeners offer h2 then http/1.1 by default")
