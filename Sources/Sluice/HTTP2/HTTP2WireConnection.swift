@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHPACK
+import NIOHTTP1
 import SluiceConfig
 
 /// One client connection speaking HTTP/2 on Sluice's own layer (`listeners[].http2.engine:
@@ -195,8 +196,8 @@ final class HTTP2WireConnection: ChannelInboundHandler, RemovableChannelHandler 
     func sendable(on stream: HTTP2WireStream) -> Int { session.sendable(on: stream.id) }
 
     @discardableResult
-    func sendHeaders(_ fields: HPACKHeaders, on stream: HTTP2WireStream, endStream: Bool) -> Bool {
-        session.sendHeaders(fields, on: stream.id, endStream: endStream)
+    func sendResponseHead(_ head: HTTPResponseHead, on stream: HTTP2WireStream, endStream: Bool) -> Bool {
+        session.sendResponseHead(head, on: stream.id, endStream: endStream)
     }
 
     func sendData(_ payload: ByteBuffer, on stream: HTTP2WireStream, endStream: Bool) {

@@ -175,7 +175,7 @@ final class HTTP2WireStream: HTTP2StreamSink {
         switch part {
         case .head(let head) where head.status.code < 200:
             // Interim (100 Continue): its own HEADERS frame.
-            connection.sendHeaders(HTTP2RequestCodec.responseFields(head), on: self, endStream: false)
+            connection.sendResponseHead(head, on: self, endStream: false)
             promise?.succeed(())
         case .head(let head):
             pendingHead = head
@@ -204,7 +204,7 @@ final class HTTP2WireStream: HTTP2StreamSink {
         if let head = pendingHead {
             pendingHead = nil
             let ends = endQueued && queued == nil
-            guard connection.sendHeaders(HTTP2RequestCodec.responseFields(head), on: self, endStream: ends) else { return }
+            guard connection.sendResponseHead(head, on: self, endStream: ends) else { return }
             if ends {
                 answerFinished()
                 return

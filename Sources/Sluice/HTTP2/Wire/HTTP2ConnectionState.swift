@@ -351,10 +351,20 @@ package struct HTTP2ConnectionState: Sendable {
 
     /// Sluice sends `bytes` of DATA on `stream` (at most `sendable(on:)`).
     package mutating func sentData(on stream: UInt32, bytes: Int, endStream: Bool) {
-        precondition(bytes <= sendable(on: stream) || bytes == 0, "DATA past the send window")
+        // One lookup: this runs for every DATA frame.
+        guard let index = streams.index(forKey: stream) else {
+            precondition(bytes == 0, "DATA past the send window")
+            return
+        }
+        let existing = streams.values[index]
+        precondition(bytes == 0 || (existing.state != .halfClosedLocal && bytes <= min(existing.sendWindow, connectionSendWindow)), "DATA past the send window")
         connectionSendWindow -= bytes
-        streams[stream]?.sendWindow -= bytes
-        if endStream { endLocal(stream) }
+        if endStream && existing.state == .halfClosedRemote {
+            streams.remove(at: index)
+        } else {
+            streams.values[index].sendWindow -= bytes
+            if endStream { streams.values[index].state = .halfClosedLocal }
+        }
     }
 
     private mutating func endLocal(_ stream: UInt32) {

@@ -81,22 +81,34 @@ package enum HTTP2FieldCheck {
 
     private static func regularProblem(name: String, value: String) -> String? {
         if name.isEmpty { return "an empty field name" }
-        for byte in name.utf8 where !HTTPSyntax.isTokenByte(byte) || (byte >= 0x41 && byte <= 0x5a) {
-            return "field name \(name.prefix(64).debugDescription) is not a lowercase token"
+        let lowercaseToken = HTTPSyntax.withBytes(of: name) { bytes in
+            !bytes.contains { !HTTPSyntax.isTokenByte($0) || ($0 >= 0x41 && $0 <= 0x5a) }
         }
-        if HTTP2RequestCodec.connectionSpecific.contains(name) { return "connection-specific field \(name)" }
+        if !lowercaseToken { return "field name \(name.prefix(64).debugDescription) is not a lowercase token" }
+        if isConnectionSpecific(name) { return "connection-specific field \(name)" }
         if name == "te" && value != "trailers" { return "TE other than \"trailers\"" }
         if let problem = valueProblem(value) { return "field \(name) \(problem)" }
         return nil
     }
 
-    private static func valueProblem(_ value: String) -> String? {
-        let bytes = value.utf8
-        for byte in bytes where byte == 0 || byte == 0x0a || byte == 0x0d {
-            return "has NUL, CR or LF in its value"
+    /// `HTTP2RequestCodec.connectionSpecific.contains(name)` for a lower-case name, without
+    /// hashing a name of no such length.
+    private static func isConnectionSpecific(_ name: String) -> Bool {
+        switch name.utf8.count {
+        case 7: name == "upgrade"
+        case 10: name == "connection" || name == "keep-alive"
+        case 16: name == "proxy-connection"
+        case 17: name == "transfer-encoding"
+        default: false
         }
-        if let first = bytes.first, first == 0x20 || first == 0x09 { return "has whitespace at the start of its value" }
-        if let last = bytes.last, last == 0x20 || last == 0x09 { return "has whitespace at the end of its value" }
-        return nil
+    }
+
+    private static func valueProblem(_ value: String) -> String? {
+        HTTPSyntax.withBytes(of: value) { bytes in
+            if bytes.contains(where: { $0 == 0 || $0 == 0x0a || $0 == 0x0d }) { return "has NUL, CR or LF in its value" }
+            if let first = bytes.first, first == 0x20 || first == 0x09 { return "has whitespace at the start of its value" }
+            if let last = bytes.last, last == 0x20 || last == 0x09 { return "has whitespace at the end of its value" }
+            return nil
+        }
     }
 }

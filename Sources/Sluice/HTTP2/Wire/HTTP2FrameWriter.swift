@@ -90,16 +90,24 @@ package enum HTTP2FrameWriter {
         }
     }
 
+    /// The 9 bytes in one write (each of a buffer's writes costs more than its bytes).
     private static func header(length: Int, kind: HTTP2WireFrame.Kind, flags: UInt8, stream: UInt32, to out: inout ByteBuffer) {
-        out.writeInteger(UInt16(truncatingIfNeeded: length >> 8))
-        out.writeInteger(UInt8(truncatingIfNeeded: length))
-        out.writeInteger(kind.rawValue)
-        out.writeInteger(flags)
-        out.writeInteger(stream & 0x7fff_ffff)
+        let stream = stream & 0x7fff_ffff
+        out.writeWithUnsafeMutableBytes(minimumWritableBytes: 9) { bytes in
+            bytes[0] = UInt8(truncatingIfNeeded: length >> 16)
+            bytes[1] = UInt8(truncatingIfNeeded: length >> 8)
+            bytes[2] = UInt8(truncatingIfNeeded: length)
+            bytes[3] = kind.rawValue
+            bytes[4] = flags
+            bytes[5] = UInt8(truncatingIfNeeded: stream >> 24)
+            bytes[6] = UInt8(truncatingIfNeeded: stream >> 16)
+            bytes[7] = UInt8(truncatingIfNeeded: stream >> 8)
+            bytes[8] = UInt8(truncatingIfNeeded: stream)
+            return 9
+        }
     }
 
     private static func setLength(_ length: Int, at index: Int, in out: inout ByteBuffer) {
-        out.setInteger(UInt16(truncatingIfNeeded: length >> 8), at: index)
-        out.setInteger(UInt8(truncatingIfNeeded: length), at: index + 2)
+        out.setMultipleIntegers(UInt16(truncatingIfNeeded: length >> 8), UInt8(truncatingIfNeeded: length), at: index)
     }
 }

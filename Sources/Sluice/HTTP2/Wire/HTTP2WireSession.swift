@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHPACK
+import NIOHTTP1
 import SluiceConfig
 
 /// The connection-wide work of Sluice's own HTTP/2, with no channel: bytes from the client in,
@@ -162,6 +163,17 @@ package struct HTTP2WireSession {
             // Only a field HPACK cannot encode at all (none Sluice writes): the stream fails.
             resetStream(stream, .internalError)
             return false
+        }
+        state.sentHeaders(on: stream, endStream: endStream)
+        return true
+    }
+
+    /// An answer's head on `stream` (`HTTP2ResponseBlock`); false when the stream can take no
+    /// header block (it was reset, or its answer has ended).
+    package mutating func sendResponseHead(_ head: HTTPResponseHead, on stream: UInt32, endStream: Bool) -> Bool {
+        guard state.canSend(on: stream) else { return false }
+        HTTP2FrameWriter.headers(stream: stream, endStream: endStream, maxFrameSize: state.peerMaxFrameSize, to: &outbound) { (block: inout ByteBuffer) in
+            HTTP2ResponseBlock.write(head, to: &block)
         }
         state.sentHeaders(on: stream, endStream: endStream)
         return true
