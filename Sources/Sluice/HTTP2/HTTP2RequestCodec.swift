@@ -92,9 +92,11 @@ final class HTTP2RequestCodec: ChannelDuplexHandler, RemovableChannelHandler {
         var path: String?
         var authority: String?
         var extendedConnect: String?
-        var headers = HTTPHeaders()
+        // A list made into `HTTPHeaders` at the end: `HTTPHeaders.add` scans each name for
+        // non-ASCII bytes, which a field that passed HPACK and the field checks cannot have.
+        var list: [(String, String)] = []
         // The pseudo-headers (at least three) are not copied: room for the rest and a joined cookie.
-        headers.reserveCapacity(max(fields.count - 2, 1))
+        list.reserveCapacity(max(fields.count - 2, 1))
         var cookies: [String] = []
         var hostField: String?
         for (name, value, _) in fields {
@@ -110,10 +112,11 @@ final class HTTP2RequestCodec: ChannelDuplexHandler, RemovableChannelHandler {
                 cookies.append(value)
             } else {
                 if name == "host" { hostField = hostField ?? value }
-                headers.add(name: name, value: value)
+                list.append((name, value))
             }
         }
-        if !cookies.isEmpty { headers.add(name: "cookie", value: cookies.joined(separator: "; ")) }
+        if !cookies.isEmpty { list.append(("cookie", cookies.joined(separator: "; "))) }
+        let headers = HTTPHeaders(list)
         var framing = RequestFraming.read(headers)
         // HTTP/2 frames the body itself: a body of no declared length is sent to the backend in
         // HTTP/1.1 chunks.

@@ -26,12 +26,20 @@ enum ForwardedHeaders {
         var connectionValues: [String] = []
         for (name, value) in headers where HeaderTokens.equalIgnoringASCIICase(name, "connection") { connectionValues.append(value) }
         for (name, value) in headers {
-            if hopByHop.contains(where: { HeaderTokens.equalIgnoringASCIICase(name, $0) }) { continue }
+            if isHopByHop(name) { continue }
             if extra.contains(where: { HeaderTokens.equalIgnoringASCIICase(name, $0) }) { continue }
             let named = connectionValues.contains { list in
                 HeaderTokens.firstElement(of: list) { HeaderTokens.equalIgnoringASCIICase($0, name) }
             }
             if !named { body(name, value) }
+        }
+    }
+
+    /// `hopByHop` has `name` (any case), looked at only for names of those lengths.
+    static func isHopByHop(_ name: String) -> Bool {
+        switch name.utf8.count {
+        case 2, 7, 10, 16, 17: hopByHop.contains { HeaderTokens.equalIgnoringASCIICase(name, $0) }
+        default: false
         }
     }
 

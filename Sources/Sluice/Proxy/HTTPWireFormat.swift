@@ -115,34 +115,48 @@ extension HTTPWireFormat {
     /// The end-to-end fields of a backend's response head, as `HTTPHeaders` (for a client that
     /// is not sent HTTP/1 bytes), with room for `extra` more that the caller adds.
     static func endToEndFields(of head: UpstreamResponseParser.Head, extra: Int = 0) -> HTTPHeaders {
-        var headers = HTTPHeaders()
-        headers.reserveCapacity(head.fields.count + extra)
+        // A list made into `HTTPHeaders` at the end: `HTTPHeaders.add` scans each name for
+        // non-ASCII bytes, which a name the parser read as a token cannot have.
+        var list: [(String, String)] = []
+        list.reserveCapacity(head.fields.count + extra)
         head.bytes.withUnsafeReadableBytes { raw in
             for field in head.fields where field.endToEnd {
-                headers.add(
-                    name: String(decoding: UnsafeRawBufferPointer(rebasing: raw[field.name]), as: UTF8.self),
-                    value: String(decoding: UnsafeRawBufferPointer(rebasing: raw[field.value]), as: UTF8.self)
-                )
+                list.append((
+                    String(decoding: UnsafeRawBufferPointer(rebasing: raw[field.name]), as: UTF8.self),
+                    String(decoding: UnsafeRawBufferPointer(rebasing: raw[field.value]), as: UTF8.self)
+                ))
             }
         }
-        return headers
+        return HTTPHeaders(list)
     }
 }
 
 extension ByteBuffer {
     /// `METHOD SP target SP HTTP/1.1 CRLF`.
     mutating func writeRequestLine(_ method: HTTPMethod, _ target: String) {
-        writeString(method.rawValue)
-        writeStaticString(" ")
-        writeString(target)
-        writeStaticString(" HTTP/1.1\r\n")
+        writeLine(method.rawValue, " ", target, " HTTP/1.1\r\n")
     }
 
     /// `name: value CRLF`.
     mutating func writeField(_ name: String, _ value: String) {
-        writeString(name)
-        writeStaticString(": ")
-        writeString(value)
-        writeStaticString("\r\n")
+        writeLine(name, ": ", value, "\r\n")
+    }
+
+    /// The four pieces in one write to the buffer (each write costs more than the bytes it
+    /// copies, and a head is a write per field).
+    private mutating func writeLine(_ first: String, _ separator: StaticString, _ second: String, _ end: StaticString) {
+        let count = first.utf8.count + separator.utf8CodeUnitCount + second.utf8.count + end.utf8CodeUnitCount
+        writeWithUnsafeMutableBytes(minimumWritableBytes: count) { out in
+            var at = 0
+            func copy(_ bytes: UnsafeBufferPointer<UInt8>) {
+                if let base = bytes.baseAddress { (out.baseAddress! + at).copyMemory(from: base, byteCount: bytes.count) }
+                at += bytes.count
+            }
+            HTTPSyntax.withBytes(of: first, copy)
+            separator.withUTF8Buffer(copy)
+            HTTPSyntax.withBytes(of: second, copy)
+            end.withUTF8Buffer(copy)
+            return at
+        }
     }
 }

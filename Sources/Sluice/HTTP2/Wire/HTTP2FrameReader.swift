@@ -64,7 +64,9 @@ package struct HTTP2FrameReader: Sendable {
         if let failure { throw failure }
         do {
             let read = try step()
-            if buffer.readableBytes == 0 { buffer.clear() }
+            // Drained: let go of the read's storage rather than clear it (a frame handed out
+            // still shares it, so clearing would allocate a copy; NIO may reuse it otherwise).
+            if buffer.readableBytes == 0 { buffer = ByteBufferAllocator().buffer(capacity: 0) }
             return read
         } catch {
             failure = error
