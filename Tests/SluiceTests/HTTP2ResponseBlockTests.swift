@@ -35,6 +35,25 @@ struct HTTP2ResponseBlockTests {
         #expect(fields.first?.1 == "200")
     }
 
+    @Test("a backend's head as read: its end-to-end fields from their bytes, then via and the sticky cookie; hop-by-hop fields and those Connection names left out")
+    func backendHead() throws {
+        var parser = UpstreamResponseParser(maxHeadBytes: 64 * 1024)
+        parser.expectResponse(toHEAD: false)
+        var buffer = ByteBuffer(string: "HTTP/1.1 503 Busy\r\nServer: app\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\n"
+            + "Content-Length: 0\r\nX-Trace-ID: Ab\r\nRetry-After: 3\r\n\r\n")
+        guard case .head(let head) = try parser.next(&buffer) else {
+            Issue.record("no head")
+            return
+        }
+        var block = ByteBuffer()
+        HTTP2ResponseBlock.write(.backend(head, setCookie: "pin=2; Path=/"), to: &block)
+        var decoder = HPACKDecoder(allocator: ByteBufferAllocator())
+        let fields = try decoder.decodeHeaders(from: &block).map { "\($0.name): \($0.value)" }
+        #expect(fields == [
+            ":status: 503", "server: app", "content-length: 0", "x-trace-id: Ab", "retry-after: 3", "via: 1.1 sluice", "set-cookie: pin=2; Path=/",
+        ])
+    }
+
     @Test("every status: the static table's seven indexed, the rest as literals", arguments: [100, 101, 200, 201, 204, 206, 301, 304, 400, 404, 429, 500, 502, 504, 599])
     func status(code: Int) throws {
         let fields = try Self.decode(HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: code)))

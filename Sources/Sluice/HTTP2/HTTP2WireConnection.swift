@@ -196,8 +196,8 @@ final class HTTP2WireConnection: ChannelInboundHandler, RemovableChannelHandler 
     func sendable(on stream: HTTP2WireStream) -> Int { session.sendable(on: stream.id) }
 
     @discardableResult
-    func sendResponseHead(_ head: HTTPResponseHead, on stream: HTTP2WireStream, endStream: Bool) -> Bool {
-        session.sendResponseHead(head, on: stream.id, endStream: endStream)
+    func sendResponseHead(_ head: HTTP2ResponseBlock.Head, on stream: HTTP2WireStream, endStream: Bool) -> Bool {
+        session.sendResponseHead(on: stream.id, endStream: endStream) { HTTP2ResponseBlock.write(head, to: &$0) }
     }
 
     func sendData(_ payload: ByteBuffer, on stream: HTTP2WireStream, endStream: Bool) {

@@ -26,7 +26,7 @@ final class HTTP2WireStream: HTTP2StreamSink {
     private(set) var handler: HTTP2StreamHandler<HTTP2WireStream>!
 
     // The answer.
-    private var pendingHead: HTTPResponseHead?
+    private var pendingHead: HTTP2ResponseBlock.Head?
     /// Body bytes waiting to go out, in order: the first piece here (most answers are one, and
     /// it costs no allocation), any after it in `queuedMore`.
     private var queued: ByteBuffer?
@@ -175,10 +175,10 @@ final class HTTP2WireStream: HTTP2StreamSink {
         switch part {
         case .head(let head) where head.status.code < 200:
             // Interim (100 Continue): its own HEADERS frame.
-            connection.sendResponseHead(head, on: self, endStream: false)
+            connection.sendResponseHead(.parts(head), on: self, endStream: false)
             promise?.succeed(())
         case .head(let head):
-            pendingHead = head
+            pendingHead = .parts(head)
             promise?.succeed(())
         case .body(.byteBuffer(let buffer)):
             if queued == nil { queued = buffer } else { queuedMore.append(buffer) }
@@ -196,6 +196,13 @@ final class HTTP2WireStream: HTTP2StreamSink {
     func flushResponse() {
         send()
         connection.scheduleFlush()
+    }
+
+    func writeBackendHead(_ head: UpstreamResponseParser.Head, setCookie: String?) -> Bool {
+        // An interim answer goes out as a part, in its own HEADERS frame.
+        guard head.status >= 200 else { return false }
+        if !closed { pendingHead = .backend(head, setCookie: setCookie) }
+        return true
     }
 
     /// Writes what the windows allow: the head, DATA, the end.

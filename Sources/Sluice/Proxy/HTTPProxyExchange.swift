@@ -290,7 +290,10 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
                 clientBytes.write(NIOAny(clientHead(for: head)), promise: nil)
             case .parts(let stream):
                 clientKeepsAlive = true
-                stream.writeResponse(.head(partsHead(for: head)), promise: nil)
+                // Sluice's own HTTP/2 layer encodes the head as read, with no field strings.
+                if !stream.writeBackendHead(head, setCookie: stickyCookie) {
+                    stream.writeResponse(.head(partsHead(for: head)), promise: nil)
+                }
             }
             armIdleTimer()
         case .body(let buffer):
@@ -348,16 +351,20 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         // Via, and perhaps a stickiness cookie.
         var headers = HTTPWireFormat.endToEndFields(of: head, extra: 2)
         headers.add(name: "via", value: "1.1 sluice")
-        if let index = backendIndex, let cookie = backends.stickyCookie(for: index, requestHeaders: request.head.headers) {
-            headers.add(name: "set-cookie", value: cookie)
-        }
+        if let cookie = stickyCookie { headers.add(name: "set-cookie", value: cookie) }
         return HTTPResponseHead(version: .http2, status: HTTPResponseStatus(statusCode: head.status), headers: headers)
+    }
+
+    /// The cookie that pins the client to the backend that answered, when the route pins so.
+    private var stickyCookie: String? {
+        guard let index = backendIndex else { return nil }
+        return backends.stickyCookie(for: index, requestHeaders: request.head.headers)
     }
 
     /// The response head as the client sees it, and how its body will be framed.
     private func clientHead(for head: UpstreamResponseParser.Head) -> ByteBuffer {
         var additions = HTTPWireFormat.ResponseAdditions()
-        if let index = backendIndex { additions.setCookie = backends.stickyCookie(for: index, requestHeaders: request.head.headers) }
+        additions.setCookie = stickyCookie
         let clientIsHTTP11 = request.head.version.major == 1 && request.head.version.minor >= 1
         var keepAlive = request.keepAlive && !head.closeRequested
         switch head.framing {

@@ -15,6 +15,14 @@ protocol ResponseSink: AnyObject {
     func flushResponse()
     /// Ends the client's connection (HTTP/1) or stream (HTTP/2) now, whatever is unsent.
     func closeClient()
+    /// Takes a backend's final head as it was read (its end-to-end fields, then `Via` and
+    /// `setCookie`), in place of a `.head` part built from it; false when this sink takes
+    /// parts only (then the caller writes the part).
+    func writeBackendHead(_ head: UpstreamResponseParser.Head, setCookie: String?) -> Bool
+}
+
+extension ResponseSink {
+    func writeBackendHead(_ head: UpstreamResponseParser.Head, setCookie: String?) -> Bool { false }
 }
 
 /// An HTTP/2 stream's side of `ResponseSink`, for the stream's request handler: the stream ends,

@@ -12,10 +12,25 @@ import NIOHTTP1
 /// searched its tables for every field (a third of the cost of writing an answer) after the
 /// head had been copied into `HPACKHeaders`. A decoder's table is untouched by such a block, so
 /// the client's SETTINGS_HEADER_TABLE_SIZE never matters.
-package enum HTTP2ResponseBlock {
+enum HTTP2ResponseBlock {
+    /// An answer's head: as parts (Sluice's own answers, 100 Continue), or a backend's as it
+    /// was read (`UpstreamResponseParser.Head`: its end-to-end fields' bytes, no strings made).
+    enum Head {
+        case parts(HTTPResponseHead)
+        /// With `Via` and the sticky cookie, if any, added after the backend's fields.
+        case backend(UpstreamResponseParser.Head, setCookie: String?)
+    }
+
     /// Appends the block for `head` to `out`, in one write to the buffer (each of a buffer's
     /// writes costs more than the bytes it copies).
-    package static func write(_ head: HTTPResponseHead, to out: inout ByteBuffer) {
+    static func write(_ head: Head, to out: inout ByteBuffer) {
+        switch head {
+        case .parts(let head): write(head, to: &out)
+        case .backend(let head, let setCookie): write(head, setCookie: setCookie, to: &out)
+        }
+    }
+
+    static func write(_ head: HTTPResponseHead, to out: inout ByteBuffer) {
         // Fields a `Connection` field names (a proxied answer has none left: its head comes
         // end-to-end only), so the set is built only when there is one.
         var named: Set<String> = []
@@ -40,13 +55,49 @@ package enum HTTP2ResponseBlock {
                 case .literal:
                     if !named.isEmpty && named.contains(name.lowercased()) { continue }
                     block.byte(0)
-                    block.string(name, lowercased: true)
+                    HTTPSyntax.withBytes(of: name) { block.string($0, lowercased: true) }
                 }
-                block.string(value, lowercased: false)
+                HTTPSyntax.withBytes(of: value) { block.string($0, lowercased: false) }
             }
             return block.at
         }
     }
+
+    /// A backend's head as read: its end-to-end fields (the parser has left out the
+    /// hop-by-hop ones and those `Connection` names), `via`, and `setCookie`.
+    static func write(_ head: UpstreamResponseParser.Head, setCookie: String?, to out: inout ByteBuffer) {
+        let bound = 64 + head.bytes.readableBytes + head.fields.count * 16 + (setCookie?.utf8.count ?? 0)
+        head.bytes.withUnsafeReadableBytes { raw in
+            let source = raw.bindMemory(to: UInt8.self)
+            out.writeWithUnsafeMutableBytes(minimumWritableBytes: bound) { bytes in
+                var block = Writer(bytes: bytes)
+                block.status(UInt(head.status))
+                for field in head.fields where field.endToEnd {
+                    let name = UnsafeBufferPointer(rebasing: source[field.name])
+                    switch classify(name) {
+                    case .dropped:
+                        continue
+                    case .indexed(let index):
+                        block.integer(index, prefix: 4, flags: 0)
+                    case .literal:
+                        block.byte(0)
+                        block.string(name, lowercased: true)
+                    }
+                    block.string(UnsafeBufferPointer(rebasing: source[field.value]), lowercased: false)
+                }
+                // via: 1.1 sluice
+                block.integer(60, prefix: 4, flags: 0)
+                block.string(Self.via)
+                if let setCookie {
+                    block.integer(55, prefix: 4, flags: 0)
+                    HTTPSyntax.withBytes(of: setCookie) { block.string($0, lowercased: false) }
+                }
+                return block.at
+            }
+        }
+    }
+
+    private static let via: StaticString = "1.1 sluice"
 
     /// Bytes into the buffer's writable space, which the caller sized.
     private struct Writer {
@@ -75,7 +126,7 @@ package enum HTTP2ResponseBlock {
             } else {
                 // Literal without indexing, the name `:status` (index 8).
                 byte(8)
-                string(String(code), lowercased: false)
+                HTTPSyntax.withBytes(of: String(code)) { string($0, lowercased: false) }
             }
         }
 
@@ -97,26 +148,19 @@ package enum HTTP2ResponseBlock {
         }
 
         /// A string literal, not Huffman-coded (RFC 7541 §5.2); a name lower-cased.
-        mutating func string(_ string: String, lowercased: Bool) {
-            let count = string.utf8.count
-            integer(count, prefix: 7, flags: 0)
+        mutating func string(_ source: UnsafeBufferPointer<UInt8>, lowercased: Bool) {
+            integer(source.count, prefix: 7, flags: 0)
             let start = at
-            let copied = string.utf8.withContiguousStorageIfAvailable { source in
-                if let base = source.baseAddress { (bytes.baseAddress! + start).copyMemory(from: base, byteCount: source.count) }
-                return true
-            }
-            if copied == nil {
-                var index = start
-                for unit in string.utf8 {
-                    bytes[index] = unit
-                    index += 1
-                }
-            }
-            at += count
+            if let base = source.baseAddress { (bytes.baseAddress! + start).copyMemory(from: base, byteCount: source.count) }
+            at += source.count
             guard lowercased else { return }
             for index in start..<at where bytes[index] >= UInt8(ascii: "A") && bytes[index] <= UInt8(ascii: "Z") {
                 bytes[index] |= 0x20
             }
+        }
+
+        mutating func string(_ source: StaticString) {
+            source.withUTF8Buffer { string($0, lowercased: false) }
         }
     }
 

@@ -1,6 +1,5 @@
 import NIOCore
 import NIOHPACK
-import NIOHTTP1
 import SluiceConfig
 
 /// The connection-wide work of Sluice's own HTTP/2, with no channel: bytes from the client in,
@@ -168,12 +167,13 @@ package struct HTTP2WireSession {
         return true
     }
 
-    /// An answer's head on `stream` (`HTTP2ResponseBlock`); false when the stream can take no
-    /// header block (it was reset, or its answer has ended).
-    package mutating func sendResponseHead(_ head: HTTPResponseHead, on stream: UInt32, endStream: Bool) -> Bool {
+    /// An answer's head on `stream`, its header block written by `block` (`HTTP2ResponseBlock`,
+    /// which needs no HPACK state); false when the stream can take no header block (it was
+    /// reset, or its answer has ended).
+    package mutating func sendResponseHead(on stream: UInt32, endStream: Bool, block: (inout ByteBuffer) -> Void) -> Bool {
         guard state.canSend(on: stream) else { return false }
-        HTTP2FrameWriter.headers(stream: stream, endStream: endStream, maxFrameSize: state.peerMaxFrameSize, to: &outbound) { (block: inout ByteBuffer) in
-            HTTP2ResponseBlock.write(head, to: &block)
+        HTTP2FrameWriter.headers(stream: stream, endStream: endStream, maxFrameSize: state.peerMaxFrameSize, to: &outbound) { (out: inout ByteBuffer) in
+            block(&out)
         }
         state.sentHeaders(on: stream, endStream: endStream)
         return true
