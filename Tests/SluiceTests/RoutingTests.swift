@@ -46,6 +46,21 @@ struct RequestPathTests {
         #expect(path.target == "/ws?token=x&y=%2e")
     }
 
+    @Test(
+        "a target already in normal form is taken in one scan, and comes out as the longer way would give it",
+        arguments: [
+            ("/", "/", nil), ("/app/a?q=1", "/app/a", "q=1"), ("/app/?", "/app/", ""), ("/a?x=%zz/../b", "/a", "x=%zz/../b"),
+            ("/a/b#frag", "/a/b", nil), ("/a?b#c", "/a", "b"), ("/a//b?q", "/a/b", "q"), ("/a/%7e?q", "/a/~", "q"),
+            ("http://h/a?q", "/a", "q"), ("/a/./b", "/a/b", nil),
+        ] as [(String, String, String?)]
+    )
+    func normalForm(input: String, path: String, query: String?) throws {
+        let parsed = try RequestPath.parse(input)
+        #expect(parsed.path == path && parsed.query == query)
+        #expect(parsed.target == path + (query.map { "?" + $0 } ?? ""))
+        #expect(parsed == RequestPath(path: path, query: query))
+    }
+
     @Test("malformed targets are refused", arguments: ["*", "ws", "/a%zz", "/a%2", "ftp://x/y"])
     func refused(input: String) {
         #expect(throws: RequestPath.Problem.self) { try RequestPath.parse(input) }

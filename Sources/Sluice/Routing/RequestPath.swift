@@ -10,13 +10,25 @@ public struct RequestPath: Sendable, Equatable {
     /// The query string without `?`, as received; `nil` when absent.
     public var query: String?
 
+    /// The target as received, when it is `path?query` exactly (kept so that `target` makes
+    /// no string); nil when normalisation changed it.
+    private var received: String?
+
     public init(path: String, query: String?) {
         self.path = path
         self.query = query
     }
 
+    private init(path: String, query: String?, received: String) {
+        self.path = path
+        self.query = query
+        self.received = received
+    }
+
     /// The target to send upstream.
-    public var target: String { query.map { "\(path)?\($0)" } ?? path }
+    public var target: String { received ?? query.map { "\(path)?\($0)" } ?? path }
+
+    public static func == (a: RequestPath, b: RequestPath) -> Bool { a.path == b.path && a.query == b.query }
 
     /// Why a request target cannot be routed.
     public enum Problem: Error, Sendable, Equatable {
@@ -44,6 +56,7 @@ public struct RequestPath: Sendable, Equatable {
 
     /// Parses and normalises an origin-form (`/a/b?q`) or absolute-form (`http://h/a`) target.
     public static func parse(_ uri: String) throws(Problem) -> RequestPath {
+        if let simple = simpleOriginForm(uri) { return simple }
         var target = Substring(uri)
         if let (_, rest) = absoluteForm(target) {
             target = rest.hasPrefix("/") ? rest : Substring("/" + rest)
@@ -58,6 +71,29 @@ public struct RequestPath: Sendable, Equatable {
         }
         let decoded = try decodeUnreserved(rawPath)
         return RequestPath(path: removeDotSegments(decoded), query: query)
+    }
+
+    /// Most targets, in one scan of their bytes: origin-form, no fragment, no escape in the
+    /// path, the path already normalised. Nil for anything else (`parse` does the rest).
+    private static func simpleOriginForm(_ uri: String) -> RequestPath? {
+        let pathEnd: Int? = HTTPSyntax.withBytes(of: uri) { bytes in
+            guard bytes.first == UInt8(ascii: "/") else { return nil }
+            var pathEnd = bytes.count
+            for index in bytes.indices {
+                switch bytes[index] {
+                case UInt8(ascii: "#"): return nil
+                case UInt8(ascii: "%") where pathEnd == bytes.count: return nil
+                case UInt8(ascii: "?") where pathEnd == bytes.count: pathEnd = index
+                default: break
+                }
+            }
+            return isNormalised(UnsafeBufferPointer(rebasing: bytes[..<pathEnd])) ? pathEnd : nil
+        }
+        guard let pathEnd else { return nil }
+        let utf8 = uri.utf8
+        guard pathEnd < utf8.count else { return RequestPath(path: uri, query: nil, received: uri) }
+        let mark = utf8.index(utf8.startIndex, offsetBy: pathEnd)
+        return RequestPath(path: String(uri[..<mark]), query: String(uri[utf8.index(after: mark)...]), received: uri)
     }
 
     /// Decodes `%XX` escapes of unreserved characters (RFC 3986 §2.3) and upper-cases the rest.
@@ -113,7 +149,11 @@ public struct RequestPath: Sendable, Equatable {
 
     /// Starts with `/` and has no empty, `.` or `..` segment: most paths, returned as they are.
     static func isNormalised(_ path: String) -> Bool {
-        var bytes = path.utf8.makeIterator()
+        HTTPSyntax.withBytes(of: path) { isNormalised($0) }
+    }
+
+    private static func isNormalised(_ path: UnsafeBufferPointer<UInt8>) -> Bool {
+        var bytes = path.makeIterator()
         guard bytes.next() == UInt8(ascii: "/") else { return false }
         var segmentLength = 0
         var segmentDots = 0
