@@ -21,7 +21,11 @@ import NIOHTTP1
 /// as DATA, flow control is its backpressure.
 final class HTTP2WireStream: HTTP2StreamSink {
     let id: UInt32
-    private unowned let connection: HTTP2WireConnection
+    /// Strong, not `unowned`: an unowned reference costs a checked retain and a release on
+    /// every use, and a stream uses its connection a dozen times a request. The cycle is broken
+    /// when the connection forgets the stream (its close, or the connection's); a stream an
+    /// exchange still holds keeps the connection's object, not its channel, a little longer.
+    private let connection: HTTP2WireConnection
     /// Serves the request; set right after the stream is made.
     private(set) var handler: HTTP2StreamHandler<HTTP2WireStream>!
 
