@@ -132,6 +132,7 @@ struct HTTP2Tests {
         let sequential = try await Curl.run([], shell: "h2load -n 20 -c 1 -m 1 \(plain)/app/g 2>&1")
         let connectionsAfter = try await Curl.run(["--http1.1", "\(plain)/app/stats"]).json?["connections"] as? Int
         let versions = (setup.metric("sluice_http_connections_total", ["version": "h2"]), setup.metric("sluice_http_connections_total", ["version": "http/1.1"]))
+        let counted = setup.metric("sluice_http_requests_total", ["route": "app", "status": "200"])
         let requestLines = setup.logLines("http")
         await setup.stop()
 
@@ -154,6 +155,9 @@ struct HTTP2Tests {
         let opened = (connectionsAfter ?? 99) - (connectionsBefore ?? 0)
         #expect(opened <= 2, "20 sequential h2 requests opened \(opened) backend connections: the pool was not reused")
         #expect(versions.0 >= 8 && versions.1 >= 2, "\(versions)")
+        // Every request counted once, over h2 and h1 alike: seven by curl and nghttp, h2load's
+        // 400 and 20, the two reads of the backend's count.
+        #expect(counted == 429, "\(counted)")
         #expect(requestLines.contains { $0["protocol"] as? String == "HTTP/2" && $0["path"] as? String == "/app/a" })
     }
 

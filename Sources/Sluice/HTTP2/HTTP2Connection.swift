@@ -1,3 +1,4 @@
+import CoreMetrics
 import NIOCore
 import NIOHTTP2
 import SluiceConfig
@@ -24,6 +25,9 @@ final class HTTP2Connection {
     var forwardingFields = HTTPWireFormat.ForwardingCache()
     /// The deadlines of the connection's streams, on one timer.
     let watchdog: HTTP2StreamWatchdog
+    /// The requests counter the last answer on this connection counted in (its streams mostly
+    /// repeat it: no lock and no label lookup per request, as on HTTP/1).
+    private var lastRequestCounter: (route: String?, status: UInt, counter: CoreMetrics.Counter)?
 
     init(
         configuration: HTTPGatewayHandler.Configuration, services: GatewayServices, routing: ListenerRouting, peer: IPAddress?, eventLoop: any EventLoop
@@ -34,6 +38,17 @@ final class HTTP2Connection {
         self.routing = RoutingView(routing)
         admission = Admission.Connection(listener: configuration.listener, tls: configuration.tls, peer: peer, limits: configuration.limits, http2: true)
         peerText = peer?.description
+    }
+
+    /// Counts one answered request in `sluice_http_requests_total`.
+    func countRequest(route: String?, status: UInt) {
+        if let last = lastRequestCounter, last.status == status, last.route == route {
+            last.counter.increment()
+            return
+        }
+        let counter = services.metrics.httpRequestCounter(listener: configuration.listener, route: route, status: status)
+        lastRequestCounter = (route, status, counter)
+        counter.increment()
     }
 
     /// Sent down a connection's pipeline when a reload changed its listener's HTTP or TLS

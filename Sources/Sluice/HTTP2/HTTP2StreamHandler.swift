@@ -371,7 +371,7 @@ final class HTTP2StreamHandler<Sink: HTTP2StreamSink>: ChannelDuplexHandler, Rem
     // MARK: Answers
 
     private func log(status: HTTPResponseStatus, bytes: Int) {
-        services.metrics.httpRequest(listener: connection.configuration.listener, route: request?.route, status: status.code)
+        connection.countRequest(route: request?.route, status: status.code)
         guard let request else { return }
         self.request = nil
         request.write(to: services.accessLog, listener: connection.configuration.listener, status: status, bytes: bytes)

@@ -108,10 +108,6 @@ public final class GatewayMetrics: Sendable {
         var status: UInt
     }
 
-    func httpRequest(listener: String, route: String?, status: UInt) {
-        httpRequestCounter(listener: listener, route: route, status: status).increment()
-    }
-
     /// The requests counter for one listener, route and status (connections keep the last one
     /// they used: most requests on a connection repeat it).
     func httpRequestCounter(listener: String, route: String?, status: UInt) -> CoreMetrics.Counter {
