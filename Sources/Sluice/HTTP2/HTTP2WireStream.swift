@@ -314,9 +314,11 @@ extension HTTP2WireStream {
     static let tunnelLinger: TimeAmount = .seconds(2)
 
     /// The stream carries `relay`'s client side from now on; the 200 written before goes out.
+    /// Bytes a client sent before it (held while the upgrade went on) give their window back.
     func carry(_ relay: WebSocketRelay) {
         self.relay = relay
         relay.attach(self)
+        giveBackHeld(force: true)
         flushResponse()
     }
 
