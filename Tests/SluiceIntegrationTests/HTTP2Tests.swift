@@ -298,7 +298,7 @@ struct HTTP2Tests {
     }
 
     @Test(
-        "the same admission as HTTP/1.1: Origin, subprotocols and per-address caps apply to extended CONNECT",
+        "the same admission as HTTP/1.1: Origin, subprotocols and per-address caps apply to extended CONNECT; a backend that answers it without upgrading gets the client a 502",
         arguments: HTTP2Limits.HTTP2Engine.allCases
     )
     func admission(engine: HTTP2Limits.HTTP2Engine) async throws {
@@ -307,6 +307,9 @@ struct HTTP2Tests {
         let wrongProtocol = try await setup.h2("ws", ["path": "/guarded", "subprotocols": ["other"], "origin": "https://app.test"])
         let good = try await setup.h2("ws", ["path": "/guarded", "subprotocols": ["other", "chat"], "origin": "https://app.test"])
         let two = try await setup.h2("ws-many", ["path": "/guarded", "streams": 2, "messages": 1, "subprotocols": ["chat"], "origin": "https://app.test"])
+        // A backend that answers the upgrade with a 200 of its own did not upgrade: over h2 that
+        // 200 would read as the WebSocket open (RFC 8441 §5), so the client gets a 502.
+        let notUpgraded = try await setup.h2("ws", ["path": "/app/ws"])
         let refusals = (
             setup.metric("sluice_websocket_upgrades_total", ["route": "guarded", "result": "origin_rejected"]),
             setup.metric("sluice_limit_rejections_total", ["limit": "max_websockets_per_ip"])
@@ -319,6 +322,7 @@ struct HTTP2Tests {
         #expect((good["headers"] as? [String: String])?["sec-websocket-protocol"] == "chat")
         #expect(good["echoes"] as? [String] == ["hello"])
         #expect(two["statuses"] as? [Int] == [200, 429], "\(two)")
+        #expect(notUpgraded["status"] as? Int == 502, "\(notUpgraded)")
         #expect(refusals.0 == 1 && refusals.1 == 1, "\(refusals)")
     }
 

@@ -258,6 +258,15 @@ final class WebSocketUpgrade {
             } else {
                 let head = raw.responseHead
                 let status = Int(head.status.code)
+                if origin.clientProtocol == "h2" && (200..<300).contains(status) {
+                    // Over HTTP/2 a 2xx answer to an extended CONNECT opens the WebSocket (RFC
+                    // 8441 §5): a backend that answered the upgrade with one did not upgrade,
+                    // and its answer must not reach the client as if it had.
+                    let reason = "status \(status) to the upgrade, not 101"
+                    if retried(after: reason, label: "invalid_101") { return }
+                    fail(.backend(.badGateway, .backendError, "backend answered the upgrade with \(status), not 101"))
+                    return
+                }
                 if status >= 500 {
                     let reason = "status \(status) to the upgrade"
                     if [502, 503, 504].contains(status) {
