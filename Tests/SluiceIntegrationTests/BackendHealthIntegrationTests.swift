@@ -112,7 +112,9 @@ struct BackendHealthIntegrationTests {
         let upLines = metrics.split(separator: "\n").filter { $0.hasPrefix("sluice_backend_up{") }
         #expect(upLines.contains { $0.contains(bURL) && Double($0.split(separator: " ").last ?? "") == 0 }, "\(upLines)")
         #expect(metrics.contains("sluice_backend_check_duration_seconds_bucket"))
-        #expect(metrics.contains("sluice_backend_retries_total"))
+        // (Not `sluice_backend_retries_total`: when the client's first upgrade comes later than
+        // fall × interval, which a loaded machine allows, the checks took the sick ones out first
+        // and nothing was retried. The HTTP test below asserts the retries counter.)
         let after = try await Self.upgrades(gateway, 100)
         #expect(after["failures"] as? Int == 0 && Set(Self.landed(after).keys) == ["a"], "\(after)")
 
