@@ -216,10 +216,6 @@ final class HTTP2RequestCodec: ChannelDuplexHandler, RemovableChannelHandler {
         context.write(wrapOutboundOut(.headers(.init(headers: head))), promise: nil)
     }
 
-    /// Fields HTTP/2 does not carry (RFC 9113 §8.2.2): left out of answers here, refused in
-    /// requests by `HTTP2FieldCheck`.
-    static let connectionSpecific: Set<String> = ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"]
-
     /// `:status` and the head's fields, lower-cased, without connection-specific ones or those
     /// `Connection` names.
     static func responseFields(_ head: HTTPResponseHead) -> HPACKHeaders {
@@ -231,17 +227,9 @@ final class HTTP2RequestCodec: ChannelDuplexHandler, RemovableChannelHandler {
         let named = head.headers.contains(name: "connection") ? Set(head.headers[canonicalForm: "connection"].map { $0.lowercased() }) : []
         for (name, value) in head.headers {
             let lower = name.utf8.contains(where: { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") }) ? name.lowercased() : name
-            if Self.isConnectionSpecific(lower) || (!named.isEmpty && named.contains(lower)) { continue }
+            if HTTP2ResponseBlock.isConnectionSpecific(lower) || (!named.isEmpty && named.contains(lower)) { continue }
             fields.add(name: lower, value: value)
         }
         return fields
-    }
-
-    /// `connectionSpecific.contains(name)`, without hashing a name of no such length.
-    private static func isConnectionSpecific(_ name: String) -> Bool {
-        switch name.utf8.count {
-        case 7, 10, 16, 17: connectionSpecific.contains(name)
-        default: false
-        }
     }
 }

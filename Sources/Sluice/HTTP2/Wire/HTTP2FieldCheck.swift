@@ -85,22 +85,10 @@ package enum HTTP2FieldCheck {
             !bytes.contains { !HTTPSyntax.isTokenByte($0) || ($0 >= 0x41 && $0 <= 0x5a) }
         }
         if !lowercaseToken { return "field name \(name.prefix(64).debugDescription) is not a lowercase token" }
-        if isConnectionSpecific(name) { return "connection-specific field \(name)" }
+        if HTTP2ResponseBlock.isConnectionSpecific(name) { return "connection-specific field \(name)" }
         if name == "te" && value != "trailers" { return "TE other than \"trailers\"" }
         if let problem = valueProblem(value) { return "field \(name) \(problem)" }
         return nil
-    }
-
-    /// `HTTP2RequestCodec.connectionSpecific.contains(name)` for a lower-case name, without
-    /// hashing a name of no such length.
-    private static func isConnectionSpecific(_ name: String) -> Bool {
-        switch name.utf8.count {
-        case 7: name == "upgrade"
-        case 10: name == "connection" || name == "keep-alive"
-        case 16: name == "proxy-connection"
-        case 17: name == "transfer-encoding"
-        default: false
-        }
     }
 
     private static func valueProblem(_ value: String) -> String? {

@@ -204,6 +204,12 @@ enum HTTP2ResponseBlock {
         return found ?? .literal
     }
 
+    /// RFC 9113 §8.2.2's connection-specific fields (any case), which HTTP/2 does not carry:
+    /// left out of answers here, refused in requests (`HTTP2FieldCheck`).
+    static func isConnectionSpecific(_ name: String) -> Bool {
+        HTTPSyntax.withBytes(of: name, classify) == .dropped
+    }
+
     /// `name` (a token, any case) is `lower`, of the same length. Only letters of `name` are
     /// folded: the expected names are lower-case letters and `-`, which no other byte of a
     /// token folds to.
