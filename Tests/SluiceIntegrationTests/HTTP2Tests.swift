@@ -553,8 +553,10 @@ struct HTTP2Tests {
     )
     func wireGoAway(change: String) async throws {
         let setup = try await Setup(engine: .wire)
-        // A request the backend answers after 3 s, on a connection that lingers after it.
-        async let answered = setup.h2("request", ["path": "/app/slow", "linger": 2])
+        // A request the backend answers after 3 s, on a connection that lingers after it until
+        // Sluice closes it (up to 10 s: on a loaded machine the drain's GOAWAY can come later
+        // than 2 s after the answer; the peer stops as soon as the connection is closed).
+        async let answered = setup.h2("request", ["path": "/app/slow", "linger": 10])
         // Until the backend has the request (its count includes these polls of it).
         var polls = 0
         let inFlight = await setup.gateway.eventually {
