@@ -350,7 +350,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
     private func partsHead(for head: UpstreamResponseParser.Head) -> HTTPResponseHead {
         // Via, and perhaps a stickiness cookie.
         var headers = HTTPWireFormat.endToEndFields(of: head, extra: 2)
-        headers.add(name: "via", value: "1.1 sluice")
+        headers.add(name: "via", value: HTTPWireFormat.viaValue.description)
         if let cookie = stickyCookie { headers.add(name: "set-cookie", value: cookie) }
         return HTTPResponseHead(version: .http2, status: HTTPResponseStatus(statusCode: head.status), headers: headers)
     }

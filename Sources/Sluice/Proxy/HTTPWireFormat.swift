@@ -10,8 +10,9 @@ enum HTTPWireFormat {
     static let lastChunk = ByteBuffer(string: "0\r\n\r\n")
     static let crlf = ByteBuffer(string: "\r\n")
 
-    /// The `Via` field Sluice adds both ways.
+    /// The `Via` field Sluice adds both ways: its line for HTTP/1, its value for HTTP/2.
     static let via: StaticString = "Via: 1.1 sluice\r\n"
+    static let viaValue: StaticString = "1.1 sluice"
 
     /// `data` as one chunk of a chunked body: its size line, the data (not copied), CRLF, each
     /// handed to `write` in order.

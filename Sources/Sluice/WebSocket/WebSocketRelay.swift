@@ -153,10 +153,6 @@ final class WebSocketRelay {
         armTimer()
     }
 
-    private func peer(_ side: RelaySide) -> RelayPeer? {
-        peers[side]
-    }
-
     /// Whether each destination's stream is inside a forwarded frame, for the machine.
     private var streams: StateMachine.Streams {
         StateMachine.Streams(
@@ -263,7 +259,7 @@ final class WebSocketRelay {
     /// Whether `side` may be read now; if not, it is read again (`RelayPeer.read()`) once its
     /// destination can take more.
     func readsFrom(_ side: RelaySide) -> Bool {
-        if let destination = peer(side.peer), !destination.isWritable, !machine.isFinished {
+        if let destination = peers[side.peer], !destination.isWritable, !machine.isFinished {
             readHeld[side] = true
             return false
         }
@@ -271,11 +267,11 @@ final class WebSocketRelay {
     }
 
     func writabilityChanged(_ side: RelaySide) {
-        guard let destination = peer(side), destination.isWritable else { return }
+        guard let destination = peers[side], destination.isWritable else { return }
         let source = side.peer
         if readHeld[source] {
             readHeld[source] = false
-            peer(source)?.read()
+            peers[source]?.read()
         }
     }
 
@@ -288,7 +284,7 @@ final class WebSocketRelay {
         let streams = self.streams
         peers[side] = nil
         perform(machine.peerGone(side, streams: streams, now: eventLoop.now))
-        if let other = peer(side.peer), readHeld[side.peer] {
+        if let other = peers[side.peer], readHeld[side.peer] {
             readHeld[side.peer] = false
             other.read()
         }
@@ -395,13 +391,13 @@ final class WebSocketRelay {
     }
 
     private func write(_ buffer: ByteBuffer, to side: RelaySide) {
-        guard let peer = peer(side) else { return }
+        guard let peer = peers[side] else { return }
         peer.write(buffer)
         needsFlush[side] = true
     }
 
     private func flushIfNeeded(_ side: RelaySide) {
-        guard needsFlush[side], let peer = peer(side) else { return }
+        guard needsFlush[side], let peer = peers[side] else { return }
         needsFlush[side] = false
         peer.flush()
     }
@@ -410,7 +406,7 @@ final class WebSocketRelay {
     /// aborts it if the peer never reads).
     private func disconnect(_ side: RelaySide) {
         let context: ChannelHandlerContext
-        switch peer(side) {
+        switch peers[side] {
         case .none:
             return
         case .stream(let stream):
@@ -446,7 +442,7 @@ final class WebSocketRelay {
     /// is reset.
     private func abort(_ side: RelaySide) {
         let context: ChannelHandlerContext
-        switch peer(side) {
+        switch peers[side] {
         case .none:
             return
         case .stream(let stream):

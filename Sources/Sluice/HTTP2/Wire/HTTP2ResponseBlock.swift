@@ -85,9 +85,9 @@ enum HTTP2ResponseBlock {
                     }
                     block.string(UnsafeBufferPointer(rebasing: source[field.value]), lowercased: false)
                 }
-                // via: 1.1 sluice
+                // via (static table 60)
                 block.integer(60, prefix: 4, flags: 0)
-                block.string(Self.via)
+                block.string(HTTPWireFormat.viaValue)
                 if let setCookie {
                     block.integer(55, prefix: 4, flags: 0)
                     HTTPSyntax.withBytes(of: setCookie) { block.string($0, lowercased: false) }
@@ -96,8 +96,6 @@ enum HTTP2ResponseBlock {
             }
         }
     }
-
-    private static let via: StaticString = "1.1 sluice"
 
     /// Bytes into the buffer's writable space, which the caller sized.
     private struct Writer {

@@ -172,9 +172,7 @@ package struct HTTP2WireSession {
     /// reset, or its answer has ended).
     package mutating func sendResponseHead(on stream: UInt32, endStream: Bool, block: (inout ByteBuffer) -> Void) -> Bool {
         guard state.canSend(on: stream) else { return false }
-        HTTP2FrameWriter.headers(stream: stream, endStream: endStream, maxFrameSize: state.peerMaxFrameSize, to: &outbound) { (out: inout ByteBuffer) in
-            block(&out)
-        }
+        HTTP2FrameWriter.headers(stream: stream, endStream: endStream, maxFrameSize: state.peerMaxFrameSize, to: &outbound, encode: block)
         state.sentHeaders(on: stream, endStream: endStream)
         return true
     }
