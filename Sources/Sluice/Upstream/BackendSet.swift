@@ -79,8 +79,16 @@ final class BackendSet: Sendable {
 
     /// Up to `attempts` distinct backends in the order to try them, for one request or
     /// connection and its retries; empty when every backend is draining.
+    /// The order of a set with one backend, shared.
+    private static let onlyBackend = [0]
+
     func candidates(attempts: Int, pin: Pin = Pin(), now: Int64 = MonotonicClock.nanoseconds()) -> [Int] {
         let count = backends.count
+        if count == 1 {
+            // One backend: nothing to order, and no array made per request.
+            let until = stats[0].until.load(ordering: .relaxed)
+            return until <= now || until != Self.drainingMark ? Self.onlyBackend : []
+        }
         var pool: [Int] = []
         pool.reserveCapacity(count)
         for index in 0..<count where stats[index].until.load(ordering: .relaxed) <= now { pool.append(index) }

@@ -193,10 +193,12 @@ final class UpstreamPool: Sendable {
             connection.channel.close(promise: nil)
         case .keep:
             // An idle connection the backend closes leaves the pool at once. Key and identity
-            // stay the same for the connection's life: the hook is made once.
+            // stay the same for the connection's life: the hook is made once. It holds the
+            // connection strongly: a weak reference would give the connection a side table,
+            // and every retain of it on every request would take the slow path. The handler
+            // drops the hook when the channel goes inactive, which every channel does.
             guard connection.onIdleClose == nil else { return }
-            connection.onIdleClose = { [states, weak connection] in
-                guard let connection else { return }
+            connection.onIdleClose = { [states] in
                 states.withLockedValue { states in states[key]?.remove(connection) }
             }
         }
