@@ -405,10 +405,14 @@ struct HTTP2Tests {
         let connectionField = try await setup.h2("request", ["path": "/app/a", "headers": [["connection", "keep-alive"]]])
         let hostMismatch = try await setup.h2("request", ["path": "/app/a", "headers": [["host", "elsewhere.test"]]])
         let lengthLie = try await setup.h2("request", ["path": "/app/post", "method": "POST", "headers": [["content-length", "3"]], "body": "hello"])
+        // A Content-Length on a request whose HEADERS end the stream (no body at all).
+        let lengthNoBody = try await setup.h2("request", ["path": "/app/empty", "method": "POST", "headers": [["content-length", "5"]]])
         let idle = try await setup.h2("request", ["path": "/app/a", "linger": 4])
         let after = try await setup.h2("ws", ["path": "/echo"])
         let errors = setup.metric("sluice_http2_connection_errors_total")
         let calm = setup.metric("sluice_http2_connection_errors_total", ["code": "ENHANCE_YOUR_CALM"])
+        let malformedCounted = setup.metric("sluice_http_requests_total", ["status": "400"])
+        let lines = setup.logLines("http")
         await setup.stop()
 
         #expect(streams["advertised"] as? Int == 10)
@@ -434,6 +438,19 @@ struct HTTP2Tests {
         #expect(connectionField["reset"] as? Int == 1, "a connection-specific field is a malformed request (PROTOCOL_ERROR): \(connectionField)")
         #expect(hostMismatch["status"] as? Int == 400, "\(hostMismatch)")
         #expect(lengthLie["reset"] as? Int == 1, "DATA past the request's Content-Length is a malformed request (PROTOCOL_ERROR): \(lengthLie)")
+        #expect(lengthNoBody["reset"] as? Int == 1, "a Content-Length on a request with no body is malformed too: \(lengthNoBody)")
+        let lie = lines.first { $0["path"] as? String == "/app/post" }
+        let empty = lines.first { $0["path"] as? String == "/app/empty" }
+        switch engine {
+        case .wire:
+            // Reset, and still seen by the operator: access-log lines with a 400, counted.
+            #expect(lie?["status"] as? Int == 400 && lie?["rejection"] as? String == "bad_request", "\(String(describing: lie))")
+            #expect(empty?["status"] as? Int == 400 && empty?["rejection"] as? String == "bad_request", "\(String(describing: empty))")
+            #expect(malformedCounted >= 2, "\(malformedCounted)")
+        case .nio:
+            // NIOHTTP2 resets them as if the client had gone (a 499 once the head was read).
+            #expect(lie?["status"] as? Int == 499, "\(String(describing: lie))")
+        }
         #expect(idle["status"] as? Int == 200)
         #expect((idle["goaway"] as? [String: Any])?["error"] as? Int == 0, "an idle connection gets a graceful GOAWAY: \(idle)")
         #expect(idle["closed"] as? Bool == true)

@@ -151,10 +151,7 @@ final class HTTP2StreamHandler<Sink: HTTP2StreamSink>: ChannelDuplexHandler, Rem
     /// Admission, then the answer at once: an HTTP/2 request does not need its body read
     /// before it is refused (the stream is reset after the answer instead).
     private func decide(_ head: HTTP2RequestHead, context: Sink) {
-        request = RequestRecord(
-            method: head.head.method.rawValue, uri: head.head.uri, client: connection.admission.peer,
-            userAgent: services.accessLog.isEnabled ? head.head.headers.first(name: "user-agent") : nil, startedAt: .now(), version: "HTTP/2"
-        )
+        request = record(of: head)
         let isHead = head.head.method == .HEAD
         if let problem = head.problem {
             request?.rejection = SluiceError.Label.badRequest.rawValue
@@ -191,6 +188,25 @@ final class HTTP2StreamHandler<Sink: HTTP2StreamSink>: ChannelDuplexHandler, Rem
                 authorize(context: context, .upgrade(screened, upgrade, admissionRequest), screened, admissionRequest)
             }
         }
+    }
+
+    private func record(of head: HTTP2RequestHead) -> RequestRecord {
+        RequestRecord(
+            method: head.head.method.rawValue, uri: head.head.uri, client: connection.admission.peer,
+            userAgent: services.accessLog.isEnabled ? head.head.headers.first(name: "user-agent") : nil, startedAt: .now(), version: "HTTP/2"
+        )
+    }
+
+    /// Sluice's own layer found the request malformed and resets its stream (RFC 9113 §8.1.1:
+    /// DATA that contradicts the request's `Content-Length`): it is logged and counted as a
+    /// 400, as a malformed request Sluice answers is, unless its answer was already logged.
+    /// `head` is the request's head when it never reached this handler. (NIOHTTP2 resets such a
+    /// stream as it would for a client's reset: logged as 499, or not at all before the head.)
+    func refusedMalformed(_ head: HTTP2RequestHead?) {
+        if requestHead == nil, let head { request = record(of: head) }
+        guard request != nil else { return }
+        request?.rejection = SluiceError.Label.badRequest.rawValue
+        log(status: .badRequest, bytes: 0)
     }
 
     func admissionFacts(_ context: Sink) -> Admission.Connection {

@@ -76,7 +76,7 @@ final class HTTP2WireStream: HTTP2StreamSink {
         clientEnded = head.endStream
         declaredLength = head.framing.contentLength
         if head.endStream, let declared = declaredLength, declared != 0 {
-            connection.refuse(self, "Content-Length \(declared) on a request with no body")
+            refuse("Content-Length \(declared) on a request with no body", head: head)
             return
         }
         handler.requestPart(.head(head))
@@ -92,7 +92,7 @@ final class HTTP2WireStream: HTTP2StreamSink {
         if let declared = declaredLength, receivedBytes > declared {
             // The connection's window gets these bytes back; the stream's is gone with it.
             connection.held(count)
-            connection.refuse(self, "DATA of \(receivedBytes) bytes against Content-Length \(declared)")
+            refuse("DATA of \(receivedBytes) bytes against Content-Length \(declared)")
             return
         }
         if handler.readsRequest {
@@ -115,10 +115,17 @@ final class HTTP2WireStream: HTTP2StreamSink {
             return
         }
         if let declared = declaredLength, receivedBytes != declared {
-            connection.refuse(self, "DATA of \(receivedBytes) bytes against Content-Length \(declared)")
+            refuse("DATA of \(receivedBytes) bytes against Content-Length \(declared)")
             return
         }
         handler.requestPart(.end)
+    }
+
+    /// The request is malformed: the handler logs it (with `head` if it never saw it) and the
+    /// connection resets the stream.
+    private func refuse(_ reason: String, head: HTTP2RequestHead? = nil) {
+        handler.refusedMalformed(head)
+        connection.refuse(self, reason)
     }
 
     /// A read of the client ended: what it brought goes on in one write.
