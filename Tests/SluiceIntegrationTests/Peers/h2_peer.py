@@ -122,7 +122,30 @@ class Client:
             try:
                 self.sock.sendall(data)
             except OSError:
+                # The server closed while this peer was still sending (an attack ended in
+                # GOAWAY): its last frames may still be waiting to be read, so read them.
+                self.drain()
                 self.closed = True
+
+    def drain(self, timeout=5):
+        """Reads what the server sent before it closed, without sending anything."""
+        deadline = time.time() + timeout
+        while not self.closed and time.time() < deadline:
+            self.sock.settimeout(max(0.01, min(0.2, deadline - time.time())))
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            except (OSError, ssl.SSLError):
+                break
+            if not chunk:
+                break
+            try:
+                events = self.conn.receive_data(chunk)
+            except h2.exceptions.ProtocolError:
+                break
+            for event in events:
+                self.handle(event)
 
     def pump(self, until, timeout=10):
         deadline = time.time() + timeout
