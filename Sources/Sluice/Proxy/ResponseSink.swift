@@ -73,6 +73,7 @@ extension ChannelHandlerContext: HTTP2StreamSink {
     var wireStream: HTTP2WireStream? { nil }
 
     func whenClosed(_ body: @escaping () -> Void) {
-        channel.closeFuture.whenComplete { _ in body() }
+        // On the loop, as every sink is used: the closure need not be Sendable.
+        channel.closeFuture.assumeIsolated().whenComplete { _ in body() }
     }
 }
