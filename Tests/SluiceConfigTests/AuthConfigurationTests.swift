@@ -4,7 +4,8 @@ import Testing
 
 /// `auth:`, `origin:` and `auth_policy` in the config, and the htpasswd formats accepted.
 @Suite("Auth configuration")
-struct AuthConfigurationTests {
+final class AuthConfigurationTests {
+    /// The suite's files, made for each test and removed after it.
     let directory: String
 
     init() throws {
@@ -14,6 +15,8 @@ struct AuthConfigurationTests {
         try String(repeating: "s", count: 40).write(toFile: "\(directory)/secret", atomically: true, encoding: .utf8)
         try "short".write(toFile: "\(directory)/short", atomically: true, encoding: .utf8)
     }
+
+    deinit { try? FileManager.default.removeItem(atPath: directory) }
 
     func parse(_ route: String, top: String = "") throws(ConfigErrors) -> Configuration {
         try ConfigurationLoader.parse(yaml: """

@@ -54,7 +54,7 @@ struct AdminTests {
 
     @Test("/connections lists live WebSockets with their traffic; filters, sort, one by id; DELETE closes with 1008 and 1001")
     func connections() async throws {
-        let record = NSTemporaryDirectory() + "sluice-closes-\(UUID().uuidString)"
+        let record = Scratch.path("sluice-closes-")
         let backend = try await PythonPeer(["backend", "record-close", record])
         let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)", top: ["admin: { address: 127.0.0.1:0 }"])
         let session = try PythonSession()
@@ -108,7 +108,7 @@ struct AdminTests {
 
     @Test("a bearer token guards /metrics and /connections but not /healthz and /readyz; /readyz turns 503 while draining")
     func tokenHealthAndReadiness() async throws {
-        let tokenFile = NSTemporaryDirectory() + "sluice-token-\(UUID().uuidString)"
+        let tokenFile = Scratch.path("sluice-token-")
         let token = "s3cret-admin-token-0123456789"
         try token.write(toFile: tokenFile, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: tokenFile) }
@@ -141,7 +141,7 @@ struct AdminTests {
 
     @Test("the access log has one JSON line per request and per WebSocket, with totals and no secrets")
     func accessLog() async throws {
-        let logFile = NSTemporaryDirectory() + "sluice-access-\(UUID().uuidString).log"
+        let logFile = Scratch.path("sluice-access-", suffix: ".log")
         defer { try? FileManager.default.removeItem(atPath: logFile) }
         let backend = try await PythonPeer(["backend", "echo"])
         let gateway = try await TestGateway.relay(

@@ -13,8 +13,7 @@ struct AuthIntegrationTests {
     /// A scratch directory with an htpasswd file: alice (bcrypt, by `htpasswd -B` when it is
     /// installed, else Python's crypt), bob (bcrypt), carol (SHA-512-crypt by Python's crypt).
     static func scratch() async throws -> String {
-        let directory = NSTemporaryDirectory() + "sluice-auth-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let directory = try Scratch.directory("sluice-auth-")
         try jwtSecret.write(toFile: "\(directory)/jwt.secret", atomically: true, encoding: .utf8)
         let file = "\(directory)/users"
         if FileManager.default.isExecutableFile(atPath: "/usr/bin/htpasswd") {

@@ -16,8 +16,7 @@ struct BackendHealthIntegrationTests {
         let names: [String]
 
         init(_ names: [String], role: String = "backend") async throws {
-            directory = NSTemporaryDirectory() + "sluice-health-" + UUID().uuidString
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            directory = try Scratch.directory("sluice-health-")
             self.names = names
             for name in names {
                 try "good".write(toFile: "\(directory)/\(name)", atomically: true, encoding: .utf8)
@@ -279,7 +278,7 @@ struct DashboardTests {
     func dashboardInChromium() async throws {
         let backends = try await BackendHealthIntegrationTests.Backends(["a"])
         defer { backends.stop() }
-        let tokenFile = NSTemporaryDirectory() + "sluice-token-\(UUID().uuidString)"
+        let tokenFile = Scratch.path("sluice-token-")
         let token = "dashboard-token-0123456789abcdef"
         try token.write(toFile: tokenFile, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: tokenFile) }
@@ -304,7 +303,7 @@ struct DashboardTests {
             .appendingPathComponent("docs/dashboard.png").path
         let browser = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("Conformance/browser/browser_test.py").path
-        let scratch = NSTemporaryDirectory() + "sluice-dashboard-\(UUID().uuidString).png"
+        let scratch = Scratch.path("sluice-dashboard-", suffix: ".png")
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         let outcome = try await Curl.run([], shell: "python3 \(browser) --dashboard '\(gateway.adminURL("/"))#token=\(token)' \(id) \(scratch) 2>&1", timeout: 120)
         let result = try JSONSerialization.jsonObject(with: Data((outcome.body.split(separator: "\n").last ?? "").utf8)) as? [String: Any] ?? [:]

@@ -35,8 +35,7 @@ struct BadInputTests {
     @Test("mutated HTTP and WebSocket traffic both ways: the gateway stays up and holds no connection afterwards", arguments: [11, 12])
     func mutatedTraffic(seed: Int) async throws {
         let backend = try await PythonPeer(["backend", "\(seed)"], script: Self.fuzzPeer)
-        let directory = NSTemporaryDirectory() + "sluice-bad-input-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let directory = try Scratch.directory("sluice-bad-input-")
         try String(repeating: "k", count: 40).write(toFile: "\(directory)/hmac", atomically: true, encoding: .utf8)
         let sluice = try SluiceProcess(yaml: """
             admin: { address: "127.0.0.1:0" }

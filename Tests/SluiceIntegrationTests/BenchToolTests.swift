@@ -128,8 +128,7 @@ struct BenchToolTests {
 
     @Test("the floors answer: h1floor over HTTP/1.1, h2floor over h2 with a child channel per stream, on the connection's frames and on Sluice's own frame layer (with its checks and defences against real peers), and as a proxy through a keep-alive HTTP/1.1 backend on frames and on Sluice's layer (502 once it is gone, or when it does not answer in time)")
     func floors() async throws {
-        let directory = NSTemporaryDirectory() + "sluice-floors-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let directory = try Scratch.directory("sluice-floors-")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         try TestCertificateAuthority.write(serverName: "localhost", in: directory)
         let tls = ["--cert", "\(directory)/server.pem", "--key", "\(directory)/server-key.pem", "--duration", "60"]

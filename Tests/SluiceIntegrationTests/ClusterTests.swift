@@ -30,8 +30,7 @@ struct ClusterTests {
             }
             echo = try await PythonPeer(["backend", "echo"])
             http = try await PythonPeer(["http-backend", "one"])
-            directory = NSTemporaryDirectory() + "sluice-cluster-" + UUID().uuidString
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            directory = try Scratch.directory("sluice-cluster-")
             // SHA-512-crypt: fast to check, so twenty concurrent upgrades wait on Redis, not on hashing.
             try await AuthIntegrationTests.run("/usr/bin/env", ["python3", "-W", "ignore", "-c", """
                 import crypt
@@ -272,8 +271,7 @@ struct ClusterTests {
 
     @Test("rediss:// verified against a CA file, with the password from a file; a wrong password leaves the store down and on_store_failure decides")
     func tlsAndPassword() async throws {
-        let directory = NSTemporaryDirectory() + "sluice-redis-tls-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let directory = try Scratch.directory("sluice-redis-tls-")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         try TestCertificateAuthority.write(serverName: "localhost", in: directory)
         try "s3cret-redis-password\n".write(toFile: "\(directory)/redis-password", atomically: true, encoding: .utf8)

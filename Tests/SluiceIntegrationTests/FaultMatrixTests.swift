@@ -67,8 +67,7 @@ struct FaultMatrixTests {
         /// `closeTimeout` is the routes' close_timeout; a test that must act while a connection
         /// sits in closing takes a longer one, so a loaded machine cannot let it expire first.
         init(closeTimeout: Double = FaultMatrixTests.closeTimeout) async throws {
-            directory = NSTemporaryDirectory() + "sluice-faults-" + UUID().uuidString
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            directory = try Scratch.directory("sluice-faults-")
             try TestCertificateAuthority.write(serverName: "localhost", in: directory)
             log = "\(directory)/observed.jsonl"
             _ = FileManager.default.createFile(atPath: log, contents: nil)

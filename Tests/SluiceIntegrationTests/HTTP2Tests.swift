@@ -26,8 +26,7 @@ struct HTTP2Tests {
         /// `routes`: more routes, in the routes block's YAML, ahead of the catch-all demo;
         /// `engine`: the HTTP/2 layer both listeners serve with.
         init(http2: String = "", flood bytes: Int = 64 << 20, routes: String = "", engine: HTTP2Limits.HTTP2Engine = .wire) async throws {
-            let directory = NSTemporaryDirectory() + "sluice-h2-" + UUID().uuidString
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            let directory = try Scratch.directory("sluice-h2-")
             echo = try await PythonPeer(["backend", "echo"])
             flood = try await PythonPeer(["backend", "flood", "\(bytes)"])
             http = try await PythonPeer(["http-backend", "one"])

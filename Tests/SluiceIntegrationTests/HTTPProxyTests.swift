@@ -45,8 +45,7 @@ struct HTTPProxyTests {
 
     @Test("https backends: verified against a CA file with the configured name, refused (502) when the name does not match; rewrite_prefix; https all the way, chunked and kept alive")
     func httpsBackend() async throws {
-        let directory = NSTemporaryDirectory() + "sluice-https-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let directory = try Scratch.directory("sluice-https-")
         try TestCertificateAuthority.write(serverName: "app.test", in: directory)
         let backend = try await PythonPeer(["http-backend", "secure", "\(directory)/server.pem,\(directory)/server-key.pem"])
         let gateway = try await TestGateway(yaml: """
@@ -493,7 +492,7 @@ struct SockJSTests {
             executable: "/usr/bin/node", arguments: [PythonPeer.directory.appendingPathComponent("sockjs_server.js").path],
             environment: ["NODE_PATH": "/usr/share/nodejs"]
         )
-        let log = NSTemporaryDirectory() + "sluice-sockjs-\(UUID().uuidString).log"
+        let log = Scratch.path("sluice-sockjs-", suffix: ".log")
         defer { try? FileManager.default.removeItem(atPath: log) }
         let gateway = try await TestGateway(yaml: """
             access_log: \(log)

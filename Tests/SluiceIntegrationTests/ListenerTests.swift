@@ -9,8 +9,7 @@ import Testing
 struct ListenerTests {
     /// A TLS listener with certificates for a.test (default) and b.test, and a plain one.
     static func gateway() async throws -> TestGateway {
-        let directory = NSTemporaryDirectory() + "sluice-listener-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let directory = try Scratch.directory("sluice-listener-")
         for name in ["a", "b"] {
             let (certificate, key) = try DevCertificate.generate(names: ["\(name).test"])
             try certificate.write(toFile: "\(directory)/\(name).pem", atomically: true, encoding: .utf8)
@@ -109,7 +108,7 @@ struct ListenerTests {
 
     @Test("a WebSocket through the TLS listener reaches the built-in echo backend")
     func wssEcho() async throws {
-        let directory = NSTemporaryDirectory() + "sluice-wss-" + UUID().uuidString
+        let directory = Scratch.path("sluice-wss-")
         let gateway = try await TestGateway(yaml: """
             listeners:
               - name: tls

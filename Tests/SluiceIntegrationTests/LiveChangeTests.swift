@@ -12,7 +12,7 @@ struct LiveChangeTests {
     /// A directory with two certificates for `localhost` (`a/` and `b/`) and the one in use
     /// copied to `live.pem`/`live-key.pem`.
     static func certificates() throws -> String {
-        let directory = NSTemporaryDirectory() + "sluice-live-" + UUID().uuidString
+        let directory = Scratch.path("sluice-live-")
         for name in ["a", "b"] {
             try FileManager.default.createDirectory(atPath: "\(directory)/\(name)", withIntermediateDirectories: true)
             try TestCertificateAuthority.write(serverName: "localhost", in: "\(directory)/\(name)")
@@ -290,8 +290,7 @@ struct LiveChangeTests {
 
     @Test("SIGUSR1 reopens a rotated access log; sd_notify says READY, RELOADING and STOPPING")
     func logRotationAndNotify() async throws {
-        let directory = NSTemporaryDirectory() + "sluice-usr1-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let directory = try Scratch.directory("sluice-usr1-")
         let notifications = try NotifySocket(path: "\(directory)/notify")
         let sluice = try SluiceProcess(yaml: """
             access_log: \(directory)/access.jsonl

@@ -28,7 +28,7 @@ struct ProxyProtocolTests {
     static func setup(from: String = "127.0.0.1/32", extra: String = "") async throws -> (TestGateway, Peers, String) {
         let backend = try await PythonPeer(["http-backend", "one"])
         let echo = try await PythonPeer(["backend", "echo"])
-        let log = NSTemporaryDirectory() + "sluice-proxy-\(UUID().uuidString).log"
+        let log = Scratch.path("sluice-proxy-", suffix: ".log")
         let gateway = try await TestGateway(yaml: """
         admin: { address: 127.0.0.1:0 }
         access_log: \(log)
@@ -74,7 +74,7 @@ struct ProxyProtocolTests {
         let (gateway, backend, log) = try await Self.setup()
         defer { backend.stop() }
         let (v1, v2) = (LocalPort.free(), LocalPort.free())
-        let config = NSTemporaryDirectory() + "sluice-haproxy-\(UUID().uuidString).cfg"
+        let config = Scratch.path("sluice-haproxy-", suffix: ".cfg")
         try """
         global
             maxconn 1000

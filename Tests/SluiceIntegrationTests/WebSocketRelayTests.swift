@@ -118,8 +118,7 @@ struct WebSocketRelayTests {
 
     @Test("wss backends: verified against a CA file, skipped only when asked, refused when unverifiable")
     func wssBackends() async throws {
-        let directory = NSTemporaryDirectory() + "sluice-wss-backend-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let directory = try Scratch.directory("sluice-wss-backend-")
         try TestCertificateAuthority.write(serverName: "backend.test", in: directory)
         let backend = try await PythonPeer(["backend", "echo-tls", "\(directory)/server.pem,\(directory)/server-key.pem"])
         let wss = "wss://127.0.0.1:\(backend.port)"

@@ -24,6 +24,7 @@ struct CertificateStoreTests {
     @Test("SNI picks the certificate by name; exact beats wildcard; unknown and absent get the default")
     func selection() throws {
         let directory = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
         let a = try Self.write(names: ["a.test"], in: directory, as: "a")
         let wildcard = try Self.write(names: ["*.b.test"], in: directory, as: "wild")
         let exact = try Self.write(names: ["x.b.test"], in: directory, as: "exact")
@@ -42,6 +43,7 @@ struct CertificateStoreTests {
     @Test("a key that does not match its certificate is refused, naming the key")
     func mismatchedKey() throws {
         let directory = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
         let first = try Self.write(names: ["a.test"], in: directory, as: "a")
         let second = try Self.write(names: ["b.test"], in: directory, as: "b")
         let mixed = CertificateConfiguration(certificateFile: first.certificateFile, keyFile: second.keyFile, configPath: "listeners[0].tls.certificates[0]")
@@ -56,6 +58,7 @@ struct CertificateStoreTests {
     @Test("a file that is not PEM is refused, naming the file")
     func notPEM() throws {
         let directory = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
         let good = try Self.write(names: ["a.test"], in: directory, as: "a")
         try "not a certificate".write(toFile: good.certificateFile, atomically: true, encoding: .utf8)
         #expect {
@@ -68,6 +71,7 @@ struct CertificateStoreTests {
     @Test("the dev certificate is generated once, with its key private")
     func devCertificate() throws {
         let directory = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
         var configuration = CertificateConfiguration(certificateFile: "\(directory)/dev.pem", keyFile: "\(directory)/sub/dev-key.pem")
         configuration.generateIfMissing = true
         #expect(try DevCertificate.generateIfMissing(configuration))

@@ -160,6 +160,7 @@ struct LifecycleTests {
     func referencedFiles() throws {
         let directory = NSTemporaryDirectory() + "sluice-files-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
         for name in ["a.pem", "a-key.pem"] { _ = FileManager.default.createFile(atPath: "\(directory)/\(name)", contents: Data("x".utf8)) }
         try "0123456789abcdef0123".write(toFile: "\(directory)/token", atomically: true, encoding: .utf8)
         let yaml = """

@@ -41,7 +41,7 @@ final class SluiceProcess: @unchecked Sendable {
         user: String? = nil, arguments: @escaping (String) -> [String] = { ["run", "--config", $0, "--log-level", "notice"] }
     ) throws {
         self.arguments = arguments
-        let directory = existing ?? NSTemporaryDirectory() + "sluice-process-" + UUID().uuidString
+        let directory = try existing ?? Scratch.directory("sluice-process-")
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let config = "\(directory)/sluice.yaml"
         configFile = config
