@@ -137,6 +137,11 @@ struct BackendHealthTests {
         let lone = Self.set(1) { $0.maxFails = 1 }
         lone.failed(0, reason: "refused", now: now)
         #expect(!lone.isSkipped(0, now: now + 1))
+        #expect(lone.candidates(attempts: 3, now: now + 1) == [0])
+        lone.drain(0)
+        #expect(lone.candidates(attempts: 3, now: now + 1) == [], "a lone backend draining is not tried")
+        lone.enable(0)
+        #expect(lone.candidates(attempts: 3, now: now + 1) == [0])
         let two = Self.set(2)
         two.drain(0)
         #expect(two.candidates(attempts: 2) == [1])
@@ -157,6 +162,10 @@ struct BackendHealthTests {
         set.checked(1, passed: true, latency: .zero, reason: "")
         #expect(set.candidates(attempts: 3) == [1], "the one up backend alone")
         #expect(set.view().map(\.state) == [.down, .up, .down])
+        let lone = Self.set(1, health: health)
+        lone.checked(0, passed: false, latency: .zero, reason: "status 503")
+        #expect(lone.view().map(\.state) == [.down])
+        #expect(lone.candidates(attempts: 3) == [0], "a lone backend down is tried all the same")
     }
 
     @Test("slow start: a backend back from ejection gets a reduced share that grows to its full share")

@@ -77,17 +77,17 @@ final class BackendSet: Sendable {
         var hashKey: [UInt8]?
     }
 
-    /// Up to `attempts` distinct backends in the order to try them, for one request or
-    /// connection and its retries; empty when every backend is draining.
     /// The order of a set with one backend, shared.
     private static let onlyBackend = [0]
 
+    /// Up to `attempts` distinct backends in the order to try them, for one request or
+    /// connection and its retries; empty when every backend is draining.
     func candidates(attempts: Int, pin: Pin = Pin(), now: Int64 = MonotonicClock.nanoseconds()) -> [Int] {
         let count = backends.count
         if count == 1 {
-            // One backend: nothing to order, and no array made per request.
-            let until = stats[0].until.load(ordering: .relaxed)
-            return until <= now || until != Self.drainingMark ? Self.onlyBackend : []
+            // One backend: nothing to order, and no array made per request. Down or ejected it
+            // is tried all the same (as below, when all are); draining, it is not.
+            return stats[0].until.load(ordering: .relaxed) == Self.drainingMark ? [] : Self.onlyBackend
         }
         var pool: [Int] = []
         pool.reserveCapacity(count)
