@@ -565,10 +565,11 @@ def path_auth_server():
 
 def http_backend(name, tls=None):
     """A plain HTTP/1.1 backend (Python's http.server) with one behaviour per path, for the
-    reverse-proxy tests. It counts the TCP connections it accepted (GET /stats)."""
+    reverse-proxy tests. It counts the TCP connections it accepted, the requests, and the
+    requests to a slow path it has begun (GET /stats)."""
     import http.server
     import hashlib
-    stats = {"connections": 0, "requests": 0}
+    stats = {"connections": 0, "requests": 0, "slow": 0}
     import threading
     acks = [threading.Event() for _ in range(4)]
 
@@ -681,6 +682,7 @@ def http_backend(name, tls=None):
                     self.wfile.write(b"0\r\n\r\n")
                 return
             if path.endswith("/slow"):
+                stats["slow"] += 1
                 time.sleep(3)
             if path.endswith("/pause"):
                 time.sleep(0.4)
