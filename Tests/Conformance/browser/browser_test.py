@@ -16,6 +16,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -67,7 +68,7 @@ async def run(url, protocol, page_url=None, expression="document.getElementById(
         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1, EXCLUDE [::1]",
         "--no-first-run", "--no-default-browser-check", "--disable-background-networking", "--window-size=1280,1000",
         page_url,
-    ], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         port_file = os.path.join(profile, "DevToolsActivePort")
         for _ in range(200):
@@ -92,9 +93,19 @@ async def run(url, protocol, page_url=None, expression="document.getElementById(
             await asyncio.sleep(0.2)
         return {"error": "no result in the page"}
     finally:
-        browser.kill()
+        # Chromium's own children (zygote, renderers) write into the profile too: the whole
+        # session goes, then the profile, again until nothing writes it back.
+        try:
+            os.killpg(browser.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         browser.wait()
-        shutil.rmtree(profile, ignore_errors=True)
+        deadline = time.time() + 5
+        while True:
+            shutil.rmtree(profile, ignore_errors=True)
+            if not os.path.exists(profile) or time.time() > deadline:
+                break
+            time.sleep(0.1)
 
 
 def demo(url):
