@@ -100,7 +100,7 @@ struct HTTP2CodecTests {
         together.write(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: .ok)), promise: nil)
         together.write(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: "ab"))), promise: nil)
         var bodyWritten = false
-        together.write(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: "cde")))).whenSuccess { bodyWritten = true }
+        together.write(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: "cde")))).assumeIsolated().whenSuccess { bodyWritten = true }
         try together.writeAndFlush(HTTPServerResponsePart.end(nil)).wait()
         #expect(bodyWritten, "the held body part's promise completes with the frame that carried it")
         var joined: [String] = []
@@ -189,7 +189,7 @@ struct HTTP2CodecTests {
             }
             #expect(codes.isEmpty && channel.isActive, "split \(split)")
             for start in stride(from: 0, to: calm.count, by: split) {
-                try? channel.writeOutbound(ByteBuffer(bytes: calm[start..<min(start + split, calm.count)]))
+                _ = try? channel.writeOutbound(ByteBuffer(bytes: calm[start..<min(start + split, calm.count)]))
             }
             #expect(codes == [0x0B], "split \(split)")
             #expect(!channel.isActive, "split \(split)")

@@ -99,7 +99,7 @@ struct HTTP2ConnectionPartsTests {
         try channel.pipeline.syncOperations.addHandler(counter)
         try channel.pipeline.syncOperations.addHandler(HTTP2FlushCoalescer())
         for text in ["one", "two", "three"] {
-            channel.pipeline.write(NIOAny(ByteBuffer(string: text)), promise: nil)
+            channel.pipeline.write(ByteBuffer(string: text), promise: nil)
             channel.pipeline.flush()
         }
         #expect(counter.flushes == 0)
@@ -110,7 +110,7 @@ struct HTTP2ConnectionPartsTests {
         #expect(try channel.readOutbound(as: ByteBuffer.self) == ByteBuffer(string: "two"))
         #expect(try channel.readOutbound(as: ByteBuffer.self) == ByteBuffer(string: "three"))
 
-        channel.pipeline.write(NIOAny(ByteBuffer(string: "last")), promise: nil)
+        channel.pipeline.write(ByteBuffer(string: "last"), promise: nil)
         channel.pipeline.flush()
         let written = channel.embeddedEventLoop.makePromise(of: Void.self)
         channel.pipeline.close(promise: written)

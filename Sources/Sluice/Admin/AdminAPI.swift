@@ -33,7 +33,8 @@ struct AdminAPI: Sendable {
         let isRead = head.method == .GET || head.method == .HEAD
 
         switch segments.first {
-        case nil, "dashboard" where segments.count == 1:
+        case nil,
+            "dashboard" where segments.count == 1:
             // The page holds no data; what it fetches needs the token.
             guard isRead else { return eventLoop.makeSucceededFuture(methodNotAllowed("GET, HEAD")) }
             var page = Response(status: .ok, contentType: "text/html; charset=utf-8", body: Array(DashboardPage.html.utf8))
@@ -47,8 +48,12 @@ struct AdminAPI: Sendable {
             let phase = gateway.phase
             let body = #"{"status":"\#(phase)","config_version":"\#(gateway.configurationVersion)"}"#
             return eventLoop.makeSucceededFuture(.json(phase == .ready ? .ok : .serviceUnavailable, body))
-        case "metrics" where segments.count == 1, "connections", "reload" where segments.count == 1, "drain" where segments.count == 1,
-            "backends" where segments.count == 1 || segments.count == 4, "overview" where segments.count == 1:
+        case "metrics" where segments.count == 1,
+            "connections",
+            "reload" where segments.count == 1,
+            "drain" where segments.count == 1,
+            "backends" where segments.count == 1 || segments.count == 4,
+            "overview" where segments.count == 1:
             if let refusal = authorize(head) { return eventLoop.makeSucceededFuture(refusal) }
         default:
             return eventLoop.makeSucceededFuture(.text(.notFound, "not found; try / (the dashboard), /overview, /metrics, /connections, /backends, /reload, /drain, /healthz or /readyz"))

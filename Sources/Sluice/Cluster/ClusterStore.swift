@@ -164,7 +164,7 @@ final class ClusterStore: @unchecked Sendable {
     /// Runs `body` on the store's event loop: at once when already there (one event loop for
     /// connections and store, as with `--event-loop-threads 1`), else as a task on it. A task
     /// would wait for the loop's next turn, which is what a handshake's tail latency is made of.
-    private func onLoop<T>(_ body: @escaping () -> EventLoopFuture<T>) -> EventLoopFuture<T> {
+    private func onLoop<T: Sendable>(_ body: @escaping @Sendable () -> EventLoopFuture<T>) -> EventLoopFuture<T> {
         eventLoop.inEventLoop ? body() : eventLoop.flatSubmit(body)
     }
 

@@ -60,7 +60,7 @@ struct ReloadService: Service {
     let signals: UnixSignalsSequence
 
     func run() async throws {
-        try await cancelWhenGracefulShutdown {
+        await cancelWhenGracefulShutdown {
             await withTaskGroup(of: Void.self) { tasks in
                 tasks.addTask { await handleSignals() }
                 tasks.addTask { await watchFiles() }

@@ -19,7 +19,7 @@ struct BackendObserver: Sendable {
     /// Sets the `up` gauge of every backend of `set` (at start, and at each scrape).
     func publish(_ set: BackendSet) {
         for (index, view) in set.view().enumerated() {
-            registry.makeGauge(name: "sluice_backend_up", labels: labels(set, index), help: "1 when the backend takes new connections (not down, ejected or draining).")
+            registry.namedGauge("sluice_backend_up", labels: labels(set, index), help: "1 when the backend takes new connections (not down, ejected or draining).")
                 .set(Int64(view.state == .up ? 1 : 0))
         }
     }
@@ -41,7 +41,7 @@ struct BackendObserver: Sendable {
     }
 
     func ejected(_ set: BackendSet, _ index: Int, for length: Duration, reason: String) {
-        registry.makeCounter(name: "sluice_backend_ejections_total", labels: labels(set, index), help: "Times passive health ejected the backend.").increment()
+        registry.namedCounter("sluice_backend_ejections_total", labels: labels(set, index), help: "Times passive health ejected the backend.").increment()
         publish(set)
         logger.warning("backend ejected", metadata: [
             "route": "\(set.routeName)", "backend": "\(set.backend(index).url)", "for": "\(length)", "reason": "\(reason)",
@@ -50,8 +50,8 @@ struct BackendObserver: Sendable {
 
     /// A request or upgrade was tried again on another backend, and why (`timeout`, `502`, …).
     func retried(_ set: BackendSet, _ index: Int, reason: String) {
-        registry.makeCounter(
-            name: "sluice_backend_retries_total", labels: labels(set, index) + [("reason", reason)],
+        registry.namedCounter(
+            "sluice_backend_retries_total", labels: labels(set, index) + [("reason", reason)],
             help: "Requests and upgrades tried again on another backend after this one failed before anything reached the client."
         ).increment()
     }

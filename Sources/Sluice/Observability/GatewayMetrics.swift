@@ -155,17 +155,17 @@ public final class GatewayMetrics: Sendable {
         for route in routes {
             let counts = route.limiter.counts
             let labels = [("route", route.name)]
-            registry.makeGauge(name: "sluice_limit_websockets", labels: labels, help: "WebSockets counted against the route's limits.")
+            registry.namedGauge("sluice_limit_websockets", labels: labels, help: "WebSockets counted against the route's limits.")
                 .set(Int64(counts.websockets))
-            registry.makeGauge(name: "sluice_limit_tracked", labels: labels + [("key", "address")], help: "Client addresses and users holding a count on the route.")
+            registry.namedGauge("sluice_limit_tracked", labels: labels + [("key", "address")], help: "Client addresses and users holding a count on the route.")
                 .set(Int64(counts.addresses))
-            registry.makeGauge(name: "sluice_limit_tracked", labels: labels + [("key", "user")], help: "Client addresses and users holding a count on the route.")
+            registry.namedGauge("sluice_limit_tracked", labels: labels + [("key", "user")], help: "Client addresses and users holding a count on the route.")
                 .set(Int64(counts.users))
         }
         if let connections {
-            registry.makeGauge(name: "sluice_limit_connections", labels: [], help: "TCP connections counted against limits.max_connections.")
+            registry.namedGauge("sluice_limit_connections", labels: [], help: "TCP connections counted against limits.max_connections.")
                 .set(Int64(connections.total))
-            registry.makeGauge(name: "sluice_limit_connection_addresses", labels: [], help: "Client addresses holding a count against limits.max_connections_per_ip.")
+            registry.namedGauge("sluice_limit_connection_addresses", labels: [], help: "Client addresses holding a count against limits.max_connections_per_ip.")
                 .set(Int64(connections.trackedAddresses))
         }
     }
@@ -184,7 +184,7 @@ public final class GatewayMetrics: Sendable {
 
     /// Whether the cluster store's connection to Redis is open: `sluice_cluster_store_up`.
     func clusterStoreUp(_ up: Bool) {
-        registry.makeGauge(name: "sluice_cluster_store_up", labels: [], help: "1 while the connection to the cluster's Redis is open.").set(Int64(up ? 1 : 0))
+        registry.namedGauge("sluice_cluster_store_up", labels: [], help: "1 while the connection to the cluster's Redis is open.").set(Int64(up ? 1 : 0))
     }
 
     /// A reload's result: `sluice_config_reloads_total{result="success"|"failure"}`.
@@ -195,16 +195,16 @@ public final class GatewayMetrics: Sendable {
     /// The configuration in force since `time` (seconds since the epoch): the time of the last
     /// successful load, and `sluice_config_info{version}` at 1 for it alone.
     func configurationLoaded(version: String, at time: Double) {
-        registry.makeGauge(name: "sluice_config_last_reload_success_timestamp_seconds", labels: [], help: "When the configuration in force was loaded.")
+        registry.namedGauge("sluice_config_last_reload_success_timestamp_seconds", labels: [], help: "When the configuration in force was loaded.")
             .set(time)
         let previous = loadedVersion.withLockedValue { old in
             defer { old = version }
             return old
         }
         if let previous, previous != version {
-            registry.makeGauge(name: "sluice_config_info", labels: [("version", previous)], help: "The configuration in force, by version.").set(Int64(0))
+            registry.namedGauge("sluice_config_info", labels: [("version", previous)], help: "The configuration in force, by version.").set(Int64(0))
         }
-        registry.makeGauge(name: "sluice_config_info", labels: [("version", version)], help: "The configuration in force, by version.").set(Int64(1))
+        registry.namedGauge("sluice_config_info", labels: [("version", version)], help: "The configuration in force, by version.").set(Int64(1))
     }
 
     private let loadedVersion = NIOLockedValueBox<String?>(nil)
@@ -285,4 +285,17 @@ final class ListenerMetrics: Sendable {
 extension RelaySide {
     /// The `direction` label of traffic read from this side.
     var trafficDirection: String { self == .downstream ? "client_to_backend" : "backend_to_client" }
+}
+
+extension PrometheusCollectorRegistry {
+    /// A gauge under its full name: the registry's descriptor joins its parts with underscores,
+    /// and a name given whole is one part.
+    func namedGauge(_ name: String, labels: [(String, String)], help: String) -> Prometheus.Gauge {
+        makeGauge(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help), labels: labels)
+    }
+
+    /// A counter under its full name (as `namedGauge`).
+    func namedCounter(_ name: String, labels: [(String, String)], help: String) -> Prometheus.Counter {
+        makeCounter(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help), labels: labels)
+    }
 }

@@ -72,7 +72,7 @@ enum HTTPWireFormat {
         out.writeInteger(UInt8(ascii: "0") + UInt8(head.status / 10 % 10))
         out.writeInteger(UInt8(ascii: "0") + UInt8(head.status % 10))
         out.writeStaticString(" ")
-        head.bytes.withUnsafeReadableBytes { raw in
+        _ = head.bytes.withUnsafeReadableBytes { raw in
             out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[head.reason]))
         }
         out.writeStaticString("\r\n")
