@@ -124,30 +124,12 @@ class Client:
             except OSError:
                 # The server closed while this peer was still sending (an attack ended in
                 # GOAWAY): its last frames may still be waiting to be read, so read them.
-                self.drain()
+                self.pump(lambda: False, timeout=5, send=False)
                 self.closed = True
 
-    def drain(self, timeout=5):
-        """Reads what the server sent before it closed, without sending anything."""
-        deadline = time.time() + timeout
-        while not self.closed and time.time() < deadline:
-            self.sock.settimeout(max(0.01, min(0.2, deadline - time.time())))
-            try:
-                chunk = self.sock.recv(65536)
-            except socket.timeout:
-                continue
-            except (OSError, ssl.SSLError):
-                break
-            if not chunk:
-                break
-            try:
-                events = self.conn.receive_data(chunk)
-            except h2.exceptions.ProtocolError:
-                break
-            for event in events:
-                self.handle(event)
-
-    def pump(self, until, timeout=10):
+    def pump(self, until, timeout=10, send=True):
+        """Reads and handles frames until `until()`, the close, or `timeout`; answers what the
+        frames ask for (`send`), unless the connection can no longer be written."""
         deadline = time.time() + timeout
         while not until() and not self.closed and time.time() < deadline:
             self.sock.settimeout(max(0.01, min(0.2, deadline - time.time())))
@@ -169,7 +151,8 @@ class Client:
                 break
             for event in events:
                 self.handle(event)
-            self.flush()
+            if send:
+                self.flush()
         return until()
 
     def handle(self, event):
@@ -412,7 +395,9 @@ class H2Socket:
     def send(self, data):
         self.client.send(self.stream, data)
 
-    def pump(self, until, timeout=10):
+    def pump(self, until, timeout=10, send=True):
+        """Reads and handles frames until `until()`, the close, or `timeout`; answers what the
+        frames ask for (`send`), unless the connection can no longer be written."""
         client, stream = self.client, self.stream
         client.pump(lambda: until(client.frames(stream, self.received)) or stream in client.resets or stream in client.ended, timeout=timeout)
         return self.received
@@ -454,7 +439,9 @@ class H1Socket:
         except OSError:
             self.closed = True
 
-    def pump(self, until, timeout=10):
+    def pump(self, until, timeout=10, send=True):
+        """Reads and handles frames until `until()`, the close, or `timeout`; answers what the
+        frames ask for (`send`), unless the connection can no longer be written."""
         deadline = time.time() + timeout
         while True:
             frames, self.buffer = parse_frames(self.buffer)
