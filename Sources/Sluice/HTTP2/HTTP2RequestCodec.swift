@@ -88,18 +88,23 @@ final class HTTP2RequestCodec: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// The request head in HTTP/1 terms.
     static func requestHead(_ fields: HPACKHeaders, endStream: Bool) -> HTTP2RequestHead {
+        requestHead(fields.map { ($0.name, $0.value) }, endStream: endStream)
+    }
+
+    /// `fields` as decoded (pseudo-header fields included) becomes the request's header list
+    /// itself: the pseudo-header fields are taken out in place and the cookie crumbs joined
+    /// into the first (RFC 9113 §8.2.3), so the list is not copied.
+    static func requestHead(_ fields: consuming [(String, String)], endStream: Bool) -> HTTP2RequestHead {
         var method = ""
         var path: String?
         var authority: String?
         var extendedConnect: String?
-        // A list made into `HTTPHeaders` at the end: `HTTPHeaders.add` scans each name for
-        // non-ASCII bytes, which a field that passed HPACK and the field checks cannot have.
-        var list: [(String, String)] = []
-        // The pseudo-headers (at least three) are not copied: room for the rest and a joined cookie.
-        list.reserveCapacity(max(fields.count - 2, 1))
-        var cookies: [String] = []
         var hostField: String?
-        for (name, value, _) in fields {
+        var list = fields
+        var kept = 0
+        var firstCookie: Int?
+        for index in list.indices {
+            let (name, value) = list[index]
             if name.utf8.first == UInt8(ascii: ":") {
                 switch name {
                 case ":method": method = value
@@ -108,14 +113,21 @@ final class HTTP2RequestCodec: ChannelDuplexHandler, RemovableChannelHandler {
                 case ":protocol": extendedConnect = value
                 default: break  // :scheme
                 }
-            } else if name == "cookie" {
-                cookies.append(value)
-            } else {
-                if name == "host" { hostField = hostField ?? value }
-                list.append((name, value))
+                continue
             }
+            if name == "cookie" {
+                if let firstCookie {
+                    list[firstCookie].1 += "; " + value
+                    continue
+                }
+                firstCookie = kept
+            } else if name == "host" {
+                hostField = hostField ?? value
+            }
+            if kept != index { list.swapAt(kept, index) }
+            kept += 1
         }
-        if !cookies.isEmpty { list.append(("cookie", cookies.joined(separator: "; "))) }
+        list.removeLast(list.count - kept)
         let headers = HTTPHeaders(list)
         var framing = RequestFraming.read(headers)
         // HTTP/2 frames the body itself: a body of no declared length is sent to the backend in

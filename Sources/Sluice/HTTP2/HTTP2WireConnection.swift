@@ -132,8 +132,9 @@ final class HTTP2WireConnection: ChannelInboundHandler, RemovableChannelHandler 
         context.fireChannelReadComplete()
     }
 
-    private func handle(_ event: HTTP2WireSession.Event) {
-        switch event {
+    private func handle(_ event: consuming HTTP2WireSession.Event) {
+        // Consumed: a request's field list is taken over by its head, not copied.
+        switch consume event {
         case .request(let id, let fields, let endStream):
             // (A stream opened after Sluice's GOAWAY never comes here: the session refuses it.)
             let stream = HTTP2WireStream(id: id, connection: self)

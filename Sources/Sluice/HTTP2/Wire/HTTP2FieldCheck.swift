@@ -1,5 +1,3 @@
-import NIOHPACK
-
 /// The checks RFC 9113 §8 makes of a request's decoded fields before anything reads them, and
 /// RFC 8441 §4's for extended CONNECT: field names lowercase tokens (what HTTP/1.1 backends can
 /// be sent, and what NIOHTTP2 checks), values free of NUL, CR and LF and of whitespace at either end, pseudo-header fields
@@ -9,14 +7,14 @@ import NIOHPACK
 /// today, for the HTTP/2 layer of its own (`docs/architecture.md`).
 package enum HTTP2FieldCheck {
     /// Why a request's fields are malformed, or nil.
-    package static func request(_ fields: HPACKHeaders, stream: UInt32, extendedConnect: Bool = true) -> HTTP2WireError? {
+    package static func request(_ fields: [(String, String)], stream: UInt32, extendedConnect: Bool = true) -> HTTP2WireError? {
         var method: String?
         var scheme: String?
         var path: String?
         var authority = false
         var `protocol` = false
         var regularSeen = false
-        for (name, value, _) in fields {
+        for (name, value) in fields {
             if name.utf8.first == UInt8(ascii: ":") {
                 if regularSeen { return malformed(stream, "pseudo-header field \(name) after a regular field") }
                 switch name {
@@ -67,8 +65,8 @@ package enum HTTP2FieldCheck {
 
     /// Why a trailer section's fields are malformed, or nil: no pseudo-header fields, and the
     /// rules on every field.
-    package static func trailers(_ fields: HPACKHeaders, stream: UInt32) -> HTTP2WireError? {
-        for (name, value, _) in fields {
+    package static func trailers(_ fields: [(String, String)], stream: UInt32) -> HTTP2WireError? {
+        for (name, value) in fields {
             if name.utf8.first == UInt8(ascii: ":") { return malformed(stream, "pseudo-header field \(name) in trailers") }
             if let problem = regularProblem(name: name, value: value) { return malformed(stream, problem) }
         }

@@ -15,8 +15,8 @@ import SluiceConfig
 package struct HTTP2WireSession {
     /// What a stream's owner acts on.
     package enum Event {
-        /// A new stream's request, its fields checked.
-        case request(stream: UInt32, fields: HPACKHeaders, endStream: Bool)
+        /// A new stream's request, its fields checked (pseudo-header fields first).
+        case request(stream: UInt32, fields: [(String, String)], endStream: Bool)
         case data(stream: UInt32, payload: ByteBuffer, endStream: Bool)
         /// The request's trailers (checked, then dropped, as on HTTP/1): its end.
         case trailers(stream: UInt32)
@@ -30,7 +30,7 @@ package struct HTTP2WireSession {
 
     private var reader: HTTP2FrameReader
     package private(set) var state: HTTP2ConnectionState
-    private var decoder: HPACKDecoder
+    private var decoder: HPACKFieldDecoder
     private var encoder = HPACKEncoder(allocator: .init())
     private var resets: HTTP2RateGuard
     private var controlFrames: HTTP2RateGuard
@@ -45,7 +45,7 @@ package struct HTTP2WireSession {
         var settings = HTTP2ConnectionState.Settings(limits)
         settings.extendedConnect = extendedConnect
         state = HTTP2ConnectionState(settings: settings)
-        decoder = HPACKDecoder(allocator: allocator, maxDynamicTableSize: HPACKDecoder.maxDynamicTableSize, maxHeaderListSize: limits.maxHeaderListSize)
+        decoder = HPACKFieldDecoder(maxListSize: limits.maxHeaderListSize)
         resets = .resets(limits)
         controlFrames = .controlFrames(limits)
         self.extendedConnect = extendedConnect
@@ -130,14 +130,8 @@ package struct HTTP2WireSession {
         }
     }
 
-    private mutating func decode(_ block: ByteBuffer) throws(HTTP2WireError) -> HPACKHeaders {
-        var block = block
-        do {
-            return try decoder.decodeHeaders(from: &block)
-        } catch {
-            // HPACK's table is shared by the whole connection: a block it cannot read ends it.
-            throw .connection(.compressionError, "header block: \(error)")
-        }
+    private mutating func decode(_ block: ByteBuffer) throws(HTTP2WireError) -> [(String, String)] {
+        try decoder.decode(block)
     }
 
     /// RST_STREAM for a stream error; the stream is closed. Too many of them end the connection.
