@@ -174,12 +174,11 @@ final class HTTP2StreamHandler<Sink: HTTP2StreamSink>: ChannelDuplexHandler, Rem
             case .demoPage:
                 respond(context: context, DemoPage.answer, omitBody: isHead)
             case .proxy:
-                let answer = RequestAnswer.proxy(screened, admissionRequest)
                 guard Admission.waits(screened, cluster: services.cluster) else {
                     beginExchange(context: context, screened, admissionRequest, identity: nil)
                     return
                 }
-                authorize(context: context, answer, screened, admissionRequest)
+                authorize(context: context, .proxy(screened, admissionRequest), screened, admissionRequest)
             case .upgrade(let upgrade):
                 guard Admission.waits(screened, cluster: services.cluster) else {
                     admit(context: context, screened, upgrade: upgrade, head: head.head, identity: nil)

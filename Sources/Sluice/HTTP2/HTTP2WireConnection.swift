@@ -331,12 +331,24 @@ final class HTTP2WireConnection: ChannelInboundHandler, RemovableChannelHandler 
 
     private func flush() {
         guard let context, session.outbound.readableBytes > 0 else { return }
-        context.writeAndFlush(wrapOutboundOut(takeOutbound()), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(session.outbound), promise: nil)
+        // TLS has copied the bytes by now (and a socket written them, when it could): the
+        // buffer is the session's alone again and is reused. One still held (a handshake not
+        // done, a socket not writable) is left to its holder and a new one made; one grown
+        // past the first size by a large answer is not kept on a connection that may idle.
+        if session.outbound.capacity > Self.outboundCapacity {
+            session.outbound = allocator.buffer(capacity: Self.outboundCapacity)
+        } else {
+            session.outbound.clear()
+        }
     }
+
+    /// What the frames to send are written into, kept for the connection's life.
+    static let outboundCapacity = 4096
 
     private func takeOutbound() -> ByteBuffer {
         let bytes = session.outbound
-        session.outbound = allocator.buffer(capacity: 4096)
+        session.outbound = allocator.buffer(capacity: Self.outboundCapacity)
         return bytes
     }
 }
