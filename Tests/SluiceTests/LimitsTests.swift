@@ -81,6 +81,24 @@ struct LimitsUnitTests {
         #expect(state.isIdle, "requests hold no connection count")
     }
 
+    @Test("a reload that adds a request rate to a route applies it at once; one that removes it lets requests through")
+    func requestRateByReload() {
+        let limiter = RouteLimiter(limits: RouteLimits())
+        for _ in 0..<5 { #expect(limiter.admitRequest(ip: a) == nil) }
+        var limited = RouteLimits()
+        limited.requestRatePerIP = RateLimit(perSecond: 0.001, burst: 1)
+        limiter.update(limited)
+        #expect(limiter.admitRequest(ip: a) == nil)
+        #expect(limiter.admitRequest(ip: a) == .requestRatePerIP(retryAfter: 1000))
+        var total = RouteLimits()
+        total.requestRate = RateLimit(perSecond: 0.001, burst: 1)
+        limiter.update(total)
+        #expect(limiter.admitRequest(ip: b) == nil)
+        #expect(limiter.admitRequest(ip: a) == .requestRate(retryAfter: 1000))
+        limiter.update(RouteLimits())
+        #expect(limiter.admitRequest(ip: a) == nil)
+    }
+
     @Test("a lease counts out once however many paths release it")
     func leaseOnce() {
         var limits = RouteLimits()

@@ -192,7 +192,8 @@ final class HTTP2StreamHandler<Sink: HTTP2StreamSink>: ChannelDuplexHandler, Rem
     private func record(of head: HTTP2RequestHead) -> RequestRecord {
         RequestRecord(
             method: head.head.method.rawValue, uri: head.head.uri, client: connection.admission.peer,
-            userAgent: services.accessLog.isEnabled ? head.head.headers.first(name: "user-agent") : nil, startedAt: .now(), version: "HTTP/2"
+            userAgent: services.accessLog.isEnabled ? head.head.headers.first(name: "user-agent") : nil,
+            startedAt: context?.wireStream?.openedAt ?? .now(), version: "HTTP/2"
         )
     }
 

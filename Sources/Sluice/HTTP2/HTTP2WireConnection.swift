@@ -116,7 +116,7 @@ final class HTTP2WireConnection: ChannelInboundHandler, RemovableChannelHandler 
         let now = NIODeadline.now()
         do {
             while let event = try session.next(now: now) {
-                handle(event)
+                handle(event, now: now)
                 guard !closing else { return }
             }
         } catch {
@@ -132,12 +132,12 @@ final class HTTP2WireConnection: ChannelInboundHandler, RemovableChannelHandler 
         context.fireChannelReadComplete()
     }
 
-    private func handle(_ event: consuming HTTP2WireSession.Event) {
+    private func handle(_ event: consuming HTTP2WireSession.Event, now: NIODeadline) {
         // Consumed: a request's field list is taken over by its head, not copied.
         switch consume event {
         case .request(let id, let fields, let endStream):
             // (A stream opened after Sluice's GOAWAY never comes here: the session refuses it.)
-            let stream = HTTP2WireStream(id: id, connection: self)
+            let stream = HTTP2WireStream(id: id, connection: self, openedAt: now)
             stream.attach(HTTP2StreamHandler(connection: shared, sink: stream))
             streams[id] = stream
             idleSince = nil

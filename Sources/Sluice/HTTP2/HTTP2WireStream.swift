@@ -61,9 +61,13 @@ final class HTTP2WireStream: HTTP2StreamSink {
     /// Resets the stream if the client does not end its side after Sluice ended its own.
     private var lingerTimer: Scheduled<Void>?
 
-    init(id: UInt32, connection: HTTP2WireConnection) {
+    /// When the read that opened the stream began: the request's start in its access-log line.
+    let openedAt: NIODeadline
+
+    init(id: UInt32, connection: HTTP2WireConnection, openedAt: NIODeadline = .now()) {
         self.id = id
         self.connection = connection
+        self.openedAt = openedAt
     }
 
     func attach(_ handler: HTTP2StreamHandler<HTTP2WireStream>) {

@@ -124,15 +124,24 @@ struct RouteAdmissionState {
 /// One route's admission control, shared by every listener and event loop.
 final class RouteLimiter: Sendable {
     private let state: NIOLockedValueBox<RouteAdmissionState>
+    /// The route limits plain requests by rate (in all or per address): without it a request
+    /// takes neither the lock nor the time.
+    private let requestRateLimited: Synchronization.Atomic<Bool>
 
     init(limits: RouteLimits) {
         state = NIOLockedValueBox(RouteAdmissionState(limits: limits, now: MonotonicClock.nanoseconds()))
+        requestRateLimited = Synchronization.Atomic(Self.limitsRequestRate(limits))
+    }
+
+    private static func limitsRequestRate(_ limits: RouteLimits) -> Bool {
+        limits.requestRate != nil || limits.requestRatePerIP != nil
     }
 
     /// A reload changed the route's limits; live counts and buckets carry on.
     func update(_ limits: RouteLimits) {
         let now = MonotonicClock.nanoseconds()
         state.withLockedValue { $0.update(limits, now: now) }
+        requestRateLimited.store(Self.limitsRequestRate(limits), ordering: .releasing)
     }
 
     /// Admits one WebSocket; the lease must be released when the connection ends (exactly once;
@@ -147,6 +156,7 @@ final class RouteLimiter: Sendable {
 
     /// Checks a plain request against the route's request-rate buckets.
     func admitRequest(ip: IPAddress) -> LimitRejection? {
+        guard requestRateLimited.load(ordering: .acquiring) else { return nil }
         let now = MonotonicClock.nanoseconds()
         return state.withLockedValue { $0.admitRequest(ip: ip, now: now) }
     }

@@ -33,7 +33,7 @@ struct BackendAttempts {
         case .user: pin.hashKey = user.map { Array($0.utf8) }
         case nil: break
         }
-        candidates = backends.candidates(attempts: attempts, pin: pin)
+        candidates = backends.candidates(attempts: attempts, pin: pin, now: Int64(clamping: now.uptimeNanoseconds))
     }
 
     /// The next backend to try, or `nil` when every candidate has been.
