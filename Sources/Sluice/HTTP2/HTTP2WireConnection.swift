@@ -23,7 +23,7 @@ final class HTTP2WireConnection: ChannelInboundHandler, RemovableChannelHandler 
     private let shared: HTTP2Connection
     private let idleTimeout: TimeAmount
     private var session: HTTP2WireSession
-    private var streams: [UInt32: HTTP2WireStream] = [:]
+    private var streams = HTTP2StreamTable<HTTP2WireStream>()
     private var context: ChannelHandlerContext?
     let eventLoop: any EventLoop
     let allocator: ByteBufferAllocator
@@ -73,8 +73,8 @@ final class HTTP2WireConnection: ChannelInboundHandler, RemovableChannelHandler 
         closing = true
         idleTimer.cancel()
         shared.watchdog.close()
-        let open = streams.values
-        streams = [:]
+        let open = streams.allValues
+        streams.removeAll()
         for stream in open { stream.close() }
         self.context = nil
         context.fireChannelInactive()
@@ -90,7 +90,7 @@ final class HTTP2WireConnection: ChannelInboundHandler, RemovableChannelHandler 
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         channelWritable = context.channel.isWritable
-        for stream in Array(streams.values) {
+        for stream in streams.allValues {
             if channelWritable {
                 stream.windowOpened()
             } else {
@@ -160,12 +160,13 @@ final class HTTP2WireConnection: ChannelInboundHandler, RemovableChannelHandler 
             touch(stream)
             settle(stream)
         case .reset(let id):
-            guard let stream = streams.removeValue(forKey: id) else { return }
+            guard let stream = streams[id] else { return }
+            streams[id] = nil
             stream.close()
             afterStreamEnded()
         case .windowOpened(let id):
             if id == 0 {
-                for stream in Array(streams.values) { stream.windowOpened() }
+                for stream in streams.allValues { stream.windowOpened() }
             } else {
                 streams[id]?.windowOpened()
             }

@@ -223,8 +223,7 @@ final class HTTP2WireStream: HTTP2StreamSink {
     /// Writes what the windows allow: the head, DATA, the end.
     func send() {
         guard !closed, !answerEnded else { return }
-        if let head = pendingHead {
-            pendingHead = nil
+        if let head = pendingHead.take() {
             let ends = endQueued && queued == nil
             guard connection.sendResponseHead(head, on: self, endStream: ends) else { return }
             if ends {

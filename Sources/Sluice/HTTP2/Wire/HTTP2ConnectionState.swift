@@ -94,7 +94,7 @@ package struct HTTP2ConnectionState: Sendable {
     }
 
     package let settings: Settings
-    private var streams: [UInt32: Stream] = [:]
+    private var streams = HTTP2StreamTable<Stream>()
     /// The highest stream the client opened (or tried to): any below it not in `streams` is closed.
     package private(set) var highestStream: UInt32 = 0
     /// Streams Sluice reset or refused lately, whose late frames are ignored (§5.1, "closed").
@@ -159,7 +159,10 @@ package struct HTTP2ConnectionState: Sendable {
         case .priority:
             return .none
         case .resetStream(let stream, let code):
-            if streams.removeValue(forKey: stream) != nil { return .reset(stream: stream, code: code) }
+            if streams[stream] != nil {
+                streams[stream] = nil
+                return .reset(stream: stream, code: code)
+            }
             if stream > highestStream { throw .connection(.protocolError, "RST_STREAM on idle stream \(stream)") }
             return .none
         case .settings(let list):
@@ -305,7 +308,8 @@ package struct HTTP2ConnectionState: Sendable {
             switch setting.identifier {
             case HTTP2WireSetting.initialWindowSize:
                 let delta = Int(setting.value) - peerInitialWindow
-                for (id, var stream) in streams {
+                for id in streams.keys {
+                    guard var stream = streams[id] else { continue }
                     guard stream.sendWindow + delta <= Self.maxWindow else {
                         throw .connection(.flowControlError, "SETTINGS_INITIAL_WINDOW_SIZE takes stream \(id)'s window past 2^31-1")
                     }
@@ -351,19 +355,18 @@ package struct HTTP2ConnectionState: Sendable {
 
     /// Sluice sends `bytes` of DATA on `stream` (at most `sendable(on:)`).
     package mutating func sentData(on stream: UInt32, bytes: Int, endStream: Bool) {
-        // One lookup: this runs for every DATA frame.
-        guard let index = streams.index(forKey: stream) else {
+        guard var existing = streams[stream] else {
             precondition(bytes == 0, "DATA past the send window")
             return
         }
-        let existing = streams.values[index]
         precondition(bytes == 0 || (existing.state != .halfClosedLocal && bytes <= min(existing.sendWindow, connectionSendWindow)), "DATA past the send window")
         connectionSendWindow -= bytes
         if endStream && existing.state == .halfClosedRemote {
-            streams.remove(at: index)
+            streams[stream] = nil
         } else {
-            streams.values[index].sendWindow -= bytes
-            if endStream { streams.values[index].state = .halfClosedLocal }
+            existing.sendWindow -= bytes
+            if endStream { existing.state = .halfClosedLocal }
+            streams[stream] = existing
         }
     }
 

@@ -164,6 +164,7 @@ package struct HTTP2WireSession {
     /// An answer's head on `stream`, its header block written by `block` (`HTTP2ResponseBlock`,
     /// which needs no HPACK state); false when the stream can take no header block (it was
     /// reset, or its answer has ended).
+    @inline(__always)
     package mutating func sendResponseHead(on stream: UInt32, endStream: Bool, block: (inout ByteBuffer) -> Void) -> Bool {
         guard state.canSend(on: stream) else { return false }
         HTTP2FrameWriter.headers(stream: stream, endStream: endStream, maxFrameSize: state.peerMaxFrameSize, to: &outbound, encode: block)
