@@ -648,6 +648,18 @@ def scenario_ping_flood(host, port, options):
 
 
 def scenario_streams(host, port, options):
+    # A connection whose first stream came after the listener's idle timeout (a machine busy
+    # enough to stall this peer) gets the idle GOAWAY before any stream: that is the idle
+    # defence, not the stream cap under test, so such a run is made again on a new connection.
+    for _ in range(3):
+        result = streams_once(host, port, options)
+        goaway = result["goaway"]
+        if not (goaway and goaway["error"] == 0 and goaway["last_stream"] == 0 and result["answered"] == 0):
+            break
+    return result
+
+
+def streams_once(host, port, options):
     client = Client(host, port, tls=options.get("tls", True))
     client.pump(lambda: 3 in client.remote_settings)
     advertised = client.remote_settings.get(3)
