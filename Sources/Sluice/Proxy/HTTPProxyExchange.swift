@@ -228,7 +228,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         connection.handler.delegate = self
         connection.handler.paused = !client.responseWritable
         connection.handler.expectResponse(toHEAD: request.head.method == .HEAD)
-        connection.handler.write(upstreamHead(for: backends.backend(index)))
+        connection.handler.writeRequestHead(upstreamHead(for: backends.backend(index), in: connection.handler.requestHeadBuffer()))
         for part in pending { connection.handler.write(part) }
         pending = []
         pendingBytes = 0
@@ -243,8 +243,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
 
     /// The request as the backend sees it: end-to-end headers only, Sluice's identity and
     /// forwarding headers, and framing Sluice chose.
-    private func upstreamHead(for backend: Backend) -> ByteBuffer {
-        var head = client.responseAllocator.buffer(capacity: 512)
+    private func upstreamHead(for backend: Backend, in head: consuming ByteBuffer) -> ByteBuffer {
         head.writeRequestLine(request.head.method, backend.target(for: request.target))
         UpstreamHead.forEachField(route: route, headers: request.head.headers, client: request.client, identity: request.identity, backend: backend) {
             head.writeField($0, $1)

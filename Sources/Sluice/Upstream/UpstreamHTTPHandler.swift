@@ -59,6 +59,29 @@ final class UpstreamHTTPHandler: ChannelDuplexHandler, @unchecked Sendable {
     private var context: ChannelHandlerContext?
     private var parser = UpstreamResponseParser()
 
+    /// The buffer the last request head went out in, kept for the next request on this
+    /// connection: by then the socket has taken its bytes, so its storage is reused instead of
+    /// two allocations a request. One grown by a large head is not kept.
+    private var headBuffer: ByteBuffer?
+
+    /// An empty buffer to write the next request head in.
+    func requestHeadBuffer() -> ByteBuffer {
+        if var buffer = headBuffer.take() {
+            // Copies on write (allocates) only if the last head's write still holds it.
+            buffer.clear()
+            return buffer
+        }
+        return (context?.channel.allocator ?? ByteBufferAllocator()).buffer(capacity: Self.headCapacity)
+    }
+
+    static let headCapacity = 512
+
+    /// Writes a request head made in `requestHeadBuffer()`, and keeps its buffer for the next.
+    func writeRequestHead(_ head: ByteBuffer) {
+        if head.capacity <= 4 * Self.headCapacity { headBuffer = head }
+        write(head)
+    }
+
     /// Request bytes, written from this handler's place at the end of the pipeline (a write to
     /// the channel would enter at its tail and pass through this handler first).
     func write(_ bytes: ByteBuffer) {
