@@ -168,8 +168,7 @@ final class HTTP2RequestCodec: ChannelDuplexHandler, RemovableChannelHandler {
             pendingData = (buffer, promise)
         case .end(let trailers):
             responseEnded = true
-            if let head = pendingHead, trailers == nil {
-                pendingHead = nil
+            if trailers == nil, let head = pendingHead.take() {
                 context.write(wrapOutboundOut(.headers(.init(headers: head, endStream: true))), promise: promise)
             } else if let trailers {
                 writePendingHead(context)
@@ -223,8 +222,7 @@ final class HTTP2RequestCodec: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func writePendingHead(_ context: ChannelHandlerContext) {
-        guard let head = pendingHead else { return }
-        pendingHead = nil
+        guard let head = pendingHead.take() else { return }
         context.write(wrapOutboundOut(.headers(.init(headers: head))), promise: nil)
     }
 

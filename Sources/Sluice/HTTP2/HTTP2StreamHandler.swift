@@ -71,9 +71,8 @@ final class HTTP2StreamHandler<Sink: HTTP2StreamSink>: ChannelDuplexHandler, Rem
         case .proxying(let exchange): exchange.cancel()
         default: break
         }
-        if let request {
+        if let request = request.take() {
             // The client reset the stream before its answer.
-            self.request = nil
             request.write(to: services.accessLog, listener: connection.configuration.listener, status: HTTPResponseStatus(statusCode: 499), bytes: 0)
         }
         context = nil
@@ -388,8 +387,7 @@ final class HTTP2StreamHandler<Sink: HTTP2StreamSink>: ChannelDuplexHandler, Rem
 
     private func log(status: HTTPResponseStatus, bytes: Int) {
         connection.countRequest(route: request?.route, status: status.code)
-        guard let request else { return }
-        self.request = nil
+        guard let request = request.take() else { return }
         request.write(to: services.accessLog, listener: connection.configuration.listener, status: status, bytes: bytes)
     }
 

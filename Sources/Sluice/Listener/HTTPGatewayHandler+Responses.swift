@@ -16,8 +16,7 @@ extension HTTPGatewayHandler {
             lastRequestCounter = (route, status.code, counter)
             counter.increment()
         }
-        guard let request else { return }
-        self.request = nil
+        guard let request = request.take() else { return }
         request.write(to: services.accessLog, listener: configuration.listener, status: status, bytes: bytes)
     }
 

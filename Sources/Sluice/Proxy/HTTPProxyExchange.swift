@@ -448,8 +448,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
     }
 
     private func releaseConnection(reusable: Bool) {
-        guard let connection else { return }
-        self.connection = nil
+        guard let connection = connection.take() else { return }
         connection.handler.delegate = nil
         connection.handler.paused = false
         if let index = backendIndex {
