@@ -218,7 +218,7 @@ def render(results, options):
                   f"the same backend, nothing else): requests/s {ratio(rows['floor-proxy'], rows[best], 'rate'):.2f}×, "
                   f"CPU per request {median(rows['floor-proxy'], 'cpu_us'):.2f} µs, {ratio(rows['floor-proxy'], rows[best], 'cpu_us'):.2f}× "
                   f"the best peer's. **Without NIOHTTP2** (`floor-raw`, `floor-raw-proxy`: on Sluice's own HTTP/2 layer, "
-                  f"`Sources/Sluice/HTTP2/Wire`, with NIOHPACK for header blocks): CPU per request {median(rows['floor-raw'], 'cpu_us'):.2f} "
+                  f"`Sources/Sluice/HTTP2/Wire`, its HPACK decoder for requests): CPU per request {median(rows['floor-raw'], 'cpu_us'):.2f} "
                   f"µs answering, {median(rows['floor-raw-proxy'], 'cpu_us'):.2f} µs proxying; proxying requests/s "
                   f"{ratio(rows['floor-raw-proxy'], rows[best], 'rate'):.2f}× the best peer's.", ""]
     rows = results["ws"]

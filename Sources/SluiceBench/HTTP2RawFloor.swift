@@ -7,7 +7,7 @@ import SluiceConfig
 /// `h2floor --mode raw` and `--mode raw-proxy`: HTTP/2 read and written as bytes on the
 /// connection's own pipeline, with no NIOHTTP2, on the same `HTTP2WireSession` that serves a
 /// listener with `http2.engine: wire` (Sluice's frame reader and writer, connection state,
-/// field checks and defences, NIOHPACK for the header blocks), to know what Sluice's own HTTP/2
+/// field checks and defences, its HPACK decoder; NIOHPACK encodes the answers), to know what Sluice's own HTTP/2
 /// layer costs with nothing of the gateway above it. Every frame is checked, streams and both
 /// flow-control windows are kept (consumed request bodies are announced back), every request's
 /// and trailer section's fields are checked as RFC 9113 §8 requires, resets and control frames
