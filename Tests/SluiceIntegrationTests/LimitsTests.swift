@@ -155,8 +155,11 @@ struct LimitsTests {
         #expect(paths.values.reduce(0, +) == 2400, "\(paths)")
         // A loaded machine may fail a handful of client-side operations; never more than 1%.
         #expect((paths["error"] ?? 0) <= 24, "\(result)")
+        // Each way of ending is taken often enough to count. How often depends on the machine:
+        // 60 clients against a cap of 40 per address, so an unloaded machine refuses more of
+        // them (run alone, a path was taken 50-90 times; beside the other tests, over 100).
         for path in ["clean", "abort", "violation", "idle", "half-request", "backend-down"] {
-            #expect((paths[path] ?? 0) > 100, "path \(path) taken too rarely: \(result)")
+            #expect((paths[path] ?? 0) > 20, "path \(path) taken too rarely: \(result)")
         }
         // The point of the test: every count is back to zero, on every path.
         #expect(await gateway.eventually(.seconds(15)) {
