@@ -80,6 +80,8 @@ struct HTTP2StreamTableTests {
         var table = HTTP2StreamTable<Int>()
         table[5] = nil
         #expect(table.isEmpty && table[5] == nil)
+        table[1] = 1
+        #expect(table[0] == nil, "stream 0 is the connection, never a stream")
         for id in stride(from: UInt32(1), through: 401, by: 2) { table[id] = Int(id) }
         #expect(table.count == 201)
         #expect(stride(from: UInt32(1), through: 401, by: 2).allSatisfy { table[$0] == Int($0) })

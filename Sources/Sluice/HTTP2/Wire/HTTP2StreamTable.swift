@@ -34,8 +34,8 @@ struct HTTP2StreamTable<Value> {
 
     subscript(id: UInt32) -> Value? {
         get {
-            precondition(id != 0, "stream 0 is the connection")
-            guard count > 0 else { return nil }
+            // Stream 0 (the connection) is never in the table: a lookup of it finds nothing.
+            guard id != 0, count > 0 else { return nil }
             let (index, found) = slot(id)
             return found ? values[index] : nil
         }
