@@ -161,6 +161,30 @@ struct HTTP2Tests {
     }
 
     @Test(
+        "a stream reset while its backend is still answering: the answer is read and dropped, and the next request on the connection reuses that backend connection",
+        arguments: HTTP2Limits.HTTP2Engine.allCases
+    )
+    func cancelledStreamKeepsBackendConnection(engine: HTTP2Limits.HTTP2Engine) async throws {
+        let setup = try await Setup(engine: engine)
+        // The backend answers /brief 0.15 s after it has it; the client resets the stream once
+        // the backend has the request, and asks for the backend's connection count 1.5 s later
+        // (past the drain's 1 s bound), on the same h2 connection (so on the same event loop's pool).
+        let result = try await setup.h2("cancel-then-request", [
+            "path": "/app/brief", "ready": "http://127.0.0.1:\(setup.http.port)/stats", "ready_key": "brief", "wait": 1.5, "then": "/app/stats",
+        ])
+        let lines = setup.logLines("http")
+        await setup.stop()
+        #expect(result["first_status"] is NSNull, "\(result)")
+        #expect(result["status"] as? Int == 200, "\(result)")
+        let stats = try JSONSerialization.jsonObject(with: Data(((result["body"] as? String) ?? "").utf8)) as? [String: Any]
+        // The backend counts its connections; the peer's own reads of the count beside Sluice
+        // are in the last one it read before the reset.
+        let before = (result["ready"] as? [String: Any])?["connections"] as? Int
+        #expect(before != nil && stats?["connections"] as? Int == before, "the cancelled request's backend connection served the next one: \(result)")
+        #expect(lines.filter { ($0["path"] as? String) == "/app/brief" }.compactMap { $0["status"] as? Int } == [499], "\(lines)")
+    }
+
+    @Test(
         "timeouts per stream on one connection: two slow backends get 504s, a stalled response body is reset, a quick request beside them is answered, and the connection serves on",
         arguments: HTTP2Limits.HTTP2Engine.allCases
     )

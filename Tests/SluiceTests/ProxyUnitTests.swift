@@ -176,6 +176,48 @@ struct ProxyUnitTests {
         #expect(pool.takeIdle(backend, settings: settings, on: loop) == nil)
     }
 
+    @Test("a cancelled request's response is read and dropped: its connection goes back to the pool, unless it runs past the bounds or asks to close")
+    func drainAfterCancel() throws {
+        let loop = EmbeddedEventLoop()
+        let backend = try Self.plainBackend()
+        let settings = PoolSettings(maxIdle: 4, idleTimeout: 60_000_000_000, connectTimeout: .seconds(1))
+        let pool = UpstreamPool()
+        /// A connection whose request went out, left to a drain; `answer` is what the backend sends.
+        func drained(_ answer: String..., after wait: TimeAmount = .zero) throws -> UpstreamConnection {
+            let handler = UpstreamHTTPHandler()
+            let channel = EmbeddedChannel(handler: handler, loop: loop)
+            try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 8080)).wait()
+            let connection = UpstreamConnection(channel: channel, handler: handler)
+            handler.expectResponse(toHEAD: false)
+            UpstreamDrain.start(connection, head: nil, backend: backend, settings: settings, pool: pool)
+            loop.advanceTime(by: wait)
+            for part in answer where channel.isActive { try channel.writeInbound(ByteBuffer(string: part)) }
+            return connection
+        }
+
+        let small = try drained("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhe", "llo")
+        #expect(small.channel.isActive)
+        #expect(pool.takeIdle(backend, settings: settings, on: loop) === small, "a small answer read to its end: the connection is pooled")
+
+        let big = try drained("HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n", String(repeating: "x", count: UpstreamDrain.maxBytes + 1))
+        #expect(!big.channel.isActive, "more than maxBytes of an answer no one reads: closed")
+
+        let closing = try drained("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        #expect(pool.takeIdle(backend, settings: settings, on: loop) == nil, "an answer that closes its connection is not pooled")
+        #expect(!closing.channel.isActive)
+
+        let silent = try drained()
+        loop.advanceTime(by: UpstreamDrain.maxTime - .milliseconds(1))
+        #expect(silent.channel.isActive)
+        loop.advanceTime(by: .milliseconds(1))
+        #expect(!silent.channel.isActive, "a backend that does not answer within maxTime: closed")
+
+        let late = try drained("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", after: UpstreamDrain.maxTime)
+        #expect(!late.channel.isActive && pool.takeIdle(backend, settings: settings, on: loop) == nil)
+        #expect(small.channel.isActive)
+        pool.closeAll()
+    }
+
     @Test("names and tokens compare without ASCII case, and only letters fold")
     func caseInsensitiveBytes() {
         func equal(_ a: String, _ b: StaticString) -> Bool {

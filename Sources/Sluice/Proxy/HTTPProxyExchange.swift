@@ -178,11 +178,19 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         connection?.handler.paused = !writable
     }
 
-    /// The client went away.
+    /// The client went away. A request that went out whole leaves its response to be read
+    /// and dropped (`UpstreamDrain`), so the backend connection can serve another; any other
+    /// is closed.
     func cancel() {
         guard !finished else { return }
         finished = true
         cancelTimers()
+        if requestDone, !responseDone, times.pool.maxIdle > 0, let index = backendIndex, let connection = connection.take() {
+            backends.ended(index)
+            backendIndex = nil
+            UpstreamDrain.start(connection, head: responseHead, backend: backends.backend(index), settings: times.pool, pool: pool)
+            return
+        }
         releaseConnection(reusable: false)
     }
 

@@ -20,6 +20,8 @@ server must survive. Each prints one JSON object.
                                         HEADERS then {"count"} CONTINUATION frames
   h2_peer.py ping-flood HOST PORT JSON  {"count"} PINGs ({"kind": "settings"} for SETTINGS)
   h2_peer.py streams HOST PORT JSON     {"count"} requests left open ({"path"}): how many refused
+  h2_peer.py cancel-then-request HOST PORT JSON
+                                        a request reset in flight, then another on the connection
   h2_peer.py request HOST PORT JSON     one request {"method", "path", "headers", "body"}
                                         (outbound headers not validated: the peer may send what
                                         HTTP/2 forbids)
@@ -768,11 +770,44 @@ def scenario_vanish(host, port, options):
     return result
 
 
+def scenario_cancel_then_request(host, port, options):
+    """A request to {"path"} reset (CANCEL) once the backend has it (its {"ready"} URL answers
+    JSON whose {"ready_key"} is at least 1), then, {"wait"} seconds later, a request to {"then"}
+    on the same connection: both streams' outcomes, and the last answer of {"ready"}."""
+    client = Client(host, port, tls=options.get("tls", True))
+    client.pump(lambda: 3 in client.remote_settings)
+    scheme = "https" if client.tls else "http"
+
+    def request(path):
+        stream = client.conn.get_next_available_stream_id()
+        client.conn.send_headers(stream, [(":method", "GET"), (":scheme", scheme), (":path", path), (":authority", "localhost")],
+                                 end_stream=True)
+        client.flush()
+        return stream
+
+    first = request(options["path"])
+    deadline, ready = time.time() + 20, {}
+    while time.time() < deadline and ready.get(options["ready_key"], 0) < 1:
+        client.pump(lambda: False, timeout=0.02)
+        with urllib.request.urlopen(options["ready"], timeout=5) as answer:
+            ready = json.load(answer)
+    client.conn.reset_stream(first, error_code=8)
+    client.flush()
+    client.pump(lambda: False, timeout=options.get("wait", 1))
+    second = request(options["then"])
+    client.pump(lambda: second in client.ended or second in client.resets, timeout=10)
+    return {
+        "ready": ready, "first_status": client.status(first), "status": client.status(second),
+        "body": bytes(client.data.get(second, b"")).decode(errors="replace"), "goaway": client.goaway,
+    }
+
+
 SCENARIOS = {
     "ws": scenario_ws, "ws-many": scenario_ws_many, "reset-mid-message": scenario_reset_mid_message, "stall": scenario_stall,
     "goaway-watch": scenario_goaway_watch, "rapid-reset": scenario_rapid_reset, "continuation-flood": scenario_continuation_flood,
     "ping-flood": scenario_ping_flood, "streams": scenario_streams, "request": scenario_request,
     "sse-acked": scenario_sse_acked, "cases": scenario_cases, "vanish": scenario_vanish,
+    "cancel-then-request": scenario_cancel_then_request,
 }
 
 
