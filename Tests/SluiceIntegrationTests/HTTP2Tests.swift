@@ -597,8 +597,9 @@ struct HTTP2Tests {
         // Sluice closes it (up to 10 s: on a loaded machine the drain's GOAWAY can come later
         // than 2 s after the answer; the peer stops as soon as the connection is closed).
         async let answered = setup.h2("request", ["path": "/app/slow", "linger": 10])
-        // Until the backend has the request (a poll that fails is simply made again).
-        let inFlight = await setup.gateway.eventually {
+        // Until the backend has the request (a poll that fails is simply made again; on a
+        // loaded machine the peer's start and handshake alone have taken over 10 s).
+        let inFlight = await setup.gateway.eventually(.seconds(30)) {
             let slow = try? await Curl.run(["http://127.0.0.1:\(setup.http.port)/stats"]).json?["slow"] as? Int
             return (slow ?? 0) >= 1
         }

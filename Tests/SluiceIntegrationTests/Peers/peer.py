@@ -197,6 +197,8 @@ async def client(scenario, url, extra):
                 result["headers"] = {k.lower(): v for k, v in error.response.headers.raw_items()}
             return result
 
+        # Before the handshake: no timer of the gateway's for this connection started earlier.
+        began = time.monotonic()
         async with connect(url, **kwargs) as ws:
             result["subprotocol"] = ws.subprotocol
             result["extensions"] = [type(e).__name__ for e in ws.protocol.extensions]
@@ -236,6 +238,7 @@ async def client(scenario, url, extra):
                 except asyncio.TimeoutError:
                     result["timeout"] = True
                 result["elapsed"] = time.monotonic() - started
+                result["since_connect"] = time.monotonic() - began
                 rcvd = ws.protocol.close_rcvd
                 result["close_code"] = rcvd.code if rcvd else None
                 result["close_reason"] = rcvd.reason if rcvd else None
