@@ -6,7 +6,9 @@ usage: benchmarks/h2.py [--rounds 5] [--duration 5] [--results benchmarks/RESULT
 
 H2 requests: h2load (nghttp2) over TLS with ALPN h2, 10 connections with 1 and with 100 streams
 each, to a static nginx answering 64 bytes, through each proxy with keep-alive HTTP/1.1
-upstreams. RFC 8441: `sluice-bench load --http2` (one h2 connection per WebSocket, 50 of them,
+upstreams. Up to 1,000 requests are in flight, each on its own upstream connection: HAProxy keeps
+every idle one by default (`http-reuse always`, no `pool-max-conn`), so Sluice's pool is given the
+same room (`max_idle: 1024`); nginx's `keepalive 64` is the usual setting of its own. RFC 8441: `sluice-bench load --http2` (one h2 connection per WebSocket, 50 of them,
 64-byte messages, 16 in flight each) to the echo backend, through Sluice and through HAProxy
 (nginx has no RFC 8441), against `sluice-bench load` over HTTP/1.1 through the same proxy.
 Beside the proxies, NIO's own h2 floor: `sluice-bench h2floor`, answering by itself over TLS
@@ -114,7 +116,7 @@ routes:
   - name: app
     match: {{ path_prefix: / }}
     backends: ["http://127.0.0.1:{backend}"]
-    http: {{ pool: {{ max_idle: 64 }} }}
+    http: {{ pool: {{ max_idle: 1024 }} }}
 """)
             self.start(name, [os.path.join(BIN, "sluice"), "run", "--config", config, "--event-loop-threads", "1"], port)
         values = {"WORK": work, "BACKEND": backend, "ECHO": echo, "CERT": cert, "KEY": key, "PEM": pem, "WORKERS": 1}
