@@ -15,8 +15,9 @@ final class UpstreamDrain: UpstreamHTTPHandler.Delegate {
     /// The most of an abandoned response read to save its connection: small answers and the
     /// tail of a larger one; a download cut early is not worth reading on.
     static let maxBytes = 64 * 1024
-    /// The longest an abandoned response is waited for (its head included).
-    static let maxTime = TimeAmount.seconds(1)
+    /// The longest an abandoned response is waited for (its head included): a slow backend's
+    /// answer still saves its connection, one that hangs does not hold it longer than this.
+    static let maxTime = TimeAmount.seconds(5)
 
     private let connection: UpstreamConnection
     private let backend: Backend

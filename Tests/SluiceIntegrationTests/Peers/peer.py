@@ -569,10 +569,10 @@ def path_auth_server():
 def http_backend(name, tls=None):
     """A plain HTTP/1.1 backend (Python's http.server) with one behaviour per path, for the
     reverse-proxy tests. It counts the TCP connections it accepted, the requests, and the
-    requests to the slow and brief paths it has begun (GET /stats)."""
+    requests to the slow and delay paths it has begun (GET /stats)."""
     import http.server
     import hashlib
-    stats = {"connections": 0, "requests": 0, "slow": 0, "brief": 0}
+    stats = {"connections": 0, "requests": 0, "slow": 0, "delay": 0}
     import threading
     acks = [threading.Event() for _ in range(4)]
 
@@ -689,9 +689,9 @@ def http_backend(name, tls=None):
                 time.sleep(3)
             if path.endswith("/pause"):
                 time.sleep(0.4)
-            if path.endswith("/brief"):
-                stats["brief"] += 1
-                time.sleep(0.15)
+            if path.endswith("/delay"):
+                stats["delay"] += 1
+                time.sleep(float(self.path.split("s=")[1].split("&")[0]))
             if path.endswith("/stall"):
                 # A tenth of the promised body, then silence.
                 self.send_response(200)
