@@ -4,13 +4,15 @@ import NIOCore
 /// connection back to the pool.
 ///
 /// A client that cancels a request (an HTTP/2 stream reset, a browser leaving the page, a load
-/// generator stopping with streams in flight, an HTTP/1 client that goes away) leaves a backend
-/// connection in the middle of an exchange. Closed, it costs a close now and a connect (and, for
-/// an `https` backend, a handshake) for a later request: under load, a cancelled stream each
-/// became a fresh backend connection. The request has gone out whole, so the response is read
-/// and dropped here, within bounds: at most `maxBytes` of it and `maxTime`, else the connection
-/// is closed as before. What the backend says about keeping it (`Connection: close`, a body
-/// that runs until it closes, bytes after the response) decides as for any exchange.
+/// generator stopping with streams in flight, an HTTP/1 client closing its TLS connection)
+/// leaves a backend connection in the middle of an exchange. (On a plain HTTP/1 listener a
+/// client's close reads as a half-close: the exchange runs to its end and keeps its connection
+/// without this.) Closed, it costs a close now and a connect (and, for an `https` backend, a
+/// handshake) for a later request: under load, a cancelled stream each became a fresh backend
+/// connection. The request has gone out whole, so the response is read and dropped here, within
+/// bounds: at most `maxBytes` of it and `maxTime`, else the connection is closed as before. What
+/// the backend says about keeping it (`Connection: close`, a body that runs until it closes,
+/// bytes after the response) decides as for any exchange.
 final class UpstreamDrain: UpstreamHTTPHandler.Delegate {
     /// The most of an abandoned response read to save its connection: small answers and the
     /// tail of a larger one; a download cut early is not worth reading on.
