@@ -6,8 +6,12 @@ connection for thousands on two cores), for the live-change tests.
                                               ws:// or wss://), each sending a numbered message
                                               about every second (every fifth one 1000 bytes) and
                                               checking the echoes come back whole and in order;
-                                              prints "OPEN n" once all are open, then after
-                                              SECONDS closes each (1000) and prints one JSON object
+                                              prints "OPEN n" once all are open; on SIGUSR1 (or
+                                              after SECONDS) notes each one's echoes so far, waits
+                                              (up to 60 s) until each open one has had one more,
+                                              closes each (1000) and prints one JSON object
+                                              ("quiet_before"/"quiet_after": open connections with
+                                              no echo before/after that mark)
   live_peer.py drain-watch URL COUNT TIMEOUT  COUNT connections that read what the backend sends
                                               and note when the close came, with which code, and
                                               whether a fragmented message was half-received then;
@@ -24,6 +28,7 @@ import os
 
 from lifeline import exit_when_parent_goes
 import random
+import signal
 import ssl
 import struct
 import sys
@@ -87,6 +92,9 @@ async def connect(url, local_host=None):
 async def hold(urls, count, seconds):
     result = {"opened": 0, "failed_opens": 0, "sent": 0, "echoed": 0, "mismatched": 0, "unexpected_closes": {}, "errors": {}}
     stop = asyncio.Event()
+    mark = asyncio.Event()
+    echoes_of = {}  # open connection's index -> echoes it has had
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, mark.set)
     all_open = asyncio.Event()
     pending = [count]
 
@@ -109,6 +117,7 @@ async def hold(urls, count, seconds):
         sequence = 0
         expected = []
         closed = False
+        echoes_of[index] = 0
 
         async def read_echoes():
             nonlocal closed
@@ -119,11 +128,13 @@ async def hold(urls, count, seconds):
                     if not stop.is_set():
                         result["unexpected_closes"][str(code)] = result["unexpected_closes"].get(str(code), 0) + 1
                     closed = True
+                    echoes_of.pop(index, None)
                     return
                 if opcode in (0x1, 0x2):
                     if expected and payload == expected[0]:
                         expected.pop(0)
                         result["echoed"] += 1
+                        echoes_of[index] += 1
                     else:
                         result["mismatched"] += 1
 
@@ -164,7 +175,19 @@ async def hold(urls, count, seconds):
             await asyncio.sleep(0.05)
     await all_open.wait()
     print(f"OPEN {result['opened']}", flush=True)
-    await asyncio.sleep(seconds)
+    try:
+        await asyncio.wait_for(mark.wait(), seconds)
+    except asyncio.TimeoutError:
+        pass
+    at_mark = dict(echoes_of)
+    result["quiet_before"] = sum(1 for count in at_mark.values() if count == 0)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        quiet_after = [i for i, count in at_mark.items() if i in echoes_of and echoes_of[i] <= count]
+        if not quiet_after:
+            break
+        await asyncio.sleep(0.1)
+    result["quiet_after"] = len(quiet_after)
     stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
     result["lost"] = result["sent"] - result["echoed"] - result["mismatched"]

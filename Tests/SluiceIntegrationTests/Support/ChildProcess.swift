@@ -137,7 +137,12 @@ final class ChildProcess: @unchecked Sendable {
     }
 
     func terminate() {
+        signal(SIGTERM)
+    }
+
+    /// Sends `signal` to the child if it is still running.
+    func signal(_ signal: Int32) {
         let child = processIdentifier
-        if child > 0 && isRunning { Glibc.kill(child, SIGTERM) }
+        if child > 0 && isRunning { Glibc.kill(child, signal) }
     }
 }

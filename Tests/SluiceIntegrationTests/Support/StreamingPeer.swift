@@ -61,6 +61,11 @@ final class StreamingPeer: @unchecked Sendable {
         return object
     }
 
+    /// Tells the peer something by a signal (what each peer makes of it, its usage says).
+    func signal(_ signal: Int32) {
+        process.signal(signal)
+    }
+
     func stop() {
         process.kill()
     }
