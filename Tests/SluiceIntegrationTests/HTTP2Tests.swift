@@ -66,7 +66,7 @@ struct HTTP2Tests {
                   - name: timed
                     match: { path_prefix: /timed }
                     backends: ["http://127.0.0.1:\(httpPort)"]
-                    http: { response_timeout: 1s, idle_timeout: 1s }
+                    http: { response_timeout: 3s, idle_timeout: 3s }
                 \(routes)
                   - name: demo
                     match: { path_prefix: / }
@@ -189,9 +189,11 @@ struct HTTP2Tests {
     func streamTimeouts(engine: HTTP2Limits.HTTP2Engine) async throws {
         let setup = try await Setup(engine: engine)
         let tls = "https://127.0.0.1:\(setup.tlsPort)"
-        // One connection (nghttp opens one per authority), five streams at once.
-        let streams = try await Curl.run([], shell: "nghttp -nv \(tls)/timed/slow \(tls)/timed/slow?2 \(tls)/timed/stall \(tls)/timed/a \(tls)/timed/b 2>&1", timeout: 60)
-        let after = try await Curl.run([], shell: "nghttp -nv \(tls)/timed/slow \(tls)/timed/c 2>&1", timeout: 60)
+        // One connection (nghttp opens one per authority), five streams at once. The slow
+        // answers and the stall take 10 s against the route's 3 s; the quick ones have 3 s to
+        // come from a Python backend on a loaded machine.
+        let streams = try await Curl.run([], shell: "nghttp -nv '\(tls)/timed/delay?s=10' '\(tls)/timed/delay?s=10&2' '\(tls)/timed/stall?s=10' \(tls)/timed/a \(tls)/timed/b 2>&1", timeout: 60)
+        let after = try await Curl.run([], shell: "nghttp -nv '\(tls)/timed/delay?s=10' \(tls)/timed/c 2>&1", timeout: 60)
         let lines = setup.logLines("http")
         await setup.stop()
 

@@ -699,7 +699,7 @@ def http_backend(name, tls=None):
                 self.end_headers()
                 self.wfile.write(b"x" * 10)
                 self.wfile.flush()
-                time.sleep(4)
+                time.sleep(float(self.path.split("s=")[1].split("&")[0]) if "s=" in self.path else 4)
                 self.close_connection = True
                 return
             if path.endswith("/die"):
