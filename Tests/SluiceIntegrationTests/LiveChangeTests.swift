@@ -44,12 +44,16 @@ struct LiveChangeTests {
         try await PythonPeer.run(["tls-probe", "127.0.0.1", "\(port)", "localhost"])["der_sha256"] as? String
     }
 
+    /// Seconds an admin answer may take: 2,000 WebSockets from one Python process beside the
+    /// rest of the suite on two cores once kept an answer past the usual 10 s.
+    static let adminTimeout = 60
+
     static func admin(_ sluice: SluiceProcess, _ session: PythonSession, _ path: String, method: String = "GET") async throws -> [String: Any] {
-        try await session.send(["op": "http", "url": "http://127.0.0.1:\(sluice.ports["admin"]!)\(path)", "method": method])
+        try await session.send(["op": "http", "url": "http://127.0.0.1:\(sluice.ports["admin"]!)\(path)", "method": method, "timeout": adminTimeout])
     }
 
     static func reloads(_ sluice: SluiceProcess, _ session: PythonSession, result: String) async throws -> Double {
-        try await session.metrics("http://127.0.0.1:\(sluice.ports["admin"]!)/metrics").value("sluice_config_reloads_total", ["result": result])
+        try await session.metrics("http://127.0.0.1:\(sluice.ports["admin"]!)/metrics", timeout: adminTimeout).value("sluice_config_reloads_total", ["result": result])
     }
 
     /// The configuration of the reload test at step `step`: route `a` (the held connections'

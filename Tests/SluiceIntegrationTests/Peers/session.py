@@ -9,8 +9,8 @@ Reads one JSON command per line on stdin and answers each with one JSON line on 
   {"op": "close", "id": "a", "code": 1000}                          -> {"close_code": ..., "close_reason": ...}
   {"op": "kill", "id": "a"}                                         -> {} (TCP abort, no close frame)
   {"op": "wait-close", "id": "a", "timeout": 10}                    -> {"close_code": ..., "close_reason": ...}
-  {"op": "metrics", "url": "http://.../metrics", "token": "..."}    -> {"samples": [[name, labels, value], ...]}
-  {"op": "http", "url": "...", "method": "GET", "headers": {...}}   -> {"status": ..., "body": "...", "headers": {...}}
+  {"op": "metrics", "url": "http://.../metrics", "token": "...", "timeout": 10} -> {"samples": [[name, labels, value], ...]}
+  {"op": "http", "url": "...", "method": "GET", "headers": {...}, "timeout": 10} -> {"status": ..., "body": "...", "headers": {...}}
   {"op": "churn", "url": ..., "count": N, "concurrency": C, ...}    -> {"paths": {...}}
   {"op": "open-many", "opens": [{"id": .., "url": .., "headers": {..}}, ...]}
                                                                     -> {"statuses": {id: status}, "seconds": {id: s}}
@@ -76,7 +76,7 @@ async def wait_close(ws, timeout):
 def http(command):
     request = urllib.request.Request(command["url"], method=command.get("method", "GET"), headers=command.get("headers", {}))
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=command.get("timeout", 10)) as response:
             return {"status": response.status, "body": response.read().decode("utf-8", "replace"),
                     "headers": {k.lower(): v for k, v in response.headers.items()}}
     except urllib.error.HTTPError as error:
@@ -87,7 +87,7 @@ def http(command):
 def metrics(command):
     from prometheus_client.parser import text_string_to_metric_families
     headers = {"Authorization": f"Bearer {command['token']}"} if command.get("token") else {}
-    answer = http({"url": command["url"], "headers": headers})
+    answer = http({"url": command["url"], "headers": headers, "timeout": command.get("timeout", 10)})
     if answer["status"] != 200:
         return answer
     samples = []

@@ -79,8 +79,8 @@ final class PythonSession: @unchecked Sendable {
     }
 
     /// Prometheus samples as `name{labels} → value`, parsed by `prometheus_client`.
-    func metrics(_ url: String, token: String? = nil) async throws -> MetricSamples {
-        var command: [String: Any] = ["op": "metrics", "url": url]
+    func metrics(_ url: String, token: String? = nil, timeout: Int = 10) async throws -> MetricSamples {
+        var command: [String: Any] = ["op": "metrics", "url": url, "timeout": timeout]
         if let token { command["token"] = token }
         let answer = try await send(command)
         guard let samples = answer["samples"] as? [[Any]] else { throw PeerError(message: "no metrics: \(answer)") }
