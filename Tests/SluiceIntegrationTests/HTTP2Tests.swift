@@ -265,6 +265,22 @@ struct HTTP2Tests {
     }
 
     @Test(
+        "RFC 8441: WebSocket frames a client sends before the 200 reach the backend after the upgrade, first and in order",
+        arguments: HTTP2Limits.HTTP2Engine.allCases
+    )
+    func framesBeforeTheAnswer(engine: HTTP2Limits.HTTP2Engine) async throws {
+        let setup = try await Setup(engine: engine)
+        let result = try await setup.h2("ws", ["path": "/echo/early", "early": ["one", "two", "three"], "messages": ["after"], "close_code": 1000])
+        let closed = await setup.gateway.eventually { setup.gateway.gateway.registry.count == 0 }
+        await setup.stop()
+        #expect(result["status"] as? Int == 200, "\(result)")
+        #expect(result["early_echoes"] as? [String] == ["one", "two", "three"], "\(result)")
+        #expect(result["echoes"] as? [String] == ["after"], "\(result)")
+        #expect(result["close_code"] as? Int == 1000, "\(result)")
+        #expect(closed)
+    }
+
+    @Test(
         "a backend that does not answer an extended CONNECT's handshake in time gets the stream a 504, within the handshake timeout; the connection serves on",
         arguments: HTTP2Limits.HTTP2Engine.allCases
     )

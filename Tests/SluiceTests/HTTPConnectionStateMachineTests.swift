@@ -26,6 +26,7 @@ struct HTTPConnectionStateMachineTests {
         func authorized() -> String? { machine.authorized() }
         func proxying(_ exchange: String) -> [HTTPServerRequestPart] { machine.proxying(exchange) }
         func upgrading(_ upgrade: String) { machine.upgrading(upgrade) }
+        func relaying() -> [ByteBuffer] { machine.relaying() }
         func answered(keepAlive: Bool) -> Bool { machine.answered(keepAlive: keepAlive) }
         func inputClosed() -> Bool { machine.inputClosed() }
         func closeIfClientDone() -> Bool { machine.closeIfClientDone() }
@@ -124,6 +125,27 @@ struct HTTPConnectionStateMachineTests {
             #expect(Self.name(machine.received(part)) == action, "\(phase) + \(part)")
             #expect(Self.name(machine.phase) == after, "\(phase) + \(part)")
         }
+    }
+
+    @Test("body bytes read while an upgrade is in flight (HTTP/2 DATA before the 200) go to the relay, in order, once")
+    func heldForTheRelay() {
+        // Authentication first, then the upgrade: what came during both is kept.
+        let machine = Self.machine(in: "authorizing")
+        _ = machine.received(.body(ByteBuffer(string: "one")))
+        #expect(machine.authorized() == "proxy")
+        machine.upgrading("upgrade")
+        #expect(machine.readWanted() == false)
+        #expect(Self.name(machine.received(.body(ByteBuffer(string: "two")))) == "none")
+        _ = machine.received(.end(nil))
+        let early = machine.relaying()
+        #expect(early.map { String(buffer: $0) } == ["one", "two"])
+        #expect(Self.name(machine.phase) == "closed")
+        #expect(machine.relaying().isEmpty)
+        // An upgrade refused instead: its early bytes go with the close.
+        let refused = Self.machine(in: "upgrading")
+        _ = refused.received(Self.body)
+        _ = refused.close()
+        #expect(refused.relaying().isEmpty)
     }
 
     @Test("parts read while authentication decides are replayed to the exchange, once")

@@ -356,11 +356,13 @@ final class HTTP2StreamHandler<Sink: HTTP2StreamSink>: ChannelDuplexHandler, Rem
     /// layer carries it itself, a NIOHTTP2 stream channel through `HTTP2TunnelCodec` and a
     /// `RelayHandler` in place of the request's handlers.
     private func switchToRelay(_ sink: Sink, answer: SwitchingAnswer, relay: WebSocketRelay) -> EventLoopFuture<Void> {
-        _ = state.close()
+        // DATA the client sent before the 200 (RFC 6455 asks it to wait; not every client does)
+        // goes to the relay first, as bytes after an HTTP/1 upgrade request do.
+        let early = state.relaying()
         let head = HTTPResponseHead(version: .http2, status: .ok, headers: answer.http2Fields)
         if let stream = sink.wireStream {
             stream.writeResponse(.head(head), promise: nil)
-            stream.carry(relay)
+            stream.carry(relay, early: early)
             return stream.eventLoop.makeSucceededVoidFuture()
         }
         guard let context = sink.pipelineContext else {
@@ -373,6 +375,8 @@ final class HTTP2StreamHandler<Sink: HTTP2StreamSink>: ChannelDuplexHandler, Rem
             let codec = try pipeline.handler(type: HTTP2RequestCodec.self)
             try pipeline.addHandler(HTTP2TunnelCodec(clientEnded: codec.clientFinished), position: .after(codec))
             try pipeline.addHandler(RelayHandler(relay: relay, side: .downstream, isSocket: false))
+            for buffer in early { context.fireChannelRead(NIOAny(buffer)) }
+            if !early.isEmpty { context.fireChannelReadComplete() }
             _ = pipeline.removeHandler(codec)
             _ = pipeline.removeHandler(context: context)
         } catch {

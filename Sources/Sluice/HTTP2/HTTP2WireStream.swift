@@ -324,12 +324,18 @@ extension HTTP2WireStream {
     static let tunnelLinger: TimeAmount = .seconds(2)
 
     /// The stream carries `relay`'s client side from now on; the 200 written before goes out.
-    /// Bytes a client sent before it (held while the upgrade went on) give their window back.
-    func carry(_ relay: WebSocketRelay) {
+    /// `early` is what the client sent before it (its window held back while the upgrade went
+    /// on): the relay reads it first and the window is given back; a client that also ended
+    /// its side meanwhile has the tunnel ended after it.
+    func carry(_ relay: WebSocketRelay, early: [ByteBuffer] = []) {
         self.relay = relay
         relay.attach(self)
-        giveBackHeld(force: true)
         flushResponse()
+        for buffer in early { relay.channelRead(buffer, from: .downstream) }
+        if !early.isEmpty { relay.channelReadComplete(from: .downstream) }
+        guard !closed, self.relay != nil else { return }
+        giveBackHeld(force: true)
+        if clientEnded { clientEndedTunnel() }
     }
 
     private func tunnelData(_ payload: ByteBuffer, endStream: Bool, relay: WebSocketRelay) {

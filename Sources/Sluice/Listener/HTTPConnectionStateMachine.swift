@@ -57,7 +57,8 @@ struct HTTPConnectionStateMachine<Answer, Exchange, Upgrade> {
     private var requestEnded = false
     /// The client half-closed: what it sent is answered, then the connection closes.
     private var clientInputClosed = false
-    /// Parts read while authentication decides, replayed to the exchange.
+    /// Parts read while authentication decides, replayed to the exchange; body bytes read while
+    /// an upgrade is in flight, given to the relay.
     private var held: [HTTPServerRequestPart] = []
     /// Parts of requests pipelined behind the current one.
     private var queued: [HTTPServerRequestPart] = []
@@ -131,7 +132,9 @@ struct HTTPConnectionStateMachine<Answer, Exchange, Upgrade> {
         case .body(let buffer):
             switch phase {
             case .proxying(let exchange): return .body(exchange, buffer)
-            case .authorizing: held.append(part)
+            // (An upgrade's: an HTTP/2 stream's DATA before the answer, which no held read
+            // keeps back; the relay gets it first.)
+            case .authorizing, .upgrading: held.append(part)
             default: break
             }
             return .none
@@ -177,6 +180,16 @@ struct HTTPConnectionStateMachine<Answer, Exchange, Upgrade> {
         phase = .proxying(exchange)
         defer { held = [] }
         return held
+    }
+
+    /// The relay takes over from the upgrade: the body bytes read before it, in order, for the
+    /// relay to take first.
+    mutating func relaying() -> [ByteBuffer] {
+        let early = held.compactMap { part -> ByteBuffer? in
+            if case .body(let buffer) = part { buffer } else { nil }
+        }
+        _ = close()
+        return early
     }
 
     /// A backend upgrade is in flight.

@@ -195,7 +195,9 @@ class Client:
         finals = [r for r in self.responses.get(stream, []) if not r.get(":status", "1").startswith("1")]
         return int(finals[0][":status"]) if finals else None
 
-    def open_websocket(self, path, authority, subprotocols=None, origin=None):
+    def open_websocket(self, path, authority, subprotocols=None, origin=None, early=()):
+        """Opens a WebSocket by extended CONNECT; `early` frames go out right behind the
+        HEADERS, before the 200 (which RFC 6455 asks a client to wait for)."""
         self.pump(lambda: 8 in self.remote_settings)
         stream = self.conn.get_next_available_stream_id()
         headers = [
@@ -207,6 +209,8 @@ class Client:
         if origin:
             headers.append(("origin", origin))
         self.conn.send_headers(stream, headers)
+        for frame in early:
+            self.conn.send_data(stream, frame)
         self.flush()
         self.pump(lambda: self.status(stream) is not None or stream in self.resets)
         return stream
@@ -265,12 +269,21 @@ def close_websocket(client, stream, code, received):
 def scenario_ws(host, port, options):
     client = Client(host, port, tls=options.get("tls", True))
     authority = options.get("authority", "localhost")
-    stream = client.open_websocket(options.get("path", "/echo"), authority, options.get("subprotocols"), options.get("origin"))
+    early = options.get("early", [])
+    stream = client.open_websocket(
+        options.get("path", "/echo"), authority, options.get("subprotocols"), options.get("origin"),
+        early=[ws_frame(0x1, message.encode()) for message in early],
+    )
     result = {
         "alpn": client.alpn, "enable_connect_protocol": client.remote_settings.get(8), "status": client.status(stream),
         "headers": (client.responses.get(stream) or [{}])[-1], "reset": client.resets.get(stream),
     }
     if result["status"] == 200:
+        if early:
+            # The frames sent before the 200 come back first, in order.
+            seen = []
+            client.pump(lambda: len([f for f in client.frames(stream, seen) if f[0] == 0x1]) >= len(early), timeout=10)
+            result["early_echoes"] = [f[2].decode() for f in seen if f[0] == 0x1]
         echoes, received = echo_messages(client, stream, options.get("messages", ["hello"]))
         result["echoes"] = echoes
         if options.get("admin"):
