@@ -109,7 +109,7 @@ struct BenchToolTests {
     func tunnel(engine: String) async throws {
         let backend = try await PythonPeer(["http-backend", "one"])
         defer { backend.stop() }
-        let (process, port) = try Self.serve(["tunnel", "--engine", engine, "--backend", "127.0.0.1:\(backend.port)", "--duration", "30"])
+        let (process, port) = try Self.serve(["tunnel", "--engine", engine, "--backend", "127.0.0.1:\(backend.port)", "--duration", "300"])
         defer { process.terminate() }
         let probe = try await Curl.run(["-H", "X-Probe: 7", "http://127.0.0.1:\(port)/a?x=1"])
         #expect(probe.status == 200, "\(probe.body)")
@@ -131,8 +131,10 @@ struct BenchToolTests {
         let directory = try Scratch.directory("sluice-floors-")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         try TestCertificateAuthority.write(serverName: "localhost", in: directory)
-        let tls = ["--cert", "\(directory)/server.pem", "--key", "\(directory)/server-key.pem", "--duration", "60"]
-        let h1 = try Self.serve(["h1floor", "--duration", "60"])
+        // The floors serve for a bounded time and are stopped at the end; the bound is far past
+        // what the test takes on a loaded machine (a 60 s bound once ended the backend early).
+        let tls = ["--cert", "\(directory)/server.pem", "--key", "\(directory)/server-key.pem", "--duration", "600"]
+        let h1 = try Self.serve(["h1floor", "--duration", "600"])
         defer { h1.process.terminate() }
         let plain = try await Curl.run(["--http1.1", "http://127.0.0.1:\(h1.port)/"])
         #expect(plain.status == 200 && plain.body.count == 64, "\(plain)")
