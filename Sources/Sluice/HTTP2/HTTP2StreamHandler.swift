@@ -114,15 +114,15 @@ final class HTTP2StreamHandler<Sink: HTTP2StreamSink>: ChannelDuplexHandler, Rem
         requestPart(unwrapInboundIn(data))
     }
 
-    func requestPart(_ request: HTTP2RequestPart) {
+    func requestPart(_ request: consuming HTTP2RequestPart) {
         guard let context else { return }
         let part: HTTPServerRequestPart
-        switch request {
+        switch consume request {
         case .head(let head):
-            requestHead = head
             // Known now, so an answer given at the head does not reset a finished request.
             requestEnded = head.endStream
             part = .head(head.head)
+            requestHead = head
         case .body(let buffer):
             part = .body(buffer)
         case .end:

@@ -76,7 +76,7 @@ final class HTTP2WireStream: HTTP2StreamSink {
 
     // MARK: The request, from the connection
 
-    func requestHead(_ head: HTTP2RequestHead) {
+    func requestHead(_ head: consuming HTTP2RequestHead) {
         clientEnded = head.endStream
         declaredLength = head.framing.contentLength
         if head.endStream, let declared = declaredLength, declared != 0 {

@@ -79,12 +79,11 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
     private let requestChunked: Bool
 
     init(
-        route: Route, backends: BackendSet, request: Request, client: any ResponseSink, response: ClientResponse,
+        route: Route, backends: BackendSet, request: consuming Request, client: any ResponseSink, response: ClientResponse,
         downstream: any HTTPProxyDownstream, pool: UpstreamPool, services: GatewayServices
     ) {
         self.route = route
         self.backends = backends
-        self.request = request
         self.client = client
         self.response = response
         self.downstream = downstream
@@ -97,6 +96,8 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         attempts = BackendAttempts(
             backends, attempts: max(backends.backends.count, 2), client: request.clientIP, headers: request.head.headers, user: request.identity?.user
         )
+        // Last, and moved: the request is not copied into the exchange.
+        self.request = request
     }
 
     private var eventLoop: any EventLoop { client.eventLoop }

@@ -242,7 +242,7 @@ struct UpstreamResponseParser {
     private mutating func readHead(_ buffer: inout ByteBuffer) throws(Malformed) -> Head? {
         let searched = partial?.readableBytes ?? 0
         var pending = gather(&buffer)
-        guard let end = Self.headEnd(in: pending.readableBytesView, from: max(0, searched - 3)) else {
+        guard let end = Self.headEnd(in: pending, from: max(0, searched - 3)) else {
             if pending.readableBytes > maxHeadBytes { try fail("response head larger than \(maxHeadBytes) bytes") }
             partial = pending
             return nil
@@ -258,17 +258,20 @@ struct UpstreamResponseParser {
         }
     }
 
-    /// The length of the head including its blank line, if complete.
-    static func headEnd(in view: ByteBufferView, from offset: Int) -> Int? {
-        var index = view.startIndex + offset
-        while let newline = view[index...].firstIndex(of: UInt8(ascii: "\n")) {
-            // CRLF CRLF: the LF ends a line that is empty (CR only).
-            if newline - view.startIndex >= 3, view[newline - 1] == UInt8(ascii: "\r"), view[newline - 2] == UInt8(ascii: "\n") {
-                return newline + 1 - view.startIndex
+    /// The length of the head including its blank line, if complete. Read in place: a
+    /// `ByteBufferView` sliced per line cost a retain and a release of the storage each.
+    static func headEnd(in buffer: ByteBuffer, from offset: Int) -> Int? {
+        buffer.withUnsafeReadableBytes { raw in
+            var index = offset
+            while index < raw.count {
+                // CRLF CRLF: the LF ends a line that is empty (CR only).
+                if raw[index] == UInt8(ascii: "\n"), index >= 3, raw[index - 1] == UInt8(ascii: "\r"), raw[index - 2] == UInt8(ascii: "\n") {
+                    return index + 1
+                }
+                index += 1
             }
-            index = newline + 1
+            return nil
         }
-        return nil
     }
 
     static func parseHead(_ bytes: ByteBuffer, respondingToHEAD: Bool) throws(Malformed) -> Head {
