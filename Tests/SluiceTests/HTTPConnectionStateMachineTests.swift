@@ -146,6 +146,13 @@ struct HTTPConnectionStateMachineTests {
         _ = refused.received(Self.body)
         _ = refused.close()
         #expect(refused.relaying().isEmpty)
+        // Or with its answer, when the connection goes on: the next request's exchange gets
+        // none of them.
+        let answered = Self.machine(in: "upgrading")
+        _ = answered.received(Self.body)
+        #expect(answered.answered(keepAlive: true))
+        #expect(Self.name(answered.received(Self.head("/b"))) == "decide(/b)")
+        #expect(answered.proxying("next").isEmpty)
     }
 
     @Test("parts read while authentication decides are replayed to the exchange, once")

@@ -375,6 +375,8 @@ final class HTTP2StreamHandler<Sink: HTTP2StreamSink>: ChannelDuplexHandler, Rem
             let codec = try pipeline.handler(type: HTTP2RequestCodec.self)
             try pipeline.addHandler(HTTP2TunnelCodec(clientEnded: codec.clientFinished), position: .after(codec))
             try pipeline.addHandler(RelayHandler(relay: relay, side: .downstream, isSocket: false))
+            // (NIOHTTP2 keeps DATA in the stream channel while reads are held, so `early` is
+            // empty unless a read delivered the DATA with the HEADERS.)
             for buffer in early { context.fireChannelRead(NIOAny(buffer)) }
             if !early.isEmpty { context.fireChannelReadComplete() }
             _ = pipeline.removeHandler(codec)

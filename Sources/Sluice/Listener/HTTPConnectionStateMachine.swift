@@ -204,6 +204,9 @@ struct HTTPConnectionStateMachine<Answer, Exchange, Upgrade> {
     /// (`nextQueued`, `resumeReading`, `closeIfClientDone`); otherwise it is closing.
     mutating func answered(keepAlive: Bool) -> Bool {
         backendFull = false
+        // What was held belonged to the request just answered (a refused upgrade's early
+        // bytes, say): none of it may reach the next request's exchange.
+        held = []
         guard keepAlive && !quiescing else {
             phase = .closed
             return false

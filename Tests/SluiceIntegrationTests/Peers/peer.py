@@ -10,6 +10,7 @@ import base64
 import signal
 import hashlib
 import json
+import urllib.parse
 import os
 
 from lifeline import exit_when_parent_goes
@@ -627,6 +628,11 @@ def http_backend(name, tls=None):
         def do_HEAD(self):
             self.do_GET()
 
+        def seconds(self, default=None):
+            """The `s=` query parameter: how long /delay and /stall wait."""
+            values = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query).get("s")
+            return float(values[0]) if values else default
+
         def do_GET(self):
             stats["requests"] += 1
             path = self.path.split("?")[0]
@@ -691,7 +697,7 @@ def http_backend(name, tls=None):
                 time.sleep(0.4)
             if path.endswith("/delay"):
                 stats["delay"] += 1
-                time.sleep(float(self.path.split("s=")[1].split("&")[0]))
+                time.sleep(self.seconds())
             if path.endswith("/stall"):
                 # A tenth of the promised body, then silence.
                 self.send_response(200)
@@ -699,7 +705,7 @@ def http_backend(name, tls=None):
                 self.end_headers()
                 self.wfile.write(b"x" * 10)
                 self.wfile.flush()
-                time.sleep(float(self.path.split("s=")[1].split("&")[0]) if "s=" in self.path else 4)
+                time.sleep(self.seconds(default=4))
                 self.close_connection = True
                 return
             if path.endswith("/die"):
