@@ -16,6 +16,10 @@ struct SluiceBench: AsyncParsableCommand {
     )
 
     static func main() async {
+        // The floors run on the allocator settings the gateway runs on (`AllocatorTuning`), so
+        // that what they cost is what Sluice's own layers would; the load generator and the
+        // backends, which every target shares, keep glibc's defaults.
+        if ["h1floor", "h2floor"].contains(CommandLine.arguments.dropFirst().first ?? "") { AllocatorTuning.applyByReexecuting() }
         // The load generator and the echo backend open thousands of descriptors from many
         // threads: without this, each doubling of their table stalls them for milliseconds and
         // the stall is measured as the gateway's latency (see DescriptorTable).

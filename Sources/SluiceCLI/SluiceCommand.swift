@@ -30,6 +30,9 @@ struct SluiceCommand: AsyncParsableCommand {
             printError(helpMessage())
             Foundation.exit(64)
         }
+        // The gateway itself (`run`, the default) gets glibc's per-thread cache sized for its
+        // bursts of requests; the short-lived subcommands are not re-executed for it.
+        if arguments.first.map({ $0 == "run" || $0.hasPrefix("-") }) ?? true { AllocatorTuning.applyByReexecuting() }
         await main(arguments)
     }
 }

@@ -95,6 +95,44 @@ struct CommandLineTests {
         #expect(result["checks"] as? [Bool] == [true, true, true, true, true], "\(result)")
     }
 
+    @Test("the gateway runs with glibc's per-thread cache sized for its bursts, in the same process; an operator's own count is kept")
+    func allocatorTuning() async throws {
+        let yaml = """
+            listeners: [ { name: plain, address: "127.0.0.1:0" } ]
+            routes: [ { name: demo, match: { path_prefix: / }, builtin: demo } ]
+            """
+        /// The environment the running gateway was started with by its last `execve`, as the
+        /// kernel shows it: glibc's loader cuts `GLIBC_TUNABLES` there at its first `:` (it
+        /// reads the list in place), and a variable the process unset later still shows.
+        func environment(of pid: Int32) throws -> [String: String] {
+            let raw = try Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/environ"))
+            var result: [String: String] = [:]
+            for entry in raw.split(separator: 0) {
+                let text = String(decoding: entry, as: UTF8.self)
+                guard let equals = text.firstIndex(of: "=") else { continue }
+                result[String(text[..<equals])] = String(text[text.index(after: equals)...])
+            }
+            return result
+        }
+        let tuned = try SluiceProcess(yaml: yaml)
+        defer { tuned.stop() }
+        // The port was reported by the process Foundation started: the re-executed one kept its id.
+        let page = try await Curl.run(["http://127.0.0.1:\(tuned.port)/"])
+        #expect(page.status == 200, "curl exit \(page.exitCode)")
+        let tunedEnvironment = try environment(of: tuned.pid)
+        #expect(tunedEnvironment["GLIBC_TUNABLES"] == "glibc.malloc.tcache_count=65535", "\(tunedEnvironment["GLIBC_TUNABLES"] ?? "unset")")
+        // Set for the re-executed process, which unsets it at once (so nothing it starts inherits it).
+        #expect(tunedEnvironment["SLUICE_ALLOCATOR_TUNED"] == "1")
+
+        let operatorSet = try SluiceProcess(yaml: yaml, environment: ["GLIBC_TUNABLES": "glibc.malloc.tcache_count=7"])
+        defer { operatorSet.stop() }
+        let second = try await Curl.run(["http://127.0.0.1:\(operatorSet.port)/"])
+        #expect(second.status == 200, "curl exit \(second.exitCode)")
+        let operatorEnvironment = try environment(of: operatorSet.pid)
+        #expect(operatorEnvironment["GLIBC_TUNABLES"] == "glibc.malloc.tcache_count=7")
+        #expect(operatorEnvironment["SLUICE_ALLOCATOR_TUNED"] == nil, "re-executed though the operator set the count")
+    }
+
     @Test("--version prints the version")
     func version() async throws {
         let result = try await Self.run(["--version"])
