@@ -15,7 +15,8 @@ import Glibc
 /// the cache allowed 65,535 blocks a size, the blocks one burst frees are the next burst's
 /// (the cache holds only blocks the burst had in use): at 10 connections × 100 streams,
 /// those paths fell to 0.3 µs a request and the whole request to 0.93× the CPU (perf, the same
-/// binary with and without the tuning, side by side), the resident size unchanged.
+/// binary with and without the tuning, side by side); the resident size after such bursts was
+/// 2% more (49.4 against 48.4 MB).
 ///
 /// The count can only be set by the `GLIBC_TUNABLES` environment variable, read when the
 /// process starts, so the server executable re-executes itself once with it added (same
