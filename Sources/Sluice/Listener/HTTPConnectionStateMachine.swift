@@ -21,14 +21,9 @@ struct HTTPConnectionStateMachine<Answer, Exchange, Upgrade> {
         /// Waiting for a request head.
         case idle
         /// Head seen and decided; the answer is given when the request ends.
-        ///
-        /// The answers of these two phases are boxed (`indirect`): an admitted request's answer
-        /// carries its screened route and request (~300 bytes), and held inline it would make
-        /// every phase, so every connection's and every HTTP/2 stream's handler, that large. A
-        /// proxied request that needs no wait never enters them (`proxying` holds a reference).
-        indirect case pending(Answer)
+        case pending(Answer)
         /// The route's authentication is deciding; reads are held and request parts kept.
-        indirect case authorizing(Answer)
+        case authorizing(Answer)
         /// A plain request is being proxied; its body streams through the exchange.
         case proxying(Exchange)
         /// A backend upgrade is in flight; reads are held.
