@@ -123,6 +123,9 @@ struct CommandLineTests {
         #expect(tunedEnvironment["GLIBC_TUNABLES"] == "glibc.malloc.tcache_count=65535", "\(tunedEnvironment["GLIBC_TUNABLES"] ?? "unset")")
         // Set for the re-executed process, which unsets it at once (so nothing it starts inherits it).
         #expect(tunedEnvironment["SLUICE_ALLOCATOR_TUNED"] == "1")
+        // Re-executed by its own path: still named sluice (`ps`, `pgrep sluice`), not "exe".
+        let name = try String(contentsOfFile: "/proc/\(tuned.pid)/comm", encoding: .utf8)
+        #expect(name.trimmingCharacters(in: .whitespacesAndNewlines) == "sluice")
 
         let operatorSet = try SluiceProcess(yaml: yaml, environment: ["GLIBC_TUNABLES": "glibc.malloc.tcache_count=7"])
         defer { operatorSet.stop() }

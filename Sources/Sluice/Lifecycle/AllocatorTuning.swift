@@ -20,7 +20,7 @@ import Glibc
 ///
 /// The count can only be set by the `GLIBC_TUNABLES` environment variable, read when the
 /// process starts, so the server executable re-executes itself once with it added (same
-/// process id, arguments, descriptors and environment otherwise). An operator's own
+/// process id, name, arguments, descriptors and environment otherwise). An operator's own
 /// `glibc.malloc.tcache_count` is kept as it is (`glibc.malloc.tcache_count=7` is glibc's
 /// default: the tuning off). Nothing happens on a system without glibc; a binary given file
 /// capabilities runs in glibc's secure mode, which ignores the variable (it is re-executed
@@ -56,12 +56,28 @@ public enum AllocatorTuning {
         guard let value = tunables(current: current) else { return }
         setenv("GLIBC_TUNABLES", value, 1)
         setenv(marker, "1", 1)
+        // The executable by its own path, so the process keeps its name (`ps`, `pgrep sluice`:
+        // the kernel names a process after the file it executes, and `/proc/self/exe` would
+        // make it "exe"); by `/proc/self/exe` if that path is gone (replaced since it started).
+        if let path = executablePath() { execv(path, CommandLine.unsafeArgv) }
         execv("/proc/self/exe", CommandLine.unsafeArgv)
         let reason = String(cString: strerror(errno))
         unsetenv(marker)
         if let current { setenv("GLIBC_TUNABLES", current, 1) } else { unsetenv("GLIBC_TUNABLES") }
         let notice = "sluice: could not re-execute with \(tunable) (\(reason)); running with glibc's allocator defaults\n"
         _ = notice.utf8CString.withUnsafeBufferPointer { write(2, $0.baseAddress, $0.count - 1) }
+        #endif
+    }
+
+    /// Where this program's executable is, as the kernel resolved it when it started.
+    static func executablePath() -> String? {
+        #if canImport(Glibc)
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let length = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        guard length > 0 else { return nil }
+        return String(decoding: buffer[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        #else
+        return nil
         #endif
     }
 }
