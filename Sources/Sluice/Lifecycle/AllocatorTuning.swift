@@ -58,7 +58,8 @@ public enum AllocatorTuning {
         setenv(marker, "1", 1)
         // The executable by its own path, so the process keeps its name (`ps`, `pgrep sluice`:
         // the kernel names a process after the file it executes, and `/proc/self/exe` would
-        // make it "exe"); by `/proc/self/exe` if that path is gone (replaced since it started).
+        // make it "exe"). A file renamed over it since it started reads back as "PATH
+        // (deleted)", which `execv` cannot find: then by `/proc/self/exe`, the file it runs.
         if let path = executablePath() { execv(path, CommandLine.unsafeArgv) }
         execv("/proc/self/exe", CommandLine.unsafeArgv)
         let reason = String(cString: strerror(errno))
