@@ -232,6 +232,8 @@ final class HTTP2StreamHandler<Sink: HTTP2StreamSink>: ChannelDuplexHandler, Rem
         request?.user = identity?.user
         let client = forwardingClient(screened.client, host: admissionRequest.host)
         let forwarding = connection.forwardingFields.block(for: client, allocator: context.responseAllocator)
+        // The loop's clock, read once for the exchange's start (the pool, the deadlines).
+        let now = context.eventLoop.now
         let exchange = HTTPProxyExchange(
             route: route, backends: backends,
             request: .init(
@@ -242,11 +244,11 @@ final class HTTP2StreamHandler<Sink: HTTP2StreamSink>: ChannelDuplexHandler, Rem
             client: context, response: .parts(context), downstream: self, pool: services.pool, services: services
         )
         let held = state.proxying(exchange)
-        exchange.start()
+        exchange.start(now: now)
         for part in held {
             switch part {
             case .body(let buffer): exchange.requestBody(buffer)
-            case .end: exchange.requestEnd()
+            case .end: exchange.requestEnd(now: now)
             case .head: break
             }
         }

@@ -21,6 +21,8 @@ extension HTTPGatewayHandler {
         request?.user = identity?.user
         let client = forwardingClient(screened.client)
         let forwarding = forwardingFields.block(for: client, allocator: context.channel.allocator)
+        // The loop's clock, read once for the exchange's start (the pool, the deadlines).
+        let now = context.eventLoop.now
         let exchange = HTTPProxyExchange(
             route: route, backends: backends,
             request: .init(
@@ -30,11 +32,11 @@ extension HTTPGatewayHandler {
             client: context, response: .http1(responseBytesContext(context)), downstream: self, pool: pool, services: services
         )
         let held = state.proxying(exchange)
-        exchange.start()
+        exchange.start(now: now)
         for part in held {
             switch part {
             case .body(let buffer): exchange.requestBody(buffer)
-            case .end: exchange.requestEnd()
+            case .end: exchange.requestEnd(now: now)
             case .head: break
             }
         }

@@ -116,7 +116,9 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
 
     // MARK: Client side
 
-    func start() {
+    /// `now`, here and below, is the loop's clock when the caller has read it for this event:
+    /// a request reads it once to start and once per read of its answer, not at each step.
+    func start(now: NIODeadline? = nil) {
         if let limit = maxRequestBody, let length = request.framing.contentLength, length > limit {
             fail(.client(.payloadTooLarge, .tooLarge, "request body larger than \(limit) bytes"), keepAlive: false)
             return
@@ -126,7 +128,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
             client.writeResponse(.head(HTTPResponseHead(version: .http1_1, status: .continue)), promise: nil)
             client.flushResponse()
         }
-        connectNext()
+        connectNext(now: now)
     }
 
     func requestBody(_ buffer: ByteBuffer) {
@@ -165,14 +167,14 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         connection?.handler.flushWrites()
     }
 
-    func requestEnd() {
+    func requestEnd(now: NIODeadline? = nil) {
         guard !finished else { return }
         requestDone = true
         watchingBody = false
         // Flushed with the rest of this read (`requestReadComplete`).
         if requestChunked { sendRequestBytes(HTTPWireFormat.lastChunk) }
-        if connection != nil { armResponseTimer() }
-        if responseDone { complete() }
+        if connection != nil { armResponseTimer(now: now ?? eventLoop.now) }
+        if responseDone { complete(now: now) }
     }
 
     func clientWritabilityChanged(_ writable: Bool) {
@@ -203,26 +205,27 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
 
     // MARK: Backend side
 
-    private func connectNext() {
+    private func connectNext(now: NIODeadline? = nil) {
         guard !finished else { return }
         guard let (index, backend) = attempts.nextBackend() else {
             fail(attempts.exhausted, keepAlive: true)
             return
         }
-        if let pooled = pool.takeIdle(backend, settings: times.pool, on: eventLoop) {
-            attach(pooled, index: index)
+        let startedAt = now ?? eventLoop.now
+        if let pooled = pool.takeIdle(backend, settings: times.pool, on: eventLoop, now: startedAt) {
+            attach(pooled, index: index, now: startedAt)
             return
         }
-        let startedAt = NIODeadline.now()
         UpstreamConnection.connect(backend, timeout: times.pool.connectTimeout, on: eventLoop).hop(to: eventLoop).assumeIsolated().whenComplete { [self] result in
             switch result {
             case .success(let connection):
-                route.metrics?.connectTime.recordNanoseconds((NIODeadline.now() - startedAt).nanoseconds)
+                let connectedAt = eventLoop.now
+                route.metrics?.connectTime.recordNanoseconds((connectedAt - startedAt).nanoseconds)
                 guard !finished else {
-                    pool.release(connection, backend: backend, settings: times.pool, reusable: true)
+                    pool.release(connection, backend: backend, settings: times.pool, reusable: true, now: connectedAt)
                     return
                 }
-                attach(connection, index: index)
+                attach(connection, index: index, now: connectedAt)
             case .failure(let error):
                 attempts.failed(error)
                 connectNext()
@@ -230,7 +233,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         }
     }
 
-    private func attach(_ connection: UpstreamConnection, index: Int) {
+    private func attach(_ connection: UpstreamConnection, index: Int, now: NIODeadline) {
         self.connection = connection
         backendIndex = index
         backends.began(index)
@@ -245,9 +248,9 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         // that read sends the head and what follows in one write. A new connection attaches
         // later, on its own.
         if !connection.reused { connection.handler.flushWrites() }
-        sentAt = .now()
+        sentAt = now
         pauseClient(!connection.channel.isWritable)
-        if requestDone { armResponseTimer() }
+        if requestDone { armResponseTimer(now: now) }
     }
 
     /// The request as the backend sees it: end-to-end headers only, Sluice's identity and
@@ -268,7 +271,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         return head
     }
 
-    func upstreamRead(_ event: UpstreamResponseParser.Event) {
+    func upstreamRead(_ event: UpstreamResponseParser.Event, now: NIODeadline) {
         guard !finished else { return }
         switch event {
         case .head(let head):
@@ -279,9 +282,9 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
                     attempts.mayRetry(reason: String(head.status))
                 {
                     // Nothing reached the client: the next backend answers instead.
-                    releaseConnection(reusable: false)
+                    releaseConnection(reusable: false, now: now)
                     responseDeadline = nil
-                    connectNext()
+                    connectNext(now: now)
                     // A pooled connection attached here is outside the client's read, whose
                     // end would have flushed it.
                     connection?.handler.flushWrites()
@@ -292,7 +295,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
             }
             responseDeadline = nil
             responseHead = head
-            route.metrics?.responseTime.recordNanoseconds((NIODeadline.now() - sentAt).nanoseconds)
+            route.metrics?.responseTime.recordNanoseconds((now - sentAt).nanoseconds)
             switch response {
             case .http1(let clientBytes):
                 clientBytes.write(NIOAny(clientHead(for: head)), promise: nil)
@@ -303,7 +306,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
                     stream.writeResponse(.head(partsHead(for: head)), promise: nil)
                 }
             }
-            armIdleTimer()
+            armIdleTimer(now: now)
         case .body(let buffer):
             responseBytes += buffer.readableBytes
             switch response {
@@ -317,7 +320,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
             // Flushed when this read of the backend is done (`upstreamReadComplete`): each
             // chunk goes out as it came, server-sent events are never held back.
             if !client.responseWritable { connection?.handler.paused = true }
-            armIdleTimer()
+            armIdleTimer(now: now)
         case .end:
             responseDone = true
             responseEndedEarly = !requestDone
@@ -328,7 +331,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
                 let written = downstream.waitsForResponseEnd ? eventLoop.makePromise(of: Void.self) : nil
                 stream.writeResponse(.end(nil), promise: written)
                 endWritten = written?.futureResult
-                complete()
+                complete(now: now)
                 stream.flushResponse()
                 return
             } else if case .http1(let clientBytes) = response, clientKeepsAlive {
@@ -342,7 +345,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
                 clientBytes.writeAndFlush(NIOAny(rechunkResponse ? HTTPWireFormat.lastChunk : ByteBuffer()), promise: written)
                 endWritten = written.futureResult
             }
-            complete()
+            complete(now: now)
         }
     }
 
@@ -419,7 +422,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
 
     // MARK: Endings
 
-    private func complete() {
+    private func complete(now: NIODeadline? = nil) {
         guard !finished, responseDone else { return }
         guard requestDone else {
             // The backend answered before the request body ended (an early 413, say): the
@@ -429,7 +432,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         finished = true
         cancelTimers()
         let reusableUpstream = !responseEndedEarly && (responseHead?.keepAlive ?? false) && (connection?.handler.isReusable ?? false)
-        releaseConnection(reusable: reusableUpstream)
+        releaseConnection(reusable: reusableUpstream, now: now)
         downstream.exchangeFinished(
             status: HTTPResponseStatus(statusCode: responseHead?.status ?? 502), bytes: responseBytes, reusable: clientKeepsAlive,
             written: endWritten
@@ -456,7 +459,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         downstream.exchangeAborted()
     }
 
-    private func releaseConnection(reusable: Bool) {
+    private func releaseConnection(reusable: Bool, now: NIODeadline? = nil) {
         guard let connection = connection.take() else { return }
         connection.handler.delegate = nil
         connection.handler.paused = false
@@ -465,23 +468,23 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
             backendIndex = nil
             pool.release(
                 connection, backend: backends.backend(index), settings: times.pool, reusable: reusable,
-                backendKeepAliveSeconds: responseHead?.keepAliveTimeout
+                backendKeepAliveSeconds: responseHead?.keepAliveTimeout, now: now
             )
         } else {
             connection.channel.close(promise: nil)
         }
     }
 
-    private func armResponseTimer() {
-        let deadline = eventLoop.now + times.response
+    private func armResponseTimer(now: NIODeadline) {
+        let deadline = now + times.response
         responseDeadline = deadline
         downstream.watch(until: deadline)
     }
 
     /// Notes activity in a body; the connection's watchdog compares it with the idle timeout
     /// when it fires, so nothing is scheduled per chunk.
-    private func armIdleTimer() {
-        lastBodyActivity = eventLoop.now
+    private func armIdleTimer(now: NIODeadline? = nil) {
+        lastBodyActivity = now ?? eventLoop.now
         guard !watchingBody else { return }
         watchingBody = true
         downstream.watch(until: lastBodyActivity + times.idle)

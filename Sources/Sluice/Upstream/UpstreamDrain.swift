@@ -55,7 +55,7 @@ final class UpstreamDrain: UpstreamHTTPHandler.Delegate {
         self.pool = pool
     }
 
-    func upstreamRead(_ event: UpstreamResponseParser.Event) {
+    func upstreamRead(_ event: UpstreamResponseParser.Event, now: NIODeadline) {
         guard !done else { return }
         switch event {
         case .head(let head):
@@ -64,7 +64,7 @@ final class UpstreamDrain: UpstreamHTTPHandler.Delegate {
             bytes += buffer.readableBytes
             if bytes > Self.maxBytes { finish(reusable: false) }
         case .end:
-            finish(reusable: (head?.keepAlive ?? false) && connection.handler.isReusable)
+            finish(reusable: (head?.keepAlive ?? false) && connection.handler.isReusable, now: now)
         }
     }
 
@@ -79,12 +79,14 @@ final class UpstreamDrain: UpstreamHTTPHandler.Delegate {
 
     func upstreamWritable() {}
 
-    private func finish(reusable: Bool) {
+    private func finish(reusable: Bool, now: NIODeadline? = nil) {
         guard !done else { return }
         done = true
         overdue?.cancel()
         overdue = nil
         connection.handler.delegate = nil
-        pool.release(connection, backend: backend, settings: settings, reusable: reusable, backendKeepAliveSeconds: head?.keepAliveTimeout)
+        pool.release(
+            connection, backend: backend, settings: settings, reusable: reusable, backendKeepAliveSeconds: head?.keepAliveTimeout, now: now
+        )
     }
 }

@@ -40,7 +40,8 @@ final class UpstreamHTTPHandler: ChannelDuplexHandler, @unchecked Sendable {
 
     /// What the exchange in progress wants to hear.
     protocol Delegate: AnyObject {
-        func upstreamRead(_ event: UpstreamResponseParser.Event)
+        /// `now` is the loop's clock, read once for all the events of one read.
+        func upstreamRead(_ event: UpstreamResponseParser.Event, now: NIODeadline)
         /// The bytes of one read were handed over: time to flush what they became.
         func upstreamReadComplete()
         func upstreamClosed(_ error: (any Error)?)
@@ -107,6 +108,8 @@ final class UpstreamHTTPHandler: ChannelDuplexHandler, @unchecked Sendable {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var buffer = unwrapInboundIn(data)
+        // Read once for the read's events (a small answer's head, body and end come together).
+        var now: NIODeadline?
         while true {
             let event: UpstreamResponseParser.Event?
             do {
@@ -116,7 +119,11 @@ final class UpstreamHTTPHandler: ChannelDuplexHandler, @unchecked Sendable {
                 return
             }
             guard let event else { break }
-            delegate?.upstreamRead(event)
+            if let delegate {
+                let clock = now ?? context.eventLoop.now
+                now = clock
+                delegate.upstreamRead(event, now: clock)
+            }
             if case .end = event, buffer.readableBytes > 0 {
                 // Bytes after a complete response, before any other request could be answered:
                 // the backend is out of step; never trust this connection again.
@@ -157,7 +164,7 @@ final class UpstreamHTTPHandler: ChannelDuplexHandler, @unchecked Sendable {
             // A body that runs until the backend closes ends here; anything else was cut short.
             do {
                 if let end = try parser.inputClosed() {
-                    delegate.upstreamRead(end)
+                    delegate.upstreamRead(end, now: context.eventLoop.now)
                     delegate.upstreamReadComplete()
                 }
                 if let still = self.delegate {

@@ -150,10 +150,11 @@ final class UpstreamPool: Sendable {
     private let states = NIOLockedValueBox([Key: ConnectionPoolState<UpstreamConnection>]())
 
     /// An idle connection to `backend` on `eventLoop`, if one is kept: taken at once, without
-    /// a future, on the hot path of every proxied request.
-    func takeIdle(_ backend: Backend, settings: PoolSettings, on eventLoop: any EventLoop) -> UpstreamConnection? {
+    /// a future, on the hot path of every proxied request. `now` is the loop's clock if the
+    /// caller has read it already.
+    func takeIdle(_ backend: Backend, settings: PoolSettings, on eventLoop: any EventLoop, now: NIODeadline? = nil) -> UpstreamConnection? {
         let key = Key(backend, settings: settings, loop: eventLoop)
-        let now = Int64(clamping: eventLoop.now.uptimeNanoseconds)
+        let now = Int64(clamping: (now ?? eventLoop.now).uptimeNanoseconds)
         let (reused, expired) = states.withLockedValue { states -> (UpstreamConnection?, [UpstreamConnection]) in
             // Mutated in place: a copy of the state would copy its array on every request.
             let fresh = ConnectionPoolState<UpstreamConnection>(maxIdle: settings.maxIdle, idleTimeout: settings.idleTimeout)
@@ -172,13 +173,15 @@ final class UpstreamPool: Sendable {
     }
 
     /// Gives a connection back after an exchange; closes it unless it is `reusable`.
-    /// `backendKeepAliveSeconds` is the last response's `Keep-Alive: timeout=`, if it had one.
+    /// `backendKeepAliveSeconds` is the last response's `Keep-Alive: timeout=`, if it had one;
+    /// `now` the loop's clock if the caller has read it already.
     func release(
-        _ connection: UpstreamConnection, backend: Backend, settings: PoolSettings, reusable: Bool, backendKeepAliveSeconds: Int? = nil
+        _ connection: UpstreamConnection, backend: Backend, settings: PoolSettings, reusable: Bool, backendKeepAliveSeconds: Int? = nil,
+        now: NIODeadline? = nil
     ) {
         let loop = connection.channel.eventLoop
         let key = Key(backend, settings: settings, loop: loop)
-        let now = Int64(clamping: loop.now.uptimeNanoseconds)
+        let now = Int64(clamping: (now ?? loop.now).uptimeNanoseconds)
         let (checkin, sweepDue) = states.withLockedValue { states in
             let fresh = ConnectionPoolState<UpstreamConnection>(maxIdle: settings.maxIdle, idleTimeout: settings.idleTimeout)
             // One lookup: the entry is checked in to and its sweep armed in place.
