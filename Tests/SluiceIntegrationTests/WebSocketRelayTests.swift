@@ -13,7 +13,9 @@ struct WebSocketRelayTests {
     func echoEverything() async throws {
         let backend = try await PythonPeer(["backend", "echo"])
         let gateway = try await TestGateway.relay(to: "ws://127.0.0.1:\(backend.port)")
-        let result = try await PythonPeer.run(["client", "echo", url(gateway), #"{"subprotocols": ["chat"]}"#])
+        // 16 MiB each way, compressed by Python on both ends through a debug build: alone it
+        // takes seconds, beside the whole suite on two cores it took over a minute.
+        let result = try await PythonPeer.run(["client", "echo", url(gateway), #"{"subprotocols": ["chat"]}"#], timeout: 180)
         await gateway.stop()
         backend.stop()
         #expect(result["error"] == nil, "\(result)")
