@@ -17,7 +17,8 @@ ws and wss (handshakes/s, the proxy's CPU per connection from accept to close). 
 bare NIO byte tunnel (`sluice-bench tunnel`, swift-nio-ssl in front of it for wss) runs beside
 the peers: what a proxy on NIO channels pays per WebSocket before any HTTP work.
 
-Needs release builds (`swift build -c release`), nginx, haproxy and caddy (Debian packages) and
+Needs release builds (`swift build -c release -Xswiftc -enforce-exclusivity=unchecked`, the
+production build of the README), nginx, haproxy and caddy (Debian packages) and
 openssl. Every target is on loopback; every run is bounded in time.
 """
 import argparse

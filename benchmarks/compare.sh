@@ -14,6 +14,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   # The Debian packages start system services; the comparison starts its own instances.
   for service in nginx haproxy caddy; do systemctl stop "$service" 2> /dev/null || service "$service" stop 2> /dev/null || true; done
 fi
-swift build -c release --product sluice
-swift build -c release --product sluice-bench
+# The production build (README): no exclusivity checks in the packages Sluice is built on either.
+swift build -c release -Xswiftc -enforce-exclusivity=unchecked --product sluice
+swift build -c release -Xswiftc -enforce-exclusivity=unchecked --product sluice-bench
 exec python3 benchmarks/compare.py "$@"

@@ -23,7 +23,7 @@ Each proxy runs alone on core 1 with one event-loop thread (nginx: one worker; H
 thread); the load generator and the backends share core 0. Every round measures each target in
 turn; the medians over rounds of requests (or messages) per second and of the proxy's CPU per
 request (user + system, /proc) are reported, with the ratios read within rounds. Needs release
-builds, nginx, haproxy, h2load and openssl; every target is on loopback, every run bounded.
+builds (the README's production build), nginx, haproxy, h2load and openssl; every target is on loopback, every run bounded.
 """
 import argparse
 import datetime
