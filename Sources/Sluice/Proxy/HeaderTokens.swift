@@ -53,9 +53,17 @@ enum HeaderTokens {
         return false
     }
 
-    /// ASCII case-insensitive equality, as header names and most tokens compare.
+    /// ASCII case-insensitive equality, as header names and most tokens compare. Inlined for
+    /// its length check: a request's fields are compared with a dozen names each (hop-by-hop,
+    /// the ones Sluice writes itself), and nearly every comparison ends there.
+    @inline(__always)
     static func equalIgnoringASCIICase(_ a: some StringProtocol, _ b: some StringProtocol) -> Bool {
         guard a.utf8.count == b.utf8.count else { return false }
+        return sameBytesIgnoringASCIICase(a, b)
+    }
+
+    /// `a` and `b`, of the same length, are equal ignoring ASCII case.
+    private static func sameBytesIgnoringASCIICase(_ a: some StringProtocol, _ b: some StringProtocol) -> Bool {
         // Native strings keep their UTF-8 contiguous: compare the bytes in place.
         let compared = a.utf8.withContiguousStorageIfAvailable { x in
             b.utf8.withContiguousStorageIfAvailable { y in
