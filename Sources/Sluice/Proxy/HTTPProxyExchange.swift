@@ -117,7 +117,8 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
     // MARK: Client side
 
     /// `now`, here and below, is the loop's clock when the caller has read it for this event:
-    /// a request reads it once to start and once per read of its answer, not at each step.
+    /// a request reads it once to start and once per read of its answer, not at each step (the
+    /// backend choice, `BackendAttempts`, reads its own).
     func start(now: NIODeadline? = nil) {
         if let limit = maxRequestBody, let length = request.framing.contentLength, length > limit {
             fail(.client(.payloadTooLarge, .tooLarge, "request body larger than \(limit) bytes"), keepAlive: false)
