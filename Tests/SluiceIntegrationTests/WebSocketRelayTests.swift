@@ -187,9 +187,14 @@ struct WebSocketRelayTests {
         }
         // Still serving: the relay started only once the backend's response decoder had left.
         let after = try await PythonPeer.run(["client", "status", url(gateway)])
+        // And nothing held: the client left before its 101, so its channel never had a relay
+        // handler to report it gone; the relay learns it from the failed switch and ends.
+        let released = await gateway.eventually(.seconds(20)) { gateway.gateway.registry.count == 0 }
+        let live = gateway.gateway.registry.count
         await gateway.stop()
         backend.stop()
         #expect(after["status"] as? Int == 101, "\(after)")
+        #expect(released, "\(live) WebSockets still registered with every client gone")
     }
 
     @Test("a backend whose Sec-WebSocket-Accept is wrong gets the client a 502")

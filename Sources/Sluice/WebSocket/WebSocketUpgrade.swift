@@ -385,7 +385,14 @@ final class WebSocketUpgrade {
             // Not `and`: it fails as soon as one side fails (a client that already left), which
             // would start the relay inside the backend decoder's own read of the 101.
             upstreamDecoderGone.assumeIsolated().whenComplete { _ in
-                downstreamDecoderGone.assumeIsolated().whenComplete { _ in relay.start() }
+                downstreamDecoderGone.assumeIsolated().whenComplete { switched in
+                    relay.start()
+                    // A client switch that failed (the client half-closed or left before its 101,
+                    // and its channel was closed) may have left no relay handler there to report
+                    // the side gone: the relay learns it here, or it would wait for it forever
+                    // (and hold its registry entry and leases). Told twice is told once.
+                    if case .failure = switched { relay.channelInactive(.downstream) }
+                }
             }
         } catch {
             logger.error("could not switch the backend channel to the relay", metadata: ["error": "\(error)"])
