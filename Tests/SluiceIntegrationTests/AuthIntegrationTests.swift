@@ -163,10 +163,10 @@ struct AuthIntegrationTests {
               - name: app
                 match: { path_prefix: /ws }
                 backends: ["ws://127.0.0.1:\(backend.port)"]
-                # 2 s: a freshly started auth server under the whole suite's load can take over 1 s
-                # to answer its first call; the slow case still sleeps past it (3 s).
+                # 5 s: a freshly started auth server under the whole suite's load has taken over
+                # 2 s to answer its first call; the slow case sleeps far past it (20 s).
                 auth:
-                  methods: [ { forward: { url: "\(authURL)", timeout: 2s, copy_headers: [X-User-Id, X-Team], user_header: X-User-Id } } ]
+                  methods: [ { forward: { url: "\(authURL)", timeout: 5s, copy_headers: [X-User-Id, X-Team], user_header: X-User-Id } } ]
                   failure_limit: { rate: 1/m, burst: 3 }
                 origin: { allowed: ["https://app.test"] }
               - name: cached
@@ -182,6 +182,9 @@ struct AuthIntegrationTests {
             return body?["calls"] as? Int ?? -1
         }
         let good = ["Cookie": "session=good", "X-Team": "spoofed", "X-User-Id": "spoofed"]
+        // The auth server's first answer is its slowest (the whole suite starts at once): have it
+        // given before the gateway asks anything.
+        #expect(try await calls() == 0)
         let admitted = try await session.open("good", gateway.url("/ws/x?y=1"), headers: good)
         #expect(admitted["status"] as? Int == 101, "\(admitted)")
         let saw = try await backendSaw(session, "good")

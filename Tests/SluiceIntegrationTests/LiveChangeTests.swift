@@ -36,8 +36,12 @@ struct LiveChangeTests {
     }
 
     /// The probes: what one request, upgrade or handshake gets.
+    /// The status of an upgrade to `url`, or what went wrong. The handshake may take as long
+    /// as an admin answer may: the gateway holds 2,000 busy WebSockets beside the whole suite.
     static func status(_ url: String) async throws -> Int? {
-        try await PythonPeer.run(["client", "status", url])["status"] as? Int
+        let result = try await PythonPeer.run(["client", "status", url, #"{"open_timeout": \#(adminTimeout)}"#], timeout: TimeInterval(adminTimeout + 30))
+        if result["status"] == nil { Issue.record("no answer to the upgrade of \(url): \(result)") }
+        return result["status"] as? Int
     }
 
     static func servedFingerprint(port: Int) async throws -> String? {

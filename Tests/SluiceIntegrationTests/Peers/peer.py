@@ -179,7 +179,8 @@ def client_ssl(url):
 
 async def client(scenario, url, extra):
     options = json.loads(extra) if extra else {}
-    kwargs = dict(ssl=client_ssl(url), max_size=None, ping_interval=None, open_timeout=10, close_timeout=10)
+    kwargs = dict(ssl=client_ssl(url), max_size=None, ping_interval=None,
+                  open_timeout=options.get("open_timeout", 10), close_timeout=10)
     if "subprotocols" in options:
         kwargs["subprotocols"] = options["subprotocols"]
     if options.get("compression") is False:
@@ -506,7 +507,8 @@ def auth_server():
                 self.send_header("Content-Length", "0")
                 self.end_headers()
             elif "session=slow" in cookie:
-                time.sleep(3)
+                # Far past the gateway's timeout, so only the timeout can end the wait.
+                time.sleep(20)
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -818,7 +820,8 @@ def http_flaky():
 def http_exchange(host, port, payload, expect, half_close=False):
     """Sends raw bytes (with \\r\\n escapes), half-closes if asked, and reads until `expect`
     responses arrived or the connection closed; returns the responses' status codes and bodies,
-    in order, and whether the server closed."""
+    in order, whether the server closed, and whether a read waited out the socket's 10 s
+    timeout instead (a timeout is not a close: a connection that hangs must not pass as closed)."""
     sock = socket.create_connection((host, int(port)), timeout=10)
     started = time.monotonic()
     sock.sendall(payload.encode().decode("unicode_escape").encode("latin-1"))
@@ -827,6 +830,7 @@ def http_exchange(host, port, payload, expect, half_close=False):
     data = b""
     responses = []
     closed = False
+    timed_out = False
     try:
         while len(responses) < expect:
             chunk = sock.recv(65536)
@@ -855,10 +859,13 @@ def http_exchange(host, port, payload, expect, half_close=False):
                 closed = sock.recv(1) == b""
             except socket.timeout:
                 closed = False
+    except socket.timeout:
+        timed_out = True
     except OSError:
         closed = True
     sock.close()
-    return {"responses": responses, "closed": closed, "elapsed": time.monotonic() - started}
+    return {"responses": responses, "closed": closed, "timed_out": timed_out,
+            "elapsed": time.monotonic() - started}
 
 
 def http_sequence(host, port, steps):
