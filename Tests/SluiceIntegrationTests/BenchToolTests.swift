@@ -82,7 +82,8 @@ struct BenchToolTests {
         let url = "ws://127.0.0.1:\(gateway.port("plain"))/ws"
         // Open loop at a modest rate: a closed loop would take both cores from the tests running
         // beside this one (some of which time their events).
-        let compressed = try await Self.bench(["load", "--url", url, "--connections", "4", "--duration", "2", "--rate", "200", "--deflate", "--json"])
+        // 5 s: beside the whole suite a debug build has completed no round trip in 2.
+        let compressed = try await Self.bench(["load", "--url", url, "--connections", "4", "--duration", "5", "--rate", "200", "--deflate", "--json"])
         let open = try await Self.bench(["load", "--url", url, "--connections", "2", "--duration", "1", "--rate", "200", "--json"])
         let refused = try await Self.bench(["load", "--url", "ws://127.0.0.1:\(plainEcho.port)/", "--connections", "1", "--duration", "1", "--deflate"])
         let outside = try await Self.bench(["load", "--url", "ws://192.0.2.1:80/", "--duration", "1"])
