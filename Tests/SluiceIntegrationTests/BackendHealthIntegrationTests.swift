@@ -142,7 +142,7 @@ struct BackendHealthIntegrationTests {
           - name: ws
             match: { path_prefix: /ws }
             backends: [\(backends.urls)]
-            balance: { max_fails: 3, cool_down: 30s }
+            balance: { max_fails: 3, cool_down: 5m }
           - name: app
             match: { path_prefix: /app }
             backends: [\(plain.urls.replacingOccurrences(of: "ws://", with: "http://"))]
@@ -181,7 +181,7 @@ struct BackendHealthIntegrationTests {
     func earlyCloses() async throws {
         let backends = try await Backends(["a", "b"])
         defer { backends.stop() }
-        let gateway = try await Self.gateway(backends, route: "balance: { max_fails: 2, cool_down: 30s }")
+        let gateway = try await Self.gateway(backends, route: "balance: { max_fails: 2, cool_down: 5m }")
         try backends.set("b", "1011")
         let bURL = "ws://127.0.0.1:\(backends.peers["b"]!.port)"
         // Upgrades succeed (the 101 comes); the early closes count against b. Each client waits

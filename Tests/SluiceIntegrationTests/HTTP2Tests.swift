@@ -576,7 +576,7 @@ struct HTTP2Tests {
         let setup = try await Setup(http2: "idle_timeout: 1s", engine: engine)
         var outcomes: [String: [String: Any]] = [:]
         for step in ["half-headers", "before-answer", "mid-response", "mid-upload", "reset-mid-response", "mid-websocket"] {
-            outcomes[step] = try await setup.h2("vanish", ["step": step, "abort": abort, "linger": 4])
+            outcomes[step] = try await setup.h2("vanish", ["step": step, "abort": abort, "linger": 4, "ready": "http://127.0.0.1:\(setup.http.port)/stats"])
         }
         let after = try await Curl.run(["-k", "--http2", "https://127.0.0.1:\(setup.tlsPort)/app/after"])
         let released = await setup.gateway.eventually {
@@ -601,6 +601,7 @@ struct HTTP2Tests {
         func status(_ path: String) -> [Int] {
             lines.filter { ($0["path"] as? String)?.hasPrefix(path) == true }.compactMap { $0["status"] as? Int }
         }
+        #expect(outcomes["before-answer"]?["backend_had_it"] as? Bool == true, "\(outcomes)")
         #expect(status("/app/slow") == [499], "\(lines)")
         #expect(status("/app/upload") == [499], "\(lines)")
         // Cut off after its head went out: logged with the status the client had begun to get.
