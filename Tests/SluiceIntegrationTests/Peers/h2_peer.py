@@ -115,6 +115,8 @@ class Client:
         self.resets = {}
         self.goaway = None
         self.closed = False
+        # What h2 refused in the server's frames, if anything (the connection is given up).
+        self.protocol_error = None
         self.pending_ack = {}
         self.flush()
 
@@ -552,6 +554,7 @@ def scenario_goaway_watch(host, port, options):
     deadline = time.time() + options.get("timeout", 20)
     after = None
     goaway_before_close = None
+    missed = None
     while time.time() < deadline:
         sent += 1
         goaway_before = client.goaway is not None
@@ -569,6 +572,10 @@ def scenario_goaway_watch(host, port, options):
             break
         if len([f for f in received if f[0] == 0x1]) < sent:
             failures += 1
+            # Why the wait ended without the echo: the stream reset, the connection closed (and
+            # whether h2 refused a frame), or the echo timeout.
+            missed = {"message": sent, "reset": client.resets.get(stream), "closed": client.closed,
+                      "protocol_error": client.protocol_error}
             break
         if goaway_before:
             echoed_after_goaway += 1
@@ -583,6 +590,7 @@ def scenario_goaway_watch(host, port, options):
     result = {
         "goaway": client.goaway, "sent": sent, "echoed": len(texts), "in_order": texts == [f"m{i}" for i in range(1, len(texts) + 1)],
         "echoed_after_goaway": echoed_after_goaway, "failures": failures, "server_close_code": server_close,
+        "missed": missed,
     }
     if server_close is not None:
         # Answer the server's close, and end the stream as RFC 8441 asks.
