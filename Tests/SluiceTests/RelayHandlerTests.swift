@@ -20,7 +20,9 @@ struct RelayHandlerTests {
         /// The relay's report, once both connections are closed.
         var ended: WebSocketRelay.Summary? { ending.summary }
 
-        init(closeTimeout: TimeAmount = .seconds(5), idle: TimeAmount? = nil, lifetime: TimeAmount? = nil) throws {
+        /// `clientAttached: false`: the relay starts with no client side, as when the client's
+        /// pipeline could not be switched to it.
+        init(closeTimeout: TimeAmount = .seconds(5), idle: TimeAmount? = nil, lifetime: TimeAmount? = nil, clientAttached: Bool = true) throws {
             client = EmbeddedChannel(loop: loop)
             backend = EmbeddedChannel(loop: loop)
             let configuration = WebSocketRelay.Configuration(
@@ -28,7 +30,7 @@ struct RelayHandlerTests {
                 timing: .init(closeTimeout: closeTimeout, idleTimeout: idle, pingInterval: nil, pongTimeout: .seconds(10), maxLifetime: lifetime)
             )
             relay = WebSocketRelay(configuration: configuration, eventLoop: loop, logger: Logger(label: "test")) { [ending] in ending.summary = $0 }
-            try client.pipeline.syncOperations.addHandler(RelayHandler(relay: relay, side: .downstream))
+            if clientAttached { try client.pipeline.syncOperations.addHandler(RelayHandler(relay: relay, side: .downstream)) }
             try backend.pipeline.syncOperations.addHandler(RelayHandler(relay: relay, side: .upstream))
             try client.connect(to: .init(ipAddress: "127.0.0.1", port: 1)).wait()
             try backend.connect(to: .init(ipAddress: "127.0.0.1", port: 2)).wait()
@@ -126,6 +128,26 @@ struct RelayHandlerTests {
         pair.loop.advanceTime(by: .seconds(1))
         #expect(!pair.client.isActive && !pair.backend.isActive)
         #expect(pair.ended?.outcome?.ending == .kicked)
+    }
+
+    @Test(
+        "a side that was never attached counts as gone once the relay closes or aborts it: the relay ends, by a kick's close timeout or a drain's deadline",
+        arguments: ["kick", "drain deadline"]
+    )
+    func neverAttachedSide(ending: String) throws {
+        let pair = try Pair(closeTimeout: .seconds(5), clientAttached: false)
+        if ending == "kick" {
+            pair.relay.close(downstreamCode: 1008, upstreamCode: 1001, reason: "kick", ending: .kicked)
+            #expect(Self.closeCode(in: try pair.written(to: pair.backend)) == 1001)
+            // The backend answers; the client, never there, cannot: its close timeout ends it.
+            try pair.backend.writeInbound(Self.backendFrame(8, [0x03, 0xE9]))
+            pair.loop.advanceTime(by: .seconds(5))
+        } else {
+            pair.relay.abort()
+            pair.loop.run()
+        }
+        #expect(!pair.backend.isActive)
+        #expect(pair.ended != nil, "the relay waited for a client side that was never attached")
     }
 
     @Test("after a client's protocol violation it still gets what the backend sent, then its 1002")

@@ -359,6 +359,9 @@ final class WebSocketRelay {
     /// Carries out the machine's actions, then re-arms the timer: an event can move a deadline
     /// without any action (a violation's linger), so the timer is looked at after each.
     private func perform(_ actions: [StateMachine.Action]) {
+        /// Sides told to go that have no channel or stream to close (never attached): nothing
+        /// will report them gone, so they are reported here, after these actions.
+        var detached: [RelaySide] = []
         for action in actions {
             switch action {
             case .forward(let frame, let side):
@@ -376,14 +379,16 @@ final class WebSocketRelay {
                 write(ControlFrameEncoder.frame(opcode: FrameHeader.Opcode.ping, payload: payload, masked: side == .upstream, allocator: allocator), to: side)
                 flushIfNeeded(side)
             case .disconnect(let side):
-                disconnect(side)
+                if peers[side] == nil { detached.append(side) } else { disconnect(side) }
             case .abort(let side):
-                abort(side)
+                if peers[side] == nil { detached.append(side) } else { abort(side) }
             case .finished:
                 finish()
             }
         }
         armTimer()
+        // (`peerGone` is idempotent: a side already reported gone changes nothing.)
+        for side in detached { channelInactive(side) }
     }
 
     private var allocator: ByteBufferAllocator {
