@@ -113,7 +113,7 @@ struct AdminTests {
         try token.write(toFile: tokenFile, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: tokenFile) }
         let gateway = try await TestGateway.relay(
-            to: "builtin:echo", websocket: ["close_timeout: 10s"], top: ["admin: { address: 127.0.0.1:0, token_file: \(tokenFile) }"]
+            to: "builtin:echo", websocket: ["close_timeout: 30s"], top: ["admin: { address: 127.0.0.1:0, token_file: \(tokenFile) }"]
         )
         let session = try PythonSession()
         #expect(try await session.send(["op": "http", "url": gateway.adminURL("/metrics")])["status"] as? Int == 401)
@@ -124,12 +124,14 @@ struct AdminTests {
         #expect(try await session.send(["op": "http", "url": gateway.adminURL("/healthz")])["status"] as? Int == 200)
         #expect(try await session.send(["op": "http", "url": gateway.adminURL("/readyz")])["status"] as? Int == 200)
 
-        // A client that never answers the gateway's close keeps the drain going for close_timeout
-        // (10 s: the readiness and health requests below must land inside it on a loaded machine).
+        // A client that never answers the gateway's close keeps the drain going until it leaves
+        // (after 25 s; close_timeout is 30 s): the readiness and health requests below must land
+        // inside it on a loaded machine (where 10 s was once not enough, and the drain's end took
+        // the admin listener with it).
         let port = gateway.port("plain")
-        let stalled = Task { _ = try await PythonPeer.run(["raw-client", "stall", "127.0.0.1", "\(port)", #"{"path": "/ws", "seconds": 15}"#]) }
+        let stalled = Task { _ = try await PythonPeer.run(["raw-client", "stall", "127.0.0.1", "\(port)", #"{"path": "/ws", "seconds": 25}"#]) }
         #expect(await gateway.eventually(.seconds(30)) { gateway.gateway.registry.count == 1 })
-        let shutdown = Task { await gateway.gateway.shutdown(drainTimeout: .seconds(15)) }
+        let shutdown = Task { await gateway.gateway.shutdown(drainTimeout: .seconds(45)) }
         #expect(try await gateway.eventually {
             try await session.send(["op": "http", "url": gateway.adminURL("/readyz")])["status"] as? Int == 503
         })

@@ -4,6 +4,7 @@ import NIOCore
 import Sluice
 import SluiceConfig
 import Synchronization
+import Testing
 
 /// A `Gateway` bound to OS-chosen loopback ports, configured from YAML text.
 final class TestGateway: @unchecked Sendable {
@@ -45,10 +46,15 @@ final class TestGateway: @unchecked Sendable {
     /// `ws://127.0.0.1:PORT/ws…` on the plain listener.
     func url(_ path: String = "/ws") -> String { "ws://127.0.0.1:\(port("plain"))\(path)" }
 
-    /// `http://ADDRESS/…` on the admin listener.
+    /// `http://ADDRESS/…` on the admin listener. One that is not running (stopped by a drain
+    /// that ended sooner than the test expected) is the test's failure, not the whole run's
+    /// crash: it is recorded, and the URL is one nothing listens on.
     func adminURL(_ path: String) -> String {
-        let address = gateway.adminAddress!
-        return "http://127.0.0.1:\(address.port!)\(path)"
+        guard let port = gateway.adminAddress?.port else {
+            Issue.record("the admin listener is not running")
+            return "http://127.0.0.1:1\(path)"
+        }
+        return "http://127.0.0.1:\(port)\(path)"
     }
 
     /// Waits until `condition` holds, up to `timeout`; returns whether it did.
