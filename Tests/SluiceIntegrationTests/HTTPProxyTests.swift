@@ -451,7 +451,8 @@ struct SocketIOTests {
         let two = try await PythonPeer(["server", "two"], script: Self.script)
         let sticky = try await Self.gateway(one, two, sticky: true)
         for _ in 0..<3 {
-            let result = try await PythonPeer.run(["client", "http://127.0.0.1:\(sticky.port("plain"))"], script: Self.script)
+            // 20 s a request: beside the whole suite a poll has waited past 5.
+            let result = try await PythonPeer.run(["client", "http://127.0.0.1:\(sticky.port("plain"))", "20"], script: Self.script, timeout: 180)
             #expect(result["error"] == nil, "\(result)")
             #expect(result["transport"] as? String == "websocket", "\(result)")
             #expect((result["servers"] as? [String])?.count == 1, "\(result)")

@@ -76,7 +76,9 @@ struct LimitsTests {
             if answer["status"] as? Int == 101 { try await session.send(["op": "close", "id": "c\(index)"]) }
         }
         #expect(statuses == [101, 101, 101, 429, 429], "\(statuses)")
-        #expect(retryAfter.flatMap(Int.init).map { (30...60).contains($0) } == true, "Retry-After \(retryAfter ?? "none")")
+        // The next token is due within the minute (how far into it depends on how long the five
+        // opens took: beside the whole suite, over 30 s).
+        #expect(retryAfter.flatMap(Int.init).map { (1...60).contains($0) } == true, "Retry-After \(retryAfter ?? "none")")
         await gateway.stop()
 
         let routeWide = try await TestGateway.relay(

@@ -36,21 +36,23 @@ def server(name):
     asyncio.run(main())
 
 
-def client(url):
+def client(url, seconds=5):
+    """A Socket.IO session through `url`; each request and call may take `seconds` (a session
+    that should work is given long enough for a loaded machine, one expected to break is not)."""
     import socketio
     result = {"connected": False}
-    sio = socketio.Client(reconnection=False, request_timeout=5)
+    sio = socketio.Client(reconnection=False, request_timeout=seconds)
     try:
-        sio.connect(url, transports=["polling", "websocket"], wait_timeout=10)
+        sio.connect(url, transports=["polling", "websocket"], wait_timeout=2 * seconds)
         result["connected"] = True
-        first = sio.call("echo", "over whatever transport", timeout=5)
+        first = sio.call("echo", "over whatever transport", timeout=seconds)
         result["first"] = first
         # Give the upgrade to WebSocket time to finish, then talk over it.
-        deadline = time.time() + 10
+        deadline = time.time() + 2 * seconds
         while sio.transport() != "websocket" and time.time() < deadline:
             time.sleep(0.05)
         result["transport"] = sio.transport()
-        answers = [sio.call("echo", f"message {i}", timeout=5) for i in range(5)]
+        answers = [sio.call("echo", f"message {i}", timeout=seconds) for i in range(5)]
         result["servers"] = sorted({a["server"] for a in answers + [first]})
         result["server_transports"] = [a["transport"] for a in answers]
         result["echoes"] = [a["data"] for a in answers]
@@ -65,4 +67,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "server":
         server(sys.argv[2])
     else:
-        print(json.dumps(client(sys.argv[2])), flush=True)
+        print(json.dumps(client(sys.argv[2], *(float(a) for a in sys.argv[3:4]))), flush=True)
