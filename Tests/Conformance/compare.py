@@ -71,8 +71,11 @@ def main():
     baseline = json.load(open(sys.argv[1]))
     if "--cases" in sys.argv:
         # The agent ran a subset on purpose: compare those cases only.
-        prefixes = [p.rstrip("*") for p in sys.argv[sys.argv.index("--cases") + 1].split(",")]
-        baseline = {case: v for case, v in baseline.items() if any(case.startswith(p) for p in prefixes)}
+        # ("12.*" is every case of group 12; "12.1.7" is that case alone, not 12.1.70.)
+        patterns = sys.argv[sys.argv.index("--cases") + 1].split(",")
+        prefixes = [p.rstrip("*") for p in patterns if p.endswith("*")]
+        exact = {p for p in patterns if not p.endswith("*")}
+        baseline = {case: v for case, v in baseline.items() if case in exact or any(case.startswith(p) for p in prefixes)}
     index = json.load(open(sys.argv[2]))
     agent = sys.argv[3]
     if agent not in index:
