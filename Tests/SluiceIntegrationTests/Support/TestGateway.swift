@@ -22,8 +22,14 @@ final class TestGateway: @unchecked Sendable {
         listeners = try await gateway.start()
     }
 
+    /// The port a listener was bound to at start. A name the configuration lacks fails the test
+    /// that asked (and gives a port nothing listens on) rather than crashing the whole run.
     func port(_ name: String) -> Int {
-        listeners.first { $0.name == name }!.address.port!
+        guard let port = listeners.first(where: { $0.name == name })?.address.port else {
+            Issue.record("no listener named \(name) was bound (listeners: \(listeners.map(\.name)))")
+            return 1
+        }
+        return port
     }
 
     private let stopped = Atomic<Bool>(false)
