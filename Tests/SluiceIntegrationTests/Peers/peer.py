@@ -261,14 +261,16 @@ def raw_client(scenario, host, port, extra):
     """A hand-written client for what `websockets` will not do: send its first frame in the
     same packet as the upgrade request, stall reading, or never answer pings."""
     options = json.loads(extra) if extra else {}
+    # Each read's bound ("timeout" in seconds: a test whose gateway is loaded on purpose waits longer).
+    timeout = float(options.get("timeout", 15))
     if "rcvbuf" in options:
         # A receive buffer set before the connect bounds the window the sender sees.
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, int(options["rcvbuf"]))
-        sock.settimeout(15)
+        sock.settimeout(timeout)
         sock.connect((host, int(port)))
     else:
-        sock = socket.create_connection((host, int(port)), timeout=15)
+        sock = socket.create_connection((host, int(port)), timeout=timeout)
     key = base64.b64encode(os.urandom(16)).decode()
     request = (f"GET {options.get('path', '/')} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()

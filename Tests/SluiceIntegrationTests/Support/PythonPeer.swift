@@ -86,6 +86,10 @@ final class PythonPeer: @unchecked Sendable {
             try await Task.sleep(for: .milliseconds(20))
         }
         let data = output.fileHandleForReading.readDataToEndOfFile()
+        guard !data.isEmpty else {
+            // (Its traceback, if it raised, went to the test run's stderr.)
+            throw PeerError(message: "python client \(arguments) printed nothing: it ended with status \(process.terminationStatus)")
+        }
         guard let object = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
             throw PeerError(message: "python client printed no JSON: \(String(decoding: data, as: UTF8.self))")
         }
