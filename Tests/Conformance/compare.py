@@ -69,15 +69,16 @@ def main():
         make_baseline(sys.argv[2], sys.argv[3:])
         return
     baseline = json.load(open(sys.argv[1]))
-    chosen = lambda case: True  # noqa: E731
-    if "--cases" in sys.argv:
-        # The agent ran a subset on purpose: compare (and count) those cases only.
-        # ("12.*" is every case of group 12; "12.1.7" is that case alone, not 12.1.70.)
-        patterns = sys.argv[sys.argv.index("--cases") + 1].split(",")
-        prefixes = [p.rstrip("*") for p in patterns if p.endswith("*")]
-        exact = {p for p in patterns if not p.endswith("*")}
-        chosen = lambda case: case in exact or any(case.startswith(p) for p in prefixes)  # noqa: E731
-        baseline = {case: v for case, v in baseline.items() if chosen(case)}
+    # The agent may have run a subset on purpose (--cases): compare (and count) those cases only.
+    # ("12.*" is every case of group 12; "12.1.7" is that case alone, not 12.1.70.)
+    patterns = sys.argv[sys.argv.index("--cases") + 1].split(",") if "--cases" in sys.argv else ["*"]
+    prefixes = [p.rstrip("*") for p in patterns if p.endswith("*")]
+    exact = {p for p in patterns if not p.endswith("*")}
+
+    def chosen(case):
+        return case in exact or any(case.startswith(p) for p in prefixes)
+
+    baseline = {case: v for case, v in baseline.items() if chosen(case)}
     index = json.load(open(sys.argv[2]))
     agent = sys.argv[3]
     if agent not in index:
