@@ -218,6 +218,46 @@ struct ProxyUnitTests {
         pool.closeAll()
     }
 
+    @Test("a cancelled request's answer counts toward its backend's passive health as the exchange's would")
+    func drainCountsTowardHealth() throws {
+        let loop = EmbeddedEventLoop()
+        let settings = PoolSettings(maxIdle: 4, idleTimeout: 60_000_000_000, connectTimeout: .seconds(1))
+        let pool = UpstreamPool()
+        defer { pool.closeAll() }
+        /// Drains `answer` on a connection to backend `index` of `set`.
+        func drain(_ answer: String, from set: BackendSet, _ index: Int) throws {
+            let handler = UpstreamHTTPHandler()
+            let channel = EmbeddedChannel(handler: handler, loop: loop)
+            try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9000 + index)).wait()
+            handler.expectResponse(toHEAD: false)
+            UpstreamDrain.start(
+                UpstreamConnection(channel: channel, handler: handler), head: nil, backend: set.backend(index), settings: settings, pool: pool,
+                health: (set, index)
+            )
+            try channel.writeInbound(ByteBuffer(string: answer))
+        }
+        let unavailable = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
+        let fine = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+        var counting = BalancingConfiguration()
+        counting.maxFails = 2
+        counting.plainErrorsFail = true
+        let set = Self.backends(2, counting)
+        try drain(unavailable, from: set, 0)
+        try drain(fine, from: set, 0)
+        try drain(unavailable, from: set, 0)
+        #expect(!set.isSkipped(0), "an answer below 500 in between starts the failures in a row again")
+        try drain(unavailable, from: set, 0)
+        #expect(set.isSkipped(0), "max_fails 5xx answers in a row to cancelled requests eject the backend")
+        #expect(!set.isSkipped(1))
+
+        var plain = counting
+        plain.plainErrorsFail = false
+        let lenient = Self.backends(2, plain)
+        for _ in 0..<3 { try drain(unavailable, from: lenient, 0) }
+        #expect(!lenient.isSkipped(0), "without plain_errors_fail a 5xx is an answer, as for an exchange")
+    }
+
     @Test("names and tokens compare without ASCII case, and only letters fold")
     func caseInsensitiveBytes() {
         func equal(_ a: String, _ b: StaticString) -> Bool {

@@ -192,7 +192,9 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         if requestDone, !responseDone, times.pool.maxIdle > 0, let index = backendIndex, let connection = connection.take() {
             backends.ended(index)
             backendIndex = nil
-            UpstreamDrain.start(connection, head: responseHead, backend: backends.backend(index), settings: times.pool, pool: pool)
+            UpstreamDrain.start(
+                connection, head: responseHead, backend: backends.backend(index), settings: times.pool, pool: pool, health: (backends, index)
+            )
             return
         }
         releaseConnection(reusable: false)

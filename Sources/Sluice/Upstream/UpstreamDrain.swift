@@ -12,7 +12,10 @@ import NIOCore
 /// connection. The request has gone out whole, so the response is read and dropped here, within
 /// bounds: at most `maxBytes` of it and `maxTime`, else the connection is closed as before. What
 /// the backend says about keeping it (`Connection: close`, a body that runs until it closes,
-/// bytes after the response) decides as for any exchange.
+/// bytes after the response) decides as for any exchange. A head read here counts toward the
+/// backend's passive health as the exchange's own would have (a 5xx against it under
+/// `plain_errors_fail`, anything else for it): a backend that fails the requests its clients gave
+/// up on is still ejected.
 final class UpstreamDrain: UpstreamHTTPHandler.Delegate {
     /// The most of an abandoned response read to save its connection: small answers and the
     /// tail of a larger one; a download cut early is not worth reading on.
@@ -25,18 +28,22 @@ final class UpstreamDrain: UpstreamHTTPHandler.Delegate {
     private let backend: Backend
     private let settings: PoolSettings
     private let pool: UpstreamPool
+    /// The backend's set and place in it, for its passive health.
+    private let health: (backends: BackendSet, index: Int)?
     /// The head of the response, once read (by the exchange before it let go, or here).
     private var head: UpstreamResponseParser.Head?
     private var bytes = 0
     private var overdue: Scheduled<Void>?
     private var done = false
 
-    /// Starts reading on `connection`; the response's head is passed when the exchange had it.
+    /// Starts reading on `connection`; the response's head is passed when the exchange had it
+    /// (and counted it toward `health`).
     @discardableResult
     static func start(
-        _ connection: UpstreamConnection, head: UpstreamResponseParser.Head?, backend: Backend, settings: PoolSettings, pool: UpstreamPool
+        _ connection: UpstreamConnection, head: UpstreamResponseParser.Head?, backend: Backend, settings: PoolSettings, pool: UpstreamPool,
+        health: (backends: BackendSet, index: Int)? = nil
     ) -> UpstreamDrain {
-        let drain = UpstreamDrain(connection: connection, head: head, backend: backend, settings: settings, pool: pool)
+        let drain = UpstreamDrain(connection: connection, head: head, backend: backend, settings: settings, pool: pool, health: health)
         connection.handler.delegate = drain
         drain.overdue = connection.channel.eventLoop.assumeIsolated().scheduleTask(in: maxTime) {
             drain.finish(reusable: false)
@@ -47,8 +54,12 @@ final class UpstreamDrain: UpstreamHTTPHandler.Delegate {
         return drain
     }
 
-    private init(connection: UpstreamConnection, head: UpstreamResponseParser.Head?, backend: Backend, settings: PoolSettings, pool: UpstreamPool) {
+    private init(
+        connection: UpstreamConnection, head: UpstreamResponseParser.Head?, backend: Backend, settings: PoolSettings, pool: UpstreamPool,
+        health: (backends: BackendSet, index: Int)?
+    ) {
         self.connection = connection
+        self.health = health
         self.head = head
         self.backend = backend
         self.settings = settings
@@ -60,6 +71,13 @@ final class UpstreamDrain: UpstreamHTTPHandler.Delegate {
         switch event {
         case .head(let head):
             self.head = head
+            if let (backends, index) = health {
+                if head.status < 500 {
+                    backends.succeeded(index)
+                } else if backends.balance.plainErrorsFail {
+                    backends.failed(index, reason: "status \(head.status) to a cancelled request")
+                }
+            }
         case .body(let buffer):
             bytes += buffer.readableBytes
             if bytes > Self.maxBytes { finish(reusable: false) }
