@@ -14,7 +14,8 @@ struct HTTP2Tests {
     /// A gateway with a TLS listener (h2 and http/1.1) and a plain one (http/1.1 and h2c), an
     /// admin listener, an access log, and routes: `/echo` and `/guarded` (WebSocket echo; the
     /// latter origin-checked, one subprotocol, one WebSocket per address), `/flood` (a backend
-    /// that sends `flood` bytes), `/app` (an HTTP/1.1 backend), `/` the demo page.
+    /// that sends `flood` bytes), `/app` (an HTTP/1.1 backend), `/timed` (the same, with short
+    /// timeouts), `/sick` (two backends on that server, ejected at their first 5xx), `/` the demo page.
     final class Setup: @unchecked Sendable {
         let gateway: TestGateway
         let echo: PythonPeer
@@ -67,6 +68,10 @@ struct HTTP2Tests {
                     match: { path_prefix: /timed }
                     backends: ["http://127.0.0.1:\(httpPort)"]
                     http: { response_timeout: 3s, idle_timeout: 3s }
+                  - name: sick
+                    match: { path_prefix: /sick }
+                    backends: ["http://127.0.0.1:\(httpPort)/a", "http://127.0.0.1:\(httpPort)/b"]
+                    balance: { max_fails: 1, plain_errors_fail: true }
                 \(routes)
                   - name: demo
                     match: { path_prefix: / }
@@ -180,6 +185,28 @@ struct HTTP2Tests {
         // are in the last one it read before the reset.
         let before = (result["ready"] as? [String: Any])?["connections"] as? Int
         #expect(before != nil && stats?["connections"] as? Int == before, "the cancelled request's backend connection served the next one: \(result)")
+    }
+
+    @Test(
+        "a 503 that comes after its client reset the stream still counts against the backend: with max_fails 1 it is ejected",
+        arguments: HTTP2Limits.HTTP2Engine.allCases
+    )
+    func cancelledFailureCountsTowardHealth(engine: HTTP2Limits.HTTP2Engine) async throws {
+        let setup = try await Setup(engine: engine)
+        // The backend fails 0.5 s after it has the request; the client has reset the stream by
+        // then, so the 503 is read by the drain, not by the exchange.
+        let result = try await setup.h2("cancel-then-request", [
+            "path": "/sick/delay?s=0.5&code=503", "ready": "http://127.0.0.1:\(setup.http.port)/stats", "ready_key": "delay", "wait": 2.5,
+            "then": "/sick/stats",
+        ])
+        // (The drain has read the 503 by the time the second request is answered, unless the
+        // machine is slow enough that the backend's answer came later: waited for, bounded.)
+        _ = await setup.gateway.eventually { setup.metric("sluice_backend_ejections_total", ["route": "sick"]) >= 1 }
+        let ejections = setup.metric("sluice_backend_ejections_total", ["route": "sick"])
+        await setup.stop()
+        #expect(result["first_status"] is NSNull, "the first stream was reset before its answer: \(result)")
+        #expect(ejections == 1, "the 503 read after the reset ejected its backend (max_fails 1, plain_errors_fail): \(ejections)")
+        #expect(result["status"] as? Int == 200, "the other backend answers the next request: \(result)")
     }
 
     @Test(

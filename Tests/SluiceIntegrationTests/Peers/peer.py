@@ -702,6 +702,10 @@ def http_backend(name, tls=None):
             if path.endswith("/delay"):
                 stats["delay"] += 1
                 time.sleep(self.seconds())
+                # `code=`: the answer after the wait has that status (a backend failing slowly).
+                codes = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query).get("code")
+                if codes:
+                    return self.send_json({"delayed": self.seconds()}, status=int(codes[0]))
             if path.endswith("/stall"):
                 # A tenth of the promised body, then silence.
                 self.send_response(200)
