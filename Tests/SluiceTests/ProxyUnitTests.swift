@@ -235,6 +235,9 @@ struct ProxyUnitTests {
                 health: (set, index)
             )
             try channel.writeInbound(ByteBuffer(string: answer))
+            // The drain's flush waits in this thread's `DeferredFlushes` batch for the loop:
+            // run it, or the batch stays pending for another test's loop on this thread.
+            loop.run()
         }
         let unavailable = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
         let fine = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
