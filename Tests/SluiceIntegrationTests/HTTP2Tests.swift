@@ -89,6 +89,14 @@ struct HTTP2Tests {
             return try await PythonPeer.run([scenario, "127.0.0.1", "\(port ?? tlsPort)", json], script: HTTP2Tests.peer, timeout: timeout)
         }
 
+        /// A request to the HTTP backend's `path` (a `/delay`) reset once the backend has it, then
+        /// `then` on the same h2 connection 2.5 s later (`Peers/h2_peer.py cancel-then-request`).
+        func cancelThenRequest(_ path: String, then: String) async throws -> [String: Any] {
+            try await h2("cancel-then-request", [
+                "path": path, "ready": "http://127.0.0.1:\(http.port)/stats", "ready_key": "delay", "wait": 2.5, "then": then,
+            ])
+        }
+
         /// The sum of the samples of `name` whose labels include `labels`.
         func metric(_ name: String, _ labels: [String: String] = [:]) -> Double {
             String(decoding: gateway.gateway.metrics.render(), as: UTF8.self).split(separator: "\n").filter { line in
@@ -174,9 +182,7 @@ struct HTTP2Tests {
         // The backend answers 0.5 s after it has the request; the client resets the stream once
         // the backend has it, and asks for the backend's connection count 2.5 s later, on the
         // same h2 connection (so on the same event loop's pool).
-        let result = try await setup.h2("cancel-then-request", [
-            "path": "/app/delay?s=0.5", "ready": "http://127.0.0.1:\(setup.http.port)/stats", "ready_key": "delay", "wait": 2.5, "then": "/app/stats",
-        ])
+        let result = try await setup.cancelThenRequest("/app/delay?s=0.5", then: "/app/stats")
         await setup.stop()
         #expect(result["first_status"] is NSNull, "\(result)")
         #expect(result["status"] as? Int == 200, "\(result)")
@@ -195,10 +201,7 @@ struct HTTP2Tests {
         let setup = try await Setup(engine: engine)
         // The backend fails 0.5 s after it has the request; the client has reset the stream by
         // then, so the 503 is read by the drain, not by the exchange.
-        let result = try await setup.h2("cancel-then-request", [
-            "path": "/sick/delay?s=0.5&code=503", "ready": "http://127.0.0.1:\(setup.http.port)/stats", "ready_key": "delay", "wait": 2.5,
-            "then": "/sick/stats",
-        ])
+        let result = try await setup.cancelThenRequest("/sick/delay?s=0.5&code=503", then: "/sick/stats")
         // (The drain has read the 503 by the time the second request is answered, unless the
         // machine is slow enough that the backend's answer came later: waited for, bounded.)
         _ = await setup.gateway.eventually { setup.metric("sluice_backend_ejections_total", ["route": "sick"]) >= 1 }
