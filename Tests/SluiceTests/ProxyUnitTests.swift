@@ -179,7 +179,8 @@ struct ProxyUnitTests {
     @Test("a cancelled request's response is read and dropped: its connection goes back to the pool, unless it runs past the bounds or asks to close")
     func drainAfterCancel() throws {
         let loop = EmbeddedEventLoop()
-        let backend = try Self.plainBackend()
+        let set = Self.backends(1, BalancingConfiguration())
+        let backend = set.backend(0)
         let settings = PoolSettings(maxIdle: 4, idleTimeout: 60_000_000_000, connectTimeout: .seconds(1))
         let pool = UpstreamPool()
         /// A connection whose request went out, left to a drain; `answer` is what the backend sends.
@@ -189,7 +190,7 @@ struct ProxyUnitTests {
             try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 8080)).wait()
             let connection = UpstreamConnection(channel: channel, handler: handler)
             handler.expectResponse(toHEAD: false)
-            UpstreamDrain.start(connection, head: nil, backend: backend, settings: settings, pool: pool)
+            UpstreamDrain.start(connection, head: nil, from: set, 0, settings: settings, pool: pool)
             loop.advanceTime(by: wait)
             for part in answer where channel.isActive { try channel.writeInbound(ByteBuffer(string: part)) }
             return connection
@@ -230,10 +231,7 @@ struct ProxyUnitTests {
             let channel = EmbeddedChannel(handler: handler, loop: loop)
             try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9000 + index)).wait()
             handler.expectResponse(toHEAD: false)
-            UpstreamDrain.start(
-                UpstreamConnection(channel: channel, handler: handler), head: nil, backend: set.backend(index), settings: settings, pool: pool,
-                health: (set, index)
-            )
+            UpstreamDrain.start(UpstreamConnection(channel: channel, handler: handler), head: nil, from: set, index, settings: settings, pool: pool)
             try channel.writeInbound(ByteBuffer(string: answer))
             // The drain's flush waits in this thread's `DeferredFlushes` batch for the loop:
             // run it, or the batch stays pending for another test's loop on this thread.

@@ -192,9 +192,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         if requestDone, !responseDone, times.pool.maxIdle > 0, let index = backendIndex, let connection = connection.take() {
             backends.ended(index)
             backendIndex = nil
-            UpstreamDrain.start(
-                connection, head: responseHead, backend: backends.backend(index), settings: times.pool, pool: pool, health: (backends, index)
-            )
+            UpstreamDrain.start(connection, head: responseHead, from: backends, index, settings: times.pool, pool: pool)
             return
         }
         releaseConnection(reusable: false)
@@ -278,9 +276,8 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
         guard !finished else { return }
         switch event {
         case .head(let head):
+            attempts.answered(status: head.status, to: request.head.method.rawValue)
             if head.status >= 500 {
-                let reason = "status \(head.status) to \(request.head.method.rawValue)"
-                if backends.balance.plainErrorsFail { attempts.failedAnswer(reason) }
                 if backends.balance.retryRequests, retriable, requestDone, [502, 503, 504].contains(head.status),
                     attempts.mayRetry(reason: String(head.status))
                 {
@@ -293,8 +290,6 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
                     connection?.handler.flushWrites()
                     return
                 }
-            } else {
-                attempts.succeeded()
             }
             responseDeadline = nil
             responseHead = head

@@ -50,6 +50,11 @@ struct BackendAttempts {
         if let current { backends.succeeded(current) }
     }
 
+    /// The current backend answered a plain request with `status` (`BackendSet.answered`).
+    func answered(status: Int, to request: @autoclosure () -> String) {
+        if let current { backends.answered(current, status: status, to: request()) }
+    }
+
     /// The connect to the current backend failed: it counts against its health.
     mutating func failed(_ error: any Error) {
         let failure = BackendConnectFailure(error)

@@ -229,6 +229,17 @@ final class BackendSet: Sendable {
         if stats[index].failures.load(ordering: .relaxed) != 0 { stats[index].failures.store(0, ordering: .relaxed) }
     }
 
+    /// A plain request's answer from backend `index` (the exchange's, or one a drain read after
+    /// the client cancelled): below 500 the backend is healthy; a 5xx counts against it when
+    /// `plain_errors_fail` says so (`request` names what was answered, for the operator's view).
+    func answered(_ index: Int, status: Int, to request: @autoclosure () -> String) {
+        if status < 500 {
+            succeeded(index)
+        } else if balance.plainErrorsFail {
+            failed(index, reason: "status \(status) to \(request())")
+        }
+    }
+
     /// The backend failed a connection (`reason` for the operator's view); `max_fails` in a row
     /// eject it, unless the set has ejected as many as `max_ejection_percent` allows. A lone
     /// backend is never ejected: there is nowhere else to go.

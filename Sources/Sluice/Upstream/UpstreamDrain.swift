@@ -13,9 +13,8 @@ import NIOCore
 /// bounds: at most `maxBytes` of it and `maxTime`, else the connection is closed as before. What
 /// the backend says about keeping it (`Connection: close`, a body that runs until it closes,
 /// bytes after the response) decides as for any exchange. A head read here counts toward the
-/// backend's passive health as the exchange's own would have (a 5xx against it under
-/// `plain_errors_fail`, anything else for it): a backend that fails the requests its clients gave
-/// up on is still ejected.
+/// backend's passive health as the exchange's own would have (`BackendSet.answered`): a backend
+/// that fails the requests its clients gave up on is still ejected.
 final class UpstreamDrain: UpstreamHTTPHandler.Delegate {
     /// The most of an abandoned response read to save its connection: small answers and the
     /// tail of a larger one; a download cut early is not worth reading on.
@@ -25,25 +24,25 @@ final class UpstreamDrain: UpstreamHTTPHandler.Delegate {
     static let maxTime = TimeAmount.seconds(5)
 
     private let connection: UpstreamConnection
-    private let backend: Backend
+    /// The backend's set and its place in it: the pool's key, and its passive health.
+    private let backends: BackendSet
+    private let index: Int
     private let settings: PoolSettings
     private let pool: UpstreamPool
-    /// The backend's set and place in it, for its passive health.
-    private let health: (backends: BackendSet, index: Int)?
     /// The head of the response, once read (by the exchange before it let go, or here).
     private var head: UpstreamResponseParser.Head?
     private var bytes = 0
     private var overdue: Scheduled<Void>?
     private var done = false
 
-    /// Starts reading on `connection`; the response's head is passed when the exchange had it
-    /// (and counted it toward `health`).
+    /// Starts reading on `connection` to backend `index` of `backends`; the response's head is
+    /// passed when the exchange had it (and counted it).
     @discardableResult
     static func start(
-        _ connection: UpstreamConnection, head: UpstreamResponseParser.Head?, backend: Backend, settings: PoolSettings, pool: UpstreamPool,
-        health: (backends: BackendSet, index: Int)? = nil
+        _ connection: UpstreamConnection, head: UpstreamResponseParser.Head?, from backends: BackendSet, _ index: Int, settings: PoolSettings,
+        pool: UpstreamPool
     ) -> UpstreamDrain {
-        let drain = UpstreamDrain(connection: connection, head: head, backend: backend, settings: settings, pool: pool, health: health)
+        let drain = UpstreamDrain(connection: connection, head: head, backends: backends, index: index, settings: settings, pool: pool)
         connection.handler.delegate = drain
         drain.overdue = connection.channel.eventLoop.assumeIsolated().scheduleTask(in: maxTime) {
             drain.finish(reusable: false)
@@ -55,13 +54,13 @@ final class UpstreamDrain: UpstreamHTTPHandler.Delegate {
     }
 
     private init(
-        connection: UpstreamConnection, head: UpstreamResponseParser.Head?, backend: Backend, settings: PoolSettings, pool: UpstreamPool,
-        health: (backends: BackendSet, index: Int)?
+        connection: UpstreamConnection, head: UpstreamResponseParser.Head?, backends: BackendSet, index: Int, settings: PoolSettings,
+        pool: UpstreamPool
     ) {
         self.connection = connection
-        self.health = health
         self.head = head
-        self.backend = backend
+        self.backends = backends
+        self.index = index
         self.settings = settings
         self.pool = pool
     }
@@ -71,13 +70,7 @@ final class UpstreamDrain: UpstreamHTTPHandler.Delegate {
         switch event {
         case .head(let head):
             self.head = head
-            if let (backends, index) = health {
-                if head.status < 500 {
-                    backends.succeeded(index)
-                } else if backends.balance.plainErrorsFail {
-                    backends.failed(index, reason: "status \(head.status) to a cancelled request")
-                }
-            }
+            backends.answered(index, status: head.status, to: "a cancelled request")
         case .body(let buffer):
             bytes += buffer.readableBytes
             if bytes > Self.maxBytes { finish(reusable: false) }
@@ -104,7 +97,8 @@ final class UpstreamDrain: UpstreamHTTPHandler.Delegate {
         overdue = nil
         connection.handler.delegate = nil
         pool.release(
-            connection, backend: backend, settings: settings, reusable: reusable, backendKeepAliveSeconds: head?.keepAliveTimeout, now: now
+            connection, backend: backends.backend(index), settings: settings, reusable: reusable, backendKeepAliveSeconds: head?.keepAliveTimeout,
+            now: now
         )
     }
 }
