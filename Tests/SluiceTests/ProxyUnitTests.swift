@@ -299,6 +299,25 @@ struct ProxyUnitTests {
         #expect(upstream.map(\.name) == ["Content-Length", "X-Other"], "order kept, named fields dropped")
     }
 
+    @Test("a field name set matches its names in any case and nothing else, at every length")
+    func fieldNameSet() {
+        let long = String(repeating: "x", count: 70)
+        let names = FieldNameSet(["X-Sluice-User", "host", "te", long, "x-forwarded-for"])
+        for present in ["x-sluice-user", "X-SLUICE-USER", "Host", "TE", long.uppercased(), "X-Forwarded-For"] {
+            #expect(names.contains(present), "\(present)")
+        }
+        // Same lengths as names in the set (the mask passes them on), different bytes; a long
+        // name of another length that shares the 63-and-over bit; a near miss in the last byte.
+        for absent in ["x-sluice-usex", "hose", "tf", String(repeating: "x", count: 64), String(repeating: "x", count: 69) + "y", "", "x-forwarded-fo"] {
+            #expect(!names.contains(absent), "\(absent)")
+        }
+        #expect(FieldNameSet([String]()).isEmpty && !FieldNameSet([String]()).contains(""))
+        #expect(FieldNameSet(["A", "a"]).allNames == ["a"], "stored once, lower-cased")
+        #expect(FieldNameSet.hopByHop.contains("Transfer-Encoding") && !FieldNameSet.hopByHop.contains("User-Agent"))
+        // Not ASCII: compared byte for byte.
+        #expect(FieldNameSet(["ü"]).contains("ü") && !FieldNameSet(["ü"]).contains("Ü"))
+    }
+
     @Test("request framing is read in one pass: lengths, chunked, Host count, size, and the smuggling verdicts")
     func framing() {
         func read(_ fields: [(String, String)]) -> RequestFraming { RequestFraming.read(HTTPHeaders(fields)) }

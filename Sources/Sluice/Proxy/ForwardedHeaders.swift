@@ -17,29 +17,20 @@ enum ForwardedHeaders {
     static func endToEnd(_ headers: HTTPHeaders, dropping extra: [String] = []) -> HTTPHeaders {
         var kept: [(String, String)] = []
         kept.reserveCapacity(headers.count + 8)
-        forEachEndToEnd(headers, dropping: extra) { kept.append(($0, $1)) }
+        forEachEndToEnd(headers, dropping: FieldNameSet(extra)) { kept.append(($0, $1)) }
         return HTTPHeaders(kept)
     }
 
     /// Calls `body` with each field `endToEnd` keeps, in order.
-    static func forEachEndToEnd(_ headers: HTTPHeaders, dropping extra: [String], _ body: (String, String) -> Void) {
+    static func forEachEndToEnd(_ headers: HTTPHeaders, dropping extra: FieldNameSet, _ body: (String, String) -> Void) {
         var connectionValues: [String] = []
         for (name, value) in headers where HeaderTokens.equalIgnoringASCIICase(name, "connection") { connectionValues.append(value) }
         for (name, value) in headers {
-            if isHopByHop(name) { continue }
-            if extra.contains(where: { HeaderTokens.equalIgnoringASCIICase(name, $0) }) { continue }
-            let named = connectionValues.contains { list in
+            if FieldNameSet.hopByHop.contains(name) || extra.contains(name) { continue }
+            let named = !connectionValues.isEmpty && connectionValues.contains { list in
                 HeaderTokens.firstElement(of: list) { HeaderTokens.equalIgnoringASCIICase($0, name) }
             }
             if !named { body(name, value) }
-        }
-    }
-
-    /// `hopByHop` has `name` (any case), looked at only for names of those lengths.
-    static func isHopByHop(_ name: String) -> Bool {
-        switch name.utf8.count {
-        case 2, 7, 10, 16, 17: hopByHop.contains { HeaderTokens.equalIgnoringASCIICase(name, $0) }
-        default: false
         }
     }
 

@@ -76,7 +76,7 @@ public struct RequestPath: Sendable, Equatable {
     /// Most targets, in one scan of their bytes: origin-form, no fragment, no escape in the
     /// path, the path already normalised. Nil for anything else (`parse` does the rest).
     private static func simpleOriginForm(_ uri: String) -> RequestPath? {
-        let pathEnd: Int? = HTTPSyntax.withBytes(of: uri) { bytes in
+        HTTPSyntax.withBytes(of: uri) { bytes in
             guard bytes.first == UInt8(ascii: "/") else { return nil }
             var pathEnd = bytes.count
             for index in bytes.indices {
@@ -87,13 +87,14 @@ public struct RequestPath: Sendable, Equatable {
                 default: break
                 }
             }
-            return isNormalised(UnsafeBufferPointer(rebasing: bytes[..<pathEnd])) ? pathEnd : nil
+            let path = UnsafeBufferPointer(rebasing: bytes[..<pathEnd])
+            guard isNormalised(path) else { return nil }
+            guard pathEnd < bytes.count else { return RequestPath(path: uri, query: nil, received: uri) }
+            // Made from the bytes already in hand (valid UTF-8: they are a `String`'s), where
+            // slicing `uri` by its indices cost as much again as the scan.
+            let query = UnsafeBufferPointer(rebasing: bytes[(pathEnd + 1)...])
+            return RequestPath(path: String(decoding: path, as: UTF8.self), query: String(decoding: query, as: UTF8.self), received: uri)
         }
-        guard let pathEnd else { return nil }
-        let utf8 = uri.utf8
-        guard pathEnd < utf8.count else { return RequestPath(path: uri, query: nil, received: uri) }
-        let mark = utf8.index(utf8.startIndex, offsetBy: pathEnd)
-        return RequestPath(path: String(uri[..<mark]), query: String(uri[utf8.index(after: mark)...]), received: uri)
     }
 
     /// Decodes `%XX` escapes of unreserved characters (RFC 3986 §2.3) and upper-cases the rest.

@@ -10,11 +10,14 @@ import SluiceConfig
 /// one that admitted the request — which itself goes through only with `forward_credentials`.
 /// So a request carrying alice's cookie and bob's bearer token, admitted as alice, never shows
 /// bob's token to the backend.
-struct UpstreamFields: Sendable {
-    /// Lower-cased names of fields Sluice writes itself.
-    let replaced: [String]
+///
+/// A class: a route keeps one, and every request reads it in place (as a struct, read from the
+/// route it was copied, each of its collections retained and released, once a request).
+final class UpstreamFields: Sendable {
+    /// Fields Sluice writes itself.
+    let replaced: FieldNameSet
     /// `replaced` and `x-real-ip`: what is dropped from a peer that is not a trusted proxy.
-    let replacedFromUntrusted: [String]
+    let replacedFromUntrusted: FieldNameSet
     /// Names (lower-cased, with `-`) whose underscore spellings are dropped.
     let aliased: Set<String>
     /// The backend receives the credential that admitted the request.
@@ -25,8 +28,9 @@ struct UpstreamFields: Sendable {
     let credentialCookies: [String]
 
     init(auth: RouteAuthConfiguration, identityHeaders: Set<String>) {
-        replaced = identityHeaders.sorted() + ["expect", "host"] + ForwardedHeaders.forwardingNames
-        replacedFromUntrusted = replaced + ["x-real-ip"]
+        let replaced = identityHeaders.sorted() + ["expect", "host"] + ForwardedHeaders.forwardingNames
+        self.replaced = FieldNameSet(replaced)
+        replacedFromUntrusted = FieldNameSet(replaced + ["x-real-ip"])
         aliased = identityHeaders.union(ForwardedHeaders.forwardingNames).union(["x-real-ip"])
         forwardCredentials = auth.forwardCredentials
         var readsAuthorization = false
@@ -54,7 +58,7 @@ struct UpstreamFields: Sendable {
         let dropAliases = !client.keepsUnderscoreFields
         var cookies = identity.map { CookieEdit(fields: self, admittedBy: $0.credential) }
         ForwardedHeaders.forEachEndToEnd(headers, dropping: dropped) { name, value in
-            if dropAliases && name.utf8.contains(UInt8(ascii: "_")) && aliased.contains(Self.hyphenated(name)) { return }
+            if dropAliases && Self.hasUnderscore(name) && aliased.contains(Self.hyphenated(name)) { return }
             if let identity {
                 switch name.utf8.count {
                 case 13 where HeaderTokens.equalIgnoringASCIICase(name, "authorization"):
@@ -69,6 +73,12 @@ struct UpstreamFields: Sendable {
             }
             body(name, value)
         }
+    }
+
+    /// Read in place: `utf8.contains` walked a field's name index by index, a few hundred
+    /// instructions a request.
+    static func hasUnderscore(_ name: String) -> Bool {
+        HTTPSyntax.withBytes(of: name) { $0.contains(UInt8(ascii: "_")) }
     }
 
     /// `name` lower-cased with `_` read as `-`.

@@ -8,13 +8,13 @@ enum UpstreamHead {
     /// Calls `field` with each field up to the forwarding block, in order.
     /// - Parameters:
     ///   - headers: the client's request fields.
-    ///   - dropping: more fields (lower-case) the caller writes itself (an upgrade's own).
+    ///   - dropping: more fields the caller writes itself (an upgrade's own).
     static func forEachField(
         route: Route, headers: HTTPHeaders, client: ForwardedHeaders.Client, identity: Identity?, backend: Backend,
-        dropping extra: [String] = [], _ field: (String, String) -> Void
+        dropping extra: FieldNameSet? = nil, _ field: (String, String) -> Void
     ) {
         route.upstreamFields.forEach(headers, client: client, identity: identity) { name, value in
-            if !extra.isEmpty && extra.contains(where: { HeaderTokens.equalIgnoringASCIICase(name, $0) }) { return }
+            if let extra, extra.contains(name) { return }
             field(name, value)
         }
         for (name, value) in identity?.headers ?? [] { field(name, value) }

@@ -174,7 +174,7 @@ final class WebSocketUpgrade {
     }
 
     /// The client's fields an upgrade writes itself (lower-case).
-    private static let ownFields = ["sec-websocket-key", "sec-websocket-version", "sec-websocket-protocol", "sec-websocket-extensions", "sec-websocket-accept"]
+    private static let ownFields = FieldNameSet(["sec-websocket-key", "sec-websocket-version", "sec-websocket-protocol", "sec-websocket-extensions", "sec-websocket-accept"])
 
     /// The upgrade request the backend receives, as bytes: the client's end-to-end headers, the
     /// validated WebSocket fields, and forwarding headers.

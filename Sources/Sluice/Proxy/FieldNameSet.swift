@@ -1,0 +1,52 @@
+/// A fixed set of field names, asked about every field of every proxied request: is this one
+/// dropped? Most fields are not, so the answer is found by the name's length alone (a bit in a
+/// mask) whenever it can be, and otherwise by comparing bytes in place, ignoring ASCII case —
+/// no lower-cased copy, no string made, no array walked per name.
+struct FieldNameSet: Sendable {
+    /// The names' bytes, lower-cased, one after another.
+    private let bytes: [UInt8]
+    /// Where each name lies in `bytes`.
+    private let names: [Range<Int>]
+    /// Bit `n` is set when a name has `n` bytes; names of 64 bytes or more set bit 63.
+    private let lengths: UInt64
+
+    init(_ names: some Sequence<String>) {
+        var bytes: [UInt8] = []
+        var ranges: [Range<Int>] = []
+        var lengths: UInt64 = 0
+        for name in Set(names.map { $0.lowercased() }).sorted() {
+            let start = bytes.count
+            bytes.append(contentsOf: name.utf8)
+            ranges.append(start..<bytes.count)
+            lengths |= Self.bit(name.utf8.count)
+        }
+        self.bytes = bytes
+        self.names = ranges
+        self.lengths = lengths
+    }
+
+    /// Headers meaningful only for one connection (RFC 9110 §7.6.1).
+    static let hopByHop = FieldNameSet(ForwardedHeaders.hopByHop)
+
+    private static func bit(_ count: Int) -> UInt64 { 1 << UInt64(min(count, 63)) }
+
+    var isEmpty: Bool { names.isEmpty }
+
+    /// The set has `name`, in any case.
+    func contains(_ name: String) -> Bool {
+        let count = name.utf8.count
+        guard lengths & Self.bit(count) != 0 else { return false }
+        return HTTPSyntax.withBytes(of: name) { field in
+            bytes.withUnsafeBytes { stored in
+                names.contains { range in
+                    range.count == count && HTTPSyntax.equalsIgnoringCase(UnsafeRawBufferPointer(field)[...], stored[range])
+                }
+            }
+        }
+    }
+
+    /// The names, lower-cased.
+    var allNames: [String] {
+        names.map { String(decoding: bytes[$0], as: UTF8.self) }
+    }
+}
