@@ -335,6 +335,11 @@ struct ProxyUnitTests {
         #expect(read([("Host", "a, b")]).hostCount == 2)
         #expect(read([("Host", "a"), ("host", "a")]).hostCount == 2)
         #expect(read([("Host", "")]).hostCount == 0)
+        // What the exchange and admission read from the same pass instead of scanning again.
+        #expect(read([("Expect", "foo, 100-Continue")]).expectsContinue)
+        #expect(read([("expect", "x"), ("EXPECT", "100-continue")]).expectsContinue)
+        #expect(!read([("Expect", "100-continued")]).expectsContinue && !plain.expectsContinue)
+        #expect(read([("Upgrade", "websocket"), ("upgrade", "h2c")]).upgradeCount == 2 && plain.upgradeCount == 0)
     }
 
     @Test("header lists are split on commas and trimmed, across repeated fields, without case")

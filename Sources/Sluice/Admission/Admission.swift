@@ -150,7 +150,7 @@ enum Admission {
             }
             return .success(screened(.demoPage, upgrade: false))
         }
-        let wantsWebSocket = request.extendedConnect != nil || (!request.simple && UpgradeRequest.isAttempt(head))
+        let wantsWebSocket = request.extendedConnect != nil || (!request.simple && framing.upgradeCount > 0 && UpgradeRequest.isAttempt(head))
         learned.wantedWebSocket = wantsWebSocket
         guard wantsWebSocket else {
             guard route.servesHTTP else {

@@ -91,6 +91,7 @@ enum SimpleRequestHead {
                 case 7 where equalsIgnoringCase(name, "upgrade"):
                     guard !upgradeField, equalsIgnoringCase(value, "websocket") else { return nil }
                     upgradeField = true
+                    vetted.framing.upgradeCount += 1
                 case 10 where equalsIgnoringCase(name, "connection"):
                     guard connection == nil else { return nil }
                     if equalsIgnoringCase(value, "close") {
@@ -108,6 +109,9 @@ enum SimpleRequestHead {
                     if vetted.host == nil { vetted.host = valueString }
                 case 6 where equalsIgnoringCase(name, "origin"):
                     vetted.framing.originCount += 1
+                case 6 where equalsIgnoringCase(name, "expect"):
+                    vetted.framing.expectsContinue = vetted.framing.expectsContinue
+                        || HeaderTokens.firstElement(of: valueString) { HeaderTokens.equalIgnoringASCIICase($0, "100-continue") }
                 case 13 where equalsIgnoringCase(name, "authorization"):
                     vetted.framing.authorizationCount += 1
                 default:

@@ -124,7 +124,7 @@ final class HTTPProxyExchange: UpstreamHTTPHandler.Delegate {
             fail(.client(.payloadTooLarge, .tooLarge, "request body larger than \(limit) bytes"), keepAlive: false)
             return
         }
-        if HeaderTokens.contains(request.head.headers, "expect", token: "100-continue") {
+        if request.framing.expectsContinue {
             // Sluice reads the body itself, so it answers the expectation itself.
             client.writeResponse(.head(HTTPResponseHead(version: .http1_1, status: .continue)), promise: nil)
             client.flushResponse()

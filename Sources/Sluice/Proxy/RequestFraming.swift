@@ -13,6 +13,11 @@ struct RequestFraming: Equatable {
     /// gateway and a backend could each read a different one.
     var authorizationCount = 0
     var originCount = 0
+    /// `Upgrade` fields: without one the request is no upgrade attempt, and nothing else need
+    /// look for the field.
+    var upgradeCount = 0
+    /// `Expect` lists `100-continue`, which Sluice answers itself (it reads the body).
+    var expectsContinue = false
     /// The body length `Content-Length` declares; nil without one (or if it is not a number,
     /// which the HTTP parser refuses before this is read).
     var contentLength: Int?
@@ -53,6 +58,11 @@ struct RequestFraming: Equatable {
                 _ = HeaderTokens.firstElement(of: value) { _ in framing.hostCount += 1; return false }
             case 6 where HeaderTokens.equalIgnoringASCIICase(name, "origin"):
                 framing.originCount += 1
+            case 6 where HeaderTokens.equalIgnoringASCIICase(name, "expect"):
+                framing.expectsContinue = framing.expectsContinue
+                    || HeaderTokens.firstElement(of: value) { HeaderTokens.equalIgnoringASCIICase($0, "100-continue") }
+            case 7 where HeaderTokens.equalIgnoringASCIICase(name, "upgrade"):
+                framing.upgradeCount += 1
             case 13 where HeaderTokens.equalIgnoringASCIICase(name, "authorization"):
                 framing.authorizationCount += 1
             case 14 where HeaderTokens.equalIgnoringASCIICase(name, "content-length"):
