@@ -136,6 +136,14 @@ struct UpstreamResponseParserTests {
         "HTTP/1.1 200 OK\r\nX-A : 1\r\n\r\n",
         "HTTP/1.1 200 OK\r\n: 1\r\n\r\n",
         "HTTP/1.1 200 OK\r\nX-A: a\u{1}b\r\n\r\n",
+        // Line ends the one pass over a field line meets: a CR alone, a bare LF in a value or
+        // a name, a line with no colon, a CR opening a line that is not the blank one.
+        "HTTP/1.1 200 OK\r\nX-A: a\rb\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nX-A: a\nContent-Length: 0\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nX-A\nContent-Length: 0\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nX-A\r\nContent-Length: 0\r\n\r\n",
+        "HTTP/1.1 200 OK\r\n\rX-A: 1\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nX-A: 1\n\r\n",
         "garbage\r\n\r\n",
     ])
     func malformed(response: String) {
