@@ -143,6 +143,16 @@ final class UpstreamPool: Sendable {
             self.maxIdle = settings.maxIdle
             self.idleTimeout = settings.idleTimeout
         }
+
+        /// One word into the hasher, not four: the key is hashed twice a request (take and give
+        /// back), and each word fed to it costs more than mixing them here. The identity's hash
+        /// is already spread; equal keys still mix to equal words, so `==` keeps them apart.
+        func hash(into hasher: inout Hasher) {
+            var mixed = UInt(bitPattern: backend.hash) &* 0x9E37_79B9_7F4A_7C15
+            mixed ^= UInt(bitPattern: loop)
+            mixed = (mixed &* 0x9E37_79B9_7F4A_7C15) ^ UInt(truncatingIfNeeded: maxIdle) ^ (UInt(truncatingIfNeeded: idleTimeout) &<< 20)
+            hasher.combine(mixed)
+        }
     }
 
     /// The idle connections themselves are the pool state's entries: taking one and giving it
