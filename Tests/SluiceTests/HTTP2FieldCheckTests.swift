@@ -41,6 +41,9 @@ struct HTTP2FieldCheckTests {
             ("pseudo after regular", [(":method", "GET"), ("accept", "*/*"), (":scheme", "https"), (":path", "/")], true),
             (":status in a request", Self.get + [(":status", "200")], true),
             ("unknown pseudo", Self.get + [(":foo", "1")], true),
+            // Names read as bytes: a known one's length, not its bytes; its letters in capitals.
+            ("near :method", [(":methox", "GET"), (":scheme", "https"), (":authority", "e"), (":path", "/")], true),
+            (":Path", [(":method", "GET"), (":scheme", "https"), (":authority", "e"), (":Path", "/")], true),
             ("uppercase name", Self.get + [("Accept", "*/*")], true),
             ("space in name", Self.get + [("x y", "1")], true),
             ("colon in name", Self.get + [("x:y", "1")], true),

@@ -14,34 +14,38 @@ package enum HTTP2FieldCheck {
         var authority = false
         var `protocol` = false
         var regularSeen = false
-        for (name, value) in fields {
-            if name.utf8.first == UInt8(ascii: ":") {
-                if regularSeen { return malformed(stream, "pseudo-header field \(name) after a regular field") }
-                switch name {
-                case ":method":
-                    if method != nil { return malformed(stream, "two :method fields") }
-                    method = value
-                case ":scheme":
-                    if scheme != nil { return malformed(stream, "two :scheme fields") }
-                    scheme = value
-                case ":path":
-                    if path != nil { return malformed(stream, "two :path fields") }
-                    path = value
-                case ":authority":
-                    if authority { return malformed(stream, "two :authority fields") }
-                    authority = true
-                case ":protocol":
-                    if `protocol` { return malformed(stream, "two :protocol fields") }
-                    guard extendedConnect else { return malformed(stream, ":protocol without SETTINGS_ENABLE_CONNECT_PROTOCOL") }
-                    `protocol` = true
-                default:
-                    return malformed(stream, "pseudo-header field \(name) in a request")
-                }
-                if let problem = valueProblem(value) { return malformed(stream, "\(name) \(problem)") }
-            } else {
+        // By index, each name's bytes read once: a field copied out of the list cost a retain
+        // and a release of both its strings.
+        for index in fields.indices {
+            let pseudo = HTTPSyntax.withBytes(of: fields[index].0, Pseudo.init)
+            if pseudo == .none {
                 regularSeen = true
-                if let problem = regularProblem(name: name, value: value) { return malformed(stream, problem) }
+                if let problem = regularProblem(name: fields[index].0, value: fields[index].1) { return malformed(stream, problem) }
+                continue
             }
+            let name = fields[index].0
+            if regularSeen { return malformed(stream, "pseudo-header field \(name) after a regular field") }
+            switch pseudo {
+            case .method:
+                if method != nil { return malformed(stream, "two :method fields") }
+                method = fields[index].1
+            case .scheme:
+                if scheme != nil { return malformed(stream, "two :scheme fields") }
+                scheme = fields[index].1
+            case .path:
+                if path != nil { return malformed(stream, "two :path fields") }
+                path = fields[index].1
+            case .authority:
+                if authority { return malformed(stream, "two :authority fields") }
+                authority = true
+            case .protocol:
+                if `protocol` { return malformed(stream, "two :protocol fields") }
+                guard extendedConnect else { return malformed(stream, ":protocol without SETTINGS_ENABLE_CONNECT_PROTOCOL") }
+                `protocol` = true
+            case .unknown, .none:
+                return malformed(stream, "pseudo-header field \(name) in a request")
+            }
+            if let problem = valueProblem(fields[index].1) { return malformed(stream, "\(name) \(problem)") }
         }
         guard let method, !method.isEmpty else { return malformed(stream, "no :method") }
         if method == "CONNECT" && !`protocol` {
@@ -63,6 +67,32 @@ package enum HTTP2FieldCheck {
         return nil
     }
 
+    /// Which pseudo-header field a name is, read from its bytes; `none` for a regular field.
+    private enum Pseudo: Equatable {
+        case none, method, scheme, path, authority, `protocol`, unknown
+
+        init(_ name: UnsafeBufferPointer<UInt8>) {
+            guard name.first == UInt8(ascii: ":") else {
+                self = .none
+                return
+            }
+            // Called only for a name of the text's length.
+            func named(_ text: StaticString) -> Bool {
+                let expected = text.utf8Start
+                for index in 1..<name.count where name[index] != expected[index] { return false }
+                return true
+            }
+            switch name.count {
+            case 5 where named(":path"): self = .path
+            case 7 where named(":method"): self = .method
+            case 7 where named(":scheme"): self = .scheme
+            case 9 where named(":protocol"): self = .protocol
+            case 10 where named(":authority"): self = .authority
+            default: self = .unknown
+            }
+        }
+    }
+
     /// Why a trailer section's fields are malformed, or nil: no pseudo-header fields, and the
     /// rules on every field.
     package static func trailers(_ fields: [(String, String)], stream: UInt32) -> HTTP2WireError? {
@@ -78,13 +108,19 @@ package enum HTTP2FieldCheck {
     }
 
     private static func regularProblem(name: String, value: String) -> String? {
-        if name.isEmpty { return "an empty field name" }
-        let lowercaseToken = HTTPSyntax.withBytes(of: name) { bytes in
-            !bytes.contains { !HTTPSyntax.isTokenByte($0) || ($0 >= 0x41 && $0 <= 0x5a) }
+        // The name's bytes read once for every rule on it.
+        let problem: String? = HTTPSyntax.withBytes(of: name) { bytes in
+            if bytes.isEmpty { return "an empty field name" }
+            if bytes.contains(where: { !HTTPSyntax.isTokenByte($0) || ($0 >= 0x41 && $0 <= 0x5a) }) {
+                return "field name \(name.prefix(64).debugDescription) is not a lowercase token"
+            }
+            if HTTP2ResponseBlock.classify(bytes) == .dropped { return "connection-specific field \(name)" }
+            if bytes.count == 2, bytes[0] == UInt8(ascii: "t"), bytes[1] == UInt8(ascii: "e"), value != "trailers" {
+                return "TE other than \"trailers\""
+            }
+            return nil
         }
-        if !lowercaseToken { return "field name \(name.prefix(64).debugDescription) is not a lowercase token" }
-        if HTTP2ResponseBlock.isConnectionSpecific(name) { return "connection-specific field \(name)" }
-        if name == "te" && value != "trailers" { return "TE other than \"trailers\"" }
+        if let problem { return problem }
         if let problem = valueProblem(value) { return "field \(name) \(problem)" }
         return nil
     }
