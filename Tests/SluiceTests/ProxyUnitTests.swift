@@ -311,8 +311,8 @@ struct ProxyUnitTests {
         for absent in ["x-sluice-usex", "hose", "tf", String(repeating: "x", count: 64), String(repeating: "x", count: 69) + "y", "", "x-forwarded-fo"] {
             #expect(!names.contains(absent), "\(absent)")
         }
-        #expect(FieldNameSet([String]()).isEmpty && !FieldNameSet([String]()).contains(""))
-        #expect(FieldNameSet(["A", "a"]).allNames == ["a"], "stored once, lower-cased")
+        #expect(!FieldNameSet([String]()).contains("") && !FieldNameSet([String]()).contains("host"))
+        #expect(FieldNameSet(["A", "a"]).contains("a") && FieldNameSet(["Host"]).contains("host"), "stored lower-cased")
         #expect(FieldNameSet.hopByHop.contains("Transfer-Encoding") && !FieldNameSet.hopByHop.contains("User-Agent"))
         // Not ASCII: compared byte for byte.
         #expect(FieldNameSet(["ü"]).contains("ü") && !FieldNameSet(["ü"]).contains("Ü"))

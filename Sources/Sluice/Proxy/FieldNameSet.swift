@@ -30,8 +30,6 @@ struct FieldNameSet: Sendable {
 
     private static func bit(_ count: Int) -> UInt64 { 1 << UInt64(min(count, 63)) }
 
-    var isEmpty: Bool { names.isEmpty }
-
     /// The set has `name`, in any case.
     func contains(_ name: String) -> Bool {
         let count = name.utf8.count
@@ -43,10 +41,5 @@ struct FieldNameSet: Sendable {
                 }
             }
         }
-    }
-
-    /// The names, lower-cased.
-    var allNames: [String] {
-        names.map { String(decoding: bytes[$0], as: UTF8.self) }
     }
 }
