@@ -25,21 +25,24 @@ struct FieldNameSet: Sendable {
         self.lengths = lengths
     }
 
-    /// Headers meaningful only for one connection (RFC 9110 §7.6.1).
-    static let hopByHop = FieldNameSet(ForwardedHeaders.hopByHop)
-
     private static func bit(_ count: Int) -> UInt64 { 1 << UInt64(min(count, 63)) }
 
     /// The set has `name`, in any case.
     func contains(_ name: String) -> Bool {
-        let count = name.utf8.count
+        guard lengths & Self.bit(name.utf8.count) != 0 else { return false }
+        return HTTPSyntax.withBytes(of: name) { contains(UnsafeRawBufferPointer($0)[...]) }
+    }
+
+    /// The set has the name in `bytes`, in any case (a field read in place, as a backend's
+    /// response head is).
+    func contains(_ bytes: Slice<UnsafeRawBufferPointer>) -> Bool {
+        let count = bytes.count
         guard lengths & Self.bit(count) != 0 else { return false }
-        return HTTPSyntax.withBytes(of: name) { field in
-            bytes.withUnsafeBytes { stored in
-                names.contains { range in
-                    range.count == count && HTTPSyntax.equalsIgnoringCase(UnsafeRawBufferPointer(field)[...], stored[range])
-                }
-            }
+        for range in names where range.count == count {
+            // The first bytes compared here: most names of a set's lengths differ there.
+            if count > 0, !HTTPSyntax.sameIgnoringCase(bytes[bytes.startIndex], self.bytes[range.lowerBound]) { continue }
+            if self.bytes.withUnsafeBytes({ HTTPSyntax.equalsIgnoringCase(bytes, $0[range]) }) { return true }
         }
+        return false
     }
 }

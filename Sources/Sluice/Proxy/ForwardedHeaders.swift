@@ -4,12 +4,11 @@ import NIOHTTP1
 /// The header rewriting every proxied request and response goes through: hop-by-hop headers
 /// out (RFC 9110 §7.6.1, and any named in `Connection`), forwarding headers in.
 enum ForwardedHeaders {
-    /// Headers meaningful only for one connection.
-    static let hopByHop = hopByHopNames.map { $0.description }
-    /// The same names as written in the source, for comparisons on raw bytes.
-    static let hopByHopNames: [StaticString] = [
+    /// Headers meaningful only for one connection (RFC 9110 §7.6.1), for requests and backend
+    /// answers alike.
+    static let hopByHop = FieldNameSet([
         "connection", "proxy-connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade",
-    ]
+    ])
 
     /// `headers` without hop-by-hop fields, without any field `Connection` names, and without
     /// the fields in `dropping` (lower-case names), made in one pass with room for the fields the
@@ -26,7 +25,7 @@ enum ForwardedHeaders {
         var connectionValues: [String] = []
         for (name, value) in headers where HeaderTokens.equalIgnoringASCIICase(name, "connection") { connectionValues.append(value) }
         for (name, value) in headers {
-            if FieldNameSet.hopByHop.contains(name) || extra.contains(name) { continue }
+            if hopByHop.contains(name) || extra.contains(name) { continue }
             let named = !connectionValues.isEmpty && connectionValues.contains { list in
                 HeaderTokens.firstElement(of: list) { HeaderTokens.equalIgnoringASCIICase($0, name) }
             }

@@ -383,9 +383,6 @@ private struct HeadReader {
         return (name, valueStart..<valueEnd, position)
     }
 
-    /// Bit n is set when a hop-by-hop field name is n bytes long.
-    static let hopByHopLengths: UInt64 = ForwardedHeaders.hopByHopNames.reduce(0) { $0 | (1 << $1.utf8CodeUnitCount) }
-
     /// The bytes in `range` against a lower-case name or token.
     func equalsIgnoringCase(_ range: Range<Int>, _ lowercase: StaticString) -> Bool {
         HTTPSyntax.equalsIgnoringCase(raw[range], lowercase)
@@ -507,9 +504,7 @@ private struct HeadReader {
                 }
             default:
                 // Most fields are not as long as any hop-by-hop name: no comparison at all.
-                if name.count < 64, Self.hopByHopLengths & (1 << name.count) != 0 {
-                    endToEnd = !ForwardedHeaders.hopByHopNames.contains { equalsIgnoringCase(name, $0) }
-                }
+                endToEnd = !ForwardedHeaders.hopByHop.contains(raw[name])
             }
             fields.append(.init(name: name, value: value, lineEnd: lineEnd, endToEnd: endToEnd))
         }
